@@ -1,0 +1,17 @@
+"""mriqa: reference-free quality assessment for MRI reconstruction.
+
+Main entry points (imported lazily so that ``import mriqa`` stays light):
+
+- ``mriqa.load_predictor("gray" | "rgb" | path)`` -> QF predictor with ``.qf_map(img)`` and ``.score(img)``.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name == "load_predictor":
+        from mriqa.predictor import load_predictor
+
+        return load_predictor
+    raise AttributeError(f"module 'mriqa' has no attribute {name!r}")

@@ -1,0 +1,3 @@
+from mriqa.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``mriqa`` CLI; see ``mriqa/cli.py``."""

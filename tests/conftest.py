@@ -1,0 +1,53 @@
+"""Shared test fixtures.
+
+``shared_data``: the path of ``../shared/data`` beside the checkout. Without it the test skips with the
+reason; with ``MRIQA_REQUIRE_SHARED=1`` (set by ``.ci/run``) a missing folder is a failure instead, so CI
+never passes by skipping.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MRIQA_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def _need(path: Path) -> Path:
+    if path.exists():
+        return path
+    reason = f"needs {path} (the project's shared data, present in CI beside the checkout)"
+    if os.environ.get("MRIQA_REQUIRE_SHARED") == "1":
+        pytest.fail(reason + " but MRIQA_REQUIRE_SHARED=1")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return _need(SHARED_DATA)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    np.random.seed(0)
+    yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _threads():
+    torch.set_num_threads(2)
+    yield
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
