@@ -1,0 +1,4 @@
+"""Quality networks of mriqa: :class:`QFNet` (the JPEG quality-factor predictor)."""
+from mriqa.models.qfnet import QFNet
+
+__all__ = ["QFNet"]

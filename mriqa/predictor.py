@@ -1,0 +1,399 @@
+"""The QF predictor: score images without a reference.
+
+>>> import mriqa
+>>> qf = mriqa.load_predictor("gray")              # or "rgb", or a path to a .safetensors file
+>>> qf.qf_map(image)                                # [h, w] QF map (QF / 100, in [0, 1])
+>>> qf.score(image, pool="foreground")              # one float in [0, 1]
+
+Inputs (numpy or torch):
+
+==========================  ======================================================================
+shape                       meaning
+==========================  ======================================================================
+``[H, W]``                  one gray image
+``[H, W, C]``, C in 1..4    one image, channels last (gray, gray+alpha, RGB, RGBA; alpha dropped)
+``[N, H, W]``               N gray images (an MRI volume ``[slices, H, W]``); a colour image given
+                            channels-first must be ``[1, 3, H, W]``
+``[N, C, H, W]``, C 1 or 3  N images, channels first (a torch batch)
+``[N, H, W, C]``            N images, channels last (C in 1..4, when dim 1 is not 1 or 3)
+==========================  ======================================================================
+
+Pixel values are mapped to [0, 1] by :func:`mriqa.normalize.to_unit_range`, the same normalisation used in
+training, **image by image** (slice by slice for a volume), with ``kind``:
+
+- ``kind=None`` (auto, decided once for the whole input): ``uint8`` / ``uint16`` / other integers / bool and
+  floats already in [0, 1] are ``"photo"`` (``/ 255``, ``/ 65535``, dtype max, as is); complex values or
+  floats with any value outside [0, 1] (an MRI magnitude on its scanner scale) are ``"mri"`` (divided by the
+  99.5th percentile of each slice).
+- ``kind="mri"`` forces the MRI windowing: use it for magnitudes that happen to lie inside [0, 1], such as
+  fastMRI ``reconstruction_rss`` arrays (values ~1e-4), which "auto" would take as a nearly black photo
+  (it then issues a :class:`DarkInputWarning`: a float input whose maximum is below 0.05). Code that scores
+  reconstructions should always pass ``kind="mri"``.
+- ``kind="photo"`` forces the photo rule (floats outside [0, 1] are then an error).
+
+Then the channels are matched to the model (:func:`mriqa.normalize.as_model_input`: BT.601 luma for the gray
+model, repetition for the RGB model). NaN/Inf values, an image smaller than the network's minimum input
+(its receptive field, 28 x 28 px for the default QFNet) or an unsupported shape raise
+:class:`mriqa.errors.InputError` with the sizes in the message.
+
+Outputs: the map is ``[h, w]`` for one image and ``[N, h, w]`` for a batch, numpy ``float32`` for numpy input
+and a torch ``float32`` tensor on the input's device for torch input; scores are a Python ``float`` for one
+image, ``[N]`` (numpy float64 / torch float32) for a batch. Map geometry and pooling: :mod:`mriqa.pooling`.
+Computation runs without gradients, ``batch_size`` images at a time, on ``device`` (``None``: CUDA when
+available, else CPU).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from mriqa import pooling
+from mriqa.errors import InputError
+
+#: names of the shipped models -> files in ``mriqa/weights/``.
+SHIPPED = {"gray": "qf-gray.safetensors", "rgb": "qf-rgb.safetensors"}
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_BATCH_SIZE = 16
+_UNIT_TOL = 0.002  # the tolerance of mriqa.normalize for float photos slightly outside [0, 1]
+_DARK_FLOAT = 0.05  # auto kind: a float "photo" whose maximum is below this is probably an unwindowed magnitude
+
+
+class DarkInputWarning(UserWarning):
+    """``kind=None`` took a float input whose maximum is below 0.05 as [0, 1] photo values; it is probably an
+    MRI magnitude on a small scale (fastMRI) that wants ``kind="mri"``."""
+
+
+def is_batch(shape: Sequence[int]) -> bool:
+    """Whether an input of this shape is a batch (see the table in the module docstring); InputError for a
+    shape that is neither one image nor a batch."""
+    shape = tuple(int(n) for n in shape)
+    if len(shape) == 2 or (len(shape) == 3 and shape[-1] <= 4):
+        return False  # [H, W] or [H, W, C] (a batch [N, H, W] this narrow is below any network's input)
+    if len(shape) == 3 or (len(shape) == 4 and (shape[1] in (1, 3) or shape[-1] <= 4)):
+        return True
+    raise InputError(
+        None,
+        f"unsupported image shape {shape}: expected [H, W], [H, W, C], [N, H, W], "
+        "[N, C, H, W] (C = 1 or 3) or [N, H, W, C]",
+    )
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` -> :func:`default_device`; a device string -> ``torch.device``; InputError for a malformed
+    name or a CUDA device on a machine without CUDA."""
+    if device is None:
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(None, f"unknown torch device {device!r} (e.g. 'cpu', 'cuda', 'cuda:1')") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(None, f"device {device!r} asked for, but CUDA is not available on this machine")
+    return dev
+
+
+def shipped_weights(name: str) -> Path:
+    """Path of a shipped model's weights (``"gray"`` or ``"rgb"``); it may not exist in a source checkout."""
+    return WEIGHTS_DIR / SHIPPED[name]
+
+
+def resolve_weights(model: str | os.PathLike) -> tuple[Path, str]:
+    """``"gray"`` / ``"rgb"`` / a path -> ``(weights path, display name)``; a clear InputError otherwise."""
+    text = os.fspath(model)
+    if text in SHIPPED:
+        path = shipped_weights(text)
+        if not path.is_file():
+            raise InputError(
+                path,
+                f"the shipped {text!r} QF model is not installed (train it with `mriqa train-qf` "
+                "or pass --model PATH to a .safetensors file)",
+            )
+        return path, text
+    path = Path(text).expanduser()
+    if path.exists():
+        return path, text
+    raise InputError(
+        None,
+        f"unknown QF model {text!r}: expected 'gray', 'rgb' or the path of a .safetensors weights file",
+    )
+
+
+def load_predictor(
+    model: str | os.PathLike = "gray",
+    device: str | torch.device | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> "QFPredictor":
+    """Load a QF predictor: ``"gray"`` (MRI / grayscale model), ``"rgb"`` (photos) or a weights path.
+
+    ``device``: ``None`` = CUDA when available, else CPU. ``batch_size``: images per forward pass.
+    A missing or unreadable file or an unknown name raises :class:`mriqa.errors.InputError`.
+    """
+    from mriqa.weights_io import load_qfnet
+
+    path, name = resolve_weights(model)
+    resolve_device(device)  # a bad device fails before the weights are read
+    net, metadata = load_qfnet(path)
+    return QFPredictor(net, metadata=metadata, name=name, device=device, batch_size=batch_size)
+
+
+@dataclass
+class Prediction:
+    """Everything :meth:`QFPredictor.evaluate` computes for a batch of ``N`` images, as numpy.
+
+    maps: float32 ``[N, h, w]`` QF maps; scores: float64 ``[N]`` pooled scores; images: float32
+    ``[N, H, W, C]`` the model inputs in [0, 1] (C = the model's channels); geometry: where the cells lie
+    (:class:`mriqa.pooling.MapGeometry`); pool: the pooling asked for; fallback: bool ``[N]``, True where
+    ``foreground`` found no foreground and used ``mean``.
+    """
+
+    maps: np.ndarray
+    scores: np.ndarray
+    images: np.ndarray
+    geometry: pooling.MapGeometry
+    pool: str
+    fallback: np.ndarray
+
+
+class QFPredictor:
+    """A QF network with its input handling, batching and pooling (see the module docstring).
+
+    Args:
+        model: a QFNet (or any module with ``in_channels``, ``receptive_field``, ``output_stride``,
+            ``min_input_size`` and ``forward([B, C, H, W] in [0, 1]) -> [B, 1, h, w]``); put in eval mode.
+        metadata: the weights' metadata (kept as ``.metadata``).
+        name: how the model is reported (``"gray"``, ``"rgb"`` or the path given).
+        device: ``None`` = CUDA when available, else CPU; the model is moved there.
+        batch_size: images per forward pass.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        metadata: dict[str, Any] | None = None,
+        name: str | None = None,
+        device: str | torch.device | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ):
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model.eval().to(resolve_device(device))
+        self.metadata = dict(metadata or {})
+        self.name = name or type(model).__name__
+        self.batch_size = int(batch_size)
+        self._check_normalization()
+
+    def _check_normalization(self):
+        from mriqa.normalize import NORMALIZATION
+
+        norm = self.metadata.get("normalization")
+        if isinstance(norm, dict) and norm.get("name") not in (None, NORMALIZATION["name"]):
+            warnings.warn(
+                f"QF model {self.name}: trained with normalisation {norm.get('name')!r}, "
+                f"this mriqa uses {NORMALIZATION['name']!r}",
+                stacklevel=3,
+            )
+
+    # -------------------------------------------------------------------------------------------- properties
+    @property
+    def device(self) -> torch.device:
+        """Where the model's parameters are (follows ``predictor.model.to(...)``)."""
+        for p in self.model.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.model.in_channels)
+
+    @property
+    def receptive_field(self) -> int:
+        """Pixels seen by one map cell (square)."""
+        return int(self.model.receptive_field)
+
+    @property
+    def output_stride(self) -> int:
+        """Input pixels between neighbouring map cells."""
+        return int(self.model.output_stride)
+
+    @property
+    def min_input_size(self) -> int:
+        """Smallest image height and width the model accepts, pixels."""
+        return int(self.model.min_input_size)
+
+    def __repr__(self) -> str:
+        return (
+            f"QFPredictor(name={self.name!r}, in_channels={self.in_channels}, "
+            f"receptive_field={self.receptive_field}, output_stride={self.output_stride}, device={self.device})"
+        )
+
+    # ------------------------------------------------------------------------------------------ input handling
+    @staticmethod
+    def _split_batch(img) -> tuple[list, bool]:
+        """Raw input -> (list of per-image numpy arrays [H, W] or [H, W, C], batched?)."""
+        if isinstance(img, torch.Tensor):
+            arr = img.detach().cpu()
+            arr = arr.abs() if arr.is_complex() else arr
+            if arr.dtype in (torch.float16, torch.bfloat16):
+                arr = arr.float()
+            arr = arr.numpy()
+        else:
+            arr = np.asarray(img)
+        batched = is_batch(arr.shape)
+        if not batched:
+            return [arr], False
+        if arr.ndim == 3:
+            return list(arr), True
+        if arr.shape[1] in (1, 3):
+            return [a.transpose(1, 2, 0) for a in arr], True
+        return list(arr), True
+
+    @staticmethod
+    def _auto_kind(arr: np.ndarray) -> str:
+        if np.iscomplexobj(arr):
+            return "mri"
+        if arr.dtype.kind == "f" and arr.size:
+            finite = arr[np.isfinite(arr)]
+            if finite.size and (finite.min() < -_UNIT_TOL or finite.max() > 1 + _UNIT_TOL):
+                return "mri"
+        return "photo"
+
+    def prepare(self, img, kind: str | None = None, source: str | Sequence[str] | None = None) -> tuple[torch.Tensor, bool]:
+        """Raw input -> ``(model input float32 [N, C, H, W] in [0, 1] on the CPU, batched?)``.
+
+        ``kind``: ``None`` (auto), ``"photo"`` or ``"mri"`` (see the module docstring). ``source``: a name for
+        error messages, or one name per image.
+        """
+        from mriqa.normalize import KINDS, as_model_input
+
+        if kind is not None and kind not in KINDS:
+            raise InputError(None, f"kind must be None or one of {KINDS}, got {kind!r}")
+        images, batched = self._split_batch(img)
+        if kind is None and images:
+            # one decision for the whole input, so that a volume's dim end slices are windowed like the rest
+            kind = "mri" if any(self._auto_kind(a) == "mri" for a in images) else "photo"
+            if kind == "photo" and images[0].dtype.kind == "f":
+                peak = max(float(np.max(a)) for a in images)
+                if peak < _DARK_FLOAT:
+                    warnings.warn(
+                        f"float image(s) with maximum {peak:.3g} taken as [0, 1] photo values (nearly black); "
+                        "pass kind='mri' to window MRI magnitudes such as fastMRI reconstructions",
+                        DarkInputWarning,
+                        stacklevel=4,
+                    )
+        if not images:
+            raise InputError(source if isinstance(source, str) else None, "empty batch (no images)")
+        if source is None or isinstance(source, str):
+            names = [source if not batched else f"{source or 'batch'}[{i}]" for i in range(len(images))]
+        else:
+            names = list(source)
+            if len(names) != len(images):
+                raise ValueError(f"{len(names)} sources for {len(images)} images")
+        tensors = []
+        for arr, name in zip(images, names):
+            height, width = arr.shape[:2]
+            if min(height, width) < self.min_input_size:
+                raise InputError(
+                    name,
+                    f"image is {height}x{width} pixels, smaller than the QF model's minimum input "
+                    f"{self.min_input_size}x{self.min_input_size} (its receptive field is "
+                    f"{self.receptive_field} px)",
+                )
+            if kind == "mri" and arr.ndim == 3 and arr.shape[-1] == 1:
+                arr = arr[..., 0]
+            tensors.append(as_model_input(arr, self.in_channels, kind=kind, source=name))
+        shapes = {tuple(t.shape) for t in tensors}
+        if len(shapes) > 1:  # cannot happen for an array input; kept for safety
+            raise InputError(None, f"images of different sizes in one batch: {sorted(shapes)}")
+        return torch.cat(tensors, dim=0), batched
+
+    # ----------------------------------------------------------------------------------------------- network
+    def predict_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Model input ``[N, C, H, W]`` already in [0, 1] (see :meth:`prepare`) -> QF maps ``[N, h, w]``
+        (torch, on the model's device). Runs in ``batch_size`` chunks; no ``no_grad`` here, so a caller may
+        differentiate through it (call it under ``torch.no_grad()`` for inference)."""
+        device = self.device
+        outs = [
+            self.model(x[i : i + self.batch_size].to(device=device, dtype=torch.float32))[:, 0]
+            for i in range(0, x.shape[0], self.batch_size)
+        ]
+        return torch.cat(outs, dim=0)
+
+    def geometry(self, image_size: tuple[int, int], map_size: tuple[int, int]) -> pooling.MapGeometry:
+        """Where the map cells lie in the image (:class:`mriqa.pooling.MapGeometry`)."""
+        return pooling.MapGeometry.for_model(self.model, image_size, map_size)
+
+    @torch.no_grad()
+    def _maps(self, img, kind, source) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        x, batched = self.prepare(img, kind=kind, source=source)
+        return x, self.predict_input(x).float(), batched
+
+    # ----------------------------------------------------------------------------------------------- public
+    def qf_map(self, img, kind: str | None = None, source: str | Sequence[str] | None = None):
+        """QF map(s) of ``img``: ``[h, w]`` for one image, ``[N, h, w]`` for a batch, values QF / 100 in
+        [0, 1]. Numpy in -> numpy float32 out; torch in -> torch float32 on the input's device."""
+        _, maps, batched = self._maps(img, kind, source)
+        maps = maps if batched else maps[0]
+        if isinstance(img, torch.Tensor):
+            return maps.to(img.device)
+        return maps.cpu().numpy()
+
+    def evaluate(
+        self,
+        img,
+        pool: str = "mean",
+        kind: str | None = None,
+        source: str | Sequence[str] | None = None,
+        **pool_options,
+    ) -> Prediction:
+        """Maps, scores and model inputs of ``img`` as a batch (even for one image), numpy; see
+        :class:`Prediction`. ``pool_options`` go to :func:`mriqa.pooling.pool` (``fraction``, ``threshold``)."""
+        pooling.check_pool(pool)
+        x, maps_t, _ = self._maps(img, kind, source)
+        maps = maps_t.cpu().numpy()
+        images = x.permute(0, 2, 3, 1).numpy()
+        geometry = self.geometry(tuple(x.shape[-2:]), tuple(maps.shape[-2:]))
+        weights = pooling.pool_weights(maps, pool, image=images, geometry=geometry, **pool_options)
+        fallback = weights.sum(axis=(-2, -1)) <= 0
+        weights[fallback] = 1.0
+        scores = np.asarray(pooling.weighted_mean(maps, weights), dtype=np.float64)
+        return Prediction(maps, scores, images, geometry, pool, fallback)
+
+    def score(
+        self,
+        img,
+        pool: str = "mean",
+        kind: str | None = None,
+        source: str | Sequence[str] | None = None,
+        **pool_options,
+    ):
+        """Pooled QF score(s) in [0, 1] (QF / 100): a ``float`` for one image, ``[N]`` for a batch (numpy
+        float64 for numpy input, torch float32 on the input's device for torch input).
+
+        ``pool``: ``"mean"``, ``"center"`` or ``"foreground"`` (:mod:`mriqa.pooling`); for ``foreground``, an
+        image without foreground is scored with ``mean`` and a :class:`mriqa.pooling.PoolingFallbackWarning`
+        is issued. ``kind``: see the module docstring.
+        """
+        pred = self.evaluate(img, pool=pool, kind=kind, source=source, **pool_options)
+        if pred.fallback.any():
+            where = ", ".join(str(i) for i in np.flatnonzero(pred.fallback))
+            warnings.warn(
+                f"foreground pooling: no foreground in image(s) {where}; mean pooling used instead",
+                pooling.PoolingFallbackWarning,
+                stacklevel=2,
+            )
+        if not is_batch(np.shape(img) if not hasattr(img, "shape") else tuple(img.shape)):
+            return float(pred.scores[0])
+        if isinstance(img, torch.Tensor):
+            return torch.as_tensor(pred.scores, dtype=torch.float32, device=img.device)
+        return pred.scores

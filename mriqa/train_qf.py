@@ -1,0 +1,412 @@
+"""Self-supervised training of the QF predictor (``mriqa train-qf --config configs/qf-gray.yaml``).
+
+Each step draws a batch of random patches (:class:`mriqa.qf_data.PatchSampler`), JPEG-compresses each at a
+random QF (Pillow, quality 1..100; QF distribution ``log`` or ``uniform``, :mod:`mriqa.jpeg`) and fits the
+QF map of :class:`mriqa.models.QFNet` to QF / 100 at every output cell:
+
+- ``mode: regression`` (default): mean squared error between the sigmoid map and the target.
+- ``mode: classification``: the paper's 5-class variant, QF in {0, 20, 40, 60, 80}, cross-entropy per cell.
+
+Optimiser: Adam (``lr``, ``weight_decay``), linear warm-up for ``warmup`` steps then cosine decay to
+``lr_min`` at ``steps``. Validation: a fixed set of ``val_patches`` patches from the validation images
+(drawn once with seed ``seed + 1000003``); score of a patch = mean of its QF map; accuracy = fraction with
+``|score - target| <= 0.02`` (the paper's definition). The best-validation weights are exported.
+
+Determinism and resume: the batch of step ``t`` is drawn from ``numpy.random.default_rng([seed, t])``, the
+model is initialised from ``torch.manual_seed(seed)``, and the learning rate is a function of ``t``; a run
+writes ``checkpoint.pt`` (model, optimiser, step, history, best weights; atomic) every
+``checkpoint_every`` steps and when it stops, and a new run with the same ``output_dir`` resumes from it
+automatically (``--no-resume`` starts over). Resumed and uninterrupted runs give identical weights.
+``max_minutes`` stops a run cleanly (checkpoint + export of the best weights so far) after that wall time;
+``stop_at_step`` does the same at a given step (splitting a run into sessions; the tests use it).
+
+Outputs in ``output_dir``: ``checkpoint.pt``, ``best.safetensors``, ``history.json``, ``curves.png`` (loss and
+accuracy, train and validation), ``train.log`` lines via stdout; and the best weights copied to ``export``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from mriqa.errors import InputError
+from mriqa.files import atomic_path
+from mriqa.models.qfnet import QFNet
+from mriqa.normalize import NORMALIZATION
+from mriqa.qf_data import PatchSampler, load_pools
+from mriqa.weights_io import save_weights
+
+ACC_TOL = 0.02
+VAL_SEED_OFFSET = 1000003
+
+DEFAULTS: dict[str, Any] = {
+    "name": "qf",
+    "seed": 0,
+    "mode": "regression",
+    "model": {"in_channels": 1, "width": 32, "blurpool": False},
+    "data": {"kind": "mri", "train": [], "val": []},
+    "sampler": {
+        "patch": 64,
+        "distribution": "log",
+        "p_clean": 0.05,
+        "p_foreground": 0.9,
+        "subsampling": "4:2:0",
+        "noise": None,
+    },
+    "train": {
+        "steps": 10000,
+        "batch": 32,
+        "lr": 1.0e-3,
+        "lr_min": 1.0e-5,
+        "warmup": 200,
+        "weight_decay": 0.0,
+        "eval_every": 500,
+        "checkpoint_every": 250,
+        "val_patches": 512,
+        "threads": 1,
+        "max_minutes": None,
+        "stop_at_step": None,
+        "progress": True,
+        "device": "auto",
+    },
+    "output_dir": "runs/qf",
+    "export": None,
+}
+
+
+# ----------------------------------------------------------------------------------------------- config
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _parse_value(text: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(cfg: dict, overrides: list[str] | None) -> dict:
+    """``["train.steps=2", "data.train.0.path=/x"]`` -> cfg with those keys set (values parsed as YAML)."""
+    cfg = copy.deepcopy(cfg)
+    for item in overrides or []:
+        if "=" not in item:
+            raise InputError(None, f"--set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        node: Any = cfg
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        last = parts[-1]
+        if isinstance(node, list):
+            node[int(last)] = _parse_value(value)
+        else:
+            node[last] = _parse_value(value)
+    return cfg
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None, **extra) -> dict:
+    """Defaults <- YAML file <- ``extra`` dict <- ``--set`` overrides."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(p, "config file not found")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise InputError(p, f"not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise InputError(p, "config must be a YAML mapping")
+        cfg = _merge(cfg, data)
+    cfg = _merge(cfg, extra)
+    return apply_overrides(cfg, overrides)
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def lr_at(step: int, tc: dict) -> float:
+    """Linear warm-up, then cosine from ``lr`` to ``lr_min`` at ``steps``."""
+    lr, lr_min, warm, total = float(tc["lr"]), float(tc["lr_min"]), int(tc["warmup"]), int(tc["steps"])
+    if warm and step < warm:
+        return lr * (step + 1) / warm
+    t = min(1.0, (step - warm) / max(1, total - warm))
+    return lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * t))
+
+
+def build_model(cfg: dict) -> QFNet:
+    mc = dict(cfg["model"])
+    if cfg["mode"] == "classification":
+        mc.setdefault("num_classes", 5)
+        mc.setdefault("class_qfs", [0, 20, 40, 60, 80])
+    return QFNet.from_config(mc)
+
+
+def make_sampler(pool, cfg: dict) -> PatchSampler:
+    sc = cfg["sampler"]
+    return PatchSampler(
+        pool,
+        patch=sc["patch"],
+        distribution=sc["distribution"],
+        p_clean=sc["p_clean"],
+        p_foreground=sc["p_foreground"],
+        subsampling=sc["subsampling"],
+        noise=sc.get("noise"),
+        mode=cfg["mode"],
+    )
+
+
+def loss_fn(model: QFNet, x: torch.Tensor, target: torch.Tensor, label: torch.Tensor, mode: str):
+    """(loss, patch scores [B]) for a batch."""
+    z = model.logits(x)
+    if mode == "classification":
+        lab = label.view(-1, 1, 1).expand(-1, z.shape[-2], z.shape[-1])
+        loss = F.cross_entropy(z, lab)
+        p = torch.softmax(z, dim=1)
+        qmap = (p * model._class_values.view(1, -1, 1, 1)).sum(dim=1)
+    else:
+        qmap = torch.sigmoid(z)[:, 0]
+        loss = F.mse_loss(qmap, target.view(-1, 1, 1).expand_as(qmap))
+    return loss, qmap.mean(dim=(-2, -1))
+
+
+@torch.no_grad()
+def evaluate(model: QFNet, val: dict, mode: str, batch: int = 128) -> dict:
+    model.eval()
+    losses, scores = [], []
+    n = val["x"].shape[0]
+    for i in range(0, n, batch):
+        sl = slice(i, i + batch)
+        loss, s = loss_fn(model, val["x"][sl], val["target"][sl], val["label"][sl], mode)
+        losses.append(float(loss) * s.shape[0])
+        scores.append(s)
+    model.train()
+    s = torch.cat(scores)
+    err = (s - val["target"]).abs()
+    return {"val_loss": sum(losses) / n, "val_mae": float(err.mean()), "val_acc": float((err <= ACC_TOL).float().mean())}
+
+
+def plot_curves(history: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [h for h in history if "val_loss" in h]
+    if not rows:
+        return
+    st = [h["step"] for h in rows]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.4), dpi=80)
+    ax[0].plot(st, [h["train_loss"] for h in rows], label="train")
+    ax[0].plot(st, [h["val_loss"] for h in rows], label="validation")
+    ax[0].set_yscale("log")
+    ax[0].set_xlabel("step")
+    ax[0].set_ylabel("loss")
+    ax[0].legend()
+    ax[1].plot(st, [h["train_acc"] for h in rows], label="train")
+    ax[1].plot(st, [h["val_acc"] for h in rows], label="validation")
+    ax[1].set_xlabel("step")
+    ax[1].set_ylabel(f"accuracy (|pred-true| <= {ACC_TOL})")
+    ax[1].set_ylim(0, 1)
+    ax[1].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
+    plt.close(fig)
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(obj, tmp)
+
+
+def _json_dump(obj, path: Path) -> None:
+    with atomic_path(path, suffix=".json") as tmp:
+        tmp.write_text(json.dumps(obj, indent=1))
+
+
+# ----------------------------------------------------------------------------------------------- training
+def train(cfg: dict, resume: bool = True, log=print) -> dict:
+    """Run (or resume) the training described by ``cfg``; returns a summary dict."""
+    tc, mode = cfg["train"], cfg["mode"]
+    if mode not in ("regression", "classification"):
+        raise InputError(None, f"mode must be 'regression' or 'classification', got {mode!r}")
+    out = Path(cfg["output_dir"]) if Path(cfg["output_dir"]).is_absolute() else Path.cwd() / cfg["output_dir"]
+    out.mkdir(parents=True, exist_ok=True)
+    if tc.get("threads"):
+        torch.set_num_threads(int(tc["threads"]))
+    seed = int(cfg["seed"])
+    channels = int(cfg["model"]["in_channels"])
+
+    t_load = time.time()
+    train_pool = load_pools(cfg["data"]["train"], channels)
+    val_pool = load_pools(cfg["data"]["val"], channels) if cfg["data"].get("val") else train_pool
+    sampler = make_sampler(train_pool, cfg)
+    val_sampler = make_sampler(val_pool, cfg)
+    vb = val_sampler.sample(np.random.default_rng([seed, VAL_SEED_OFFSET]), int(tc["val_patches"]))
+    val = {
+        "x": torch.from_numpy(vb.x),
+        "target": torch.from_numpy(vb.target),
+        "label": torch.from_numpy(vb.label),
+    }
+    log(
+        f"[{cfg['name']}] data: train {len(train_pool)} images ({train_pool.pixels / 1e6:.1f} Mpx), "
+        f"val {len(val_pool)} images, {len(vb.target)} val patches; loaded in {time.time() - t_load:.1f}s"
+    )
+
+    dev = str(tc.get("device", "auto"))
+    device = torch.device("cuda" if dev == "auto" and torch.cuda.is_available() else ("cpu" if dev == "auto" else dev))
+    val = {k: v.to(device) for k, v in val.items()}
+    torch.manual_seed(seed)
+    model = build_model(cfg).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=float(tc["lr"]), weight_decay=float(tc["weight_decay"]))
+    step, history, best, wall_before = 0, [], None, 0.0
+    ckpt_path = out / "checkpoint.pt"
+    if resume and ckpt_path.is_file():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(ck["model"])  # copied onto the model's device
+        opt.load_state_dict(ck["optimizer"])
+        step = int(ck["step"])
+        history = json.loads(ck["history"])
+        best = ck.get("best")
+        wall_before = float(ck.get("wall_s", 0.0))
+        log(f"[{cfg['name']}] resumed from {ckpt_path} at step {step}")
+    model.train()
+
+    def checkpoint():
+        _atomic_torch_save(
+            {
+                "model": {k: v.cpu() for k, v in model.state_dict().items()},
+                "optimizer": opt.state_dict(),
+                "step": step,
+                "history": json.dumps(history),
+                "best": best,
+                "wall_s": wall_before + (time.time() - t0),
+                "config": json.dumps(cfg),
+            },
+            ckpt_path,
+        )
+
+    total = int(tc["steps"])
+    t0 = time.time()
+    max_s = float(tc["max_minutes"]) * 60 if tc.get("max_minutes") else None
+    run_loss, run_acc, run_n = 0.0, 0.0, 0
+    stopped_early = False
+    last_plot = time.time()
+    bar = None
+    if tc.get("progress", True):
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=step, desc=cfg["name"], mininterval=10, file=sys.stderr, dynamic_ncols=True)
+    while step < total:
+        rng = np.random.default_rng([seed, step])
+        b = sampler.sample(rng, int(tc["batch"]))
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, tc)
+        x, tgt, lab = (torch.from_numpy(a).to(device) for a in (b.x, b.target, b.label))
+        loss, scores = loss_fn(model, x, tgt, lab, mode)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        run_loss += float(loss.detach())
+        run_acc += float(((scores.detach() - tgt).abs() <= ACC_TOL).float().mean())
+        run_n += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", refresh=False)
+        if step % int(tc["eval_every"]) == 0 or step == total:
+            m = evaluate(model, val, mode)
+            row = {
+                "step": step,
+                "lr": lr_at(step - 1, tc),
+                "train_loss": run_loss / run_n,
+                "train_acc": run_acc / run_n,
+                **m,
+                "wall_s": round(wall_before + time.time() - t0, 1),
+            }
+            history.append(row)
+            run_loss, run_acc, run_n = 0.0, 0.0, 0
+            if best is None or m["val_mae"] < best["val_mae"]:
+                best = {"step": step, "val_mae": m["val_mae"], "val_acc": m["val_acc"], "val_loss": m["val_loss"],
+                        "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+            log(
+                f"[{cfg['name']}] step {step}/{total} lr {row['lr']:.2e} train_loss {row['train_loss']:.5f} "
+                f"train_acc {row['train_acc']:.3f} val_loss {m['val_loss']:.5f} val_mae {m['val_mae']:.4f} "
+                f"val_acc {m['val_acc']:.3f} ({row['wall_s']:.0f}s)"
+            )
+            if time.time() - last_plot > 120:  # matplotlib is slow; the final plot is always written
+                plot_curves(history, out / "curves.png", f"{cfg['name']} ({mode})")
+                last_plot = time.time()
+            _json_dump(history, out / "history.json")
+        if step % int(tc["checkpoint_every"]) == 0 and step < total:
+            checkpoint()
+        timed_out = max_s is not None and time.time() - t0 > max_s
+        if step < total and (timed_out or (tc.get("stop_at_step") and step >= int(tc["stop_at_step"]))):
+            checkpoint()
+            stopped_early = True
+            why = "max_minutes reached" if timed_out else "stop_at_step reached"
+            log(f"[{cfg['name']}] {why} at step {step}; checkpoint saved (run again to resume)")
+            break
+    if bar is not None:
+        bar.close()
+    plot_curves(history, out / "curves.png", f"{cfg['name']} ({mode})")
+    if not stopped_early:
+        checkpoint()
+    wall = wall_before + time.time() - t0
+
+    # export the best validation weights
+    final = build_model(cfg)
+    final.load_state_dict(best["state"] if best is not None else model.state_dict())
+    final.eval()
+    meta = {
+        "normalization": NORMALIZATION,
+        "kind": cfg["data"].get("kind", "mri" if channels == 1 else "photo"),
+        "channels": channels,
+        "mode": mode,
+        "training": {
+            "config": cfg,
+            "steps_done": step,
+            "steps_planned": total,
+            "complete": step >= total,
+            "best_step": None if best is None else best["step"],
+            "wall_s": round(wall, 1),
+            "train_images": len(train_pool),
+            "val_images": len(val_pool),
+            "torch": torch.__version__,
+            "device": str(device),
+            "python": platform.python_version(),
+        },
+        "val_metrics": None if best is None else {k: best[k] for k in ("val_mae", "val_acc", "val_loss")},
+    }
+    save_weights(final, out / "best.safetensors", meta)
+    if cfg.get("export"):
+        exp = Path(cfg["export"])
+        exp = exp if exp.is_absolute() else Path.cwd() / exp
+        save_weights(final, exp, meta)
+        log(f"[{cfg['name']}] exported {exp}")
+    return {
+        "step": step,
+        "stopped_early": stopped_early,
+        "wall_s": wall,
+        "best": None if best is None else {k: best[k] for k in ("step", "val_mae", "val_acc")},
+        "output_dir": str(out),
+        "model": model.cpu(),
+    }

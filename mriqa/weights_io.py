@@ -1,0 +1,99 @@
+"""Safetensors weights with JSON metadata for mriqa's quality networks (no pickle anywhere).
+
+File layout: a safetensors file holding the model's ``state_dict`` (BatchNorm running statistics included)
+and a string-to-string metadata header in which **every value is JSON-encoded** (``json.dumps``), e.g.
+``{"arch": "\\"qfnet\\"", "config": "{\\"in_channels\\": 1, ...}", "normalization": "{...}", ...}``.
+:func:`save_weights` always writes ``arch`` and ``config`` (taken from the model), and ``mriqa_format`` = 1;
+callers add ``normalization``, training info, metrics. :func:`load_weights` decodes every value back with
+``json.loads`` (a value that is not valid JSON, e.g. written by another tool, is returned as the raw string).
+
+Writes are atomic (:func:`mriqa.files.atomic_path`). A missing file, a file that is not safetensors, a foreign
+architecture or mismatched tensors raise :class:`mriqa.errors.InputError` naming the file.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mriqa.errors import InputError
+from mriqa.files import atomic_path
+
+FORMAT_VERSION = 1
+
+
+def _arch_of(model: torch.nn.Module) -> str:
+    from mriqa.models.qfnet import ARCH, QFNet
+
+    if isinstance(model, QFNet):
+        return ARCH
+    return getattr(model, "arch", type(model).__name__.lower())
+
+
+def save_weights(model: torch.nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``model.state_dict()`` and ``metadata`` (JSON-encoded values) to ``path`` atomically."""
+    from safetensors.torch import save_file
+
+    meta: dict[str, Any] = {"mriqa_format": FORMAT_VERSION, "arch": _arch_of(model)}
+    if hasattr(model, "config"):
+        meta["config"] = model.config
+    meta.update(metadata or {})
+    encoded = {str(k): json.dumps(v, sort_keys=True) for k, v in meta.items()}
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    path = Path(path)
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata=encoded)
+    return path
+
+
+def _decode(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a safetensors file -> ``(state_dict, metadata)`` (metadata values JSON-decoded)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "weights file not found")
+    try:
+        state: dict[str, torch.Tensor] = {}
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            raw = f.metadata() or {}
+            for key in f.keys():
+                state[key] = f.get_tensor(key)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(path, f"not a readable safetensors weights file ({msg})") from None
+    return state, {k: _decode(v) for k, v in raw.items()}
+
+
+def load_qfnet(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
+    """Load a :class:`~mriqa.models.QFNet` saved by :func:`save_weights` -> ``(model in eval mode, metadata)``."""
+    from mriqa.models.qfnet import ARCH, QFNet
+
+    state, meta = load_weights(path)
+    arch = meta.get("arch")
+    if arch != ARCH:
+        raise InputError(path, f"weights are for architecture {arch!r}, not {ARCH!r}")
+    config = meta.get("config")
+    if not isinstance(config, dict):
+        raise InputError(path, "weights metadata has no QFNet 'config'")
+    try:
+        model = QFNet.from_config(config)
+    except (TypeError, ValueError) as exc:
+        raise InputError(path, f"bad QFNet config in metadata: {exc}") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise InputError(path, f"tensors do not match the QFNet config ({first})") from None
+    model.eval()
+    return model.to(map_location), meta

@@ -1,0 +1,296 @@
+"""Coil sensitivity maps: ESPIRiT (sigpy) with a disk cache, birdcage (sigpy), and realistic simulated maps.
+
+All maps are complex64 ``[C, H, W]`` (``[M, C, H, W]`` for M ESPIRiT map sets) with the ESPIRiT normalisation
+``sum_c |S_c|^2 = 1`` inside their support (ESPIRiT: where the eigenvalue exceeds ``crop``; birdcage and
+realistic maps: everywhere).
+
+Numpy in, numpy out; the SENSE operator (``recon.physics``) takes them as torch ``[B, C, H, W]``.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from recon.errors import InputError
+from recon.files import atomic_path
+
+__all__ = [
+    "espirit_maps",
+    "espirit_maps_cached",
+    "default_cache_dir",
+    "birdcage_maps",
+    "realistic_maps",
+    "normalize_maps",
+    "SMALLFOV_RELATIVE",
+]
+
+# The real 8-channel k-space realistic maps are estimated from, relative to the data root (../shared/data).
+SMALLFOV_RELATIVE = Path("mri") / "kspace" / "smallfov-brain8ch" / "smallfov"
+CACHE_VERSION = "espirit-v1"
+SMALLFOV_MAP_GRID = (160, 84)  # half the smallfov matrix: realistic maps are estimated on this grid
+
+
+def _check_kspace(kspace: np.ndarray, source=None) -> np.ndarray:
+    kspace = np.asarray(kspace)
+    if kspace.ndim != 3:
+        raise InputError(source, f"k-space for coil maps has shape {kspace.shape}, expected [C, H, W]")
+    if not np.iscomplexobj(kspace):
+        raise InputError(source, f"k-space for coil maps has dtype {kspace.dtype}, expected complex")
+    if not np.all(np.isfinite(kspace)):
+        raise InputError(source, "k-space for coil maps contains NaN or Inf values")
+    if not np.any(kspace != 0):
+        raise InputError(source, "k-space for coil maps is all zero")
+    return kspace.astype(np.complex64, copy=False)
+
+
+def normalize_maps(maps: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Scale ``maps`` ``[..., C, H, W]`` so that ``sum_c |S_c|^2 = 1`` wherever the sum is > ``eps``
+    (pixels where all coils are 0 stay 0). Returns complex64."""
+    maps = np.asarray(maps)
+    rss = np.sqrt(np.sum(np.abs(maps) ** 2, axis=-3, keepdims=True))
+    out = np.where(rss > eps, maps / np.maximum(rss, eps), 0)
+    return out.astype(np.complex64)
+
+
+# ------------------------------------------------------------------------------------------------ ESPIRiT
+
+
+def espirit_maps(
+    kspace: np.ndarray,
+    calib_width: int = 24,
+    thresh: float = 0.02,
+    crop: float = 0.95,
+    num_maps: int = 1,
+    kernel_width: int = 6,
+    source: str | os.PathLike | None = None,
+    image_shape: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """ESPIRiT coil maps (Uecker et al., MRM 2014) from one slice of k-space.
+
+    Args:
+        kspace: complex ``[C, H, W]`` (zero-filled if undersampled; the central ``calib_width`` x
+            ``calib_width`` block must be fully sampled).
+        calib_width: side of the central calibration block (k-space samples).
+        thresh: singular values of the calibration matrix above ``thresh * max`` span the signal space.
+        crop: maps are set to 0 where the eigenvalue is <= ``crop`` (0 keeps them everywhere).
+        num_maps: 1 -> ``sigpy.mri.app.EspiritCalib``; M > 1 -> the M leading eigenvectors per pixel (for a
+            field of view smaller than the object, where two map sets describe the fold-over).
+        kernel_width: ESPIRiT kernel size.
+        source: file name for error messages.
+        image_shape: evaluate the maps on a coarser (or finer) ``(h, w)`` grid over the same field of view
+            (the kernels' images are computed at that size; uses the eigendecomposition path). Default (H, W).
+
+    Returns:
+        complex64 ``[C, H, W]`` (num_maps = 1) or ``[M, C, H, W]`` (``image_shape`` replaces H, W when
+        given); phase relative to coil 0; each map set
+        has ``sum_c |S_c|^2 = 1`` where its eigenvalue > crop.
+    """
+    kspace = _check_kspace(kspace, source)
+    num_coils, height, width = kspace.shape
+    if not 2 <= calib_width <= min(height, width):
+        raise InputError(source, f"ESPIRiT calibration width {calib_width} does not fit k-space {height}x{width}")
+    if kernel_width >= calib_width:
+        raise InputError(source, f"ESPIRiT kernel width {kernel_width} must be smaller than calib width {calib_width}")
+    if not 1 <= num_maps <= num_coils:
+        raise InputError(source, f"num_maps = {num_maps} must be between 1 and the number of coils ({num_coils})")
+    if image_shape is not None:
+        image_shape = (int(image_shape[0]), int(image_shape[1]))
+        if min(image_shape) < calib_width:
+            raise InputError(source, f"ESPIRiT image_shape {image_shape} is smaller than the calibration width")
+    if num_maps == 1 and image_shape is None:
+        import sigpy.mri
+
+        maps = sigpy.mri.app.EspiritCalib(kspace, calib_width=calib_width, thresh=thresh, kernel_width=kernel_width,
+                                          crop=crop, show_pbar=False).run()
+        return np.asarray(maps, dtype=np.complex64)
+    maps = _espirit_eigh(kspace, calib_width, thresh, crop, num_maps, kernel_width, image_shape)
+    return maps[0] if num_maps == 1 else maps
+
+
+def _espirit_eigh(kspace: np.ndarray, calib_width: int, thresh: float, crop: float, num_maps: int,
+                  kernel_width: int, image_shape: tuple[int, int] | None = None) -> np.ndarray:
+    """ESPIRiT with an exact per-pixel eigendecomposition (same operator as sigpy's EspiritCalib);
+    ``[M, C, h, w]`` on the ``image_shape`` grid (default the k-space's)."""
+    import sigpy as sp
+
+    num_coils = kspace.shape[0]
+    height, width = image_shape or kspace.shape[1:]
+    calib = sp.resize(kspace, (num_coils, calib_width, calib_width))
+    blocks = sp.array_to_blocks(calib, [kernel_width] * 2, [1, 1])  # [C, nb1, nb2, k, k]
+    mat = blocks.reshape(num_coils, -1, kernel_width**2).transpose(1, 0, 2).reshape(-1, num_coils * kernel_width**2)
+    _, singular, vh = np.linalg.svd(mat, full_matrices=False)
+    kernels = vh[singular > thresh * singular.max()].reshape(-1, num_coils, kernel_width, kernel_width)
+
+    gram = np.zeros((height * width, num_coils, num_coils), dtype=np.complex128)
+    for start in range(0, len(kernels), 16):
+        chunk = sp.resize(kernels[start:start + 16], (len(kernels[start:start + 16]), num_coils, height, width))
+        images = sp.ifft(chunk, axes=(-2, -1)).reshape(len(chunk), num_coils, -1)  # [n, C, HW]
+        gram += np.einsum("nip,njp->pij", images, images.conj())
+    gram *= height * width / kernel_width**2
+    eigenvalues, eigenvectors = np.linalg.eigh(gram)  # ascending
+    eigenvalues = eigenvalues[:, ::-1][:, :num_maps]  # [HW, M]
+    vectors = eigenvectors[:, :, ::-1][:, :, :num_maps]  # [HW, C, M]
+    reference = vectors[:, :1, :]
+    phase = np.where(np.abs(reference) > 0, reference.conj() / np.maximum(np.abs(reference), 1e-30), 1)
+    vectors = vectors * phase * (eigenvalues[:, None, :] > crop)
+    return np.ascontiguousarray(vectors.transpose(2, 1, 0).reshape(num_maps, num_coils, height, width)
+                                .astype(np.complex64))
+
+
+def default_cache_dir() -> Path:
+    """``$MRIQA_CACHE/espirit`` when MRIQA_CACHE is set, else ``.mriqa-cache/espirit`` under the CWD."""
+    root = os.environ.get("MRIQA_CACHE")
+    return (Path(root) if root else Path.cwd() / ".mriqa-cache") / "espirit"
+
+
+def _file_identity(source: str | os.PathLike) -> dict:
+    path = Path(source)
+    try:
+        stat = path.stat()
+        return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    except OSError:
+        return {"path": str(source)}
+
+
+def espirit_maps_cached(
+    kspace: np.ndarray,
+    source: str | os.PathLike | None,
+    slice_index: int,
+    cache_dir: str | os.PathLike | None = None,
+    **params,
+) -> np.ndarray:
+    """:func:`espirit_maps` with a disk cache.
+
+    The key is the source file's identity (resolved path, size, modification time), ``slice_index``, the
+    ESPIRiT parameters and a digest of the k-space passed (so an undersampled and a fully sampled copy of the
+    same slice never share an entry). Entries are ``<cache_dir>/<key>.npy`` written atomically; an unreadable
+    entry is recomputed. ``source=None`` computes without caching.
+
+    Args:
+        kspace: complex ``[C, H, W]``.
+        source: the file the k-space came from.
+        slice_index: its slice in that file.
+        cache_dir: default :func:`default_cache_dir`.
+        **params: passed to :func:`espirit_maps` (``calib_width``, ``thresh``, ``crop``, ``num_maps``, ...).
+    """
+    kspace = _check_kspace(kspace, source)
+    if source is None:
+        return espirit_maps(kspace, **params)
+    digest = hashlib.blake2b(np.ascontiguousarray(kspace).tobytes(), digest_size=16).hexdigest()
+    key = json.dumps({"version": CACHE_VERSION, "file": _file_identity(source), "slice": int(slice_index),
+                      "params": {k: params[k] for k in sorted(params)}, "kspace": digest,
+                      "shape": list(kspace.shape)}, sort_keys=True, default=str)
+    name = hashlib.sha256(key.encode()).hexdigest()[:32] + ".npy"
+    entry = Path(cache_dir) / name if cache_dir is not None else default_cache_dir() / name
+    if entry.is_file():
+        try:
+            return np.load(entry, allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            pass  # recompute below
+    maps = espirit_maps(kspace, source=source, **params)
+    with atomic_path(entry) as tmp:
+        np.save(tmp, maps)
+    return maps
+
+
+# ------------------------------------------------------------------------------------------------ birdcage
+
+
+def birdcage_maps(num_coils: int, height: int, width: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Birdcage coil maps (``sigpy.mri.birdcage_maps``), complex64 ``[C, H, W]``, ``sum_c |S_c|^2 = 1``.
+
+    Without ``rng``: sigpy's defaults (coils on a ring of relative radius 1.5). With ``rng``: the ring radius
+    is drawn from U(1.2, 2.0) (smaller = stronger falloff) and the maps are rotated by a random multiple of
+    90 degrees (on a square grid) and randomly flipped left-right.
+    """
+    import sigpy.mri
+
+    if num_coils < 1 or height < 1 or width < 1:
+        raise InputError(None, f"birdcage maps need num_coils, H, W >= 1, got {num_coils}, {height}, {width}")
+    radius = 1.5 if rng is None else float(rng.uniform(1.2, 2.0))
+    turns = 0 if rng is None or height != width else int(rng.integers(4))
+    flip = False if rng is None else bool(rng.integers(2))
+    maps = sigpy.mri.birdcage_maps((num_coils, height, width), r=radius, dtype=np.complex64)
+    maps = np.rot90(maps, turns, axes=(-2, -1))
+    if flip:
+        maps = maps[..., ::-1]
+    return normalize_maps(np.ascontiguousarray(maps))
+
+
+# ------------------------------------------------------------------------------------------------ realistic
+
+
+@functools.lru_cache(maxsize=4)
+def _smallfov_maps(base: str, cache_dir: str | None) -> np.ndarray:
+    """ESPIRiT maps of the real smallfov k-space (320 x 168), computed once (disk + memory cache) on a
+    half-resolution 160 x 84 grid over the same field of view (the maps are smooth and resampled anyway).
+
+    crop = 0 keeps the maps over the whole field of view (the object fills it); the ragged 5 % of the readout
+    rows at each end and of the columns at each fold-over edge are cut off (-> 144 x 80), and a light Gaussian
+    blur (sigma 1 px, on real and imaginary parts) smooths what remains of the seams before renormalising.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    from recon.io.bart import read_cfl_kspace
+
+    volume = read_cfl_kspace(base)
+    # num_maps=2 runs the exact per-pixel eigendecomposition (faster than sigpy's power iterations here);
+    # the first set is sigpy's map where the leading eigenvalue is distinct.
+    maps = espirit_maps_cached(volume.kspace[0], volume.path, 0, cache_dir=cache_dir, crop=0.0,
+                               image_shape=SMALLFOV_MAP_GRID)
+    maps = maps[:, 8:-8, 2:-2]
+    smooth = gaussian_filter(maps.real, sigma=(0, 1, 1)) + 1j * gaussian_filter(maps.imag, sigma=(0, 1, 1))
+    return normalize_maps(smooth)
+
+
+def realistic_maps(
+    num_coils: int,
+    height: int,
+    width: int,
+    rng: np.random.Generator,
+    data_root: str | os.PathLike,
+    cache_dir: str | os.PathLike | None = None,
+) -> np.ndarray:
+    """Coil maps resampled from ESPIRiT maps of real 8-channel brain k-space, complex64 ``[C, H, W]``.
+
+    The source is ``<data_root>/mri/kspace/smallfov-brain8ch/smallfov`` (BART); its maps are estimated once
+    (see ``_smallfov_maps``; 144 x 80 after trimming). Each call: a random subset of ``num_coils`` of the 8
+    coils; a random window along the long side, its length uniform between the short and the long side, at a
+    random offset (random shift and aspect); a random rotation by a multiple of 90 degrees and a random
+    left-right flip; linear zoom of the real and imaginary parts to ``height x width``; renormalisation to
+    ``sum_c |S_c|^2 = 1``. (The source field of view is smaller than the head along its short side, so maps
+    vary less along that side than a full head coil's would.)
+
+    Raises:
+        InputError: the smallfov file is missing, or ``num_coils`` > 8.
+    """
+    from scipy.ndimage import zoom
+
+    base = Path(data_root) / SMALLFOV_RELATIVE
+    if not base.with_name(base.name + ".cfl").is_file():
+        raise InputError(base.with_name(base.name + ".cfl"),
+                         "not found: realistic (espirit) coil maps need the smallfov k-space; "
+                         "use birdcage maps or pass the data root that holds it")
+    source = _smallfov_maps(str(base.resolve()), None if cache_dir is None else str(cache_dir))
+    available = source.shape[0]
+    if not 1 <= num_coils <= available:
+        raise InputError(base, f"realistic coil maps come from {available}-channel data; asked for {num_coils} coils")
+    coils = np.sort(rng.choice(available, size=num_coils, replace=False))
+    maps = source[coils]
+    long_axis = 1 if maps.shape[1] >= maps.shape[2] else 2
+    short, long = min(maps.shape[1:]), max(maps.shape[1:])
+    length = int(rng.integers(short, long + 1))
+    offset = int(rng.integers(0, long - length + 1))
+    maps = maps[:, offset:offset + length, :] if long_axis == 1 else maps[:, :, offset:offset + length]
+    maps = np.rot90(maps, int(rng.integers(4)), axes=(1, 2))
+    if rng.integers(2):
+        maps = maps[..., ::-1]
+    factors = (1, height / maps.shape[1], width / maps.shape[2])
+    resized = zoom(np.ascontiguousarray(maps.real), factors, order=1, grid_mode=True, mode="nearest") \
+        + 1j * zoom(np.ascontiguousarray(maps.imag), factors, order=1, grid_mode=True, mode="nearest")
+    return normalize_maps(resized[:, :height, :width])

@@ -1,0 +1,222 @@
+"""Undersampling masks: fastMRI's Cartesian line masks and sigpy's 2-D Poisson-disk masks, one API.
+
+``make_mask(kind, (H, W), accel, center_fraction=None, seed=None) -> SamplingMask``
+
+=============  ==========================================================================================
+kind           what
+=============  ==========================================================================================
+``random``     ``fastmri.data.subsample.RandomMaskFunc``: a fully sampled centre of ``round(W * cf)``
+               columns, other columns kept at random with probability ``(W / R - n_low) / (W - n_low)``
+               (expected number of columns W / R)
+``equispaced`` ``fastmri.data.subsample.EquispacedMaskFractionFunc``: the same centre plus equally spaced
+               columns at the spacing that makes the total W / R (the mask of fastMRI's multi-coil test data)
+``poisson``    ``sigpy.mri.poisson``: variable-density Poisson-disk points over (H, W) with a fully sampled
+               ``round(H * cf) x round(W * cf)`` calibration block; sigpy tunes the density until the
+               acceleration is within 0.1 of R; corners outside the inscribed ellipse are never sampled
+=============  ==========================================================================================
+
+Default centre fraction: ``cf = 0.32 / R``. This reproduces fastMRI's two standard pairs exactly
+(R = 4 -> 0.08, R = 8 -> 0.04: the centre always holds 32 % of the samples one would take) and extends them
+smoothly to other R (R = 2 -> 0.16, R = 6 -> 0.0533, R = 12 -> 0.0267). ``num_low_frequencies`` is the width
+of the fully sampled centre in columns (for Poisson masks: in columns of the calibration block).
+
+Every mask reports ``acceleration`` (the nominal R asked for) and ``acceleration_effective``: total lines /
+sampled lines (``W / sum(mask)``) for line masks, total points / sampled points (``H W / sum(mask)``) for 2-D
+masks. R = 1 gives a fully sampled mask; R < 1, a centre too large for R, or an all-zero mask is an
+:class:`recon.errors.InputError`. Masks are deterministic given ``seed`` (fastMRI's and sigpy's own seeding);
+``seed=None`` draws a fresh mask each call.
+
+Mask tensors follow CONTRIBUTING: float32 0/1, ``[1, 1, W]`` (line masks) or ``[1, H, W]`` (2-D masks),
+broadcastable to k-space ``[B, C, H, W]``.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+
+from recon.errors import InputError
+
+__all__ = ["SamplingMask", "MASK_KINDS", "default_center_fraction", "make_mask", "mask_from_kspace",
+           "describe_mask"]
+
+MASK_KINDS = ("random", "equispaced", "poisson")
+# fastMRI's pairs (R=4, 0.08) and (R=8, 0.04) both keep a centre of 0.32 / R of the columns.
+CENTER_FRACTION_TIMES_R = 0.32
+
+
+class SamplingMask(NamedTuple):
+    """A sampling mask and how it was made.
+
+    Attributes:
+        mask: float32 torch tensor, ``[1, 1, W]`` (line mask) or ``[1, H, W]`` (2-D mask), values 0/1.
+        kind: ``random`` / ``equispaced`` / ``poisson`` / ``from_kspace``.
+        acceleration: nominal R asked for (for ``from_kspace``: equal to the effective R).
+        acceleration_effective: total lines / sampled lines, or total points / sampled points (2-D).
+        center_fraction: fraction of columns in the fully sampled centre.
+        num_low_frequencies: number of columns in the fully sampled centre.
+        seed: the seed used, or None.
+    """
+
+    mask: torch.Tensor
+    kind: str
+    acceleration: float
+    acceleration_effective: float
+    center_fraction: float
+    num_low_frequencies: int
+    seed: int | None
+
+    @property
+    def is_2d(self) -> bool:
+        return self.mask.shape[-2] > 1
+
+
+def default_center_fraction(acceleration: float) -> float:
+    """fastMRI's convention extended to any R: ``0.32 / R`` (R=4 -> 0.08, R=8 -> 0.04); 1.0 for R <= 1."""
+    return 1.0 if acceleration <= 1 else CENTER_FRACTION_TIMES_R / float(acceleration)
+
+
+def _effective(mask: torch.Tensor) -> float:
+    sampled = float(mask.sum())
+    if sampled == 0:
+        raise InputError(None, "sampling mask is all zero (no k-space sampled)")
+    return float(mask.numel()) / sampled
+
+
+def _check_shape(shape: Sequence[int]) -> tuple[int, int]:
+    if len(shape) < 2 or int(shape[-1]) < 1 or int(shape[-2]) < 1:
+        raise InputError(None, f"mask shape {tuple(shape)} must end with (H, W), both >= 1")
+    return int(shape[-2]), int(shape[-1])
+
+
+def make_mask(
+    kind: str,
+    shape: Sequence[int],
+    accel: float,
+    center_fraction: float | None = None,
+    seed: int | None = None,
+) -> SamplingMask:
+    """Make a sampling mask for k-space of size ``shape = (..., H, W)`` at nominal acceleration ``accel``.
+
+    Args:
+        kind: ``random``, ``equispaced`` (fastMRI line masks over the W columns) or ``poisson`` (2-D).
+        shape: k-space shape ending with (H, W); H = readout, W = phase encode.
+        accel: nominal R >= 1 (R = 1: fully sampled).
+        center_fraction: fully sampled centre fraction; default :func:`default_center_fraction`.
+        seed: integer seed; the same seed gives the same mask.
+
+    Returns:
+        :class:`SamplingMask` with ``mask`` float32 ``[1, 1, W]`` or ``[1, H, W]``.
+    """
+    if kind not in MASK_KINDS:
+        raise InputError(None, f"unknown mask kind {kind!r}; choose from {', '.join(MASK_KINDS)}")
+    height, width = _check_shape(shape)
+    try:
+        accel = float(accel)
+    except (TypeError, ValueError):
+        raise InputError(None, f"acceleration {accel!r} is not a number") from None
+    if not np.isfinite(accel) or accel < 1:
+        raise InputError(None, f"acceleration R = {accel:g} is invalid: R must be >= 1")
+    if center_fraction is None:
+        center_fraction = default_center_fraction(accel)
+    center_fraction = float(center_fraction)
+    if not 0 <= center_fraction <= 1:
+        raise InputError(None, f"center fraction {center_fraction:g} must be in [0, 1]")
+
+    if accel == 1:  # fully sampled
+        full = torch.ones((1, height, width) if kind == "poisson" else (1, 1, width), dtype=torch.float32)
+        return SamplingMask(full, kind, 1.0, 1.0, 1.0, width, seed)
+
+    if kind == "poisson":
+        mask, num_low = _poisson(height, width, accel, center_fraction, seed)
+    else:
+        mask, num_low = _cartesian(kind, width, accel, center_fraction, seed)
+    return SamplingMask(mask, kind, accel, _effective(mask), center_fraction, num_low, seed)
+
+
+def _cartesian(kind: str, width: int, accel: float, center_fraction: float, seed: int | None):
+    from fastmri.data.subsample import EquispacedMaskFractionFunc, RandomMaskFunc
+
+    num_low = round(width * center_fraction)
+    if num_low * accel >= width:
+        raise InputError(None, f"center fraction {center_fraction:g} keeps {num_low} of {width} columns, which is "
+                               f"already >= W / R = {width / accel:.1f}; use a smaller center fraction for R = {accel:g}")
+    mask_class = RandomMaskFunc if kind == "random" else EquispacedMaskFractionFunc
+    mask_func = mask_class(center_fractions=[center_fraction], accelerations=[accel], seed=seed)
+    # fastMRI masks act on the real view [..., H, W, 2]: the columns are dim -2.
+    mask, num_low_frequencies = mask_func((1, 1, width, 2), seed=seed)
+    return mask.reshape(1, 1, width).to(torch.float32), int(num_low_frequencies)
+
+
+def _poisson(height: int, width: int, accel: float, center_fraction: float, seed: int | None):
+    import sigpy.mri
+
+    calib = (round(height * center_fraction), round(width * center_fraction))
+    if calib[0] * calib[1] * accel >= height * width:
+        raise InputError(None, f"calibration block {calib[0]}x{calib[1]} is too large for R = {accel:g} on a "
+                               f"{height}x{width} grid; use a smaller center fraction")
+    try:
+        mask = sigpy.mri.poisson((height, width), accel, calib=calib, dtype=np.float32, crop_corner=True,
+                                 seed=seed)
+    except ValueError as exc:
+        raise InputError(None, f"Poisson-disk mask: {exc} (grid {height}x{width})") from None
+    return torch.from_numpy(np.ascontiguousarray(mask != 0, dtype=np.float32)).reshape(1, height, width), calib[1]
+
+
+def _center_run(sampled: np.ndarray) -> int:
+    """Length of the run of sampled entries through the centre index len // 2 (0 if the centre is empty)."""
+    n = len(sampled)
+    center = n // 2
+    if not sampled[center]:
+        return 0
+    left = center
+    while left > 0 and sampled[left - 1]:
+        left -= 1
+    right = center
+    while right < n - 1 and sampled[right + 1]:
+        right += 1
+    return right - left + 1
+
+
+def mask_from_kspace(kspace: np.ndarray | torch.Tensor, two_d: bool = False,
+                     source: str | None = None) -> SamplingMask:
+    """The sampling pattern of zero-filled k-space ``[..., H, W]``.
+
+    Args:
+        kspace: complex k-space, any leading dims (slices, coils).
+        two_d: False (default): a line mask ``[1, 1, W]``, 1 for every column holding any non-zero sample;
+            True: a point mask ``[1, H, W]``, 1 where any coil/slice is non-zero.
+        source: file name for error messages.
+
+    Returns:
+        :class:`SamplingMask` with kind ``from_kspace``, ``acceleration == acceleration_effective`` and the
+        width of the contiguous sampled block through the centre column as ``num_low_frequencies``.
+    """
+    array = kspace.detach().cpu().numpy() if torch.is_tensor(kspace) else np.asarray(kspace)
+    if array.ndim < 2 or array.size == 0:
+        raise InputError(source, f"k-space of shape {array.shape} has no (H, W) plane")
+    points = np.any(array.reshape(-1, *array.shape[-2:]) != 0, axis=0)
+    if not points.any():
+        raise InputError(source, "k-space is all zero: no sampled points")
+    columns = points.any(axis=0)
+    num_low = _center_run(columns)
+    height, width = points.shape
+    if two_d:
+        mask = torch.from_numpy(points.astype(np.float32)).reshape(1, height, width)
+    else:
+        mask = torch.from_numpy(columns.astype(np.float32)).reshape(1, 1, width)
+    effective = _effective(mask)
+    return SamplingMask(mask, "from_kspace", effective, effective, num_low / width, num_low, None)
+
+
+def describe_mask(mask: SamplingMask) -> dict:
+    """The mask's settings as plain JSON-able values (for h5 attrs and reports)."""
+    return {
+        "mask_type": mask.kind,
+        "acceleration": float(mask.acceleration),
+        "acceleration_effective": float(mask.acceleration_effective),
+        "center_fraction": float(mask.center_fraction),
+        "num_low_frequencies": int(mask.num_low_frequencies),
+        "seed": mask.seed,
+    }

@@ -1,0 +1,168 @@
+#!/usr/bin/env python
+"""Benchmark: CG-SENSE on the real smallfov slice, ours (torch) vs sigpy.mri.app.SenseRecon, and the FFT floor.
+
+Data: ``../shared/data/mri/kspace/smallfov-brain8ch/smallfov`` (BART; 8 coils, 320 x 168, 96 of 168 phase
+lines sampled), relative to the repository root; ESPIRiT maps (``recon.coils.espirit_maps``, calib 24,
+thresh 0.02, crop 0.95, one set) computed once and given to both peers.
+
+Both peers solve the same problem for the same number of CG iterations, no early stop (tol = 0):
+``(S^H F^H M F S + lam I) x = S^H F^H M y``. sigpy's ``SenseRecon`` builds ``A = sqrt(w) F S`` and
+``y' = sqrt(w) y`` with ``w`` = the 0/1 mask, so ``A^H A`` and ``A^H y'`` equal ours; its CG
+(``sigpy.alg.ConjugateGradient``, ``tol = 0``) runs exactly ``max_iter`` updates. Timed per run: building the
+operator, ``A^H y`` and the CG iterations (ours: ``SenseOperator`` + ``cg_solve``; sigpy: ``SenseRecon(...)``
++ ``.run()``), plus our public ``recon.baselines.cg_sense`` end to end (numpy in, magnitude out).
+Runs alternate between peers in one process (order rotated every round); the table gives the median over
+rounds. FFT floor: ``2 x iters`` bare batched ``torch.fft.fft2`` / ``ifft2`` over the C coil images (no shifts,
+no maps, no mask), i.e. the FFT work one CG-SENSE solve cannot avoid.
+
+Threads: ``--threads N`` (default 1) sets ``torch.set_num_threads(N)`` and ``OMP/MKL/OPENBLAS_NUM_THREADS=N``
+before numpy is imported, so both peers get the same thread budget (numpy's FFT, which sigpy uses on CPU,
+is single-threaded whatever N is). On a GPU machine our solver also runs on CUDA (synchronised timings) with
+sigpy on CPU as the peer.
+
+    .venv/bin/python scripts/bench_recon.py [--iters 20] [--rounds 15] [--threads 1] [--lam 0.003]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = Path("..") / "shared" / "data" / "mri" / "kspace" / "smallfov-brain8ch" / "smallfov"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=str(DEFAULT_DATA),
+                   help="BART base name (relative paths are taken from the repository root)")
+    p.add_argument("--iters", type=int, default=20, help="CG iterations for both peers (default 20)")
+    p.add_argument("--rounds", type=int, default=15, help="timed rounds per peer (default 15)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch/BLAS (default 1)")
+    p.add_argument("--lam", type=float, default=0.003, help="Tikhonov weight (default 0.003, cg_sense's)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+    sys.path.insert(0, str(REPO))
+
+    import numpy as np
+    import sigpy
+    import sigpy.mri
+    import torch
+
+    from recon.baselines import cg_sense
+    from recon.cg import cg_solve
+    from recon.coils import espirit_maps
+    from recon.io.bart import cfl_to_kspace, read_cfl
+    from recon.physics import SenseOperator
+
+    torch.set_num_threads(args.threads)
+    base = Path(args.data)
+    if not base.is_absolute():
+        base = REPO / base
+    kspace = cfl_to_kspace(read_cfl(base), base)  # complex64 [1, C, H, W]
+    _, ncoils, h, w = kspace.shape
+    cols = np.any(kspace != 0, axis=(0, 1, 2))
+    mask = cols.astype(np.float32).reshape(1, 1, 1, w)
+    t0 = time.perf_counter()
+    maps = espirit_maps(kspace[0], calib_width=24, thresh=0.02, crop=0.95, num_maps=1)  # [C, H, W]
+    t_maps = time.perf_counter() - t0
+    n, lam = args.iters, args.lam
+
+    y_np = kspace[0]
+    w_np = mask[0, 0, 0]  # [W]
+    y_t = torch.from_numpy(kspace)
+    maps_t = torch.from_numpy(maps[None])
+    mask_t = torch.from_numpy(mask)
+
+    def ours(y, m, k, sync=lambda: None):
+        with torch.no_grad():
+            op = SenseOperator(m, k)
+            x = cg_solve(op.normal, op.adjoint(y), lam, max_iter=n, tol=0.0)
+        sync()
+        return x
+
+    def theirs():
+        return sigpy.mri.app.SenseRecon(y_np, maps, lamda=lam, weights=w_np, max_iter=n, show_pbar=False).run()
+
+    def ours_public():
+        return cg_sense(kspace, mask, maps[None], lam=lam, max_iter=n, tol=0.0)
+
+    def fft_floor(buf, sync=lambda: None):
+        with torch.no_grad():
+            for _ in range(n):
+                k = torch.fft.fft2(buf, norm="ortho")
+                torch.fft.ifft2(k, norm="ortho")
+        sync()
+
+    buf_cpu = torch.randn(1, ncoils, h, w, dtype=torch.complex64)
+    peers = {
+        "ours (torch CG-SENSE)": lambda: ours(y_t, maps_t, mask_t),
+        "ours, recon.baselines.cg_sense": ours_public,
+        "sigpy SenseRecon": theirs,
+        "bare FFT floor": lambda: fft_floor(buf_cpu),
+    }
+    cuda = torch.cuda.is_available()
+    if cuda:
+        dev = torch.device("cuda")
+        y_g, maps_g, mask_g = y_t.to(dev), maps_t.to(dev), mask_t.to(dev)
+        buf_g = buf_cpu.to(dev)
+        sync = torch.cuda.synchronize
+        peers["ours on CUDA"] = lambda: ours(y_g, maps_g, mask_g, sync)
+        peers["bare FFT floor on CUDA"] = lambda: fft_floor(buf_g, sync)
+
+    # correctness: same problem, same iterations
+    x_ours = ours(y_t, maps_t, mask_t)[0].numpy()
+    x_sp = np.asarray(theirs())
+    rel = float(np.linalg.norm(x_ours - x_sp) / np.linalg.norm(x_sp))
+    rel_cuda = None
+    if cuda:
+        x_g = ours(y_g, maps_g, mask_g, sync)[0].cpu().numpy()
+        rel_cuda = float(np.linalg.norm(x_g - x_ours) / np.linalg.norm(x_ours))
+
+    names = list(peers)
+    for name in names:  # warm-up (plans, allocator, CUDA context)
+        peers[name]()
+    times = {name: [] for name in names}
+    for r in range(args.rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            t0 = time.perf_counter()
+            peers[name]()
+            times[name].append(time.perf_counter() - t0)
+    med = {name: float(np.median(v)) * 1e3 for name, v in times.items()}
+
+    print(f"CG-SENSE benchmark: smallfov slice, C = {ncoils} coils, {h} x {w}, {int(cols.sum())}/{w} phase lines, "
+          f"ESPIRiT maps ({t_maps:.1f} s, once), lam = {lam}, {n} CG iterations, tol = 0 (no early stop)")
+    print(f"CPU threads: torch.set_num_threads({args.threads}), OMP/MKL/OPENBLAS_NUM_THREADS={args.threads}; "
+          f"torch {torch.__version__}, sigpy {sigpy.__version__}, numpy {np.__version__}; "
+          f"median of {args.rounds} alternating rounds")
+    print(f"relative difference ||x_ours - x_sigpy|| / ||x_sigpy|| = {rel:.2e}"
+          + (f"; CUDA vs CPU (ours) = {rel_cuda:.2e}" if rel_cuda is not None else "; no CUDA on this machine"))
+    print()
+    print("| device | method | median ms / slice | sigpy CPU / this | this / FFT floor (same device) |")
+    print("|---|---|---:|---:|---:|")
+    floor = {"CPU": med["bare FFT floor"]}
+    if cuda:
+        floor["CUDA"] = med["bare FFT floor on CUDA"]
+    for name in names:
+        device = "CUDA" if "CUDA" in name else "CPU"
+        label = name.replace(" on CUDA", "")
+        speed = med["sigpy SenseRecon"] / med[name]
+        print(f"| {device} | {label} | {med[name]:.2f} | {speed:.2f}x | {med[name] / floor[device]:.2f}x |")
+    print()
+    ok_fast = med["ours (torch CG-SENSE)"] <= med["sigpy SenseRecon"]
+    ok_floor = med["ours (torch CG-SENSE)"] <= 3 * med["bare FFT floor"]
+    print(f"acceptance (CPU): ours at least as fast as sigpy: {'yes' if ok_fast else 'NO'}; "
+          f"within 3x of the FFT floor: {'yes' if ok_floor else 'NO'}")
+    return 0 if ok_fast and ok_floor else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

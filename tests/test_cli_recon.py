@@ -1,0 +1,163 @@
+"""`mriqa recon`, `mriqa evaluate` and `mriqa demo` end to end, and their handling of bad input."""
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from mriqa.cli import main
+from recon.fft import fft2c_np
+from recon.io.fastmri_h5 import read_reconstruction, write_fastmri_h5
+
+SIZE = 64
+COILS = 4
+
+
+def _phantom_kspace(slices: int = 2, size: int = SIZE, coils: int = COILS) -> tuple[np.ndarray, np.ndarray]:
+    """Fully sampled multi-coil k-space of a smooth disc phantom with Gaussian coil profiles."""
+    yy, xx = np.mgrid[:size, :size] / size - 0.5
+    image = ((xx**2 + yy**2) < 0.3**2).astype(np.float32) * (1 + 0.5 * np.cos(8 * xx))
+    centres = [(0.5 * np.cos(a), 0.5 * np.sin(a)) for a in np.linspace(0, 2 * np.pi, coils, endpoint=False)]
+    maps = np.stack([np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 0.3) for cx, cy in centres]).astype(np.complex64)
+    maps /= np.sqrt((np.abs(maps) ** 2).sum(0, keepdims=True))
+    coil_images = maps[None] * np.stack([image * (1 + 0.1 * s) for s in range(slices)])[:, None]
+    kspace = fft2c_np(coil_images).astype(np.complex64)
+    rss = np.sqrt((np.abs(coil_images) ** 2).sum(1)).astype(np.float32)
+    return kspace, rss
+
+
+@pytest.fixture()
+def raw_file(tmp_path):
+    kspace, rss = _phantom_kspace()
+    return write_fastmri_h5(tmp_path / "raw.h5", kspace, reconstruction_rss=rss, acquisition="AXT1")
+
+
+def _run(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("method", ["zf", "sense", "l1"])
+def test_recon_retrospective_writes_reconstruction_and_attrs(tmp_path, raw_file, capsys, method):
+    out = tmp_path / f"{method}.h5"
+    code, stdout, _ = _run(capsys, "recon", raw_file, "--method", method, "--accel", 2, "--mask", "equispaced",
+                           "--center-fraction", 0.25, "--seed", 3, "--out", out)
+    assert code == 0, stdout
+    rec = read_reconstruction(out, key="reconstruction")
+    assert rec.image.shape == (2, SIZE, SIZE) and rec.image.dtype == np.float32
+    assert rec.attrs["method"] == method
+    assert rec.attrs["acceleration"] == 2.0
+    assert rec.attrs["acceleration_effective"] == pytest.approx(SIZE / rec.mask.sum())
+    assert rec.attrs["mask_type"] == "equispaced" and rec.attrs["seed"] == 3
+    assert rec.attrs["center_fraction"] == pytest.approx(0.25)
+
+
+def test_sense_beats_zero_filled_on_the_rss_scale(tmp_path, raw_file, capsys):
+    for method in ("zf", "sense"):
+        assert _run(capsys, "recon", raw_file, "--method", method, "--accel", 2, "--mask", "equispaced",
+                    "--center-fraction", 0.1875, "--out", tmp_path / f"{method}.h5")[0] == 0
+        assert _run(capsys, "evaluate", "--target", raw_file, "--recon", tmp_path / f"{method}.h5",
+                    "--json", tmp_path / f"{method}.json")[0] == 0
+    zf = json.loads((tmp_path / "zf.json").read_text())
+    sense = json.loads((tmp_path / "sense.json").read_text())
+    assert sense["psnr"] > zf["psnr"] + 5
+    assert sense["ssim"] > 0.9
+    # SENSE with normalised maps lands on the scale of the fully sampled RSS.
+    target = read_reconstruction(raw_file).image
+    image = read_reconstruction(tmp_path / "sense.h5").image
+    assert np.median(image[target > 0.5] / target[target > 0.5]) == pytest.approx(1.0, abs=0.05)
+
+
+def test_recon_without_accel_uses_the_zeros_of_the_kspace(tmp_path, capsys):
+    kspace, rss = _phantom_kspace(slices=1)
+    kspace[..., 1::2] = 0  # every other column missing, centre kept below
+    kspace[..., SIZE // 2 - 6:SIZE // 2 + 6] = _phantom_kspace(slices=1)[0][..., SIZE // 2 - 6:SIZE // 2 + 6]
+    path = write_fastmri_h5(tmp_path / "under.h5", kspace, reconstruction_rss=rss)
+    out = tmp_path / "out.h5"
+    assert _run(capsys, "recon", path, "--method", "sense", "--out", out)[0] == 0
+    rec = read_reconstruction(out)
+    sampled = SIZE // 2 + 6
+    assert rec.attrs["acceleration_effective"] == pytest.approx(SIZE / sampled)
+    assert rec.attrs["retrospective"] in (False, 0)
+
+
+def _bad_h5(tmp_path, name, **datasets):
+    path = tmp_path / name
+    with h5py.File(path, "w") as hf:
+        for key, value in datasets.items():
+            hf.create_dataset(key, data=value)
+    return path
+
+
+def _bad_inputs(tmp_path):
+    good, _ = _phantom_kspace(slices=1)
+    nan = good.copy()
+    nan[0, 0, 3, 3] = np.nan
+    not_h5 = tmp_path / "text.h5"
+    not_h5.write_text("this is not HDF5")
+    truncated = tmp_path / "truncated.h5"
+    write_fastmri_h5(tmp_path / "whole.h5", good)
+    truncated.write_bytes((tmp_path / "whole.h5").read_bytes()[:700])
+    return {
+        "not HDF5": (not_h5, []),
+        "truncated": (truncated, []),
+        "missing kspace": (_bad_h5(tmp_path, "nokspace.h5", reconstruction_rss=np.zeros((1, 8, 8))), []),
+        "wrong rank": (_bad_h5(tmp_path, "rank.h5", kspace=good[0, 0, 0]), []),
+        "NaN": (_bad_h5(tmp_path, "nan.h5", kspace=nan), []),
+        "all-zero k-space": (_bad_h5(tmp_path, "zeros.h5", kspace=np.zeros_like(good)), []),
+        "all-zero mask": (_bad_h5(tmp_path, "zeromask.h5", kspace=good, mask=np.zeros(SIZE, np.float32)), []),
+        "R < 1": (write_fastmri_h5(tmp_path / "ok.h5", good), ["--accel", "0.5"]),
+        "no ACS for coil maps": (write_fastmri_h5(tmp_path / "ok2.h5", good),
+                                 ["--accel", "4", "--center-fraction", "0.05"]),
+        "missing file": (tmp_path / "does-not-exist.h5", []),
+    }
+
+
+@pytest.mark.parametrize("case", ["not HDF5", "truncated", "missing kspace", "wrong rank", "NaN", "all-zero k-space",
+                                  "all-zero mask", "R < 1", "no ACS for coil maps", "missing file"])
+def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path, capsys, case):
+    path, extra = _bad_inputs(tmp_path)[case]
+    out = tmp_path / "out" / "rec.h5"
+    code, _, err = _run(capsys, "recon", path, "--method", "sense", *extra, "--out", out)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mriqa: error: ")
+    assert "Traceback" not in err
+    assert str(path.name) in lines[0] or case in ("R < 1",)
+    assert not out.exists()
+    assert not list(out.parent.glob("*")) if out.parent.exists() else True
+
+
+def test_mismatched_coil_maps_are_a_clear_error():
+    from recon import baselines
+    from recon.errors import InputError
+
+    kspace, _ = _phantom_kspace(slices=1)
+    mask = np.ones((1, 1, SIZE), np.float32)
+    with pytest.raises(InputError, match="map"):
+        baselines.cg_sense(kspace, mask, np.ones((1, COILS + 1, SIZE, SIZE), np.complex64))
+
+
+def test_evaluate_shape_mismatch_is_a_clear_error(tmp_path, raw_file, capsys):
+    other = write_fastmri_h5(tmp_path / "other.h5", _phantom_kspace(slices=1, size=32)[0],
+                             reconstruction_rss=_phantom_kspace(slices=1, size=32)[1])
+    assert _run(capsys, "recon", other, "--method", "zf", "--out", tmp_path / "small.h5")[0] == 0
+    code, _, err = _run(capsys, "evaluate", "--target", raw_file, "--recon", tmp_path / "small.h5")
+    assert code == 2 and "shape" in err
+
+
+def test_demo_runs_on_a_users_file_and_writes_the_report(tmp_path, raw_file, capsys):
+    out = tmp_path / "demo"
+    code, stdout, _ = _run(capsys, "demo", "--input", raw_file, "--accels", "2,3", "--methods", "zf,sense",
+                           "--out", out)
+    assert code == 0
+    result = json.loads((out / "results.json").read_text())
+    assert {(r["acceleration"], r["method"]) for r in result["rows"]} == {(2.0, "zf"), (2.0, "sense"),
+                                                                          (3.0, "zf"), (3.0, "sense")}
+    assert all(np.isfinite(r["psnr"]) for r in result["rows"])
+    for name in ("report.html", "panels.png", "errors.png"):
+        assert (out / name).stat().st_size > 0
+    assert "PSNR" in stdout

@@ -1,0 +1,121 @@
+"""recon.masks: fastMRI line masks and sigpy Poisson-disk masks, nominal and effective R, errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recon.errors import InputError
+from recon.masks import default_center_fraction, describe_mask, make_mask, mask_from_kspace
+
+SHAPE = (64, 368)  # (H, W): fastMRI knee width
+
+
+def test_default_center_fraction_follows_fastmri():
+    assert default_center_fraction(4) == pytest.approx(0.08)
+    assert default_center_fraction(8) == pytest.approx(0.04)
+    assert default_center_fraction(2) == pytest.approx(0.16)
+    assert default_center_fraction(1) == 1.0
+
+
+@pytest.mark.parametrize("kind", ["random", "equispaced"])
+@pytest.mark.parametrize("accel", [4, 8])
+def test_line_mask_shape_center_and_exact_effective_r(kind, accel):
+    m = make_mask(kind, SHAPE, accel, seed=3)
+    width = SHAPE[1]
+    assert m.mask.shape == (1, 1, width) and m.mask.dtype == torch.float32
+    assert set(m.mask.unique().tolist()) <= {0.0, 1.0}
+    assert m.kind == kind and m.acceleration == accel and m.seed == 3
+    assert m.acceleration_effective == pytest.approx(width / float(m.mask.sum()), rel=1e-12)  # exact formula
+    assert m.center_fraction == pytest.approx(0.32 / accel)
+    assert m.num_low_frequencies == round(width * 0.32 / accel)
+    pad = (width - m.num_low_frequencies + 1) // 2  # fastMRI's centre block
+    assert m.mask[0, 0, pad:pad + m.num_low_frequencies].all()
+    kspace = torch.ones(2, 3, *SHAPE, dtype=torch.complex64)
+    assert (kspace * m.mask).shape == (2, 3, *SHAPE)  # broadcasts to [B, C, H, W]
+
+
+@pytest.mark.parametrize("accel", [4, 8])
+def test_effective_r_close_to_nominal(accel):
+    equispaced = make_mask("equispaced", SHAPE, accel, seed=0)
+    assert equispaced.acceleration_effective == pytest.approx(accel, rel=0.03)
+    # random masks hit W / R lines in expectation: average over 200 seeds (std of the mean < 1 %)
+    sampled = np.mean([float(make_mask("random", SHAPE, accel, seed=s).mask.sum()) for s in range(200)])
+    assert SHAPE[1] / sampled == pytest.approx(accel, rel=0.03)
+    poisson = make_mask("poisson", (48, 48), accel, seed=0)
+    assert poisson.acceleration_effective == pytest.approx(accel, rel=0.03)
+
+
+def test_wraps_fastmri_mask_functions_exactly():
+    from fastmri.data.subsample import EquispacedMaskFractionFunc, RandomMaskFunc
+
+    for ours_kind, theirs in (("random", RandomMaskFunc), ("equispaced", EquispacedMaskFractionFunc)):
+        ours = make_mask(ours_kind, SHAPE, 4, center_fraction=0.08, seed=11)
+        reference, num_low = theirs([0.08], [4], seed=11)((1, *SHAPE, 2), seed=11)
+        assert torch.equal(ours.mask.reshape(-1), reference.reshape(-1))
+        assert ours.num_low_frequencies == num_low
+
+
+def test_poisson_mask_2d_with_calibration_block():
+    m = make_mask("poisson", (40, 48), 4, center_fraction=0.2, seed=1)
+    assert m.mask.shape == (1, 40, 48) and m.mask.dtype == torch.float32
+    assert m.acceleration_effective == pytest.approx(40 * 48 / float(m.mask.sum()), rel=1e-12)
+    calib_h, calib_w = round(40 * 0.2), round(48 * 0.2)
+    assert m.num_low_frequencies == calib_w
+    block = m.mask[0, 20 - calib_h // 2: 20 + calib_h // 2, 24 - calib_w // 2: 24 + calib_w // 2]
+    assert block.all()
+    assert m.is_2d and not make_mask("random", (40, 48), 4, seed=0).is_2d
+
+
+@pytest.mark.parametrize("kind", ["random", "equispaced", "poisson"])
+def test_deterministic_by_seed(kind):
+    a = make_mask(kind, (32, 40), 4, seed=5).mask
+    b = make_mask(kind, (32, 40), 4, seed=5).mask
+    c = make_mask(kind, (32, 40), 4, seed=6).mask
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_full_sampling_at_r1():
+    m = make_mask("random", SHAPE, 1, seed=0)
+    assert m.mask.all() and m.acceleration_effective == 1.0
+    assert make_mask("poisson", (8, 8), 1).mask.shape == (1, 8, 8)
+
+
+@pytest.mark.parametrize("accel", [0.5, 0, -2, float("nan")])
+def test_r_below_one_is_input_error(accel):
+    with pytest.raises(InputError, match="R must be >= 1"):
+        make_mask("random", SHAPE, accel)
+
+
+def test_other_bad_requests_are_input_errors():
+    with pytest.raises(InputError, match="unknown mask kind"):
+        make_mask("radial", SHAPE, 4)
+    with pytest.raises(InputError, match="center fraction"):
+        make_mask("equispaced", SHAPE, 4, center_fraction=0.3)  # centre alone exceeds W / R
+    with pytest.raises(InputError, match="center fraction"):
+        make_mask("random", SHAPE, 4, center_fraction=1.5)
+    with pytest.raises(InputError):
+        make_mask("random", (0, 0), 4)
+
+
+def test_mask_from_kspace_columns_and_points():
+    kspace = np.zeros((2, 3, 16, 20), np.complex64)
+    sampled = [0, 5, 8, 9, 10, 11, 12, 17]
+    kspace[..., 2:14, sampled] = 1 + 1j  # rows 0, 1, 14, 15 zero (e.g. partial echo)
+    m = mask_from_kspace(kspace)
+    assert m.mask.shape == (1, 1, 20) and m.kind == "from_kspace"
+    assert m.mask[0, 0].nonzero().flatten().tolist() == sampled
+    assert m.acceleration_effective == pytest.approx(20 / 8) and m.acceleration == m.acceleration_effective
+    assert m.num_low_frequencies == 5  # columns 8..12 around the centre column 10
+    points = mask_from_kspace(torch.from_numpy(kspace), two_d=True)
+    assert points.mask.shape == (1, 16, 20)
+    assert points.acceleration_effective == pytest.approx(16 * 20 / (12 * 8))
+    with pytest.raises(InputError, match="all zero"):
+        mask_from_kspace(np.zeros((1, 2, 4, 4), np.complex64), source="x.h5")
+
+
+def test_describe_mask_is_plain():
+    info = describe_mask(make_mask("equispaced", SHAPE, 8, seed=2))
+    assert info["mask_type"] == "equispaced" and info["acceleration"] == 8.0 and info["seed"] == 2
+    assert isinstance(info["acceleration_effective"], float) and isinstance(info["num_low_frequencies"], int)

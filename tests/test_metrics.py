@@ -1,0 +1,83 @@
+"""NMSE / PSNR / SSIM: identical to fastMRI's evaluate.py (volume max as data range, SSIM per slice)."""
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from recon.errors import InputError
+from recon.metrics import evaluate_volume, nmse, psnr, ssim
+
+
+@pytest.fixture
+def volumes():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:40, 0:36]
+    base = np.stack([np.exp(-((xx - 18) ** 2 + (yy - 20 - 3 * s) ** 2) / 120.0) * (1 + 0.5 * s) for s in range(3)])
+    gt = base.astype(np.float32)
+    pred = (gt + 0.05 * rng.standard_normal(gt.shape)).astype(np.float32)
+    return gt, pred
+
+
+@pytest.fixture
+def fastmri_evaluate(monkeypatch):
+    """fastmri.evaluate imports ``runstats`` at module level for its CLI; the metric functions do not use it."""
+    if "runstats" not in sys.modules:
+        try:
+            importlib.import_module("runstats")
+        except ImportError:
+            stub = types.ModuleType("runstats")
+            stub.Statistics = object
+            monkeypatch.setitem(sys.modules, "runstats", stub)
+    monkeypatch.delitem(sys.modules, "fastmri.evaluate", raising=False)
+    return importlib.import_module("fastmri.evaluate")
+
+
+def test_matches_fastmri_evaluate(volumes, fastmri_evaluate):
+    gt, pred = volumes
+    ev = fastmri_evaluate
+    assert nmse(gt, pred) == pytest.approx(float(ev.nmse(gt, pred)), rel=1e-5)
+    assert psnr(gt, pred) == pytest.approx(float(ev.psnr(gt, pred)), rel=1e-5)
+    assert ssim(gt, pred) == pytest.approx(ev.ssim(gt, pred).item(), rel=1e-4)
+    assert ssim(gt, pred, maxval=3.0) == pytest.approx(ev.ssim(gt, pred, maxval=3.0).item(), rel=1e-4)
+
+
+def test_conventions_by_hand(volumes):
+    gt, pred = volumes
+    g, p = gt.astype(np.float64), pred.astype(np.float64)
+    assert nmse(gt, pred) == pytest.approx(np.sum((g - p) ** 2) / np.sum(g ** 2), rel=1e-9)
+    assert psnr(gt, pred) == pytest.approx(10 * np.log10(g.max() ** 2 / np.mean((g - p) ** 2)), rel=1e-9)
+    # the data range is the volume max, not each slice's
+    per_slice_max = np.mean([ssim(gt[s:s + 1], pred[s:s + 1]) for s in range(3)])
+    assert ssim(gt, pred) == pytest.approx(ssim(gt, pred, maxval=float(gt.max())), rel=1e-12)
+    assert abs(ssim(gt, pred) - per_slice_max) > 1e-3
+    scores = evaluate_volume(gt, pred)
+    assert set(scores) == {"NMSE", "PSNR", "SSIM"} and 0 < scores["SSIM"] < 1
+
+
+def test_identical_and_2d(volumes):
+    gt, _ = volumes
+    assert nmse(gt, gt) == 0.0
+    with np.errstate(divide="ignore"):
+        assert psnr(gt, gt) == np.inf
+    assert ssim(gt, gt) == pytest.approx(1.0)
+    assert ssim(gt[1], gt[1] * 0.9) == pytest.approx(ssim(gt[1:2], gt[1:2] * 0.9))
+
+
+def test_bad_input(volumes):
+    gt, pred = volumes
+    bad = pred.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(InputError, match="shape"):
+        nmse(gt, pred[:2])
+    with pytest.raises(InputError, match="NaN"):
+        psnr(gt, bad)
+    with pytest.raises(InputError, match="all zeros"):
+        ssim(np.zeros_like(gt), pred)
+    with pytest.raises(InputError, match="real"):
+        nmse(gt.astype(np.complex64), pred)
+    with pytest.raises(InputError, match=r"\[slices, H, W\]"):
+        nmse(gt[None], pred[None])

@@ -1,0 +1,177 @@
+"""recon.simulate: the slice model (phase, maps, noise at a stated SNR), the dataset, the demo slice, the CLI."""
+from __future__ import annotations
+
+import json
+import math
+
+import h5py
+import numpy as np
+import pytest
+
+from recon.coils import birdcage_maps
+from recon.errors import InputError
+from recon.fft import ifft2c_np
+from recon.simulate import (
+    SimulationConfig,
+    demo_slice,
+    make_dataset,
+    simulate_slice,
+    smooth_random_phase,
+)
+
+
+def _magnitude(size: int = 64) -> np.ndarray:
+    y, x = np.mgrid[:size, :size]
+    inside = ((y - size / 2) ** 2 + (x - size / 2) ** 2) < (0.4 * size) ** 2
+    return (inside * (0.6 + 0.4 * np.sin(x / 5.0) ** 2)).astype(np.float32)
+
+
+def test_smooth_random_phase():
+    phase = smooth_random_phase(64, 64, np.random.default_rng(0))
+    assert phase.shape == (64, 64) and phase.dtype == np.float32
+    assert np.abs(phase).max() == pytest.approx(math.pi, rel=1e-5)
+    assert np.abs(np.diff(phase, axis=0)).max() < 0.5 and np.abs(np.diff(phase, axis=1)).max() < 0.5  # smooth
+    again = smooth_random_phase(64, 64, np.random.default_rng(0))
+    other = smooth_random_phase(64, 64, np.random.default_rng(1))
+    np.testing.assert_array_equal(phase, again)
+    assert not np.allclose(phase, other)
+
+
+def test_noiseless_slice_rss_is_the_magnitude():
+    magnitude = _magnitude()
+    maps = birdcage_maps(6, 64, 64)
+    kspace, rss, info = simulate_slice(magnitude, maps, math.inf, np.random.default_rng(0))
+    assert kspace.shape == (6, 64, 64) and kspace.dtype == np.complex64 and rss.dtype == np.float32
+    assert info["noise_std"] == 0
+    np.testing.assert_allclose(rss, magnitude, atol=1e-5)  # sum_c |S_c|^2 = 1
+    coil_images = ifft2c_np(kspace)
+    combined = np.sum(maps.conj() * coil_images, axis=0)  # SENSE combination: m exp(i phase)
+    np.testing.assert_allclose(np.abs(combined), magnitude, atol=1e-5)
+    assert np.abs(np.angle(combined[magnitude > 0])).max() > 0.5  # the phase is really there
+
+
+def test_noise_level_matches_the_snr_definition():
+    magnitude = _magnitude()
+    maps = birdcage_maps(8, 64, 64)
+    clean, _, _ = simulate_slice(magnitude, maps, math.inf, np.random.default_rng(3))
+    noisy, _, info = simulate_slice(magnitude, maps, 40.0, np.random.default_rng(3))  # same phase draw first
+    foreground_mean = magnitude[magnitude > 0.1].mean()
+    assert info["foreground_mean"] == pytest.approx(foreground_mean, rel=1e-6)
+    assert info["noise_std"] == pytest.approx(foreground_mean / 40.0, rel=1e-6)
+    noise = noisy - clean
+    measured = np.sqrt(np.mean(np.abs(noise) ** 2))  # E|n|^2 = sigma^2, 32768 samples
+    assert measured == pytest.approx(info["noise_std"], rel=0.03)
+    assert np.std(noise.real) == pytest.approx(np.std(noise.imag), rel=0.05)
+    image_noise = ifft2c_np(noise)  # orthonormal FFT: the same sigma in the image domain
+    assert np.sqrt(np.mean(np.abs(image_noise) ** 2)) == pytest.approx(measured, rel=1e-4)
+
+
+def test_demo_slice_deterministic_without_shared_data():
+    kspace, rss, info = demo_slice(size=64, coils=4, snr=40, seed=0)
+    assert kspace.shape == (1, 4, 64, 64) and kspace.dtype == np.complex64
+    assert rss.shape == (1, 64, 64) and rss.dtype == np.float32
+    again = demo_slice(size=64, coils=4, snr=40, seed=0)
+    other = demo_slice(size=64, coils=4, snr=40, seed=1)
+    np.testing.assert_array_equal(kspace, again[0])
+    np.testing.assert_array_equal(rss, again[1])
+    assert not np.allclose(kspace, other[0])
+    assert info["coil_maps"] == "birdcage" and info["snr"] == 40 and "dipy" in info["description"]
+    assert info["noise_std"] == pytest.approx(info["foreground_mean"] / 40)
+    # a brain: foreground in the middle, empty corners (up to noise)
+    assert rss[0, 24:40, 24:40].mean() > 10 * rss[0, :6, :6].mean()
+
+
+def _small_config(**changes) -> SimulationConfig:
+    settings = dict(size=32, coils=3, snr=40.0, slice_step=8, max_slices_per_file=2, seed=0)
+    settings.update(changes)
+    return SimulationConfig(**settings)
+
+
+def _kspace_of(path) -> np.ndarray:
+    with h5py.File(path) as hf:
+        return hf["kspace"][()]
+
+
+def test_dataset_layout_manifest_and_slicedataset(shared_data, tmp_path):
+    from fastmri.data import SliceDataset
+
+    out = tmp_path / "sim"
+    manifest = make_dataset(out, shared_data, _small_config(), progress=False)
+    assert set(manifest["splits"]) == {"train", "val", "test"}
+    volumes = {split: {entry["volume"] for entry in files} for split, files in manifest["splits"].items()}
+    assert volumes == {"train": {"trio-mprage-t1"}, "val": {"mni152"}, "test": {"colin27"}}  # split by volume
+    on_disk = json.loads((out / "dataset.json").read_text())
+    assert on_disk["splits"] == manifest["splits"] and "SNR" in on_disk["choices"]["snr"]
+    assert on_disk["config"]["snr"] == 40.0 and on_disk["config"]["coil_maps"] == "birdcage"
+    for split, files in manifest["splits"].items():
+        assert sorted(entry["orientation"] for entry in files) == ["axial", "coronal", "sagittal"]
+        dataset = SliceDataset(out / f"multicoil_{split}", challenge="multicoil", transform=None)
+        assert len(dataset) == sum(entry["num_slices"] for entry in files)
+        kspace, mask, target, attrs, fname, _ = dataset[0]
+        assert kspace.shape == (3, 32, 32) and kspace.dtype == np.complex64 and mask is None
+        assert target.shape == (32, 32) and target.dtype == np.float32
+        assert attrs["encoding_size"] == (32, 32, 1) and attrs["split"] == split
+        assert attrs["snr"] == 40.0 and attrs["orientation"] in fname
+        assert attrs["max"] == pytest.approx(float(_rss_max(out / f"multicoil_{split}" / fname)))
+    with h5py.File(out / "multicoil_train" / "trio-mprage-t1_sagittal.h5") as hf:
+        assert hf.attrs["source_volume"] == "mri/volumes/trio-mprage-t1"
+        assert hf.attrs["coil_maps"] == "birdcage,birdcage" and len(hf.attrs["noise_std"]) == 2
+        rss = np.sqrt((np.abs(ifft2c_np(hf["kspace"][()])) ** 2).sum(axis=1))
+        np.testing.assert_allclose(hf["reconstruction_rss"][()], rss, rtol=1e-4, atol=1e-5)
+
+
+def _rss_max(path) -> float:
+    with h5py.File(path) as hf:
+        return float(hf["reconstruction_rss"][()].max())
+
+
+def test_dataset_deterministic_by_seed_and_independent_of_subset(shared_data, tmp_path):
+    splits = {"test": ["colin27"]}
+    config = _small_config(splits=splits, orientations=("coronal",))
+    make_dataset(tmp_path / "a", shared_data, config, progress=False)
+    make_dataset(tmp_path / "b", shared_data, _small_config(splits={"val": ["mni152"], "test": ["colin27"]}),
+                 progress=False)
+    make_dataset(tmp_path / "c", shared_data, _small_config(splits=splits, orientations=("coronal",), seed=1),
+                 progress=False)
+    name = "colin27_coronal.h5"
+    a = _kspace_of(tmp_path / "a" / "multicoil_test" / name)
+    b = _kspace_of(tmp_path / "b" / "multicoil_test" / name)
+    c = _kspace_of(tmp_path / "c" / "multicoil_test" / name)
+    np.testing.assert_array_equal(a, b)  # same seed: same data, whatever else was simulated
+    assert a.shape == c.shape and not np.allclose(a, c)
+
+
+def test_dataset_with_realistic_coil_maps(shared_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("MRIQA_CACHE", str(tmp_path / "cache"))
+    config = _small_config(splits={"val": ["mni152"]}, orientations=("axial",), coil_maps="mixed",
+                           max_slices_per_file=4, slice_step=4)
+    manifest = make_dataset(tmp_path / "sim", shared_data, config, progress=False)
+    kinds = manifest["splits"]["val"][0]["coil_maps"]
+    assert set(kinds) <= {"birdcage", "espirit"} and len(kinds) == 4
+
+
+def test_dataset_bad_requests_write_nothing(shared_data, tmp_path):
+    with pytest.raises(InputError, match="data root not found"):
+        make_dataset(tmp_path / "x", tmp_path / "missing", _small_config(), progress=False)
+    with pytest.raises(InputError, match="8-channel"):
+        make_dataset(tmp_path / "x", shared_data, _small_config(coils=12, coil_maps="espirit"), progress=False)
+    with pytest.raises(InputError, match="more than one split"):
+        make_dataset(tmp_path / "x", shared_data, _small_config(splits={"train": ["colin27"], "test": ["colin27"]}),
+                     progress=False)
+    with pytest.raises(InputError, match="SNR"):
+        make_dataset(tmp_path / "x", shared_data, _small_config(snr=0), progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_make_dataset(shared_data, tmp_path, capsys):
+    from mriqa.cli import main
+
+    out = tmp_path / "cli"
+    code = main(["make-dataset", "--out", str(out), "--data-root", str(shared_data), "--size", "16",
+                 "--coils", "2", "--slice-step", "16", "--max-slices-per-file", "1", "--no-progress"])
+    assert code == 0
+    assert "train: 3 files, 3 slices" in capsys.readouterr().out
+    assert json.loads((out / "dataset.json").read_text())["config"]["size"] == 16
+    assert main(["make-dataset", "--out", str(tmp_path / "bad"), "--data-root", str(tmp_path / "none")]) == 2
+    assert "mriqa: error:" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

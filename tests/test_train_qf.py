@@ -1,0 +1,158 @@
+"""Training: 2-step runs, exact resume, classification mode, the fastMRI config on tiny fastMRI-format files."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mriqa.train_qf import load_config, lr_at, train
+from mriqa.weights_io import load_qfnet
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+TINY = {
+    "model": {"width": 4},
+    "sampler": {"patch": 32},
+    "train": {"steps": 3, "batch": 4, "val_patches": 8, "eval_every": 1, "checkpoint_every": 1,
+              "warmup": 1, "threads": 0, "progress": False, "device": "cpu"},
+}
+
+
+def _photos(folder, n=3, size=(60, 70)):
+    from scipy import ndimage
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        x = ndimage.gaussian_filter(rng.random((*size, 3)), (1.5, 1.5, 0))
+        x = (x - x.min()) / (x.max() - x.min())
+        Image.fromarray((x * 255).astype(np.uint8)).save(folder / f"img{i}.png")
+    return folder
+
+
+def _photo_cfg(tmp_path, out, **extra):
+    data = _photos(tmp_path / "photos")
+    cfg = load_config(
+        None,
+        name="tiny-rgb",
+        model={"in_channels": 3},
+        data={"kind": "photo", "train": [{"type": "images", "path": str(data)}],
+              "val": [{"type": "images", "path": str(data), "include": ["img0"]}]},
+        output_dir=str(out),
+    )
+    cfg = load_config(None, **{**cfg, **{k: v for k, v in TINY.items() if k not in cfg}})
+    from mriqa.train_qf import _merge
+
+    cfg = _merge(cfg, TINY)
+    return _merge(cfg, extra)
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    full = train(_photo_cfg(tmp_path, tmp_path / "full"), log=lambda *_: None)
+    assert full["step"] == 3 and not full["stopped_early"]
+
+    part_cfg = _photo_cfg(tmp_path, tmp_path / "split", train={"stop_at_step": 1})
+    first = train(part_cfg, log=lambda *_: None)
+    assert first["step"] == 1 and first["stopped_early"]
+    ck = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
+    assert ck["step"] == 1
+    second = train(_photo_cfg(tmp_path, tmp_path / "split"), log=lambda *_: None)  # resumes automatically
+    assert second["step"] == 3
+    a, b = full["model"].state_dict(), second["model"].state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    h1 = json.loads((tmp_path / "full" / "history.json").read_text())
+    h2 = json.loads((tmp_path / "split" / "history.json").read_text())
+    assert [r["val_loss"] for r in h1] == [r["val_loss"] for r in h2]
+    assert (tmp_path / "full" / "curves.png").stat().st_size > 1000
+    model, meta = load_qfnet(tmp_path / "full" / "best.safetensors")
+    assert model.in_channels == 3 and meta["training"]["steps_done"] == 3
+    assert meta["normalization"]["name"] == "mriqa-unit-range-v1"
+    # a different seed gives different weights (the equality above is not vacuous)
+    other = train(_photo_cfg(tmp_path, tmp_path / "other", seed=1, train={"steps": 1}), log=lambda *_: None)
+    assert not torch.equal(a["features.0.weight"], other["model"].state_dict()["features.0.weight"])
+
+
+def test_classification_mode_and_uniform_distribution(tmp_path):
+    cfg = _photo_cfg(tmp_path, tmp_path / "cls", mode="classification", train={"steps": 2})
+    res = train(cfg, log=lambda *_: None)
+    model, meta = load_qfnet(tmp_path / "cls" / "best.safetensors")
+    assert model.num_classes == 5 and meta["mode"] == "classification"
+    with torch.no_grad():
+        y = model(torch.rand(1, 3, 40, 40))
+    assert y.shape[1] == 1 and 0 <= float(y.min()) <= float(y.max()) <= 0.8 + 1e-6
+    cfg = _photo_cfg(tmp_path, tmp_path / "uni", sampler={"distribution": "uniform", "noise": {"p": 0.5}},
+                     train={"steps": 2})
+    assert train(cfg, log=lambda *_: None)["step"] == 2 and res["step"] == 2
+
+
+def test_lr_schedule():
+    tc = {"lr": 1e-3, "lr_min": 1e-5, "warmup": 10, "steps": 110}
+    assert lr_at(0, tc) == pytest.approx(1e-4)
+    assert lr_at(10, tc) == pytest.approx(1e-3)
+    assert lr_at(110, tc) == pytest.approx(1e-5)
+    assert lr_at(60, tc) == pytest.approx(0.5 * (1e-3 + 1e-5))
+
+
+def _fastmri_file(path, key_extra=None, slices=5, size=80, seed=0):
+    """A tiny file in the fastMRI knee layout: kspace, reconstruction_rss (+ esc), ismrmrd_header, attrs."""
+    import h5py
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    obj = ((yy - size / 2) ** 2 / (0.35 * size) ** 2 + (xx - size / 2) ** 2 / (0.3 * size) ** 2) < 1
+    vol = []
+    for s in range(slices):
+        tex = ndimage.gaussian_filter(rng.random((size, size)), 1.2)
+        vol.append((obj * (0.5 + tex) + 0.02 * rng.random((size, size))) * 1e-4)
+    vol = np.stack(vol).astype(np.float32)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("kspace", data=np.fft.fft2(vol).astype(np.complex64)[:, None])
+        f.create_dataset("reconstruction_rss", data=vol)
+        if key_extra:
+            f.create_dataset(key_extra, data=vol * 0.9)
+        f.create_dataset("ismrmrd_header", data=np.bytes_(b"<ismrmrdHeader/>"))
+        f.attrs["acquisition"] = "CORPDFS_FBK"
+        f.attrs["max"] = float(vol.max())
+        f.attrs["norm"] = float(np.linalg.norm(vol))
+        f.attrs["patient_id"] = "tiny"
+
+
+def test_fastmri_config_reads_tiny_fastmri_files(tmp_path, monkeypatch):
+    root = tmp_path / "knee"
+    for sub, n in (("singlecoil_train", 2), ("singlecoil_val", 1)):
+        (root / sub).mkdir(parents=True)
+        for i in range(n):
+            _fastmri_file(root / sub / f"file{i}.h5", key_extra="reconstruction_esc", seed=i)
+    monkeypatch.setenv("FASTMRI_ROOT", str(root))
+    overrides = ["train.steps=2", "train.batch=4", "train.val_patches=8", "train.eval_every=1",
+                 "train.progress=false", "train.threads=0", "train.device=cpu", "model.width=4",
+                 "sampler.patch=32", f"output_dir={tmp_path / 'run'}", f"export={tmp_path / 'fm.safetensors'}"]
+    cfg = load_config(REPO / "configs" / "qf-fastmri.yaml", overrides)
+    assert cfg["data"]["train"][0]["key"] == "reconstruction_rss"
+    res = train(cfg, log=lambda *_: None)
+    assert res["step"] == 2
+    model, meta = load_qfnet(tmp_path / "fm.safetensors")
+    assert model.in_channels == 1 and meta["kind"] == "mri" and meta["training"]["train_images"] == 10
+    # the ESC target of the singlecoil files
+    from mriqa.qf_data import load_pools
+
+    cfg = load_config(REPO / "configs" / "qf-fastmri.yaml", overrides + ["data.train.0.key=reconstruction_esc"])
+    pool = load_pools(cfg["data"]["train"], 1)
+    assert len(pool) == 10 and pool.images[0].dtype == np.uint8 and pool.masks[0].any()
+    cfg = load_config(REPO / "configs" / "qf-fastmri.yaml", overrides + ["data.train.0.key=kspace_missing"])
+    from mriqa.errors import InputError
+
+    with pytest.raises(InputError, match="kspace_missing"):
+        load_pools(cfg["data"]["train"], 1)
+
+
+def test_cli_train_qf_bad_config(tmp_path, capsys):
+    from mriqa.cli import main
+
+    rc = main(["train-qf", "--config", str(tmp_path / "missing.yaml")])
+    assert rc == 2 and "missing.yaml" in capsys.readouterr().err
