@@ -8,6 +8,14 @@ stored as uint8 (the 1/255 grid the models see):
   maximum = 99.5th percentile of the slice). Slices whose foreground (pixels above 10 % of the *volume's*
   99.5th percentile) covers less than ``min_foreground`` (default 0.15) of the slice are skipped: they are
   near-empty end slices whose per-slice normalisation would blow up the background noise.
+- ``denoise: {h: 1.0, patch_size: 5, patch_distance: 6}`` (volumes and h5): the *pristine* (QF 100) version
+  of each slice is an edge-preserving non-local-means denoised copy (scikit-image ``denoise_nl_means``,
+  ``h = h * sigma`` with sigma estimated per slice by ``estimate_sigma``), computed slice by slice along the
+  first axis and cached in ``$MRIQA_CACHE`` (default ``./.mriqa-cache``). The acquired (noisy) slice is kept
+  beside it as a *degraded* version of the same content (``noise.p_native``), scored with the PSNR-matched QF
+  like synthetic noise. Why: a single acquisition carries native noise; if that noise defined "pristine",
+  cleaner images (averaged templates, denoised reconstructions) would look "JPEG-smoothed" and extra noise
+  would *raise* the QF (the noise-sign problem). Both images of a pair use the pristine slice's scale.
 - ``type: h5`` — a fastMRI folder (or one file): every ``*.h5`` with ``key`` (``reconstruction_rss`` or
   ``reconstruction_esc``; first present of reconstruction / reconstruction_rss / reconstruction_esc if
   ``key`` is not given), one 2-D image per slice, same normalisation and slice filter as volumes;
@@ -23,13 +31,15 @@ to the network's output grid). With probability ``p_clean`` the crop is left unc
 (lossless = QF 100). For MRI, patch centres fall on the foreground (pixels >= 0.1 after normalisation,
 dilated) with probability ``p_foreground``.
 
-Optional noise augmentation (``noise: {p, sigma_min, sigma_max}``): with probability ``p`` Gaussian noise of
+Optional noise augmentation (``noise: {p, sigma_min, sigma_max, p_native}``): with probability ``p`` Gaussian noise of
 standard deviation sigma (log-uniform in [sigma_min, sigma_max], [0, 1] units) is added to the clean crop
 before quantisation and compression, and the target becomes the **PSNR-matched QF**: the JPEG quality
 that gives the same mean squared error on that very (clean) crop as the degraded input has,
 ``target = QF_eq(MSE(degraded, clean))``, interpolated on the crop's own rate-distortion curve
 (QF 100 -> its JPEG MSE; lossless -> 0). For a pure JPEG input this is the QF itself; for added noise it is
-the JPEG quality of equal distortion. See ``docs/qf/README.md`` for why (noise sign).
+the JPEG quality of equal distortion. With probability ``p_native`` (pools built with ``denoise``) the
+acquired noisy slice is used instead of synthetic noise, with the same PSNR-matched target against its
+denoised pristine version. See ``docs/qf/README.md`` for why (noise sign).
 
 Everything is driven by a ``numpy.random.Generator`` passed in, so a step's batch depends only on
 ``(seed, step)``: runs are deterministic and resume exactly.
@@ -69,11 +79,13 @@ class Pool:
     images: list[np.ndarray] = field(default_factory=list)
     masks: list[np.ndarray | None] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
+    noisy: list[np.ndarray | None] = field(default_factory=list)  # acquired version of a denoised image
 
     def extend(self, other: "Pool") -> None:
         self.images += other.images
         self.masks += other.masks
         self.names += other.names
+        self.noisy += other.noisy
 
     def __len__(self) -> int:
         return len(self.images)
@@ -88,11 +100,53 @@ def _fg_mask(unit: np.ndarray) -> np.ndarray:
     return ndimage.binary_dilation(m, iterations=4)
 
 
-def _mri_slices(vol: np.ndarray, axes, min_foreground: float, name: str, channels: int) -> Pool:
+def _cache_dir() -> Path:
+    return Path(os.environ.get("MRIQA_CACHE", Path.cwd() / ".mriqa-cache"))
+
+
+def denoise_volume(vol: np.ndarray, h: float = 1.0, patch_size: int = 5, patch_distance: int = 6,
+                   cache_key: str | None = None) -> np.ndarray:
+    """Non-local-means denoising slice by slice along axis 0 (see the module doc); cached by ``cache_key``."""
+    import hashlib
+
+    path = None
+    if cache_key is not None:
+        digest = hashlib.sha1(f"{cache_key}|{vol.shape}|{h}|{patch_size}|{patch_distance}|v1".encode()).hexdigest()
+        path = _cache_dir() / "qf-denoise" / f"{digest[:20]}.npy"
+        if path.is_file():
+            cached = np.load(path, allow_pickle=False)
+            if cached.shape == vol.shape:
+                return cached
+    from skimage.restoration import denoise_nl_means, estimate_sigma
+
+    scale = robust_max(vol)
+    out = np.empty_like(vol, dtype=np.float32)
+    for i in range(vol.shape[0]):
+        sl = vol[i].astype(np.float64) / scale
+        if not np.any(sl):
+            out[i] = 0
+            continue
+        sigma = float(estimate_sigma(sl))
+        if sigma <= 0:
+            out[i] = vol[i]
+            continue
+        out[i] = denoise_nl_means(sl, h=h * sigma, sigma=sigma, patch_size=patch_size,
+                                  patch_distance=patch_distance, fast_mode=True) * scale
+    if path is not None:
+        from mriqa.files import atomic_path
+
+        with atomic_path(path, suffix=".npy") as tmp:
+            np.save(tmp, out)
+    return out
+
+
+def _mri_slices(vol: np.ndarray, axes, min_foreground: float, name: str, channels: int,
+                noisy_vol: np.ndarray | None = None) -> Pool:
     pool = Pool()
     vmax = robust_max(vol)
     for ax in axes:
         v = np.moveaxis(vol, ax, 0)
+        nv = None if noisy_vol is None else np.moveaxis(noisy_vol, ax, 0)
         for i in range(v.shape[0]):
             sl = v[i]
             if min(sl.shape) < 16 or np.mean(sl > FG_THRESHOLD * vmax) < min_foreground:
@@ -105,7 +159,30 @@ def _mri_slices(vol: np.ndarray, axes, min_foreground: float, name: str, channel
             pool.images.append(img)
             pool.masks.append(_fg_mask(unit))
             pool.names.append(f"{name}[axis{ax}:{i}]")
+            if nv is not None:
+                scaled = np.clip(nv[i].astype(np.float64), 0, None) / robust_max(np.clip(sl, 0, None))
+                pool.noisy.append(to_uint8(convert_channels(np.clip(scaled, 0, 1).astype(np.float32), channels)))
+            else:
+                pool.noisy.append(None)
     return pool
+
+
+def _volume_pool(vol: np.ndarray, spec: dict, name: str, channels: int, axes, key: str) -> Pool:
+    den = spec.get("denoise")
+    mf = float(spec.get("min_foreground", 0.15))
+    if not den:
+        return _mri_slices(vol, axes, mf, name, channels)
+    den = {} if den is True else dict(den)
+    clean = denoise_volume(vol, cache_key=key, **den)
+    return _mri_slices(clean, axes, mf, name, channels, noisy_vol=vol)
+
+
+def _file_key(path: Path) -> str:
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file())
+        return f"{path.resolve()}|{len(files)}|{sum(p.stat().st_size for p in files)}"
+    st = path.stat()
+    return f"{path.resolve()}|{st.st_size}|{int(st.st_mtime)}"
 
 
 def _area_downscale(img: np.ndarray, k: int) -> np.ndarray:
@@ -136,8 +213,7 @@ def load_pool(spec: dict, channels: int) -> Pool:
     if typ == "volume":
         path = resolve_path(spec["path"])
         vol = read_volume(path)
-        axes = spec.get("axes", [0, 1, 2])
-        return _mri_slices(vol, axes, float(spec.get("min_foreground", 0.15)), path.name, channels)
+        return _volume_pool(vol, spec, path.name, channels, spec.get("axes", [0, 1, 2]), _file_key(path))
     if typ == "h5":
         path = resolve_path(spec["path"])
         files = sorted(path.glob("*.h5")) if path.is_dir() else [path]
@@ -150,7 +226,7 @@ def load_pool(spec: dict, channels: int) -> Pool:
             if ms and vol.shape[0] > int(ms):
                 c, h = vol.shape[0] // 2, int(ms) // 2
                 vol = vol[max(0, c - h): max(0, c - h) + int(ms)]
-            pool.extend(_mri_slices(vol, [0], float(spec.get("min_foreground", 0.15)), f.name, channels))
+            pool.extend(_volume_pool(vol, spec, f.name, channels, [0], _file_key(f) + f"|{spec.get('key')}|{ms}"))
         return pool
     if typ in ("images", "skimage"):
         if typ == "skimage":
@@ -171,6 +247,7 @@ def load_pool(spec: dict, channels: int) -> Pool:
             pool.images.append(_photo(f, channels, int(spec.get("downscale", 1))))
             pool.masks.append(None)
             pool.names.append(Path(f).name)
+            pool.noisy.append(None)
         return pool
     raise ValueError(f"unknown data type {typ!r} (volume, h5, images, skimage)")
 
@@ -250,7 +327,7 @@ class PatchSampler:
                 if idx.size:
                     self._fg[i] = idx
 
-    def _crop(self, rng: np.random.Generator) -> np.ndarray:
+    def _crop(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
         crop = self.patch + 8
         i = self._usable[int(rng.choice(len(self._usable), p=self._weights))]
         img = self.pool.images[i]
@@ -261,21 +338,27 @@ class PatchSampler:
             y0, x0 = cy - crop // 2, cx - crop // 2
         else:
             y0, x0 = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
-        c = img[y0: y0 + crop, x0: x0 + crop]
         k = int(rng.integers(4))
-        if k:
-            c = np.rot90(c, k)
-        if rng.random() < 0.5:
-            c = c[:, ::-1]
-        return np.ascontiguousarray(c)
+        flip = rng.random() < 0.5
+
+        def cut(a):
+            c = a[y0: y0 + crop, x0: x0 + crop]
+            c = np.rot90(c, k) if k else c
+            return np.ascontiguousarray(c[:, ::-1] if flip else c)
+
+        noisy = self.pool.noisy[i] if i < len(self.pool.noisy) else None
+        return cut(img), (None if noisy is None else cut(noisy))
 
     def sample_one(self, rng: np.random.Generator):
-        clean = self._crop(rng)  # uint8 [crop, crop, C]
+        clean, acquired = self._crop(rng)  # uint8 [crop, crop, C]
         gray = clean.shape[-1] == 1
         src = clean[..., 0] if gray else clean
         degraded = src
-        noisy = self.noise and rng.random() < float(self.noise.get("p", 0.0))
-        if noisy:
+        native = acquired is not None and self.noise and rng.random() < float(self.noise.get("p_native", 0.0))
+        noisy = native or (self.noise and rng.random() < float(self.noise.get("p", 0.0)))
+        if native:
+            degraded = acquired[..., 0] if gray else acquired
+        elif noisy:
             lo, hi = float(self.noise.get("sigma_min", 0.002)), float(self.noise.get("sigma_max", 0.08))
             sigma = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
             noise = rng.standard_normal(src.shape).astype(np.float32) * sigma

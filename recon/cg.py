@@ -171,6 +171,12 @@ def conjugate_gradient(normal: Normal, rhs: torch.Tensor, lam=0.0, x0: torch.Ten
                        max_iter: int = 10, tol: float = 1e-6, *, return_info: bool = False):
     """Solve ``(normal + lam I) x = rhs`` per sample; autograd goes through the unrolled iterations.
 
+    With grad mode on, every iteration is recorded (out-of-place), so gradients also reach tensors that
+    ``normal`` uses (e.g. coil maps that require grad); under ``torch.no_grad`` it runs in place. These are the
+    gradients of the iterations actually run: where a sample stops early because ``b`` lies in a small invariant
+    subspace (tiny, structured problems), they can differ from the derivative of the exact solution even though
+    the solution itself is exact; ``tol = 0`` with enough iterations avoids that.
+
     Args:
         normal: callable ``x -> A^H A x`` on ``[B, ...]`` complex tensors (e.g. ``SenseOperator.normal``).
         rhs: ``b``, complex ``[B, ...]`` (typically ``A^H y``, ``[B, H, W]``).
@@ -184,9 +190,7 @@ def conjugate_gradient(normal: Normal, rhs: torch.Tensor, lam=0.0, x0: torch.Ten
     """
     _check_rhs(rhs, "right-hand side")
     lam_b = _lam_vector(lam, rhs)
-    differentiable = torch.is_grad_enabled() and (rhs.requires_grad or lam_b.requires_grad
-                                                  or (x0 is not None and x0.requires_grad))
-    if differentiable:
+    if torch.is_grad_enabled():  # out-of-place: gradients reach rhs, lam, x0 and tensors inside ``normal``
         x, info = _cg(normal, rhs, lam_b, x0, max_iter, tol, differentiable=True)
     else:
         with torch.no_grad():

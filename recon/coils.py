@@ -253,12 +253,13 @@ def realistic_maps(
     height: int,
     width: int,
     rng: np.random.Generator,
-    data_root: str | os.PathLike,
+    data_root: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> np.ndarray:
     """Coil maps resampled from ESPIRiT maps of real 8-channel brain k-space, complex64 ``[C, H, W]``.
 
-    The source is ``<data_root>/mri/kspace/smallfov-brain8ch/smallfov`` (BART); its maps are estimated once
+    The source is ``<data_root>/mri/kspace/smallfov-brain8ch/smallfov`` (BART; ``data_root`` defaults to
+    ``../shared/data`` beside the checkout); its maps are estimated once
     (see ``_smallfov_maps``; 144 x 80 after trimming). Each call: a random subset of ``num_coils`` of the 8
     coils; a random window along the long side, its length uniform between the short and the long side, at a
     random offset (random shift and aspect); a random rotation by a multiple of 90 degrees and a random
@@ -271,6 +272,10 @@ def realistic_maps(
     """
     from scipy.ndimage import zoom
 
+    if data_root is None:
+        from recon.simulate import default_data_root
+
+        data_root = default_data_root()
     base = Path(data_root) / SMALLFOV_RELATIVE
     if not base.with_name(base.name + ".cfl").is_file():
         raise InputError(base.with_name(base.name + ".cfl"),

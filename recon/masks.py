@@ -141,7 +141,8 @@ def _cartesian(kind: str, width: int, accel: float, center_fraction: float, seed
     num_low = round(width * center_fraction)
     if num_low * accel >= width:
         raise InputError(None, f"center fraction {center_fraction:g} keeps {num_low} of {width} columns, which is "
-                               f"already >= W / R = {width / accel:.1f}; use a smaller center fraction for R = {accel:g}")
+                               f"already >= W / R = {width / accel:.1f}; use a smaller center fraction "
+                               f"for R = {accel:g}")
     mask_class = RandomMaskFunc if kind == "random" else EquispacedMaskFractionFunc
     mask_func = mask_class(center_fractions=[center_fraction], accelerations=[accel], seed=seed)
     # fastMRI masks act on the real view [..., H, W, 2]: the columns are dim -2.

@@ -506,7 +506,7 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                     if self.step % log_every == 0:
-                        bar.set_postfix(K=k, loss=f"{loss:.4f}", lam=f"{float(self.model.lam):.4f}")
+                        bar.set_postfix(K=k, loss=f"{loss:.4f}", lam=f"{float(self.model.lam.detach()):.4f}")
                 stage_end = local + 1 == n
                 if self.val_sets and val_every > 0 and (self.step % val_every == 0 or stage_end):
                     metrics = self.validate(k)

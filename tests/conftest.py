@@ -31,6 +31,18 @@ def shared_data() -> Path:
     return _need(SHARED_DATA)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """ESPIRiT maps and other caches go to a temporary folder, not the user's ./.mriqa-cache."""
+    old = os.environ.get("MRIQA_CACHE")
+    os.environ["MRIQA_CACHE"] = str(tmp_path_factory.mktemp("mriqa-cache"))
+    yield
+    if old is None:
+        os.environ.pop("MRIQA_CACHE", None)
+    else:
+        os.environ["MRIQA_CACHE"] = old
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

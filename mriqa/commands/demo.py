@@ -12,9 +12,6 @@ from __future__ import annotations
 import argparse
 
 DEFAULT_ACCELS = "2,4,6,8,10,12"
-# ESPIRiT needs a calibration block: at high R fastMRI's centre fraction (0.32 / R) leaves too few centre
-# lines on a 256-wide grid, so the demo keeps at least this many.
-DEMO_MIN_CENTER_LINES = 16
 
 
 def add_parser(subparsers) -> None:
@@ -46,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from mriqa.files import atomic_path
     from recon.masks import describe_mask, make_mask
     from recon.metrics import nmse, psnr, ssim
-    from recon.pipeline import METHODS, estimate_maps, reconstruct
+    from recon.pipeline import METHODS, MIN_ACS, estimate_maps, reconstruct
 
     torch.manual_seed(args.seed)
     try:
@@ -68,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     rows, images = [], {}
     print(f"mriqa demo: {source}; {kspace.shape[1]} coils, {height}x{width}; methods {', '.join(methods)}")
     for accel in accels:
-        center = max(0.32 / accel, DEMO_MIN_CENTER_LINES / width) if accel > 1 else None
+        # fastMRI's centre fraction (0.32 / R), but never fewer centre lines than ESPIRiT needs for coil maps
+        center = max(0.32 / accel, MIN_ACS / width) if accel > 1 else None
         mask = make_mask(args.mask_type, (height, width), accel, center_fraction=center, seed=args.seed)
         under = kspace * mask.mask.numpy()
         maps = estimate_maps(under, mask) if any(m != "zf" for m in methods) else None

@@ -17,7 +17,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--data-root", default=None,
                    help="folder holding mri/volumes (default: ../shared/data beside the checkout)")
-    p.add_argument("--size", type=int, default=256, help="square matrix size H = W (default 256; 128 for quick CPU runs)")
+    p.add_argument("--size", type=int, default=256,
+                   help="square matrix size H = W (default 256; 128 for quick CPU runs)")
     p.add_argument("--coils", type=int, default=8, help="number of coils (default 8; <= 8 with espirit/mixed maps)")
     p.add_argument("--snr", type=float, default=40.0,
                    help="mean foreground magnitude / complex noise std, per slice (default 40)")

@@ -221,7 +221,7 @@ def read_kspace(path: str | os.PathLike, slices: slice | Sequence[int] | None = 
                 raise InputError(path, f"'kspace' has dtype {dataset.dtype}, expected complex64")
             index = slice(None) if slices is None else slices
             if not isinstance(index, slice):
-                index = sorted(int(i) for i in index)
+                index = sorted({int(i) for i in index})
                 if index and (index[0] < 0 or index[-1] >= dataset.shape[0]):
                     raise InputError(path, f"slice index out of range 0..{dataset.shape[0] - 1}")
             kspace = np.asarray(dataset[index], dtype=np.complex64)

@@ -1,0 +1,271 @@
+"""MoDL (recon.modl): shapes, input conventions, scale, implicit-CG memory, gradients, weights, bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import recon.modl as modl_mod
+from recon.cg import conjugate_gradient
+from recon.errors import InputError
+from recon.fft import fft2c
+from recon.modl import MoDL, ModlConfig, load_modl, modl_reconstruct, save_modl
+
+H = W = 32
+C = 4
+
+
+def _phantom(b: int = 2, c: int = C, h: int = H, w: int = W, acs: int = 10, seed: int = 0):
+    """(masked k-space [B,C,H,W], mask [B,1,1,W], maps [B,C,H,W], fully sampled k-space)."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    img = ((yy / 0.8) ** 2 + (xx / 0.6) ** 2 < 1).float() * (1 + 0.3 * torch.cos(5 * xx))
+    img = img.expand(b, h, w) * torch.exp(1j * 0.5 * yy)
+    img = img + 0.05 * torch.randn(b, h, w, generator=g, dtype=torch.complex64)
+    # smooth coil maps, normalised to sum |S|^2 = 1
+    centers = torch.linspace(0, 2 * np.pi, c + 1)[:-1]
+    maps = torch.stack([torch.exp(-((yy - 0.9 * torch.sin(a)) ** 2 + (xx - 0.9 * torch.cos(a)) ** 2))
+                        * torch.exp(1j * (a + 0.3 * xx)) for a in centers]).to(torch.complex64)
+    maps = maps / maps.abs().square().sum(0, keepdim=True).sqrt()
+    maps = maps.expand(b, c, h, w).contiguous()
+    full = fft2c(img.unsqueeze(1).to(torch.complex64) * maps)
+    mask = (torch.rand(b, 1, 1, w, generator=g) < 0.3).float()
+    mask[..., w // 2 - acs // 2: w // 2 - acs // 2 + acs] = 1
+    return full * mask, mask, maps, full
+
+
+def _small(**kw) -> MoDL:
+    torch.manual_seed(0)
+    cfg = dict(num_unrolls=2, cg_iters=5, channels=8)
+    cfg.update(kw)
+    return MoDL(ModlConfig(**cfg))
+
+
+def test_shapes_multicoil_and_single_coil():
+    k, m, maps, _ = _phantom()
+    model = _small().eval()
+    with torch.no_grad():
+        out = model(k, m, sens_maps=maps)
+    assert out.shape == (2, H, W) and out.dtype == torch.float32 and torch.isfinite(out).all()
+    # single-coil: C = 1, no maps needed (maps of ones)
+    k1, m1, _, _ = _phantom(c=1)
+    with torch.no_grad():
+        out1 = model(k1, m1)
+    assert out1.shape == (2, H, W)
+    # batching: each sample is reconstructed independently of the others in the batch
+    with torch.no_grad():
+        one = model(k[1:], m[1:], sens_maps=maps[1:])
+    torch.testing.assert_close(out[1:], one, rtol=1e-4, atol=1e-5 * float(out.max()))
+
+
+def test_fastmri_real_view_and_our_convention_identical():
+    k, m, maps, _ = _phantom()
+    model = _small().eval()
+    with torch.no_grad():
+        ours = model(k, m, sens_maps=maps)
+        theirs = model(torch.view_as_real(k), m.bool().unsqueeze(-1), sens_maps=maps)  # [B,C,H,W,2], [B,1,1,W,1]
+        two_d = model(k, m.expand(-1, 1, H, W), sens_maps=maps)  # a 2-D mask of the same pattern
+    assert torch.equal(ours, theirs)
+    torch.testing.assert_close(ours, two_d)
+
+
+def test_scale_equivariance_and_inputs_not_modified():
+    k, m, maps, _ = _phantom(b=1)
+    k_copy, m_copy = k.clone(), m.clone()
+    model = _small().eval()
+    with torch.no_grad():
+        a = model(k, m, sens_maps=maps)
+        b = model(1e4 * k, m, sens_maps=maps) / 1e4
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * float(a.max()))
+    assert torch.equal(k, k_copy) and torch.equal(m, m_copy)
+
+
+def test_k0_is_sense_adjoint_and_denoiser_shared():
+    model = _small(num_unrolls=10)
+    # one denoiser and one lambda whatever K is (weights shared across unrolls)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params == sum(p.numel() for p in _small(num_unrolls=1).parameters())
+    assert float(model.lam.detach()) == pytest.approx(0.05)
+    full = MoDL()  # the paper's size: 5 layers x 64 channels
+    assert len([mod for mod in full.denoiser.net if isinstance(mod, torch.nn.Conv2d)]) == 5
+    assert full.denoiser.net[0].out_channels == 64 and full.config.cg_iters == 10
+
+
+def _saved_bytes(model: MoDL, k, m, maps) -> int:
+    """Bytes of the distinct tensors autograd saves for backward during one forward."""
+    seen: dict[int, int] = {}
+    keep = []  # hold every packed tensor so that no storage is freed and its address reused mid-count
+
+    def pack(t):
+        keep.append(t)
+        if t.numel():
+            st = t.untyped_storage()
+            seen[st.data_ptr()] = max(seen.get(st.data_ptr(), 0), st.nbytes())
+        return t
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(k, m, sens_maps=maps)
+    return sum(seen.values())
+
+
+def test_implicit_cg_memory_independent_of_iterations_and_unrolls():
+    k, m, maps, _ = _phantom(b=1)
+    k.requires_grad_(False)
+    b3 = _saved_bytes(_small(num_unrolls=3, cg_iters=3, channels=16), k, m, maps)
+    b12 = _saved_bytes(_small(num_unrolls=3, cg_iters=12, channels=16), k, m, maps)
+    assert b3 == b12  # CG stores nothing per iteration
+    # the unrolled reference stores every iteration: memory grows with the iterations
+    orig = modl_mod.cg_solve
+    try:
+        modl_mod.cg_solve = lambda normal, rhs, lam, max_iter, tol: conjugate_gradient(normal, rhs, lam, None,
+                                                                                     max_iter, tol)
+        u3 = _saved_bytes(_small(num_unrolls=3, cg_iters=3, channels=16), k, m, maps)
+        u12 = _saved_bytes(_small(num_unrolls=3, cg_iters=12, channels=16), k, m, maps)
+    finally:
+        modl_mod.cg_solve = orig
+    assert u12 > u3 > b3
+    # with denoiser checkpointing the whole K = 10 graph is smaller than the activations of one unroll
+    # without it: peak memory at K = 10 is at most about twice that at K = 1
+    one_plain = _saved_bytes(_small(num_unrolls=1, channels=16), k, m, maps)
+    ten_ckpt = _saved_bytes(_small(num_unrolls=10, channels=16, checkpoint=True), k, m, maps)
+    ten_plain = _saved_bytes(_small(num_unrolls=10, channels=16), k, m, maps)
+    assert ten_ckpt < one_plain
+    assert ten_plain > 5 * one_plain
+
+
+def test_gradients_match_unrolled_cg_and_checkpointing():
+    k, m, maps, full = _phantom(b=2)
+    target = torch.rand(2, H, W)
+
+    def grads(model):
+        model.train()
+        loss = (model(k, m, sens_maps=maps) - target).abs().mean()
+        loss.backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    implicit = grads(_small(num_unrolls=2, cg_iters=30, cg_tol=0.0))
+    ckpt = grads(_small(num_unrolls=2, cg_iters=30, cg_tol=0.0, checkpoint=True))
+    orig = modl_mod.cg_solve
+    try:
+        modl_mod.cg_solve = lambda normal, rhs, lam, max_iter, tol: conjugate_gradient(normal, rhs, lam, None,
+                                                                                     max_iter, tol)
+        unrolled = grads(_small(num_unrolls=2, cg_iters=30, cg_tol=0.0))
+    finally:
+        modl_mod.cg_solve = orig
+    for a, b, c in zip(implicit, unrolled, ckpt):
+        torch.testing.assert_close(a, b, rtol=2e-3, atol=1e-6)
+        torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-7)
+    names = [n for n, _ in _small().named_parameters()]
+    grads_by_name = dict(zip(names, implicit))
+    assert float(grads_by_name["lam"].abs()) > 0  # lambda learns
+    assert float(grads_by_name["denoiser.net.0.weight"].abs().sum()) > 0  # and so does the CNN
+
+
+def test_espirit_maps_when_not_given_and_no_acs_error():
+    k, m, maps, _ = _phantom(b=1, acs=12)
+    model = _small().eval()
+    with torch.no_grad():
+        out = model(k, m)  # maps from ESPIRiT on the 12 centre lines
+    assert out.shape == (1, H, W) and torch.isfinite(out).all()
+    k2, m2, _, _ = _phantom(b=1, acs=4)
+    with pytest.raises(InputError, match="centre lines"):
+        model(k2, m2)
+    m3 = m.clone()
+    m3[..., W // 2] = 0  # no line through the centre at all
+    with pytest.raises(InputError, match="only 0 fully sampled"):
+        model(k * m3, m3)
+    with pytest.raises(InputError, match="centre lines"):  # num_low_frequencies caps the ACS too
+        model(k, m, num_low_frequencies=4)
+
+
+@pytest.mark.parametrize("case", ["maps_shape", "mask_shape", "mask_2d_wrong", "kspace_rank", "real_kspace",
+                                  "nan", "empty_mask", "too_small", "complex_mask"])
+def test_bad_inputs_raise_input_error(case):
+    k, m, maps, _ = _phantom(b=2)
+    model = _small().eval()
+    args = {"masked_kspace": k, "mask": m, "sens_maps": maps}
+    if case == "maps_shape":
+        args["sens_maps"] = maps[:, :3]
+    elif case == "mask_shape":
+        args["mask"] = m[..., :W - 1]
+    elif case == "mask_2d_wrong":
+        args["mask"] = torch.ones(2, 1, H + 1, W)
+    elif case == "kspace_rank":
+        args["masked_kspace"] = k[0]
+    elif case == "real_kspace":
+        args["masked_kspace"] = k.real
+    elif case == "nan":
+        bad = k.clone()
+        bad[0, 0, 0, 0] = float("nan")
+        args["masked_kspace"] = bad
+    elif case == "empty_mask":
+        args["mask"] = torch.zeros_like(m)
+    elif case == "too_small":
+        args = {"masked_kspace": k[..., :8, :8], "mask": m[..., :8], "sens_maps": maps[..., :8, :8]}
+    elif case == "complex_mask":
+        args["mask"] = m.to(torch.complex64)
+    with pytest.raises(InputError) as info:
+        with torch.no_grad():
+            model(**args)
+    assert "\n" not in str(info.value)
+
+
+def test_save_load_roundtrip_and_wrong_architecture(tmp_path):
+    k, m, maps, _ = _phantom(b=1)
+    model = _small().eval()
+    path = save_modl(model, tmp_path / "m.safetensors", extra={"note": "test"})
+    loaded = load_modl(path)
+    assert loaded.config.channels == 8 and not loaded.training
+    with torch.no_grad():
+        assert torch.equal(model(k, m, sens_maps=maps), loaded(k, m, sens_maps=maps))
+    assert load_modl(path, num_unrolls=1).num_unrolls == 1
+
+    from safetensors.torch import save_file
+
+    # tensors of another architecture under MoDL metadata
+    other = {k2: v for k2, v in _small(channels=16).state_dict().items()}
+    import json
+    meta = {"format": "mriqa-modl", "version": "1", "config": json.dumps({"channels": 8, "num_unrolls": 2})}
+    save_file(other, str(tmp_path / "wrong.safetensors"), metadata=meta)
+    with pytest.raises(InputError, match="wrong architecture"):
+        load_modl(tmp_path / "wrong.safetensors")
+    # a safetensors file of some other network (no MoDL metadata)
+    save_file({"conv.weight": torch.zeros(3, 3)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(InputError, match="not a MoDL weights file"):
+        load_modl(tmp_path / "other.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file at all")
+    with pytest.raises(InputError, match="not a safetensors"):
+        load_modl(tmp_path / "junk.safetensors")
+    with pytest.raises(InputError, match="no shipped MoDL weights"):
+        load_modl("no-such-model")
+    with pytest.raises(InputError, match="architecture settings"):
+        load_modl(path, channels=4)
+
+
+def test_modl_reconstruct_volume_matches_forward():
+    k, m, maps, _ = _phantom(b=3)
+    model = _small()
+    with torch.no_grad():
+        ref = model.eval()(k, m, sens_maps=maps).numpy()
+    out = modl_reconstruct(model, k.numpy(), m.numpy(), sens_maps=maps.numpy(), batch_size=2)
+    assert out.dtype == np.float32 and out.shape == (3, H, W)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5 * float(ref.max()))
+    # one mask for the volume as recon.masks makes it ([1, 1, W]) and a SamplingMask work too
+    from recon.masks import make_mask
+
+    sm = make_mask("equispaced", (H, W), 3, center_fraction=0.3, seed=0)
+    out2 = modl_reconstruct(model, k.numpy(), sm, sens_maps=maps.numpy())
+    assert out2.shape == (3, H, W)
+    with pytest.raises(InputError, match="do not match"):
+        modl_reconstruct(model, k.numpy(), m.numpy(), sens_maps=maps.numpy()[:2])
+
+
+def test_shipped_weights_load_and_run():
+    model = load_modl()  # recon/weights/modl.safetensors, by name
+    assert model.config.num_unrolls >= 1
+    k, m, maps, _ = _phantom(b=1, c=8)
+    model.cg_iters = 3
+    model.num_unrolls = 2
+    out = modl_reconstruct(model, k, m, sens_maps=maps)
+    assert out.shape == (1, H, W) and np.isfinite(out).all()

@@ -1,0 +1,171 @@
+"""recon.transforms: fastMRI SliceDataset + ModlDataTransform -> ModlSample, masks, maps cache, collate."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import recon.coils
+from recon.errors import InputError
+from recon.fft import fft2c_np, ifft2c_np
+from recon.io.fastmri_h5 import write_fastmri_h5
+from recon.transforms import ModlDataTransform, ModlSample, collate, slice_dataset
+
+H, W, C, S = 48, 48, 4, 3
+
+
+def write_volume(path, seed: int = 0, slices: int = S, coils: int = C, h: int = H, w: int = W):
+    """A small fully sampled multi-coil volume in fastMRI layout, with its RSS target."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[-1:1:h * 1j, -1:1:w * 1j]
+    img = np.stack([((yy / (0.8 - 0.05 * s)) ** 2 + (xx / 0.6) ** 2 < 1) * (1 + 0.3 * np.cos(4 * xx + s))
+                    for s in range(slices)]).astype(np.complex64) * np.exp(1j * 0.4 * yy)
+    angles = np.linspace(0, 2 * np.pi, coils, endpoint=False)
+    maps = np.stack([np.exp(-((yy - np.sin(a)) ** 2 + (xx - np.cos(a)) ** 2)) * np.exp(1j * a) for a in angles])
+    maps = maps / np.sqrt((np.abs(maps) ** 2).sum(0, keepdims=True))
+    k = fft2c_np(img[:, None] * maps[None])
+    k = k + 0.01 * (rng.standard_normal(k.shape) + 1j * rng.standard_normal(k.shape))
+    k = k.astype(np.complex64)
+    rss = np.sqrt((np.abs(ifft2c_np(k)) ** 2).sum(1)).astype(np.float32)
+    write_fastmri_h5(path, k, reconstruction_rss=rss)
+    return k, rss
+
+
+@pytest.fixture(scope="module")
+def volume_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tf")
+    data = {}
+    for i, name in enumerate(["a.h5", "b.h5"]):
+        data[name] = write_volume(root / name, seed=i)
+    return root, data
+
+
+def _tf(root, **kw):
+    kw.setdefault("cache_dir", root.parent / (root.name + "-cache"))
+    kw.setdefault("calib_width", 16)  # small calibration block: ESPIRiT stays fast in tests
+    return ModlDataTransform(root=root, **kw)
+
+
+def test_slice_dataset_gives_modl_samples(volume_dir):
+    root, data = volume_dir
+    ds = slice_dataset(root, _tf(root, accelerations=[4.0], mask_types=["equispaced"], fixed=True))
+    assert len(ds) == 2 * S
+    sample = ds[4]
+    assert isinstance(sample, ModlSample)
+    k, rss = data[sample.fname]
+    s = sample.slice_num
+    assert sample.fname == "b.h5" and s == 1
+    assert sample.masked_kspace.shape == (C, H, W) and sample.masked_kspace.dtype == torch.complex64
+    assert sample.mask.shape == (1, 1, W) and sample.mask.dtype == torch.float32
+    assert sample.sens_maps.shape == (C, H, W) and sample.sens_maps.dtype == torch.complex64
+    np.testing.assert_array_equal(sample.target.numpy(), rss[s])
+    assert sample.max_value == pytest.approx(float(rss.max()))  # the volume max (fastMRI's attrs["max"])
+    assert sample.crop_size == (H, W)
+    np.testing.assert_array_equal(sample.masked_kspace.numpy(), k[s] * sample.mask.numpy())
+    assert sample.acceleration == 4.0 and sample.mask_type == "equispaced"
+    assert sample.num_low_frequencies == round(W * 0.08)
+    assert sample.acceleration_effective == pytest.approx(W / float(sample.mask.sum()))
+    # ESPIRiT maps: unit norm over coils inside the support
+    norm = sample.sens_maps.abs().square().sum(0)
+    inside = norm > 0.5
+    assert inside.float().mean() > 0.3
+    torch.testing.assert_close(norm[inside], torch.ones_like(norm[inside]), atol=1e-3, rtol=0)
+
+
+def test_masks_fixed_per_volume_and_drawn_per_call_in_training(volume_dir):
+    root, _ = volume_dir
+    fixed = slice_dataset(root, _tf(root, accelerations=[6.0], mask_types=["random"], fixed=True))
+    masks = [fixed[i].mask for i in range(S)]  # the slices of a.h5 share one mask
+    assert all(torch.equal(masks[0], m) for m in masks)
+    assert not torch.equal(fixed[0].mask, fixed[S].mask)  # another volume, another mask
+    assert torch.equal(fixed[0].mask, fixed[0].mask)  # and the same on every call
+
+    tf = _tf(root, accelerations=[3.0, 9.0], mask_types=["random", "equispaced"], continuous=True, seed=1)
+    train = slice_dataset(root, tf)
+    draws = []
+    for epoch in range(4):
+        tf.set_epoch(epoch)
+        draws.append([train[i] for i in range(len(train))])
+    accels = [s.acceleration for d in draws for s in d]
+    assert min(accels) >= 3.0 and max(accels) <= 9.0 and len(set(accels)) > 8  # continuous R
+    assert {s.mask_type for d in draws for s in d} == {"random", "equispaced"}
+    tf.set_epoch(2)
+    again = train[1]
+    assert torch.equal(again.mask, draws[2][1].mask) and again.acceleration == draws[2][1].acceleration
+    assert not all(torch.equal(draws[0][1].mask, d[1].mask) for d in draws[1:])  # new masks each epoch
+
+
+def test_maps_computed_once_per_slice(volume_dir, monkeypatch, tmp_path):
+    root, _ = volume_dir
+    calls = []
+    real = recon.coils.espirit_maps
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(recon.coils, "espirit_maps", counting)
+    tf = ModlDataTransform(accelerations=[3.0, 9.0], continuous=True, cache_dir=tmp_path, root=root,
+                           calib_width=16)
+    ds = slice_dataset(root, tf)
+    first = ds[0].sens_maps
+    for epoch in range(3):  # new masks, same maps, no new ESPIRiT run
+        tf.set_epoch(epoch)
+        assert torch.equal(ds[0].sens_maps, first)
+    assert len(calls) == 1
+
+
+def test_acs_maps_and_too_few_acs_lines(volume_dir):
+    root, _ = volume_dir
+    ok = slice_dataset(root, _tf(root, accelerations=[2.0], fixed=True, maps="acs"))[0]  # 0.16 * 48 = 8 lines
+    assert ok.num_low_frequencies == 8 and ok.sens_maps.shape == (C, H, W)
+    bad = slice_dataset(root, _tf(root, accelerations=[8.0], fixed=True, maps="acs"))  # 2 lines
+    with pytest.raises(InputError, match="centre lines"):
+        bad[0]
+
+
+def test_poisson_masks_and_collate(volume_dir):
+    root, _ = volume_dir
+    tf = _tf(root, accelerations=[4.0], mask_types=["random", "poisson"], seed=3)
+    ds = slice_dataset(root, tf)
+    samples = [ds[i] for i in range(len(ds))]
+    assert all(s.mask.shape == (1, H, W) for s in samples)  # line masks expanded so batches stack
+    assert {s.mask_type for s in samples} == {"random", "poisson"}
+    batch = collate(samples[:4])
+    assert batch["masked_kspace"].shape == (4, C, H, W) and batch["mask"].shape == (4, 1, H, W)
+    assert batch["sens_maps"].shape == (4, C, H, W) and batch["target"].shape == (4, H, W)
+    assert batch["max_value"].shape == (4,) and batch["fname"] == [s.fname for s in samples[:4]]
+    # mixed mask shapes from different transforms still collate
+    line = slice_dataset(root, _tf(root, accelerations=[4.0], fixed=True))[0]
+    mixed = collate([line, samples[0]])
+    assert mixed["mask"].shape == (2, 1, H, W)
+
+
+def test_transform_does_not_modify_input_and_rejects_bad_input(volume_dir):
+    root, data = volume_dir
+    k, rss = data["a.h5"]
+    kk = k[0].copy()
+    tf = _tf(root, accelerations=[4.0], fixed=True)
+    sample = tf(kk, None, rss[0], {"max": float(rss.max())}, "a.h5", 0)
+    np.testing.assert_array_equal(kk, k[0])
+    assert sample.masked_kspace.shape == (C, H, W)
+    no_target = tf(kk, None, None, {}, "a.h5", 0)
+    assert no_target.target.ndim == 0 and no_target.max_value == 0.0
+    with pytest.raises(InputError, match="NaN"):
+        bad = kk.copy()
+        bad[0, 0, 0] = np.nan
+        tf(bad, None, None, {}, "a.h5", 0)
+    with pytest.raises(InputError, match="complex"):
+        tf(np.abs(kk), None, None, {}, "a.h5", 0)
+    with pytest.raises(InputError):
+        ModlDataTransform(accelerations=[0.5])
+    with pytest.raises(InputError):
+        ModlDataTransform(mask_types=["spiral"])
+    with pytest.raises(InputError, match="no .h5"):
+        slice_dataset(root / "nowhere", tf)
+
+
+def test_single_coil_gets_unit_maps(tmp_path):
+    write_volume(tmp_path / "s.h5", coils=1, slices=1)
+    sample = slice_dataset(tmp_path, ModlDataTransform(accelerations=[4.0], fixed=True, cache_dir=False))[0]
+    assert sample.sens_maps.shape == (1, H, W) and torch.all(sample.sens_maps == 1)
