@@ -107,7 +107,7 @@ def espirit_maps(
 
         maps = sigpy.mri.app.EspiritCalib(kspace, calib_width=calib_width, thresh=thresh, kernel_width=kernel_width,
                                           crop=crop, show_pbar=False).run()
-        return np.asarray(maps, dtype=np.complex64)
+        return np.ascontiguousarray(maps, dtype=np.complex64)  # sigpy returns coil-last strides
     maps = _espirit_eigh(kspace, calib_width, thresh, crop, num_maps, kernel_width, image_shape)
     return maps[0] if num_maps == 1 else maps
 

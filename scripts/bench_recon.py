@@ -73,6 +73,7 @@ def main(argv=None) -> int:
     mask = cols.astype(np.float32).reshape(1, 1, 1, w)
     t0 = time.perf_counter()
     maps = espirit_maps(kspace[0], calib_width=24, thresh=0.02, crop=0.95, num_maps=1)  # [C, H, W]
+    maps = np.ascontiguousarray(maps)  # sigpy returns them coil-last in memory; give both peers C order
     t_maps = time.perf_counter() - t0
     n, lam = args.iters, args.lam
 

@@ -52,7 +52,7 @@ def _deterministic():
 
 @pytest.fixture(autouse=True, scope="session")
 def _threads():
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # small FFTs split over threads are slower than on one (and busy CI cores)
     yield
 
 

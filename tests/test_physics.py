@@ -147,6 +147,19 @@ def test_inputs_not_modified_and_graph_path_equal():
         assert s.requires_grad and torch.allclose(f, s.detach(), atol=1e-6)
 
 
+def test_strided_maps_same_result_and_stored_contiguous():
+    """ESPIRiT maps from sigpy are coil-last in memory; the operator must not inherit that layout."""
+    b, c, h, w = 1, 4, 10, 8
+    maps = unit_maps(b, c, h, w)
+    strided = maps.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    assert not strided.is_contiguous()
+    mask = (torch.rand(b, 1, 1, w) > 0.5).float()
+    op, op_s = SenseOperator(maps, mask), SenseOperator(strided, mask)
+    assert op_s._maps.is_contiguous() and op_s._maps_conj.is_contiguous()
+    x = crandn(b, h, w)
+    assert torch.allclose(op_s.normal(x), op.normal(x), atol=1e-6)
+
+
 def test_autograd_through_operator_gradcheck():
     b, c, h, w = 1, 2, 4, 5
     maps = unit_maps(b, c, h, w, dtype=torch.complex128)

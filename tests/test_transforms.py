@@ -11,7 +11,7 @@ from recon.fft import fft2c_np, ifft2c_np
 from recon.io.fastmri_h5 import write_fastmri_h5
 from recon.transforms import ModlDataTransform, ModlSample, collate, slice_dataset
 
-H, W, C, S = 48, 48, 4, 3
+H, W, C, S = 32, 32, 4, 3
 
 
 def write_volume(path, seed: int = 0, slices: int = S, coils: int = C, h: int = H, w: int = W):
@@ -117,9 +117,9 @@ def test_maps_computed_once_per_slice(volume_dir, monkeypatch, tmp_path):
 
 def test_acs_maps_and_too_few_acs_lines(volume_dir):
     root, _ = volume_dir
-    ok = slice_dataset(root, _tf(root, accelerations=[2.0], fixed=True, maps="acs"))[0]  # 0.16 * 48 = 8 lines
+    ok = slice_dataset(root, _tf(root, accelerations=[1.25], fixed=True, maps="acs"))[0]  # 0.256 * 32 = 8 lines
     assert ok.num_low_frequencies == 8 and ok.sens_maps.shape == (C, H, W)
-    bad = slice_dataset(root, _tf(root, accelerations=[8.0], fixed=True, maps="acs"))  # 2 lines
+    bad = slice_dataset(root, _tf(root, accelerations=[8.0], fixed=True, maps="acs"))  # 1 line
     with pytest.raises(InputError, match="centre lines"):
         bad[0]
 
