@@ -12,8 +12,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) "torch==$${MRIQA_TORCH_VERSION:-2.13.0}"
-	$(PIP) --no-deps "fastmri==0.3.0"
 	$(PIP) -e ".[test]"
+	$(PIP) --no-deps "fastmri==0.3.0"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -31,9 +31,9 @@ to the network's output grid). With probability ``p_clean`` the crop is left unc
 (lossless = QF 100). For MRI, patch centres fall on the foreground (pixels >= 0.1 after normalisation,
 dilated) with probability ``p_foreground``.
 
-Optional noise augmentation (``noise: {p, sigma_min, sigma_max, p_native}``): with probability ``p`` Gaussian noise of
-standard deviation sigma (log-uniform in [sigma_min, sigma_max], [0, 1] units) is added to the clean crop
-before quantisation and compression, and the target becomes the **PSNR-matched QF**: the JPEG quality
+Optional noise augmentation (``noise: {p, sigma_min, sigma_max, p_native}``): with probability ``p``
+Gaussian noise of standard deviation sigma (log-uniform in [sigma_min, sigma_max], [0, 1] units) is added to
+the clean crop before quantisation and compression, and the target becomes the **PSNR-matched QF**: the JPEG quality
 that gives the same mean squared error on that very (clean) crop as the degraded input has,
 ``target = QF_eq(MSE(degraded, clean))``, interpolated on the crop's own rate-distortion curve
 (QF 100 -> its JPEG MSE; lossless -> 0). For a pure JPEG input this is the QF itself; for added noise it is
@@ -54,7 +54,7 @@ import numpy as np
 from scipy import ndimage
 
 from mriqa.errors import InputError
-from mriqa.imageio import H5_KEYS, read_images, read_volume
+from mriqa.imageio import read_images, read_volume
 from mriqa.jpeg import class_index, jpeg_compress, sample_qf
 from mriqa.normalize import convert_channels, robust_max, to_uint8, to_unit_range
 

@@ -199,7 +199,8 @@ def evaluate(model: QFNet, val: dict, mode: str, batch: int = 128) -> dict:
     model.train()
     s = torch.cat(scores)
     err = (s - val["target"]).abs()
-    return {"val_loss": sum(losses) / n, "val_mae": float(err.mean()), "val_acc": float((err <= ACC_TOL).float().mean())}
+    acc = float((err <= ACC_TOL).float().mean())
+    return {"val_loss": sum(losses) / n, "val_mae": float(err.mean()), "val_acc": acc}
 
 
 def plot_curves(history: list[dict], path: Path, title: str) -> None:

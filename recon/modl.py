@@ -15,7 +15,15 @@ Choices (and where they differ from the paper):
   connection (``D(x) = x + CNN(x)``), shared across unrolls. **No batch norm by default** (the paper uses
   BN): our batches are 1-4 slices, where BN's batch statistics are noisy and make a slice's output depend on
   what else is in the batch; ``batch_norm=True`` switches it on (conv -> BN -> ReLU, as in the paper).
-- One learnable ``lam`` (init 0.05), clamped to ``>= 1e-4`` in use. 10 CG iterations per unroll, tol 1e-6.
+- Denoiser's last conv zero-initialised (an untrained D is the identity: stable at any K).
+- Outside the support of the coil maps (ESPIRiT sets maps to 0 where its eigenvalue < crop) ``A^H A = 0``
+  and the solve would pass the denoiser's output through unchecked at every unroll (in our tests a K = 1
+  warm-started model then blew up at K = 10); there the image is held at 0 during the unrolls, as SENSE does.
+  With ``fill_background`` (default) a final, non-iterated pass of the same denoiser estimates the image
+  outside the support only (the RSS reference is not 0 there: it holds the noise floor, which fastMRI's
+  whole-image metrics count; CG-SENSE and L1-wavelet with the same maps leave it at 0, see
+  ``scripts/eval_recon.py`` for metrics inside the support as well).
+- One learnable ``lam`` (init 0.05), parametrised as ``exp(log_lam)`` and clamped to ``>= 1e-4`` in use. 10 CG iterations per unroll, tol 1e-6.
 - CG uses ``cg_solve``'s implicit backward (one adjoint CG solve, nothing stored per iteration); with
   ``checkpoint=True`` the denoiser is recomputed in the backward pass (``torch.utils.checkpoint``,
   non-reentrant), so peak training memory barely grows with K.
@@ -90,6 +98,7 @@ class ModlConfig:
     lam_init: float = 0.05
     checkpoint: bool = False
     scale_percentile: float = 99.0
+    fill_background: bool = True
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "ModlConfig":
@@ -141,6 +150,12 @@ class ResidualDenoiser(nn.Module):
             if i < num_layers - 1:
                 layers.append(nn.ReLU(inplace=True))
         self.net = nn.Sequential(*layers)
+        # zero-initialised last conv: D starts as the identity, so an untrained MoDL is a stable
+        # proximal CG-SENSE iteration, whatever K is
+        last = [m for m in self.net if isinstance(m, nn.Conv2d)][-1]
+        nn.init.zeros_(last.weight)
+        if last.bias is not None:
+            nn.init.zeros_(last.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         real = torch.view_as_real(x).permute(0, 3, 1, 2)  # [B, 2, H, W]
@@ -306,7 +321,7 @@ class MoDL(nn.Module):
         config: :class:`ModlConfig` (or a dict of its fields, or keyword overrides).
     Attributes:
         num_unrolls: K used by ``forward``; the trainer lowers it for the K = 1 warm start.
-        lam: learnable Tikhonov weight (0-d parameter).
+        lam: learnable Tikhonov weight (0-d tensor ``exp(log_lam)``; the parameter is ``log_lam``).
     """
 
     def __init__(self, config: ModlConfig | dict | None = None, **overrides):
@@ -321,7 +336,14 @@ class MoDL(nn.Module):
         self.cg_iters = cfg.cg_iters
         self.checkpoint = cfg.checkpoint
         self.denoiser = ResidualDenoiser(cfg.channels, cfg.num_layers, cfg.kernel_size, cfg.batch_norm)
-        self.lam = nn.Parameter(torch.tensor(float(cfg.lam_init)))
+        # lam is learned in log space: Adam's steps are then relative changes of lam, whatever its size
+        # (learned directly, lam = 0.05 was pushed to 0 within ~60 steps at lr 1e-3 in our first runs).
+        self.log_lam = nn.Parameter(torch.tensor(math.log(float(cfg.lam_init))))
+
+    @property
+    def lam(self) -> torch.Tensor:
+        """The Tikhonov weight ``exp(log_lam)`` (0-d tensor, differentiable)."""
+        return self.log_lam.exp()
 
     # -- core ------------------------------------------------------------------------------------------
     def _denoise(self, x: torch.Tensor) -> torch.Tensor:
@@ -347,11 +369,18 @@ class MoDL(nn.Module):
         scale_v = scale.reshape(-1, 1, 1).to(x0.dtype)
         rhs0 = x0 / scale_v  # A^H (y / s)
         lam = self.lam.float().clamp(min=LAM_MIN)
+        # Where every coil map is 0 (outside ESPIRiT's support) A^H A is 0, so the solve would copy the
+        # denoiser's output there unchecked at every unroll; keep the image 0 there instead (as SENSE does).
+        support = (sens_maps.abs().square().sum(1) > 0).to(x0.dtype)
         x = rhs0
         for _ in range(k_unrolls):
-            z = self._denoise(x)  # may run under autocast (AMP on GPU); comes back complex64
+            z = self._denoise(x) * support  # may run under autocast (AMP on GPU); comes back complex64
             with torch.autocast(device_type=x.device.type, enabled=False):  # CG in full precision
                 x = cg_solve(op.normal, rhs0 + lam * z, lam, max_iter=self.cg_iters, tol=self.config.cg_tol)
+        if self.config.fill_background and k_unrolls > 0 and not bool(support.all()):
+            # outside the maps' support the data say nothing; one more (non-iterated) pass of the denoiser
+            # estimates the reference there (the noise floor of an RSS target)
+            x = x + self._denoise(x) * (1 - support)
         return x * scale_v
 
     def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, num_low_frequencies=None,
@@ -363,7 +392,7 @@ class MoDL(nn.Module):
     def prepare_inputs(self, masked_kspace, mask, num_low_frequencies=None, sens_maps=None,
                        source: str | None = None):
         """Check and convert inputs -> (complex64 k-space [B,C,H,W], float32 mask [B|1,1,H|1,W], maps)."""
-        device = self.lam.device
+        device = self.log_lam.device
         y = _as_complex_kspace(masked_kspace, source).to(device)
         m = _as_mask(mask, tuple(y.shape), device, source)
         rf = self.config.receptive_field
@@ -530,7 +559,7 @@ def modl_reconstruct(model: MoDL, kspace, mask, sens_maps=None, *, batch_size: i
         raise InputError(source, f"batch_size must be >= 1, got {batch_size}")
     out = np.empty((s_count, k.shape[2], k.shape[3]), dtype=np.float32)
     was_training = model.training
-    old_device = model.lam.device
+    old_device = model.log_lam.device
     if device is not None:
         model.to(device)
     model.eval()
@@ -538,7 +567,7 @@ def modl_reconstruct(model: MoDL, kspace, mask, sens_maps=None, *, batch_size: i
     if progress:
         from tqdm import tqdm
         starts = tqdm(starts, desc="MoDL", unit="batch")
-    device = model.lam.device
+    device = model.log_lam.device
     try:
         with torch.no_grad():
             for a in starts:

@@ -333,8 +333,6 @@ class Trainer:
         if clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
         self.optimizer.step()
-        with torch.no_grad():
-            self.model.lam.clamp_(min=1e-4)
         return float(loss.detach())
 
     # -- validation ----------------------------------------------------------------------------------

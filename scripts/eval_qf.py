@@ -344,7 +344,8 @@ def main(argv=None) -> int:
         rows = []
         use = {"Kodak24": "train 15 / val 3 / test 6", "CBSD68": "not used", "BSD100": "not used",
                "Set5": "not used", "Set14": "not used"}
-        folders = [(f, sorted((DATA / "rgb" / f).glob("*.png"))) for f in ("Kodak24", "CBSD68", "BSD100", "Set5", "Set14")]
+        sets = ("Kodak24", "CBSD68", "BSD100", "Set5", "Set14")
+        folders = [(f, sorted((DATA / "rgb" / f).glob("*.png"))) for f in sets]
         folders.append(("Kodak24 test only", [DATA / "rgb" / "Kodak24" / f"{n}.png" for n in KODAK_TEST]))
         folders.append(("scikit-image photos", [skimage_data_dir() / f"{n}.png" for n in SKIMAGE_TRAIN]))
         use["Kodak24 test only"] = "held out"
@@ -357,7 +358,8 @@ def main(argv=None) -> int:
             bk = np.array([blockiness(u) for u in units])
             rows.append([name, len(units), use[name], f"{sr.mean():.4f} +- {sr.std():.3f}",
                          f"{sg.mean():.4f} +- {sg.std():.3f}", f"{np.median(bk):.3f}", int((bk > 1.05).sum())])
-            results.setdefault("datasets", {})[name] = {"rgb": sr.tolist(), "gray": sg.tolist(), "blockiness": bk.tolist()}
+            results.setdefault("datasets", {})[name] = {"rgb": sr.tolist(), "gray": sg.tolist(),
+                                                        "blockiness": bk.tolist()}
         emit(md_table(["folder", "n", "training use", "qf-rgb", "qf-gray (luma)", "blockiness median",
                        "images with blockiness > 1.05"], rows))
         emit("\nblockiness = mean |horizontal/vertical pixel step| across 8x8 block boundaries / elsewhere "
@@ -368,7 +370,8 @@ def main(argv=None) -> int:
         graym = models["gray"][0]
         rows = []
         vols = [("trio-mprage-t1 (train, acquired)", DATA / "mri/volumes/trio-mprage-t1"),
-                ("MNI152 2009a (validation)", DATA / "mri/volumes/pypi-bundled/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"),
+                ("MNI152 2009a (validation)",
+                 DATA / "mri/volumes/pypi-bundled/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"),
                 ("Colin27 ch2 (test)", DATA / "mri/volumes/colin27/ch2.nii.gz"),
                 ("Colin27 ch2better (test, denoised)", DATA / "mri/volumes/colin27/ch2better.nii.gz")]
         for name, p in vols:
@@ -398,7 +401,8 @@ def main(argv=None) -> int:
     name = "README-eval.md" if sections == {1, 2, 3, 4, 5} else f"eval-{'-'.join(map(str, sorted(sections)))}.md"
     (out / name).write_text("\n".join(report) + "\n")
     slim = {k: v for k, v in results.items() if k != "accuracy"}
-    slim["accuracy"] = {k: {kk: vv for kk, vv in v.items() if kk != "rows"} for k, v in results.get("accuracy", {}).items()}
+    slim["accuracy"] = {k: {kk: vv for kk, vv in v.items() if kk != "rows"}
+                        for k, v in results.get("accuracy", {}).items()}
     (out / name.replace(".md", ".json")).write_text(json.dumps(slim, indent=1))
     return 0
 

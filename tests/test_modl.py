@@ -38,7 +38,11 @@ def _small(**kw) -> MoDL:
     torch.manual_seed(0)
     cfg = dict(num_unrolls=2, cg_iters=5, channels=8)
     cfg.update(kw)
-    return MoDL(ModlConfig(**cfg))
+    model = MoDL(ModlConfig(**cfg))
+    last = model.denoiser.net[-1]
+    assert not last.weight.detach().any()  # D starts as the identity ...
+    torch.nn.init.normal_(last.weight, std=0.05)  # ... here: a non-trivial denoiser, as after training
+    return model
 
 
 def test_shapes_multicoil_and_single_coil():
@@ -158,7 +162,7 @@ def test_gradients_match_unrolled_cg_and_checkpointing():
         torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-7)
     names = [n for n, _ in _small().named_parameters()]
     grads_by_name = dict(zip(names, implicit))
-    assert float(grads_by_name["lam"].abs()) > 0  # lambda learns
+    assert float(grads_by_name["log_lam"].abs()) > 0  # lambda learns
     assert float(grads_by_name["denoiser.net.0.weight"].abs().sum()) > 0  # and so does the CNN
 
 
@@ -269,3 +273,21 @@ def test_shipped_weights_load_and_run():
     model.num_unrolls = 2
     out = modl_reconstruct(model, k, m, sens_maps=maps)
     assert out.shape == (1, H, W) and np.isfinite(out).all()
+
+
+@pytest.mark.gpu
+def test_cuda_amp_forward_backward_matches_fp32():
+    k, m, maps, _ = _phantom(b=2)
+    model = _small(num_unrolls=3, checkpoint=True).cuda()
+    k, m, maps = k.cuda(), m.cuda(), maps.cuda()
+    with torch.no_grad():
+        ref = model.eval()(k, m, sens_maps=maps)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+            amp = model(k, m, sens_maps=maps)
+    assert amp.dtype == torch.float32
+    assert float((amp - ref).abs().max()) < 0.05 * float(ref.abs().max())
+    model.train()
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+        loss = model(k, m, sens_maps=maps).mean()
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())

@@ -14,7 +14,7 @@ from recon.io.fastmri_h5 import write_fastmri_h5
 from recon.train import SupervisedLoss, Trainer, build_loss, load_config, train
 
 H = W = 32
-C = 4
+C = 1  # single-coil (maps of ones): no ESPIRiT, so the file stays fast; multi-coil maps are tested in test_transforms
 
 
 def _volume(path, seed: int, slices: int = 2):

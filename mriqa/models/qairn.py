@@ -1,0 +1,266 @@
+"""QAIRN: Quality-Aware Image Restoration Network (Gedik, Venkataramanan & Bovik), our implementation.
+
+A JPEG-deblocking residual U-Net whose skip connections pass through **Residual Quality Attention** (RQA)
+blocks; the attention maps double as unsupervised local quality maps.
+
+Trunk (FBCNN's residual U-Net with its quality-factor attention replaced by plain residual blocks, as the
+paper describes; ``c = channels``, ``nb = n_res`` residual blocks ``conv3x3-ReLU-conv3x3 + x`` per stage)::
+
+    x1 = head(x)                                  conv3x3 3 -> c0                          (full resolution)
+    x2 = down1(x1)   nb x ResBlock(c0), conv2x2 stride 2 -> c1                            (1/2)
+    x3 = down2(x2)   nb x ResBlock(c1), conv2x2 stride 2 -> c2                            (1/4)
+    x4 = down3(x3)   nb x ResBlock(c2), conv2x2 stride 2 -> c3                            (1/8)
+    y  = body(x4)    nb x ResBlock(c3)
+    y  = up3(y + x4)               convT2x2 stride 2 -> c2, nb x ResBlock(c2)             (1/4)
+    y  = up2(RQA3(x3, y))          convT2x2 -> c1, nb x ResBlock(c1)                      (1/2)
+    y  = up1(RQA2(x2, y))          convT2x2 -> c0, nb x ResBlock(c0)                      (full)
+    out = x + tail(RQA1(x1, y))    tail: conv3x3 c0 -> 3, zero-initialised; global residual (our addition)
+
+FBCNN adds each encoder feature to the decoder (``x + x_skip``); QAIRN replaces the three additions at
+1, 1/2 and 1/4 resolution by RQA blocks (the bottleneck addition stays a plain sum). The paper's Fig. 1 is not
+in the text we have: the placement of the three blocks on the three skip connections, their numbering
+(gamma_1 shallowest / full resolution, gamma_3 deepest / 1/4 resolution, matching the paper's "shallow map
+gamma_1 ... deep map gamma_3") and the autoencoder's input are our reading.
+
+RQA block (``RQAttention``): a small autoencoder on the concatenated ``[x_skip, x_decoder]`` -- conv3x3 ->
+``att_depth`` x (conv3x3 stride 2 + ReLU) -> ``att_depth`` x (convT2x2 stride 2 + ReLU) -> conv3x3 -> 1 channel
+-> sigmoid -- gives the single-channel map ``gamma in [0, 1]`` (at the block's resolution) that gates all
+channels: ``x~ = gamma * x_skip + (1 - gamma) * x_decoder`` (paper eq. 1). High gamma: the encoder features
+pass untouched (little to restore, good quality); low gamma: the decoder's restoration is used.
+
+Quality estimates (:meth:`QAIRN.quality`): ``Q_n`` is the **Minkowski pooling** of map ``gamma_n`` over the
+image, taken on the restoration demand ``1 - gamma`` so that the worst regions dominate:
+``Q_n = 1 - (mean((1 - gamma_n) ** p)) ** (1 / p)`` with exponent **p = 4** (``minkowski_p``); Q in [0, 1],
+higher = better quality. ``p = 1`` would be the plain mean of gamma.
+
+Any input size: the input is padded (replicate) on the bottom / right to a multiple of :attr:`QAIRN.multiple`
+(16 by default: three stride-2 stages, and the autoencoder of the 1/4-resolution block halves twice more),
+and the output and maps are cropped back (maps to ``ceil(H / 2^l) x ceil(W / 2^l)`` at level ``l``).
+
+``forward(x [B, 3, H, W] in [0, 1]) -> (restored [B, 3, H, W], [gamma_1, gamma_2, gamma_3])``, each gamma
+``[B, 1, h_l, w_l]``; the restored image is not clamped (training sees the raw output; :func:`run_qairn`
+clamps to [0, 1]).
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ARCH = "qairn"
+SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "qairn.safetensors"
+
+
+class ResBlock(nn.Module):
+    """``x + conv3x3(relu(conv3x3(x)))`` (FBCNN's 'CRC' residual block)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+
+class RQAttention(nn.Module):
+    """Residual Quality Attention: gamma = sigmoid(AE([skip, dec])); out = gamma * skip + (1 - gamma) * dec."""
+
+    def __init__(self, channels: int, hidden: int = 16, depth: int = 2):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(2 * channels, hidden, 3, padding=1), nn.ReLU(inplace=True)]
+        for _ in range(depth):
+            layers += [nn.Conv2d(hidden, hidden, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
+        for _ in range(depth):
+            layers += [nn.ConvTranspose2d(hidden, hidden, 2, stride=2), nn.ReLU(inplace=True)]
+        self.encoder_decoder = nn.Sequential(*layers)
+        self.out = nn.Conv2d(hidden, 1, 3, padding=1)
+        nn.init.zeros_(self.out.bias)
+        self.depth = depth
+
+    def forward(self, skip: torch.Tensor, dec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.encoder_decoder(torch.cat([skip, dec], dim=1))
+        gamma = torch.sigmoid(self.out(z))
+        return gamma * skip + (1.0 - gamma) * dec, gamma
+
+
+def _down(cin: int, cout: int, nb: int) -> nn.Sequential:
+    return nn.Sequential(*[ResBlock(cin) for _ in range(nb)], nn.Conv2d(cin, cout, 2, stride=2))
+
+
+def _up(cin: int, cout: int, nb: int) -> nn.Sequential:
+    return nn.Sequential(nn.ConvTranspose2d(cin, cout, 2, stride=2), *[ResBlock(cout) for _ in range(nb)])
+
+
+class QAIRN(nn.Module):
+    """QAIRN (see the module docstring).
+
+    Args:
+        in_channels: 3 (RGB).
+        channels: trunk widths at 1, 1/2, 1/4, 1/8 resolution (FBCNN uses 64, 128, 256, 512).
+        n_res: residual blocks per stage (FBCNN: 4).
+        att_hidden: autoencoder width of the RQA blocks.
+        att_depth: stride-2 stages in each RQA autoencoder.
+        minkowski_p: exponent of the Minkowski pooling in :meth:`quality`.
+    """
+
+    arch = ARCH
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        channels: Sequence[int] = (32, 64, 128, 256),
+        n_res: int = 2,
+        att_hidden: int = 16,
+        att_depth: int = 2,
+        minkowski_p: float = 4.0,
+    ):
+        super().__init__()
+        ch = [int(c) for c in channels]
+        if len(ch) != 4 or min(ch) < 1:
+            raise ValueError(f"channels must be 4 positive widths, got {channels}")
+        if int(n_res) < 0 or int(att_depth) < 0 or int(att_hidden) < 1:
+            raise ValueError("n_res and att_depth must be >= 0 and att_hidden >= 1")
+        if not float(minkowski_p) > 0:
+            raise ValueError(f"minkowski_p must be > 0, got {minkowski_p}")
+        self.in_channels = int(in_channels)
+        self.channels = ch
+        self.n_res = int(n_res)
+        self.att_hidden = int(att_hidden)
+        self.att_depth = int(att_depth)
+        self.minkowski_p = float(minkowski_p)
+        nb = self.n_res
+        self.head = nn.Conv2d(self.in_channels, ch[0], 3, padding=1)
+        self.down1, self.down2, self.down3 = _down(ch[0], ch[1], nb), _down(ch[1], ch[2], nb), _down(ch[2], ch[3], nb)
+        self.body = nn.Sequential(*[ResBlock(ch[3]) for _ in range(nb)])
+        self.up3, self.up2, self.up1 = _up(ch[3], ch[2], nb), _up(ch[2], ch[1], nb), _up(ch[1], ch[0], nb)
+        self.rqa = nn.ModuleList([RQAttention(ch[i], self.att_hidden, self.att_depth) for i in range(3)])
+        self.tail = nn.Conv2d(ch[0], self.in_channels, 3, padding=1)
+        nn.init.zeros_(self.tail.weight)  # starts as the identity (restored = input); the tail learns first
+        nn.init.zeros_(self.tail.bias)
+
+    # ----------------------------------------------------------------------------------------------- config
+    @property
+    def multiple(self) -> int:
+        """Input height / width are padded to a multiple of this (16 by default)."""
+        return max(2 ** 3, 2 ** (2 + self.att_depth))
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {"in_channels": self.in_channels, "channels": list(self.channels), "n_res": self.n_res,
+                "att_hidden": self.att_hidden, "att_depth": self.att_depth, "minkowski_p": self.minkowski_p}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "QAIRN":
+        known = {"in_channels", "channels", "n_res", "att_hidden", "att_depth", "minkowski_p"}
+        unknown = set(config) - known
+        if unknown:
+            raise ValueError(f"unknown QAIRN config keys: {sorted(unknown)}")
+        return cls(**config)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ----------------------------------------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected [B, {self.in_channels}, H, W], got {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        m = self.multiple
+        ph, pw = (-h) % m, (-w) % m
+        xp = F.pad(x, (0, pw, 0, ph), mode="replicate") if (ph or pw) else x
+        x1 = self.head(xp)
+        x2 = self.down1(x1)
+        x3 = self.down2(x2)
+        x4 = self.down3(x3)
+        y = self.up3(self.body(x4) + x4)
+        y, g3 = self.rqa[2](x3, y)
+        y, g2 = self.rqa[1](x2, self.up2(y))
+        y, g1 = self.rqa[0](x1, self.up1(y))
+        out = xp + self.tail(y)
+        out = out[..., :h, :w]
+        maps = [g[..., : math.ceil(h / 2 ** lvl), : math.ceil(w / 2 ** lvl)] for lvl, g in enumerate((g1, g2, g3))]
+        return out, maps
+
+    def quality(self, maps: Sequence[torch.Tensor], p: float | None = None) -> torch.Tensor:
+        """``[B, 3]`` quality estimates Q1..Q3: ``1 - mean((1 - gamma) ** p) ** (1 / p)`` per map (p = 4)."""
+        return minkowski_quality(maps, self.minkowski_p if p is None else p)
+
+
+def minkowski_quality(maps: Sequence[torch.Tensor], p: float = 4.0) -> torch.Tensor:
+    """Minkowski pooling of attention maps ``[B, 1, h, w]`` -> ``[B, len(maps)]`` in [0, 1] (see
+    :meth:`QAIRN.quality`)."""
+    qs = []
+    for g in maps:
+        d = (1.0 - g.float()).clamp(0.0, 1.0).flatten(1)
+        qs.append(1.0 - d.pow(p).mean(dim=1).pow(1.0 / p))
+    return torch.stack(qs, dim=1)
+
+
+# ----------------------------------------------------------------------------------------------- weights
+def resolve_qairn_weights(path: str | os.PathLike | None = None) -> Path:
+    """``None`` -> the shipped weights (InputError if not installed); a path -> that file (must exist)."""
+    from mriqa.errors import InputError
+
+    if path is None:
+        if not SHIPPED_WEIGHTS.is_file():
+            raise InputError(
+                SHIPPED_WEIGHTS,
+                "no trained QAIRN weights installed (train them with `python -m mriqa.train_qairn --config "
+                "configs/qairn.yaml`, or pass --weights PATH to a .safetensors file)",
+            )
+        return SHIPPED_WEIGHTS
+    p = Path(os.path.expanduser(os.fspath(path)))
+    if not p.is_file():
+        raise InputError(p, "QAIRN weights file not found")
+    return p
+
+
+def load_qairn(path: str | os.PathLike, device: str | torch.device | None = None) -> tuple[QAIRN, dict]:
+    """Load QAIRN weights saved by :func:`mriqa.weights_io.save_weights` -> ``(model in eval mode, metadata)``."""
+    from mriqa.errors import InputError
+    from mriqa.predictor import resolve_device
+    from mriqa.weights_io import load_weights
+
+    state, meta = load_weights(path)
+    if meta.get("arch") != ARCH:
+        raise InputError(path, f"weights are for architecture {meta.get('arch')!r}, not {ARCH!r}")
+    config = meta.get("config")
+    if not isinstance(config, dict):
+        raise InputError(path, "weights metadata has no QAIRN 'config'")
+    try:
+        model = QAIRN.from_config(config)
+    except (TypeError, ValueError) as exc:
+        raise InputError(path, f"bad QAIRN config in metadata: {exc}") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise InputError(path, f"tensors do not match the QAIRN config ({str(exc).splitlines()[0]})") from None
+    return model.eval().to(resolve_device(device)), meta
+
+
+@torch.no_grad()
+def run_qairn(model: QAIRN, image01, restore: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+    """One image, numpy float in [0, 1] (``[H, W, 3]``, or ``[H, W]`` gray, repeated to RGB) ->
+    ``(restored float32 in [0, 1] of the input's shape, or None with restore=False; Q1..Q3 float64 [3])``.
+    A gray input's restoration is returned as the BT.601 luma of the RGB output."""
+    arr = np.asarray(image01, dtype=np.float32)
+    gray = arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 1)
+    rgb = np.repeat(arr.reshape(arr.shape[0], arr.shape[1], 1), 3, axis=-1) if gray else arr[..., :3]
+    device = next(model.parameters()).device
+    x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None].to(device)
+    out, maps = model(x)
+    q = model.quality(maps)[0].double().cpu().numpy()
+    if not restore:
+        return None, q
+    res = out[0].clamp(0.0, 1.0).permute(1, 2, 0).float().cpu().numpy()
+    if gray:
+        res = res @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        res = res.reshape(arr.shape)
+    return res, q

@@ -1,0 +1,441 @@
+"""QAIRN training: JPEG deblocking (``python -m mriqa.train_qairn --config configs/qairn.yaml``).
+
+Each step draws ``batch`` patches: a random image of the training pool (uniform over images), a random crop of
+``patch + 8`` pixels (random flips / 90-degree rotations), JPEG-compressed as a whole with Pillow at a quality
+factor drawn uniformly from ``qf_min..qf_max`` (5..95, as the paper; it used OpenCV's codec, we use
+Pillow/libjpeg with 4:2:0 chroma subsampling, :mod:`mriqa.jpeg`), then a ``patch`` x ``patch`` window (96) cut
+at a random offset 0..7 of both the clean and the compressed crop, so the 8 x 8 block grid takes every phase.
+Loss: ``L1 + (1 - SSIM)`` (equal weights, as the paper; SSIM with an 11 x 11 Gaussian window, sigma 1.5,
+averaged over the RGB channels, :func:`ssim_torch`). Adam at ``lr`` (2e-4), halved every ``halve_every``
+steps down to ``lr_min`` (1.25e-5), as the paper's schedule (which halves every 1e4 of its 5e5 steps).
+
+Validation: the validation images (central ``val_crop`` x ``val_crop`` crop on the JPEG grid) at QF 10, 20,
+30, 40; reported: PSNR of the JPEG input and of the restoration (mean over images and QFs), the gain, and
+the Spearman correlation of Q2 with the QF (the quality signal). The weights with the best mean PSNR gain
+are exported.
+
+Determinism and resume: the batch of step ``t`` is drawn from ``numpy.random.default_rng([seed, t])``, the
+model is initialised from ``torch.manual_seed(seed)`` and the learning rate is a function of ``t``; a run
+writes ``checkpoint.pt`` (model, optimiser, step, history, best weights; atomic, read back with
+``torch.load(weights_only=True)``) every ``checkpoint_every`` steps and when it stops, and a new run with the
+same ``output_dir`` resumes from it (``--no-resume`` starts over). Resumed and uninterrupted runs give
+identical weights. ``max_minutes`` / ``stop_at_step`` stop cleanly with a checkpoint.
+
+Outputs in ``output_dir``: ``checkpoint.pt``, ``best.safetensors``, ``history.json``, ``curves.png``
+(loss, validation PSNR gain and Q2 correlation); the best weights are copied to ``export``
+(``mriqa/weights/qairn.safetensors`` in ``configs/qairn.yaml``).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from mriqa.errors import InputError
+from mriqa.files import atomic_path
+from mriqa.jpeg import jpeg_compress
+from mriqa.models.qairn import QAIRN
+from mriqa.train_qf import apply_overrides
+from mriqa.weights_io import save_weights
+
+VAL_QFS = (10, 20, 30, 40)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+DEFAULTS: dict[str, Any] = {
+    "name": "qairn",
+    "seed": 0,
+    "model": {"channels": [32, 64, 128, 256], "n_res": 2, "att_hidden": 16, "att_depth": 2, "minkowski_p": 4.0},
+    "data": {"train": [], "val": []},
+    "sampler": {"patch": 96, "qf_min": 5, "qf_max": 95, "subsampling": "4:2:0"},
+    "train": {
+        "steps": 40000,
+        "batch": 16,
+        "lr": 2.0e-4,
+        "lr_min": 1.25e-5,
+        "halve_every": 8000,
+        "eval_every": 1000,
+        "checkpoint_every": 500,
+        "val_crop": 256,
+        "threads": 0,
+        "max_minutes": None,
+        "stop_at_step": None,
+        "progress": True,
+        "device": "auto",
+    },
+    "output_dir": "runs/qairn",
+    "export": None,
+}
+
+
+# ----------------------------------------------------------------------------------------------- config
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None, **extra) -> dict:
+    """Defaults <- YAML file <- ``extra`` <- ``KEY=VALUE`` overrides (values parsed as YAML)."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(p, "config file not found")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise InputError(p, f"not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise InputError(p, "config must be a YAML mapping")
+        cfg = _merge(cfg, data)
+    cfg = _merge(cfg, extra)
+    return apply_overrides(cfg, overrides)
+
+
+def lr_at(step: int, tc: dict) -> float:
+    """``lr`` halved every ``halve_every`` steps, never below ``lr_min``."""
+    lr = float(tc["lr"]) * 0.5 ** (int(step) // max(1, int(tc["halve_every"])))
+    return max(lr, float(tc["lr_min"]))
+
+
+# ----------------------------------------------------------------------------------------------- data
+def sample_batch(images: list[np.ndarray], rng: np.random.Generator, batch: int, sc: dict):
+    """``(jpeg, clean, qfs)``: float32 ``[B, 3, p, p]`` tensors in [0, 1] and the QFs (see the module doc)."""
+    p = int(sc["patch"])
+    big = p + 8
+    xs, ys, qfs = [], [], []
+    for _ in range(batch):
+        img = images[int(rng.integers(len(images)))]
+        h, w = img.shape[:2]
+        if h < big or w < big:
+            raise InputError(None, f"training image of {h}x{w} pixels is smaller than patch + 8 = {big}")
+        r0, c0 = int(rng.integers(h - big + 1)), int(rng.integers(w - big + 1))
+        crop = img[r0:r0 + big, c0:c0 + big]
+        k = int(rng.integers(4))
+        crop = np.rot90(crop, k)
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        crop = np.ascontiguousarray(crop)
+        qf = int(rng.integers(int(sc["qf_min"]), int(sc["qf_max"]) + 1))
+        comp = jpeg_compress(crop, qf, sc.get("subsampling", "4:2:0"))
+        dr, dc = int(rng.integers(8)), int(rng.integers(8))
+        ys.append(crop[dr:dr + p, dc:dc + p].astype(np.float32) / 255.0)
+        xs.append(comp[dr:dr + p, dc:dc + p])
+        qfs.append(qf)
+    x = torch.from_numpy(np.stack(xs).transpose(0, 3, 1, 2).copy())
+    y = torch.from_numpy(np.stack(ys).transpose(0, 3, 1, 2).copy())
+    return x, y, qfs
+
+
+def _gauss_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    t = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    g = torch.exp(-(t ** 2) / (2 * sigma ** 2))
+    g = g / g.sum()
+    return torch.outer(g, g)
+
+
+def ssim_torch(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Mean SSIM of ``[B, C, H, W]`` pairs (11 x 11 Gaussian sigma 1.5, K1 0.01, K2 0.03, valid window),
+    differentiable; averaged over channels and pixels."""
+    c = a.shape[1]
+    win = _gauss_window().to(a.device, a.dtype).expand(c, 1, 11, 11).contiguous()
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+
+    def filt(t):
+        return F.conv2d(t, win, groups=c)
+
+    mu_a, mu_b = filt(a), filt(b)
+    saa = filt(a * a) - mu_a ** 2
+    sbb = filt(b * b) - mu_b ** 2
+    sab = filt(a * b) - mu_a * mu_b
+    s = ((2 * mu_a * mu_b + c1) * (2 * sab + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (saa + sbb + c2))
+    return s.mean()
+
+
+def loss_fn(restored: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """``L1 + (1 - SSIM)`` (the paper's equally weighted sum)."""
+    return F.l1_loss(restored, clean) + (1.0 - ssim_torch(restored, clean))
+
+
+def make_val(images: list[np.ndarray], crop: int) -> dict:
+    """Central crops (rounded to the 8 x 8 grid) of the validation images at QF 10, 20, 30, 40."""
+    xs, ys, qfs = [], [], []
+    for img in images:
+        h, w = img.shape[:2]
+        s = min(int(crop), (h // 16) * 16, (w // 16) * 16)
+        r0, c0 = ((h - s) // 2) // 8 * 8, ((w - s) // 2) // 8 * 8
+        clean = img[r0:r0 + s, c0:c0 + s]
+        for qf in VAL_QFS:
+            xs.append(jpeg_compress(clean, qf))
+            ys.append(clean.astype(np.float32) / 255.0)
+            qfs.append(qf)
+    return {"x": xs, "y": ys, "qf": qfs}
+
+
+@torch.no_grad()
+def evaluate(model: QAIRN, val: dict, device) -> dict:
+    from scipy.stats import spearmanr
+
+    model.eval()
+    p_in, p_out, q2, losses = [], [], [], []
+    for x, y in zip(val["x"], val["y"]):
+        xt = torch.from_numpy(x.transpose(2, 0, 1).copy())[None].to(device)
+        yt = torch.from_numpy(y.transpose(2, 0, 1).copy())[None].to(device)
+        out, maps = model(xt)
+        losses.append(float(loss_fn(out, yt)))
+        out = out.clamp(0, 1)
+        p_in.append(float(-10 * torch.log10(F.mse_loss(xt, yt).clamp_min(1e-10))))
+        p_out.append(float(-10 * torch.log10(F.mse_loss(out, yt).clamp_min(1e-10))))
+        q2.append(float(model.quality(maps)[0, 1]))
+    model.train()
+    rho = spearmanr(q2, val["qf"]).statistic if np.ptp(q2) > 0 else float("nan")
+    return {"val_loss": float(np.mean(losses)), "val_psnr_jpeg": float(np.mean(p_in)),
+            "val_psnr": float(np.mean(p_out)), "val_gain": float(np.mean(p_out) - np.mean(p_in)),
+            "val_q2_srcc": float(rho)}
+
+
+def plot_curves(history: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [h for h in history if "val_loss" in h]
+    if not rows:
+        return
+    st = [h["step"] for h in rows]
+    fig, ax = plt.subplots(1, 3, figsize=(12, 3.4), dpi=80)
+    ax[0].plot(st, [h["train_loss"] for h in rows], label="train")
+    ax[0].plot(st, [h["val_loss"] for h in rows], label="validation")
+    ax[0].set_xlabel("step")
+    ax[0].set_ylabel("L1 + (1 - SSIM)")
+    ax[0].legend()
+    ax[1].plot(st, [h["val_gain"] for h in rows])
+    ax[1].set_xlabel("step")
+    ax[1].set_ylabel("validation PSNR gain over JPEG (dB)")
+    ax[2].plot(st, [h["val_q2_srcc"] for h in rows])
+    ax[2].set_xlabel("step")
+    ax[2].set_ylabel("SRCC(Q2, QF), validation")
+    ax[2].set_ylim(-1, 1)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
+    plt.close(fig)
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(obj, tmp)
+
+
+def _json_dump(obj, path: Path) -> None:
+    with atomic_path(path, suffix=".json") as tmp:
+        tmp.write_text(json.dumps(obj, indent=1))
+
+
+def _load_images(specs) -> tuple[list[np.ndarray], list[str]]:
+    from mriqa.qf_data import load_pools
+
+    pool = load_pools(specs, 3)
+    return list(pool.images), list(pool.names)
+
+
+# ----------------------------------------------------------------------------------------------- training
+def train(cfg: dict, resume: bool = True, log=print) -> dict:
+    """Run (or resume) the training described by ``cfg``; returns a summary dict (``model`` on the CPU)."""
+    tc, sc = cfg["train"], cfg["sampler"]
+    if int(sc["patch"]) % 8:
+        raise InputError(None, f"sampler.patch must be a multiple of 8, got {sc['patch']}")
+    out = Path(cfg["output_dir"])
+    out = out if out.is_absolute() else Path.cwd() / out
+    out.mkdir(parents=True, exist_ok=True)
+    if tc.get("threads"):
+        torch.set_num_threads(int(tc["threads"]))
+    seed = int(cfg["seed"])
+    t_load = time.time()
+    train_images, train_names = _load_images(cfg["data"]["train"])
+    if cfg["data"].get("val"):
+        val_images, val_names = _load_images(cfg["data"]["val"])
+    else:
+        val_images, val_names = train_images[:1], train_names[:1]
+    held_out = set(cfg["data"].get("held_out", []))
+    leaked = sorted(n for n in train_names if n in held_out or Path(n).stem in held_out)
+    if leaked:
+        raise InputError(None, f"held-out images in the training set: {leaked}")
+    val = make_val(val_images, int(tc["val_crop"]))
+    log(f"[{cfg['name']}] data: train {len(train_images)} images, val {len(val_images)} images "
+        f"({len(val['x'])} JPEG crops); loaded in {time.time() - t_load:.1f}s")
+
+    dev = str(tc.get("device", "auto"))
+    device = torch.device("cuda" if dev == "auto" and torch.cuda.is_available() else ("cpu" if dev == "auto" else dev))
+    torch.manual_seed(seed)
+    model = QAIRN.from_config({"in_channels": 3, **cfg["model"]}).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=float(tc["lr"]))
+    step, history, best, wall_before = 0, [], None, 0.0
+    ckpt_path = out / "checkpoint.pt"
+    if resume and ckpt_path.is_file():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        step = int(ck["step"])
+        history = json.loads(ck["history"])
+        best = ck.get("best")
+        wall_before = float(ck.get("wall_s", 0.0))
+        log(f"[{cfg['name']}] resumed from {ckpt_path} at step {step}")
+    model.train()
+    t0 = time.time()
+
+    def checkpoint():
+        _atomic_torch_save(
+            {
+                "model": {k: v.cpu() for k, v in model.state_dict().items()},
+                "optimizer": opt.state_dict(),
+                "step": step,
+                "history": json.dumps(history),
+                "best": best,
+                "wall_s": wall_before + (time.time() - t0),
+                "config": json.dumps(cfg),
+            },
+            ckpt_path,
+        )
+
+    total = int(tc["steps"])
+    max_s = float(tc["max_minutes"]) * 60 if tc.get("max_minutes") else None
+    run_loss, run_n = 0.0, 0
+    stopped_early = False
+    last_plot = time.time()
+    bar = None
+    if tc.get("progress", True):
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=step, desc=cfg["name"], mininterval=10, file=sys.stderr, dynamic_ncols=True)
+    while step < total:
+        rng = np.random.default_rng([seed, step])
+        x, y, _ = sample_batch(train_images, rng, int(tc["batch"]), sc)
+        x, y = x.to(device), y.to(device)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, tc)
+        restored, _ = model(x)
+        loss = loss_fn(restored, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        run_loss += float(loss.detach())
+        run_n += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", refresh=False)
+        if step % int(tc["eval_every"]) == 0 or step == total:
+            m = evaluate(model, val, device)
+            row = {"step": step, "lr": lr_at(step - 1, tc), "train_loss": run_loss / run_n, **m,
+                   "wall_s": round(wall_before + time.time() - t0, 1)}
+            history.append(row)
+            run_loss, run_n = 0.0, 0
+            if best is None or m["val_gain"] > best["val_gain"]:
+                best = {"step": step, "val_gain": m["val_gain"], "val_psnr": m["val_psnr"],
+                        "val_q2_srcc": m["val_q2_srcc"],
+                        "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+            log(f"[{cfg['name']}] step {step}/{total} lr {row['lr']:.2e} train_loss {row['train_loss']:.4f} "
+                f"val_loss {m['val_loss']:.4f} val PSNR {m['val_psnr_jpeg']:.2f} -> {m['val_psnr']:.2f} dB "
+                f"(gain {m['val_gain']:+.2f}) SRCC(Q2,QF) {m['val_q2_srcc']:.3f} ({row['wall_s']:.0f}s)")
+            if time.time() - last_plot > 120:
+                plot_curves(history, out / "curves.png", cfg["name"])
+                last_plot = time.time()
+            _json_dump(history, out / "history.json")
+        if step % int(tc["checkpoint_every"]) == 0 and step < total:
+            checkpoint()
+        timed_out = max_s is not None and time.time() - t0 > max_s
+        if step < total and (timed_out or (tc.get("stop_at_step") and step >= int(tc["stop_at_step"]))):
+            checkpoint()
+            stopped_early = True
+            log(f"[{cfg['name']}] {'max_minutes' if timed_out else 'stop_at_step'} reached at step {step}; "
+                "checkpoint saved (run again to resume)")
+            break
+    if bar is not None:
+        bar.close()
+    plot_curves(history, out / "curves.png", cfg["name"])
+    if not stopped_early:
+        checkpoint()
+    wall = wall_before + time.time() - t0
+
+    final = QAIRN.from_config({"in_channels": 3, **cfg["model"]})
+    final.load_state_dict(best["state"] if best is not None else {k: v.cpu() for k, v in model.state_dict().items()})
+    final.eval()
+    meta = {
+        "task": "JPEG deblocking (RGB, [0, 1] inputs); quality estimates Q1..Q3 from the attention maps",
+        "training": {
+            "config": cfg,
+            "steps_done": step,
+            "steps_planned": total,
+            "complete": step >= total,
+            "best_step": None if best is None else best["step"],
+            "wall_s": round(wall, 1),
+            "train_images": train_names,
+            "val_images": val_names,
+            "torch": torch.__version__,
+            "device": str(device),
+            "python": platform.python_version(),
+        },
+        "val_metrics": None if best is None else {k: best[k] for k in ("val_gain", "val_psnr", "val_q2_srcc")},
+    }
+    save_weights(final, out / "best.safetensors", meta)
+    if cfg.get("export"):
+        exp = Path(cfg["export"])
+        exp = exp if exp.is_absolute() else Path.cwd() / exp
+        save_weights(final, exp, meta)
+        log(f"[{cfg['name']}] exported {exp}")
+    return {
+        "step": step,
+        "stopped_early": stopped_early,
+        "wall_s": wall,
+        "best": None if best is None else {k: best[k] for k in ("step", "val_gain", "val_psnr", "val_q2_srcc")},
+        "output_dir": str(out),
+        "model": model.cpu(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mriqa.train_qairn", description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="configs/qairn.yaml", help="YAML config (default configs/qairn.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.steps=100")
+    p.add_argument("--output-dir", help="run folder; default: the config's output_dir")
+    p.add_argument("--export", help="where to write the best weights; default: the config's export")
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint and start over")
+    args = p.parse_args(argv)
+    extra = {k: v for k, v in (("output_dir", args.output_dir), ("export", args.export)) if v}
+    config = Path(args.config)
+    if not config.is_file() and not config.is_absolute() and (REPO_ROOT / config).is_file():
+        config = REPO_ROOT / config  # e.g. the default configs/qairn.yaml from outside the checkout
+    try:
+        cfg = load_config(config, args.overrides, **extra)
+        summary = train(cfg, resume=not args.no_resume)
+    except InputError as exc:
+        print(f"train_qairn: error: {exc}", file=sys.stderr)
+        return 2
+    best = summary["best"] or {}
+    print(f"train_qairn: {cfg['name']} step {summary['step']} in {summary['wall_s']:.0f}s; best val gain "
+          f"{best.get('val_gain', math.nan):+.2f} dB at step {best.get('step')}; run folder {summary['output_dir']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,213 @@
+"""QAIRN: shapes, attention range, odd sizes, quality range, 2-step training + exact resume, restore CLI."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mriqa.cli import main
+from mriqa.errors import InputError
+from mriqa.models import qairn as qairn_mod
+from mriqa.models.qairn import QAIRN, load_qairn, minkowski_quality, run_qairn
+from mriqa.weights_io import save_weights
+
+TINY = {"channels": [4, 4, 8, 8], "n_res": 1, "att_hidden": 4, "att_depth": 2}
+
+
+def _tiny(**kw) -> QAIRN:
+    torch.manual_seed(0)
+    return QAIRN(**{**TINY, **kw})
+
+
+@pytest.mark.parametrize("size", [(32, 48), (17, 23), (5, 9), (1, 1)])
+def test_shapes_gamma_range_and_odd_sizes(size):
+    model = _tiny().eval()
+    h, w = size
+    x = torch.rand(2, 3, h, w)
+    with torch.no_grad():
+        out, maps = model(x)
+    assert out.shape == x.shape
+    assert len(maps) == 3
+    for lvl, g in enumerate(maps):
+        assert g.shape == (2, 1, math.ceil(h / 2 ** lvl), math.ceil(w / 2 ** lvl))
+        assert float(g.min()) >= 0.0 and float(g.max()) <= 1.0
+    q = model.quality(maps)
+    assert q.shape == (2, 3) and float(q.min()) >= 0.0 and float(q.max()) <= 1.0
+    assert model.multiple == 16
+
+
+def test_output_is_local_to_the_input_and_gradients_flow():
+    """Padding and cropping do not mix the two images of a batch; the whole network trains."""
+    model = _tiny()
+    x = torch.rand(2, 3, 20, 28)
+    out, maps = model(x)
+    x2 = x.clone()
+    x2[1] = torch.rand(3, 20, 28)
+    out2, _ = model(x2)
+    assert torch.allclose(out[0], out2[0], atol=1e-6)
+    (out.mean() + model.quality(maps).mean()).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    with pytest.raises(ValueError, match="expected"):
+        model(torch.rand(1, 1, 16, 16))
+
+
+def test_minkowski_pooling_values():
+    ones = torch.ones(1, 1, 4, 4)
+    half = torch.cat([torch.zeros(1, 1, 2, 4), torch.ones(1, 1, 2, 4)], dim=2)
+    q = minkowski_quality([ones, half, 0.25 * ones], p=4.0)
+    assert q[0, 0] == pytest.approx(1.0)
+    assert q[0, 1] == pytest.approx(1 - 0.5 ** 0.25)  # the worst half dominates: well below the mean 0.5
+    assert q[0, 2] == pytest.approx(0.25)
+    assert minkowski_quality([half], p=1.0)[0, 0] == pytest.approx(0.5)  # p = 1 is the plain mean
+
+
+def test_weights_round_trip_and_run_qairn(tmp_path):
+    model = _tiny(minkowski_p=2.0).eval()
+    path = save_weights(model, tmp_path / "q.safetensors", {"note": "random"})
+    loaded, meta = load_qairn(path)
+    assert meta["arch"] == "qairn" and loaded.minkowski_p == 2.0
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+    img = np.random.default_rng(0).random((19, 26, 3)).astype(np.float32)
+    restored, q = run_qairn(loaded, img)
+    assert restored.shape == img.shape and restored.dtype == np.float32 and 0 <= restored.min() <= restored.max() <= 1
+    assert q.shape == (3,) and np.all((q >= 0) & (q <= 1))
+    gray, qg = run_qairn(loaded, img[..., 0])
+    assert gray.shape == (19, 26) and qg.shape == (3,)
+    from mriqa.iqa import get_metric
+
+    m = get_metric(f"qairn:{path}")
+    assert m.kind == "NR" and m(img) == pytest.approx(q[1])
+    from mriqa.models.qfnet import QFNet
+
+    qf = save_weights(QFNet(in_channels=3, width=2), tmp_path / "qf.safetensors")
+    with pytest.raises(InputError, match="not 'qairn'"):
+        load_qairn(qf)
+
+
+# ----------------------------------------------------------------------------------------------- training
+def _photos(folder, n=3, size=(40, 44)):
+    from scipy import ndimage
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        x = ndimage.gaussian_filter(rng.random((*size, 3)), (1.5, 1.5, 0))
+        x = (x - x.min()) / (x.max() - x.min())
+        Image.fromarray((x * 255).astype(np.uint8)).save(folder / f"img{i}.png")
+    return folder
+
+
+def _cfg(tmp_path, out, **extra):
+    from mriqa.train_qairn import _merge, load_config
+
+    data = _photos(tmp_path / "photos")
+    cfg = load_config(
+        None,
+        model=TINY,
+        data={"train": [{"type": "images", "path": str(data), "exclude": ["img2"]}],
+              "val": [{"type": "images", "path": str(data), "include": ["img2"]}], "held_out": ["img2"]},
+        sampler={"patch": 16},
+        train={"steps": 2, "batch": 2, "eval_every": 1, "checkpoint_every": 1, "val_crop": 16, "halve_every": 1,
+               "threads": 0, "progress": False, "device": "cpu"},
+        output_dir=str(out),
+    )
+    return _merge(cfg, extra)
+
+
+def test_two_step_training_and_resume_equal_an_uninterrupted_run(tmp_path):
+    from mriqa.train_qairn import lr_at, train
+
+    quiet = dict(log=lambda *_: None)
+    full = train(_cfg(tmp_path, tmp_path / "full"), **quiet)
+    assert full["step"] == 2 and not full["stopped_early"]
+    first = train(_cfg(tmp_path, tmp_path / "split", train={"stop_at_step": 1}), **quiet)
+    assert first["step"] == 1 and first["stopped_early"]
+    ck = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
+    assert ck["step"] == 1
+    second = train(_cfg(tmp_path, tmp_path / "split"), **quiet)
+    assert second["step"] == 2
+    a, b = full["model"].state_dict(), second["model"].state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    h1 = json.loads((tmp_path / "full" / "history.json").read_text())
+    h2 = json.loads((tmp_path / "split" / "history.json").read_text())
+    assert [r["val_loss"] for r in h1] == [r["val_loss"] for r in h2] and len(h1) == 2
+    assert {"val_psnr_jpeg", "val_psnr", "val_gain", "val_q2_srcc"} <= set(h1[-1])
+    assert (tmp_path / "full" / "curves.png").stat().st_size > 1000
+    model, meta = load_qairn(tmp_path / "full" / "best.safetensors")
+    assert meta["training"]["steps_done"] == 2 and meta["training"]["val_images"] == ["img2.png"]
+    assert "img2.png" not in meta["training"]["train_images"]
+    # the schedule halves and floors
+    tc = {"lr": 2e-4, "lr_min": 1.25e-5, "halve_every": 10}
+    assert lr_at(9, tc) == 2e-4 and lr_at(10, tc) == 1e-4 and lr_at(1000, tc) == 1.25e-5
+    # a held-out image in the training list is refused
+    bad = _cfg(tmp_path, tmp_path / "bad")
+    bad["data"]["train"][0].pop("exclude")
+    with pytest.raises(InputError, match="held-out"):
+        train(bad, **quiet)
+
+
+# ----------------------------------------------------------------------------------------------- restore CLI
+def _save_inputs(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    rgb = (rng.random((29, 37, 3)) * 255).astype(np.uint8)
+    paths = {}
+    Image.fromarray(rgb).save(folder / "photo.png")
+    Image.fromarray(rgb).save(folder / "photo.jpg", quality=20)
+    Image.fromarray(rgb[..., 0]).save(folder / "gray.bmp")
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])).save(folder / "alpha.png")
+    for name in ("photo.png", "photo.jpg", "gray.bmp", "alpha.png"):
+        paths[name] = folder / name
+    return paths
+
+
+def test_restore_cli_without_weights_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(qairn_mod, "SHIPPED_WEIGHTS", tmp_path / "weights" / "qairn.safetensors")
+    inputs = _save_inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    rc = main(["restore", str(inputs["photo.png"]), "--model", "qairn", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("mriqa: error:") and err.count("\n") == 1
+    assert "no trained QAIRN weights" in err and "qairn.safetensors" in err
+    assert not out.exists()
+    assert main(["restore", str(inputs["photo.png"]), "--out", str(out), "--weights", str(tmp_path / "x.st")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_restore_cli_writes_same_size_same_format(tmp_path, capsys):
+    weights = save_weights(_tiny().eval(), tmp_path / "qairn-random.safetensors")
+    inputs = _save_inputs(tmp_path / "in")
+    out, rec = tmp_path / "out", tmp_path / "records.json"
+    args = [str(p) for p in inputs.values()] + [str(inputs["photo.png"])]  # the same name twice
+    rc = main(["restore", *args, "--model", "qairn", "--out", str(out), "--weights", str(weights),
+               "--json", str(rec)])
+    assert rc == 0, capsys.readouterr().err
+    rows = json.loads(rec.read_text())
+    assert [r["input"] for r in rows] == args
+    for r in rows:
+        assert {"input", "q1", "q2", "q3"} <= set(r)
+        assert all(0 <= r[k] <= 1 for k in ("q1", "q2", "q3"))
+    assert rows[-1]["output"].endswith("photo-2.png")
+    for name, src in list(inputs.items()) + [("photo-2.png", inputs["photo.png"])]:
+        with Image.open(src) as a, Image.open(out / name) as b:
+            assert b.size == a.size and b.format == a.format and b.mode == a.mode, name
+    with Image.open(inputs["alpha.png"]) as a, Image.open(out / "alpha.png") as b:
+        assert np.array_equal(np.asarray(a)[..., 3], np.asarray(b)[..., 3])  # alpha kept
+    assert not any(p.name.startswith(".") for p in out.iterdir())  # no staging left behind
+    # an output that would overwrite its input is refused, nothing written
+    before = inputs["photo.png"].read_bytes()
+    assert main(["restore", str(inputs["photo.png"]), "--out", str(inputs["photo.png"].parent),
+                 "--weights", str(weights)]) == 2
+    assert "overwrite" in capsys.readouterr().err and inputs["photo.png"].read_bytes() == before
+    # a bad input among good ones: error, no outputs, no JSON
+    (tmp_path / "in" / "broken.png").write_bytes(b"not an image")
+    out2, rec2 = tmp_path / "out2", tmp_path / "r2.json"
+    assert main(["restore", str(inputs["photo.png"]), str(tmp_path / "in" / "broken.png"), "--out", str(out2),
+                 "--weights", str(weights), "--json", str(rec2)]) == 2
+    assert "broken.png" in capsys.readouterr().err and not out2.exists() and not rec2.exists()
