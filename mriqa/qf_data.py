@@ -39,7 +39,9 @@ that gives the same mean squared error on that very (clean) crop as the degraded
 (QF 100 -> its JPEG MSE; lossless -> 0). For a pure JPEG input this is the QF itself; for added noise it is
 the JPEG quality of equal distortion. With probability ``p_native`` (pools built with ``denoise``) the
 acquired noisy slice is used instead of synthetic noise, with the same PSNR-matched target against its
-denoised pristine version. See ``docs/qf/README.md`` for why (noise sign).
+denoised pristine version. Optional blur augmentation (``blur: {p, sigma_min, sigma_max}``): with probability
+``p`` a Gaussian blur (sigma log-uniform in [sigma_min, sigma_max] pixels) is applied after the noise step,
+again with the PSNR-matched target (then blur is a trained degradation, no longer a zero-shot test). See ``docs/qf/README.md`` for why (noise sign).
 
 Everything is driven by a ``numpy.random.Generator`` passed in, so a step's batch depends only on
 ``(seed, step)``: runs are deterministic and resume exactly.
@@ -298,6 +300,7 @@ class PatchSampler:
         subsampling: str = "4:2:0",
         noise: dict | None = None,
         mode: str = "regression",
+        blur: dict | None = None,
     ):
         if mode not in ("regression", "classification"):
             raise ValueError(f"mode must be regression or classification, got {mode!r}")
@@ -308,6 +311,7 @@ class PatchSampler:
         self.p_foreground = float(p_foreground)
         self.subsampling = subsampling
         self.noise = noise or {}
+        self.blur = blur or {}
         self.mode = mode
         crop = self.patch + 8
         self._usable = [i for i, im in enumerate(pool.images) if min(im.shape[:2]) >= crop]
@@ -363,6 +367,12 @@ class PatchSampler:
             sigma = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
             noise = rng.standard_normal(src.shape).astype(np.float32) * sigma
             degraded = to_uint8(src.astype(np.float32) / 255.0 + noise)
+        blurred = bool(self.blur) and rng.random() < float(self.blur.get("p", 0.0))
+        if blurred:
+            lo, hi = float(self.blur.get("sigma_min", 0.3)), float(self.blur.get("sigma_max", 2.5))
+            sb = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+            sig = (sb, sb) if degraded.ndim == 2 else (sb, sb, 0)
+            degraded = to_uint8(ndimage.gaussian_filter(degraded.astype(np.float32) / 255.0, sig, mode="reflect"))
         if rng.random() < self.p_clean:
             qf = 101
             out = degraded.astype(np.float32) / 255.0
@@ -370,7 +380,7 @@ class PatchSampler:
             qf = int(sample_qf(rng, None, self.distribution))
             out = jpeg_compress(degraded, max(1, qf), self.subsampling)
         target = min(qf, 100) / 100.0
-        if noisy:
+        if noisy or blurred:
             mse = float(np.mean((out - src.astype(np.float32) / 255.0) ** 2))
             target = min(target, min(psnr_matched_qf(src, mse), 100.0) / 100.0)
         oy, ox = int(rng.integers(8)), int(rng.integers(8))

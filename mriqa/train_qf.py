@@ -17,6 +17,12 @@ model is initialised from ``torch.manual_seed(seed)``, and the learning rate is 
 writes ``checkpoint.pt`` (model, optimiser, step, history, best weights; atomic) every
 ``checkpoint_every`` steps and when it stops, and a new run with the same ``output_dir`` resumes from it
 automatically (``--no-resume`` starts over). Resumed and uninterrupted runs give identical weights.
+Calibration (``calibrate: {max_images: 12}``, optional): after training, the whole-image scores (mean of the
+raw map) of ``max_images`` validation images (MRI: cropped to the head's bounding box), JPEG-compressed at QF
+5, 10, ..., 100 and uncompressed (target 1.0), are fitted to the true QF by isotonic regression (pool adjacent
+violators); the fitted blocks become the monotone piecewise-linear map ``QFNet.calibration`` that is applied
+to every map value (see :mod:`mriqa.models.qfnet`). ``mriqa train-qf --calibrate-only`` redoes this on the
+run's ``best.safetensors`` without training.
 ``max_minutes`` stops a run cleanly (checkpoint + export of the best weights so far) after that wall time;
 ``stop_at_step`` does the same at a given step (splitting a run into sessions; the tests use it).
 
@@ -63,6 +69,7 @@ DEFAULTS: dict[str, Any] = {
         "p_foreground": 0.9,
         "subsampling": "4:2:0",
         "noise": None,
+        "blur": None,
     },
     "train": {
         "steps": 10000,
@@ -80,9 +87,11 @@ DEFAULTS: dict[str, Any] = {
         "progress": True,
         "device": "auto",
     },
+    "calibrate": None,
     "output_dir": "runs/qf",
     "export": None,
 }
+CALIBRATION_QFS = [5, 10, 15, 20] + list(range(25, 101, 5))
 
 
 # ----------------------------------------------------------------------------------------------- config
@@ -169,6 +178,7 @@ def make_sampler(pool, cfg: dict) -> PatchSampler:
         subsampling=sc["subsampling"],
         noise=sc.get("noise"),
         mode=cfg["mode"],
+        blur=sc.get("blur"),
     )
 
 
@@ -241,6 +251,87 @@ def _atomic_torch_save(obj, path: Path) -> None:
 def _json_dump(obj, path: Path) -> None:
     with atomic_path(path, suffix=".json") as tmp:
         tmp.write_text(json.dumps(obj, indent=1))
+
+
+# ----------------------------------------------------------------------------------------------- calibration
+def isotonic_blocks(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pool-adjacent-violators fit of y on x (non-decreasing) -> (block mean x, block value), x increasing."""
+    order = np.argsort(x, kind="stable")
+    xs, ys = np.asarray(x, float)[order], np.asarray(y, float)[order]
+    blocks: list[list[float]] = []  # [sum_y, count, sum_x]
+    for xi, yi in zip(xs, ys):
+        blocks.append([yi, 1.0, xi])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] >= blocks[-1][0] / blocks[-1][1]:
+            a = blocks.pop()
+            blocks[-1] = [blocks[-1][0] + a[0], blocks[-1][1] + a[1], blocks[-1][2] + a[2]]
+    bx = np.array([b[2] / b[1] for b in blocks])
+    by = np.array([b[0] / b[1] for b in blocks])
+    keep = np.concatenate([[True], np.diff(bx) > 1e-9])
+    return bx[keep], by[keep]
+
+
+def _calibration_images(pool, n: int) -> list[np.ndarray]:
+    idx = np.unique(np.linspace(0, len(pool) - 1, min(n, len(pool))).round().astype(int))
+    out = []
+    for i in idx:
+        img, mask = pool.images[i], pool.masks[i]
+        if mask is not None and mask.any():
+            ys, xs = np.nonzero(mask)
+            img = img[max(0, ys.min() - 8): ys.max() + 9, max(0, xs.min() - 8): xs.max() + 9]
+        out.append(img)
+    return out
+
+
+@torch.no_grad()
+def calibrate(model: QFNet, pool, cfg: dict, log=print) -> dict:
+    """Fit ``model.calibration`` on validation images (see the module doc); returns the calibration dict."""
+    from mriqa.jpeg import jpeg_compress
+
+    cc = cfg.get("calibrate") or {}
+    qfs = cc.get("qfs", CALIBRATION_QFS)
+    model.eval()
+    model.set_calibration(None)
+    dev = next(model.parameters()).device
+    scores, targets = [], []
+    for img in _calibration_images(pool, int(cc.get("max_images", 12))):
+        src = img[..., 0] if img.shape[-1] == 1 else img
+        for q in list(qfs) + [None]:
+            x = src.astype(np.float32) / 255.0 if q is None else jpeg_compress(src, int(q))
+            x = x.reshape(img.shape).transpose(2, 0, 1)
+            t = torch.from_numpy(np.ascontiguousarray(x))[None].to(dev)
+            scores.append(float(model.raw_map(t).mean()))
+            targets.append(1.0 if q is None else q / 100.0)
+    bx, by = isotonic_blocks(np.array(scores), np.array(targets))
+    xs, ys = list(bx), list(by)
+    if xs[0] > 0:
+        xs, ys = [0.0] + xs, [min(0.0, ys[0])] + ys
+    if xs[-1] < 1:
+        xs, ys = xs + [1.0], ys + [max(1.0, ys[-1])]
+    cal = {"x": [round(v, 6) for v in xs], "y": [round(v, 6) for v in ys]}
+    model.set_calibration(cal)
+    err_before = float(np.mean(np.abs(np.array(scores) - np.array(targets))))
+    log(f"[{cfg['name']}] calibration: {len(xs)} knots from {len(scores)} validation scores "
+        f"(raw whole-image MAE {err_before:.4f})")
+    return cal
+
+
+def calibrate_run(cfg: dict, log=print) -> Path:
+    """``--calibrate-only``: calibrate ``output_dir/best.safetensors`` on the validation data and re-export."""
+    from mriqa.weights_io import load_qfnet
+
+    out = Path(cfg["output_dir"]) if Path(cfg["output_dir"]).is_absolute() else Path.cwd() / cfg["output_dir"]
+    best = out / "best.safetensors"
+    model, meta = load_qfnet(best)
+    channels = model.in_channels
+    val_pool = load_pools(cfg["data"]["val"] or cfg["data"]["train"], channels)
+    meta["calibration"] = calibrate(model, val_pool, cfg, log)
+    meta.pop("arch", None), meta.pop("config", None), meta.pop("mriqa_format", None)
+    save_weights(model, best, meta)
+    if cfg.get("export"):
+        exp = Path(cfg["export"]) if Path(cfg["export"]).is_absolute() else Path.cwd() / cfg["export"]
+        save_weights(model, exp, meta)
+        log(f"[{cfg['name']}] exported {exp}")
+    return best
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -377,6 +468,7 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
     final = build_model(cfg)
     final.load_state_dict(best["state"] if best is not None else model.state_dict())
     final.eval()
+    calibration = calibrate(final, val_pool, cfg, log) if cfg.get("calibrate") and best is not None else None
     meta = {
         "normalization": NORMALIZATION,
         "kind": cfg["data"].get("kind", "mri" if channels == 1 else "photo"),
@@ -396,6 +488,7 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
             "python": platform.python_version(),
         },
         "val_metrics": None if best is None else {k: best[k] for k in ("val_mae", "val_acc", "val_loss")},
+        "calibration": calibration,
     }
     save_weights(final, out / "best.safetensors", meta)
     if cfg.get("export"):

@@ -46,6 +46,9 @@ def save_weights(model: torch.nn.Module, path: str | os.PathLike, metadata: dict
     path = Path(path)
     with atomic_path(path, suffix=".safetensors") as tmp:
         save_file(tensors, str(tmp), metadata=encoded)
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors recreates the file 0600; weights are for everyone to read
     return path
 
 

@@ -232,9 +232,12 @@ def _as_maps(sens_maps, kshape, device, source: str | None) -> torch.Tensor:
     s = sens_maps
     if s.ndim == 3 and kshape[0] == 1:
         s = s.unsqueeze(0)
-    if tuple(s.shape) != tuple(kshape):
+    ok = tuple(s.shape) == tuple(kshape) or (s.ndim == 5 and s.shape[0] == kshape[0]
+                                              and tuple(s.shape[2:]) == tuple(kshape[1:]))
+    if not ok:
         raise InputError(source, f"coil maps of shape {tuple(sens_maps.shape)} do not match k-space "
-                                 f"[B, C, H, W] = {list(kshape)}")
+                                 f"[B, C, H, W] = {list(kshape)} (expected [B, C, H, W], or [B, M, C, H, W] "
+                                 f"for M ESPIRiT map sets)")
     s = s.to(device=device, dtype=torch.complex64)
     if not bool(torch.isfinite(torch.view_as_real(s)).all()):
         raise InputError(source, "coil maps have NaN/Inf values")
@@ -352,42 +355,66 @@ class MoDL(nn.Module):
             return checkpoint(self.denoiser, x, use_reentrant=False)
         return self.denoiser(x)
 
+    def _denoise_sets(self, x: torch.Tensor) -> torch.Tensor:
+        """The denoiser on ``[B, H, W]`` images, or on each map set's image of ``[B, M, H, W]``."""
+        if x.ndim == 4:
+            b, m, h, w = x.shape
+            return self._denoise(x.reshape(b * m, h, w)).reshape(b, m, h, w)
+        return self._denoise(x)
+
+    @staticmethod
+    def magnitude(x: torch.Tensor) -> torch.Tensor:
+        """``|x|`` ``[B, H, W]``; with map sets (``[B, M, H, W]``) ``sqrt(sum_m |x_m|^2)``."""
+        if x.ndim == 4:
+            return torch.sqrt(x.real.square().sum(1) + x.imag.square().sum(1))
+        return x.abs()
+
     def unroll(self, y: torch.Tensor, mask: torch.Tensor, sens_maps: torch.Tensor,
                num_unrolls: int | None = None) -> torch.Tensor:
-        """The complex MoDL image ``[B, H, W]`` (on the scale of ``y``) from checked, complex inputs."""
+        """The complex MoDL image from checked, complex inputs, on the scale of ``y``.
+
+        ``sens_maps`` ``[B, C, H, W]`` gives images ``[B, H, W]``; ESPIRiT map sets ``[B, M, C, H, W]`` give
+        ``[B, M, H, W]`` (soft SENSE: one image per set, each denoised by the same network;
+        :meth:`magnitude` combines them).
+        """
         k_unrolls = self.num_unrolls if num_unrolls is None else int(num_unrolls)
         op = SenseOperator(sens_maps, mask)
+        sets = sens_maps.ndim == 5
         with torch.no_grad():
             x0 = op.adjoint(y)
-            mag = x0.abs().flatten(1)
+            mag = self.magnitude(x0).flatten(1)
             q = self.config.scale_percentile / 100.0
             scale = torch.quantile(mag, q, dim=1) if q < 1 else mag.amax(1)
             scale = torch.where(scale > 0, scale, mag.amax(1))
         if not bool((scale > 0).all()):
             bad = (scale <= 0).nonzero().flatten().tolist()
             raise InputError(None, f"k-space is all zeros where sampled (batch samples {bad})")
-        scale_v = scale.reshape(-1, 1, 1).to(x0.dtype)
+        scale_v = scale.reshape((-1,) + (1,) * (x0.ndim - 1)).to(x0.dtype)
         rhs0 = x0 / scale_v  # A^H (y / s)
         lam = self.lam.float().clamp(min=LAM_MIN)
         # Where every coil map is 0 (outside ESPIRiT's support) A^H A is 0, so the solve would copy the
         # denoiser's output there unchecked at every unroll; keep the image 0 there instead (as SENSE does).
-        support = (sens_maps.abs().square().sum(1) > 0).to(x0.dtype)
+        support = (sens_maps.abs().square().sum(-3) > 0).to(x0.dtype)
         x = rhs0
         for _ in range(k_unrolls):
-            z = self._denoise(x) * support  # may run under autocast (AMP on GPU); comes back complex64
+            z = self._denoise_sets(x) * support  # may run under autocast (AMP on GPU); comes back complex64
             with torch.autocast(device_type=x.device.type, enabled=False):  # CG in full precision
                 x = cg_solve(op.normal, rhs0 + lam * z, lam, max_iter=self.cg_iters, tol=self.config.cg_tol)
         if self.config.fill_background and k_unrolls > 0 and not bool(support.all()):
             # outside the maps' support the data say nothing; one more (non-iterated) pass of the denoiser
-            # estimates the reference there (the noise floor of an RSS target)
-            x = x + self._denoise(x) * (1 - support)
+            # estimates the reference there (the noise floor of an RSS target). With map sets only the first
+            # set's image is filled (the others are 0 outside their support, as in SENSE).
+            fill = 1 - support
+            if sets:
+                fill = fill * (torch.arange(x.shape[1], device=x.device) == 0).reshape(1, -1, 1, 1)
+            x = x + self._denoise_sets(x) * fill
         return x * scale_v
 
     def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, num_low_frequencies=None,
                 sens_maps: torch.Tensor | None = None) -> torch.Tensor:
         """Magnitude ``[B, H, W]`` on the RSS scale (fastMRI ``VarNet``-shaped call; see module docstring)."""
         y, m, maps = self.prepare_inputs(masked_kspace, mask, num_low_frequencies, sens_maps)
-        return self.unroll(y * m, m, maps).abs()
+        return self.magnitude(self.unroll(y * m, m, maps))
 
     def prepare_inputs(self, masked_kspace, mask, num_low_frequencies=None, sens_maps=None,
                        source: str | None = None):
@@ -525,7 +552,8 @@ def modl_reconstruct(model: MoDL, kspace, mask, sens_maps=None, *, batch_size: i
             values where the mask is 0 are ignored.
         mask: real 0/1 broadcastable to ``[S, C, H, W]``: ``[W]``, ``[1, 1, W]``, ``[S, 1, 1, W]``,
             ``[1, H, W]``, ``[S, 1, H, W]``, or a ``recon.masks.SamplingMask``.
-        sens_maps: complex ``[S, C, H, W]`` (or ``[S, M, C, H, W]``: the first map set is used); default:
+        sens_maps: complex ``[S, C, H, W]``, or ``[S, M, C, H, W]`` for M ESPIRiT map sets (soft SENSE: the
+            magnitude is ``sqrt(sum_m |x_m|^2)``, as ``recon.baselines`` does); default:
             ESPIRiT per slice from the fully sampled centre (needs >= ``MIN_ACS`` centre lines).
         batch_size: slices per forward pass.
         num_low_frequencies: width of the fully sampled centre, if known (else read from the mask).
@@ -550,8 +578,6 @@ def modl_reconstruct(model: MoDL, kspace, mask, sens_maps=None, *, batch_size: i
     m = _as_mask(m, tuple(k.shape), torch.device("cpu"), source)
     if sens_maps is not None:
         sm = torch.from_numpy(sens_maps) if isinstance(sens_maps, np.ndarray) else sens_maps
-        if torch.is_tensor(sm) and sm.ndim == 5:
-            sm = sm[:, 0]
         if torch.is_tensor(sm) and sm.ndim == 3 and s_count == 1:
             sm = sm.unsqueeze(0)
         sens_maps = sm
@@ -576,7 +602,7 @@ def modl_reconstruct(model: MoDL, kspace, mask, sens_maps=None, *, batch_size: i
                 maps = None if sens_maps is None else sens_maps[a:b]
                 y, mm, maps = model.prepare_inputs(k[a:b].to(device), mb.to(device), num_low_frequencies, maps,
                                                    source=source)
-                out[a:b] = model.unroll(y * mm, mm, maps).abs().float().cpu().numpy()
+                out[a:b] = model.magnitude(model.unroll(y * mm, mm, maps)).float().cpu().numpy()
     finally:
         model.train(was_training)
         model.to(old_device)

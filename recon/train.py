@@ -304,7 +304,7 @@ class Trainer:
         y, mask, maps = batch["masked_kspace"], batch["mask"], batch["sens_maps"]
         with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             image = self.model.unroll(y * mask, mask, maps, num_unrolls=num_unrolls)
-        out = image.abs().float().unsqueeze(1)
+        out = self.model.magnitude(image).float().unsqueeze(1)
         return _center_crop(out, batch["crop_size"][0])
 
     def train_step(self, step: int) -> float:

@@ -58,7 +58,7 @@ def test_recon_retrospective_writes_reconstruction_and_attrs(tmp_path, raw_file,
 def test_sense_beats_zero_filled_on_the_rss_scale(tmp_path, raw_file, capsys):
     for method in ("zf", "sense"):
         assert _run(capsys, "recon", raw_file, "--method", method, "--accel", 2, "--mask", "equispaced",
-                    "--center-fraction", 0.1875, "--out", tmp_path / f"{method}.h5")[0] == 0
+                    "--center-fraction", 0.125, "--out", tmp_path / f"{method}.h5")[0] == 0
         assert _run(capsys, "evaluate", "--target", raw_file, "--recon", tmp_path / f"{method}.h5",
                     "--json", tmp_path / f"{method}.json")[0] == 0
     zf = json.loads((tmp_path / "zf.json").read_text())

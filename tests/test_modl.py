@@ -291,3 +291,18 @@ def test_cuda_amp_forward_backward_matches_fp32():
         loss = model(k, m, sens_maps=maps).mean()
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_espirit_map_sets_soft_sense():
+    k, m, maps, _ = _phantom(b=2)
+    model = _small().eval()
+    two = torch.stack([maps, torch.zeros_like(maps)], dim=1)  # [B, 2, C, H, W], second set empty
+    with torch.no_grad():
+        ref = model(k, m, sens_maps=maps)
+        sets = model(k, m, sens_maps=two)
+    assert sets.shape == (2, H, W)
+    torch.testing.assert_close(sets, ref, rtol=1e-4, atol=1e-5 * float(ref.max()))
+    out = modl_reconstruct(model, k.numpy(), m.numpy(), sens_maps=two.numpy())
+    np.testing.assert_allclose(out, ref.numpy(), rtol=1e-4, atol=1e-5 * float(ref.max()))
+    with pytest.raises(InputError, match="map sets"):
+        model(k, m, sens_maps=two[:, :, :3])

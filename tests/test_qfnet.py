@@ -152,3 +152,22 @@ def test_weights_bad_inputs(tmp_path):
     save_file(tensors, str(bad), metadata=meta)
     with pytest.raises(InputError, match="do not match"):
         load_qfnet(bad)
+
+
+def test_calibration_map_is_monotone_and_saved(tmp_path):
+    cal = {"x": [0.0, 0.5, 1.0], "y": [0.0, 0.8, 1.0]}
+    m = QFNet(in_channels=1, width=4, calibration=cal).eval()
+    x = torch.rand(2, 1, 44, 44)
+    with torch.no_grad():
+        raw, out = m.raw_map(x), m(x)
+    expect = torch.where(raw < 0.5, raw * 1.6, 0.8 + (raw - 0.5) * 0.4)
+    assert torch.allclose(out, expect, atol=1e-6)
+    save_weights(m, tmp_path / "c.safetensors", {})
+    m2, meta = load_qfnet(tmp_path / "c.safetensors")
+    assert meta["config"]["calibration"] == cal
+    with torch.no_grad():
+        assert torch.equal(m2(x), out)
+    with pytest.raises(ValueError):
+        QFNet(1, 4, calibration={"x": [0.0, 0.5, 0.4], "y": [0, 1, 1]})
+    with pytest.raises(ValueError):
+        QFNet(1, 4, calibration={"x": [0.0, 1.0], "y": [1.0, 0.0]})

@@ -76,6 +76,16 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert not torch.equal(a["features.0.weight"], other["model"].state_dict()["features.0.weight"])
 
 
+def test_isotonic_blocks():
+    from mriqa.train_qf import isotonic_blocks
+
+    x = np.array([0.5, 0.1, 0.2, 0.3, 0.4])
+    y = np.array([0.45, 0.1, 0.3, 0.2, 0.5])
+    bx, by = isotonic_blocks(x, y)
+    np.testing.assert_allclose(bx, [0.1, 0.25, 0.45])
+    np.testing.assert_allclose(by, [0.1, 0.25, 0.475])
+
+
 def test_classification_mode_and_uniform_distribution(tmp_path):
     cfg = _photo_cfg(tmp_path, tmp_path / "cls", mode="classification", train={"steps": 2})
     res = train(cfg, log=lambda *_: None)
@@ -85,8 +95,12 @@ def test_classification_mode_and_uniform_distribution(tmp_path):
         y = model(torch.rand(1, 3, 40, 40))
     assert y.shape[1] == 1 and 0 <= float(y.min()) <= float(y.max()) <= 0.8 + 1e-6
     cfg = _photo_cfg(tmp_path, tmp_path / "uni", sampler={"distribution": "uniform", "noise": {"p": 0.5}},
-                     train={"steps": 2})
+                     train={"steps": 2}, calibrate={"max_images": 2, "qfs": [20, 60, 90]})
     assert train(cfg, log=lambda *_: None)["step"] == 2 and res["step"] == 2
+    calibrated, meta = load_qfnet(tmp_path / "uni" / "best.safetensors")
+    cal = calibrated.calibration
+    assert cal is not None and meta["calibration"] == cal
+    assert cal["x"][0] == 0.0 and cal["x"][-1] == 1.0 and all(b > a for a, b in zip(cal["x"], cal["x"][1:]))
 
 
 def test_lr_schedule():

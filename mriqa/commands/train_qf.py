@@ -21,11 +21,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--output-dir", help="run folder (checkpoints, curves); default: the config's output_dir")
     p.add_argument("--export", help="where to write the best weights (safetensors); default: the config's export")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint and start over")
+    p.add_argument("--calibrate-only", action="store_true",
+                   help="no training: fit the output calibration of the run's best.safetensors and re-export it")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from mriqa.train_qf import load_config, train
+    from mriqa.train_qf import calibrate_run, load_config, train
 
     extra = {}
     if args.output_dir:
@@ -33,6 +35,11 @@ def run(args) -> int:
     if args.export:
         extra["export"] = args.export
     cfg = load_config(args.config, args.overrides, **extra)
+    if args.calibrate_only:
+        cfg.setdefault("calibrate", None)
+        cfg["calibrate"] = cfg["calibrate"] or {}
+        print(f"train-qf: calibrated {calibrate_run(cfg)}")
+        return 0
     summary = train(cfg, resume=not args.no_resume)
     best = summary["best"] or {}
     print(

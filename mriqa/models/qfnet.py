@@ -30,6 +30,12 @@ Classification mode (the paper's 5-class experiment): ``num_classes=5`` makes ``
 cell (classes = QF ``class_qfs`` = 0, 20, 40, 60, 80); :meth:`QFNet.logits` returns them and
 :meth:`QFNet.forward` still returns a ``[B, 1, h, w]`` map in [0, 1]: the softmax-expected QF / 100.
 
+Calibration (optional, ``calibration={"x": [...], "y": [...]}``): a monotone piecewise-linear map applied to
+every output value after the sigmoid, fitted after training by isotonic regression of the true QF on the
+whole-image score of validation images (:func:`mriqa.train_qf.calibrate`); it corrects the regression towards
+the mean of an MSE-trained map (cells that see flat content cannot tell the QF and predict the prior mean).
+It is part of ``config`` and of the weights file; ``raw_map`` gives the uncalibrated map.
+
 Input: ``x`` float ``[B, C, H, W]`` in [0, 1], normalised by :mod:`mriqa.normalize` (C = 1 grayscale, C = 3 RGB).
 Output: the QF map ``[B, 1, h, w]`` in [0, 1] (QF / 100). The whole-image score is a pooling of the map
 (``mriqa.predictor``).
@@ -111,6 +117,7 @@ class QFNet(nn.Module):
         blurpool: bool = False,
         num_classes: int = 0,
         class_qfs: list[float] | None = None,
+        calibration: dict | None = None,
     ):
         super().__init__()
         if in_channels not in (1, 3):
@@ -131,6 +138,8 @@ class QFNet(nn.Module):
             self.register_buffer("_class_values", torch.tensor(self.class_qfs) / 100.0, persistent=False)
         else:
             self.class_qfs = None
+        self.calibration = None
+        self.set_calibration(calibration)
 
         def block(cin, cout, k):
             return [nn.Conv2d(cin, cout, k, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
@@ -201,11 +210,37 @@ class QFNet(nn.Module):
         cfg: dict[str, Any] = {"in_channels": self.in_channels, "width": self.width, "blurpool": self.blurpool}
         if self.num_classes:
             cfg.update(num_classes=self.num_classes, class_qfs=self.class_qfs)
+        if self.calibration is not None:
+            cfg["calibration"] = self.calibration
         return cfg
+
+    def set_calibration(self, calibration: dict | None) -> None:
+        """Install (or remove, with None) the monotone output map ``{"x": knots, "y": values}``."""
+        if calibration is None:
+            self.calibration = None
+            self._calib = None
+            return
+        x = [float(v) for v in calibration["x"]]
+        y = [float(v) for v in calibration["y"]]
+        if len(x) != len(y) or len(x) < 2:
+            raise ValueError("calibration needs x and y of the same length >= 2")
+        if any(b <= a for a, b in zip(x, x[1:])) or any(b < a for a, b in zip(y, y[1:])):
+            raise ValueError("calibration x must increase strictly and y must not decrease")
+        self.calibration = {"x": x, "y": y}
+        self._calib = (torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64))
+
+    def _apply_calibration(self, q: torch.Tensor) -> torch.Tensor:
+        if self._calib is None:
+            return q
+        x, y = (t.to(q.device) for t in self._calib)
+        v = q.to(torch.float64).clamp(float(x[0]), float(x[-1]))
+        i = torch.searchsorted(x, v.contiguous(), right=True).clamp(1, len(x) - 1)
+        x0, x1, y0, y1 = x[i - 1], x[i], y[i - 1], y[i]
+        return (y0 + (v - x0) / (x1 - x0) * (y1 - y0)).to(q.dtype).clamp(0, 1)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "QFNet":
-        known = {"in_channels", "width", "blurpool", "num_classes", "class_qfs"}
+        known = {"in_channels", "width", "blurpool", "num_classes", "class_qfs", "calibration"}
         unknown = set(config) - known
         if unknown:
             raise ValueError(f"unknown QFNet config keys: {sorted(unknown)}")
@@ -225,13 +260,17 @@ class QFNet(nn.Module):
             )
         return self.features(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """QF map ``[B, 1, h, w]`` in [0, 1] (QF / 100) of ``x`` ``[B, C, H, W]`` in [0, 1]."""
+    def raw_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The uncalibrated QF map ``[B, 1, h, w]`` in [0, 1] (sigmoid, or softmax-expected class QF)."""
         z = self.logits(x)
         if self.num_classes:
             p = torch.softmax(z, dim=1)
             return (p * self._class_values.to(p.dtype).view(1, -1, 1, 1)).sum(dim=1, keepdim=True)
         return torch.sigmoid(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """QF map ``[B, 1, h, w]`` in [0, 1] (QF / 100) of ``x`` ``[B, C, H, W]`` in [0, 1] (calibrated)."""
+        return self._apply_calibration(self.raw_map(x))
 
     def extra_repr(self) -> str:
         return f"receptive_field={self._rf}, output_stride={self._stride}"
