@@ -7,6 +7,10 @@ never passes by skipping.
 from __future__ import annotations
 
 import os
+
+# numpy's BLAS threads make ESPIRiT's tiny SVDs ~100x slower on a busy 2-core machine; tests use one thread.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 from pathlib import Path
 
 import numpy as np
