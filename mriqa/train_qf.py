@@ -307,7 +307,17 @@ def calibrate(model: QFNet, pool, cfg: dict, log=print) -> dict:
         xs, ys = [0.0] + xs, [min(0.0, ys[0])] + ys
     if xs[-1] < 1:
         xs, ys = xs + [1.0], ys + [max(1.0, ys[-1])]
-    cal = {"x": [round(v, 6) for v in xs], "y": [round(v, 6) for v in ys]}
+    kx, ky = [], []
+    for x, y in zip(xs, ys):  # knots rounded for the metadata; keep x strictly increasing after rounding
+        x, y = round(float(x), 6), round(float(y), 6)
+        if kx and x <= kx[-1]:
+            ky[-1] = max(ky[-1], y)
+            continue
+        kx.append(x)
+        ky.append(max(y, ky[-1]) if ky else y)
+    if len(kx) < 2:  # all scores equal: identity
+        kx, ky = [0.0, 1.0], [0.0, 1.0]
+    cal = {"x": kx, "y": ky}
     model.set_calibration(cal)
     err_before = float(np.mean(np.abs(np.array(scores) - np.array(targets))))
     log(f"[{cfg['name']}] calibration: {len(xs)} knots from {len(scores)} validation scores "

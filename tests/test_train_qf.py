@@ -143,6 +143,7 @@ def test_fastmri_config_reads_tiny_fastmri_files(tmp_path, monkeypatch):
         for i in range(n):
             _fastmri_file(root / sub / f"file{i}.h5", key_extra="reconstruction_esc", seed=i)
     monkeypatch.setenv("FASTMRI_ROOT", str(root))
+    monkeypatch.setenv("MRIQA_CACHE", str(tmp_path / "cache"))
     overrides = ["train.steps=2", "train.batch=4", "train.val_patches=8", "train.eval_every=1",
                  "train.progress=false", "train.threads=0", "train.device=cpu", "model.width=4",
                  "sampler.patch=32", f"output_dir={tmp_path / 'run'}", f"export={tmp_path / 'fm.safetensors'}"]
@@ -158,6 +159,8 @@ def test_fastmri_config_reads_tiny_fastmri_files(tmp_path, monkeypatch):
     cfg = load_config(REPO / "configs" / "qf-fastmri.yaml", overrides + ["data.train.0.key=reconstruction_esc"])
     pool = load_pools(cfg["data"]["train"], 1)
     assert len(pool) == 10 and pool.images[0].dtype == np.uint8 and pool.masks[0].any()
+    assert pool.noisy[0] is not None and pool.noisy[0].shape == pool.images[0].shape  # denoised pristine + acquired
+    assert len(list((tmp_path / "cache" / "qf-denoise").glob("*.npy"))) == 4  # one per file and key (rss, esc)
     cfg = load_config(REPO / "configs" / "qf-fastmri.yaml", overrides + ["data.train.0.key=kspace_missing"])
     from mriqa.errors import InputError
 
