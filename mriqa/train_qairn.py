@@ -28,7 +28,6 @@ Outputs in ``output_dir``: ``checkpoint.pt``, ``best.safetensors``, ``history.js
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import os
@@ -41,13 +40,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 
 from mriqa.errors import InputError
 from mriqa.files import atomic_path
 from mriqa.jpeg import jpeg_compress
 from mriqa.models.qairn import QAIRN
-from mriqa.train_qf import apply_overrides
+from mriqa.train_qf import layered_config
 from mriqa.weights_io import save_weights
 
 VAL_QFS = (10, 20, 30, 40)
@@ -80,32 +78,9 @@ DEFAULTS: dict[str, Any] = {
 
 
 # ----------------------------------------------------------------------------------------------- config
-def _merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in (over or {}).items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None, **extra) -> dict:
     """Defaults <- YAML file <- ``extra`` <- ``KEY=VALUE`` overrides (values parsed as YAML)."""
-    cfg = copy.deepcopy(DEFAULTS)
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(p, "config file not found")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise InputError(p, f"not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise InputError(p, "config must be a YAML mapping")
-        cfg = _merge(cfg, data)
-    cfg = _merge(cfg, extra)
-    return apply_overrides(cfg, overrides)
+    return layered_config(DEFAULTS, path, overrides, extra)
 
 
 def lr_at(step: int, tc: dict) -> float:

@@ -133,7 +133,13 @@ def apply_overrides(cfg: dict, overrides: list[str] | None) -> dict:
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None, **extra) -> dict:
     """Defaults <- YAML file <- ``extra`` dict <- ``--set`` overrides."""
-    cfg = copy.deepcopy(DEFAULTS)
+    return layered_config(DEFAULTS, path, overrides, extra)
+
+
+def layered_config(defaults: dict, path: str | os.PathLike | None, overrides: list[str] | None,
+                   extra: dict | None = None) -> dict:
+    """``defaults`` <- YAML file at ``path`` <- ``extra`` <- ``KEY=VALUE`` overrides (shared by the trainers)."""
+    cfg = copy.deepcopy(defaults)
     if path is not None:
         p = Path(path)
         if not p.is_file():
@@ -145,7 +151,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         if not isinstance(data, dict):
             raise InputError(p, "config must be a YAML mapping")
         cfg = _merge(cfg, data)
-    cfg = _merge(cfg, extra)
+    cfg = _merge(cfg, extra or {})
     return apply_overrides(cfg, overrides)
 
 

@@ -103,7 +103,8 @@ def _photos(folder, n=3, size=(40, 44)):
 
 
 def _cfg(tmp_path, out, **extra):
-    from mriqa.train_qairn import _merge, load_config
+    from mriqa.train_qairn import load_config
+    from mriqa.train_qf import _merge
 
     data = _photos(tmp_path / "photos")
     cfg = load_config(
