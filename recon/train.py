@@ -20,6 +20,9 @@ What a run does (all settings in the YAML config; see ``configs/modl-cpu.yaml``)
   (loaded with ``torch.load(weights_only=True)``). Data order and masks are pure functions of
   ``(seed, step)``, and the learning rate is a function of the step, so a resumed run takes exactly the
   steps an uninterrupted one would.
+- **Warm start**: ``init`` (a shipped weights name or a ``.safetensors`` file of the same architecture) sets
+  the starting weights of a new run (ignored when resuming from ``last.pt``): fine-tuning a trained model on
+  other data or another R range is a second config whose ``init`` is the first run's ``final.safetensors``.
 - **Outputs**: ``history.json``, ``curves.png`` (training loss and validation PSNR/SSIM against CG-SENSE),
   ``final.safetensors`` and ``best.safetensors`` (the best validation PSNR of the last stage), and, when
   ``export`` is set, the final weights there too (e.g. ``recon/weights/modl.safetensors``).
@@ -49,6 +52,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "name": "modl",
     "out_dir": "runs/modl",
     "export": None,
+    "init": None,
     "data": {
         "root": "data/sim128",
         "train_split": "train",
@@ -414,6 +418,20 @@ class Trainer:
         self.history = json.loads(state["history"])
         return True
 
+    def warm_start(self, name_or_path: str) -> None:
+        """Start from trained MoDL weights (a shipped name or a file) instead of the random init.
+
+        The weights file must hold the same architecture as ``model`` in the config (clear error otherwise)."""
+        from recon.modl import load_modl
+
+        source = load_modl(name_or_path, device=self.device)
+        try:
+            self.model.load_state_dict(source.state_dict())
+        except RuntimeError as exc:
+            raise InputError(name_or_path, f"init weights do not match the configured model "
+                                           f"({str(exc).splitlines()[0]})") from None
+        self.history.setdefault("init", str(name_or_path))
+
     def export(self, path: str | os.PathLike, which: str = "final") -> Path:
         from recon.modl import save_modl
 
@@ -477,6 +495,8 @@ class Trainer:
         tcfg = self.cfg["train"]
         self.out_dir.mkdir(parents=True, exist_ok=True)
         resumed = self.try_resume()
+        if not resumed and self.cfg.get("init"):
+            self.warm_start(self.cfg["init"])
         if self.val_sets and not self.history["baseline"]:
             self.history["baseline"] = self.baseline()
         end = self.total_steps if stop_after is None else min(self.total_steps, self.step + int(stop_after))
