@@ -26,6 +26,22 @@ What a run does (all settings in the YAML config; see ``configs/modl-cpu.yaml``)
 - **Outputs**: ``history.json``, ``curves.png`` (training loss and validation PSNR/SSIM against CG-SENSE),
   ``final.safetensors`` and ``best.safetensors`` (the best validation PSNR of the last stage), and, when
   ``export`` is set, the final weights there too (e.g. ``recon/weights/modl.safetensors``).
+- **Modes** (``train.mode``; issue 6): ``supervised`` (the ``train.loss`` above, against the RSS reference);
+  ``dc`` (reference-free: ``train.dc_loss``, by default ``mriqa.losses:DataConsistencyLoss``,
+  ``||M F S x - y||^2 / ||M y||^2`` on the acquired samples); ``ssdu`` (reference-free, Yaman et al. 2020,
+  :mod:`recon.ssdu`: each step splits the acquired samples into Theta (the network's input) and Lambda
+  (``train.ssdu.ratio`` of them, default 0.4; the DC loss is computed on Lambda only)); ``dc+qf`` and
+  ``ssdu+qf`` add ``train.qf_weight`` x ``train.qf_loss`` (by default ``mriqa.losses:QFLoss``, ``1 - QF`` of
+  the frozen QF predictor). The loss terms are named by ``{factory, kwargs}`` like ``train.loss``, so
+  ``recon`` never imports ``mriqa``. Reference-free modes never pass the target to the loss; validation
+  still reports PSNR/SSIM against the reference (monitoring only; ``best.safetensors`` is chosen by it,
+  ``final.safetensors`` is not). Besides the batch, every loss gets ``image=`` (the complex MoDL image
+  ``[B, H, W]``, uncropped; None for VarNet) and ``pred_kspace=`` (VarNet's predicted k-space
+  ``[B, C, H, W]``; None for MoDL): a data-consistency loss needs the phase, which ``output`` lacks.
+  Per-term values are logged in ``history.json`` (``parts``).
+- **Architectures** (``arch``): ``modl`` (default; ``model`` = :class:`recon.modl.ModlConfig` fields) or
+  ``varnet`` (fastMRI's ``VarNet``; ``model`` = its constructor arguments; ``stages``' ``num_unrolls`` are
+  ignored, only their steps and learning rates count). Model adapters: :mod:`recon.train_step`.
 - **Devices**: CUDA when available (``device: auto``) with bf16 autocast for the denoiser (``amp: auto``; CG
   and FFTs stay in full precision); on CPU ``num_threads`` sets torch's thread count.
 """
@@ -46,13 +62,15 @@ import torch
 from recon.errors import InputError
 from recon.files import atomic_path
 
-__all__ = ["DEFAULT_CONFIG", "load_config", "SupervisedLoss", "build_loss", "Trainer", "train"]
+__all__ = ["DEFAULT_CONFIG", "load_config", "SupervisedLoss", "WeightedSum", "build_loss", "build_mode_loss",
+           "Trainer", "train"]
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "name": "modl",
     "out_dir": "runs/modl",
     "export": None,
     "init": None,
+    "arch": "modl",
     "data": {
         "root": "data/sim128",
         "train_split": "train",
@@ -86,6 +104,11 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "device": "auto",
         "num_threads": None,
         "baseline_lam": 0.003,
+        "mode": "supervised",
+        "qf_weight": 0.05,
+        "dc_loss": {"factory": "mriqa.losses:DataConsistencyLoss", "kwargs": {}},
+        "qf_loss": {"factory": "mriqa.losses:QFLoss", "kwargs": {"model": "gray", "pool": "mean"}},
+        "ssdu": {"ratio": 0.4, "selection": "points", "std_scale": 4.0, "keep_center": "acs"},
     },
 }
 
@@ -96,7 +119,7 @@ def _merge(base: dict, override: dict, where: str = "") -> dict:
         if key not in base and where != "model":
             raise InputError(None, f"unknown config key {where + '.' if where else ''}{key}; "
                                    f"known: {sorted(base)}")
-        if isinstance(value, dict) and isinstance(base.get(key), dict) and key not in ("loss",):
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and key not in ("loss", "dc_loss", "qf_loss"):
             out[key] = _merge(base[key], value, key if not where else f"{where}.{key}")
         else:
             out[key] = copy.deepcopy(value)
@@ -123,8 +146,18 @@ def load_config(path_or_dict: str | os.PathLike | dict) -> dict:
     try:
         cfg = _merge(DEFAULT_CONFIG, user)
         from recon.modl import ModlConfig
+        from recon.train_step import MODES, build_model
 
-        ModlConfig.from_dict(cfg["model"])
+        if cfg["arch"] == "modl":
+            ModlConfig.from_dict(cfg["model"])
+        elif cfg["arch"] == "varnet":
+            build_model("varnet", {**cfg["model"], "num_cascades": 1, "chans": 1, "sens_chans": 1})
+        else:
+            raise InputError(None, f"arch must be 'modl' or 'varnet', got {cfg['arch']!r}")
+        if cfg["train"]["mode"] not in MODES:
+            raise InputError(None, f"train.mode must be one of {list(MODES)}, got {cfg['train']['mode']!r}")
+        if float(cfg["train"]["qf_weight"]) < 0:
+            raise InputError(None, f"train.qf_weight must be >= 0, got {cfg['train']['qf_weight']}")
         stages = cfg["train"]["stages"]
         if not stages or not all(isinstance(s, dict) and int(s.get("steps", 0)) >= 0 and
                                  int(s.get("num_unrolls", -1)) >= 0 for s in stages):
@@ -169,6 +202,44 @@ class SupervisedLoss:
             self._ssim = self._ssim.to(output.device)
             total = total + self.ssim * self._ssim(output, target, data_range.to(output))
         return total
+
+
+class WeightedSum:
+    """``sum_i w_i * loss_i`` of trainer-interface losses; ``requires_target`` if any term needs it;
+    ``.last`` holds the last call's unweighted values (logged as ``parts``)."""
+
+    def __init__(self, terms: dict[str, tuple[float, Callable]]):
+        self.terms = {k: (float(w), fn) for k, (w, fn) in terms.items() if float(w) != 0}
+        if not self.terms:
+            raise InputError(None, "no loss term with a non-zero weight")
+        self.requires_target = any(getattr(fn, "requires_target", True) for _, fn in self.terms.values())
+        self.last: dict[str, float] = {}
+
+    def __call__(self, output, target, data_range=None, **batch) -> torch.Tensor:
+        total, last = None, {}
+        for name, (w, fn) in self.terms.items():
+            value = fn(output, target if getattr(fn, "requires_target", True) else None,
+                       data_range=data_range, **batch)
+            last[name] = float(value.detach())
+            total = w * value if total is None else total + w * value
+        self.last = last
+        return total
+
+
+def build_mode_loss(tcfg: dict) -> Callable:
+    """The loss of ``train.mode`` (see the module docstring): ``supervised`` -> ``train.loss``; ``dc`` /
+    ``ssdu`` -> ``train.dc_loss``; ``dc+qf`` / ``ssdu+qf`` -> DC + ``qf_weight`` x ``train.qf_loss``."""
+    mode = tcfg.get("mode", "supervised")
+    if mode == "supervised":
+        return build_loss(tcfg["loss"])
+    dc = build_loss(tcfg["dc_loss"])
+    if getattr(dc, "requires_target", True):
+        raise InputError(None, f"train.dc_loss of mode {mode!r} must be reference-free (requires_target = False)")
+    terms: dict[str, tuple[float, Callable]] = {"dc": (1.0, dc)}
+    weight = float(tcfg.get("qf_weight", 0.0))
+    if mode.endswith("+qf") and weight > 0:
+        terms["qf"] = (weight, build_loss(tcfg["qf_loss"]))
+    return WeightedSum(terms)
 
 
 def build_loss(spec: dict | Callable) -> Callable:
@@ -217,7 +288,7 @@ class Trainer:
 
     def __init__(self, config: dict | str | os.PathLike, loss: Callable | None = None, progress: bool = True,
                  out_dir: str | os.PathLike | None = None):
-        from recon.modl import MoDL
+        from recon.train_step import build_model
         from recon.transforms import ModlDataTransform, slice_dataset
 
         self.cfg = load_config(config)
@@ -252,10 +323,14 @@ class Trainer:
             self.val_sets.append((float(r), ds, _evenly(len(ds), dcfg.get("val_max_slices"))))
 
         torch.manual_seed(int(tcfg["seed"]))
-        self.model = MoDL(self.cfg["model"]).to(self.device)
+        self.arch = self.cfg["arch"]
+        self.mode = tcfg["mode"]
+        self.model = build_model(self.arch, self.cfg["model"]).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=float(tcfg["lr"]),
                                           weight_decay=float(tcfg["weight_decay"]))
-        self.loss = build_loss(loss if loss is not None else tcfg["loss"])
+        self.loss = build_loss(loss) if loss is not None else build_mode_loss(tcfg)
+        if hasattr(self.loss, "to") and isinstance(self.loss, torch.nn.Module):
+            self.loss = self.loss.to(self.device)
         self.stages = [(int(s["num_unrolls"]), int(s["steps"]), float(s.get("lr", tcfg["lr"])))
                        for s in tcfg["stages"]]
         self.total_steps = sum(s[1] for s in self.stages)
@@ -304,28 +379,56 @@ class Trainer:
     def _to_device(self, batch: dict) -> dict:
         return {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
+    def _predict(self, batch: dict, num_unrolls: int) -> dict:
+        """``{output [B,1,h,w] magnitude cropped, image complex [B,H,W] | None, pred_kspace | None}``."""
+        from recon.train_step import forward_model
+
+        return forward_model(self.model, batch, num_unrolls=num_unrolls if self.arch == "modl" else None,
+                             amp=self.amp, amp_dtype=self.amp_dtype)
+
     def _forward(self, batch: dict, num_unrolls: int) -> torch.Tensor:
-        y, mask, maps = batch["masked_kspace"], batch["mask"], batch["sens_maps"]
-        with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-            image = self.model.unroll(y * mask, mask, maps, num_unrolls=num_unrolls)
-        out = self.model.magnitude(image).float().unsqueeze(1)
-        return _center_crop(out, batch["crop_size"][0])
+        return self._predict(batch, num_unrolls)["output"]
+
+    @property
+    def ssdu(self) -> bool:
+        return self.mode.startswith("ssdu")
+
+    def ssdu_seeds(self, step: int, batch: dict) -> list[int]:
+        """SSDU split seeds of a step: a pure function of (seed, step, file, slice), so resuming repeats them."""
+        from recon.transforms import mask_seed
+
+        seed = int(self.cfg["train"]["seed"])
+        return [mask_seed(seed, "ssdu", step, f, int(s)) for f, s in zip(batch["fname"], batch["slice_num"])]
 
     def train_step(self, step: int) -> float:
         _, k, _, _ = self.stage_at(step)
         self.model.train()
-        self.model.num_unrolls = k
+        if self.arch == "modl":
+            self.model.num_unrolls = k
         lr = self.lr_at(step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         batch = self._to_device(self.load_batch(step))
-        output = self._forward(batch, k)
-        target = batch.pop("target")
+        loss_batch = batch
+        if self.ssdu:
+            from recon.train_step import ssdu_inputs
+
+            ssdu_cfg = dict(self.cfg["train"]["ssdu"])
+            if isinstance(ssdu_cfg.get("keep_center"), list):
+                ssdu_cfg["keep_center"] = tuple(ssdu_cfg["keep_center"])
+            batch, loss_batch = ssdu_inputs(batch, self.ssdu_seeds(step, batch), **ssdu_cfg)
+        pred = self._predict(batch, k)
+        output = pred["output"]
+        target = loss_batch.pop("target")
         needs_target = getattr(self.loss, "requires_target", True)
         if target is not None:
             target = target.unsqueeze(1).float()
-        extra = {key: v for key, v in batch.items() if key != "max_value"}
-        loss = self.loss(output, target if needs_target else None, data_range=batch["max_value"], **extra)
+        if needs_target and self.mode != "supervised":
+            raise InputError(None, f"mode {self.mode!r} is reference-free but the loss needs a target")
+        extra = {key: v for key, v in loss_batch.items() if key not in ("max_value", "target")}
+        extra["image"] = pred["image"]
+        extra["pred_kspace"] = pred["pred_kspace"]
+        loss = self.loss(output, target if needs_target else None, data_range=loss_batch["max_value"], **extra)
         if not torch.is_tensor(loss) or loss.ndim != 0:
             raise InputError(None, f"the loss must return a scalar tensor, got {type(loss).__name__} "
                                    f"{getattr(loss, 'shape', '')}")
@@ -337,6 +440,7 @@ class Trainer:
         if clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
         self.optimizer.step()
+        self.last_parts = dict(getattr(self.loss, "last", None) or {})
         return float(loss.detach())
 
     # -- validation ----------------------------------------------------------------------------------
@@ -408,7 +512,7 @@ class Trainer:
                                              f"{str(exc).splitlines()[0] if str(exc) else ''}); delete it to "
                                              f"start over") from None
         saved_cfg = json.loads(state["config"])
-        for key in ("model", "data"):
+        for key in ("model", "data") + (("arch",) if "arch" in saved_cfg else ()):
             if saved_cfg.get(key) != json.loads(json.dumps(self.cfg[key], default=str)):
                 raise InputError(self.ckpt_path, f"checkpoint was made with a different '{key}' config; use "
                                                  f"another out_dir or delete it to start over")
@@ -419,12 +523,17 @@ class Trainer:
         return True
 
     def warm_start(self, name_or_path: str) -> None:
-        """Start from trained MoDL weights (a shipped name or a file) instead of the random init.
+        """Start from trained weights (MoDL: a shipped name or a file; VarNet: a file) instead of the random init.
 
         The weights file must hold the same architecture as ``model`` in the config (clear error otherwise)."""
-        from recon.modl import load_modl
+        if self.arch == "modl":
+            from recon.modl import load_modl
 
-        source = load_modl(name_or_path, device=self.device)
+            source = load_modl(name_or_path, device=self.device)
+        else:
+            from recon.train_step import load_model
+
+            _, source = load_model(name_or_path, device=self.device)
         try:
             self.model.load_state_dict(source.state_dict())
         except RuntimeError as exc:
@@ -434,14 +543,18 @@ class Trainer:
 
     def export(self, path: str | os.PathLike, which: str = "final") -> Path:
         from recon.modl import save_modl
+        from recon.train_step import save_model
 
         k_final = self.stages[-1][0]
-        self.model.num_unrolls = k_final
+        if self.arch == "modl":
+            self.model.num_unrolls = k_final
         last_val = self.history["val"][-1] if self.history["val"] else None
         extra = {"name": self.cfg["name"], "steps": self.step, "which": which, "validation": last_val,
                  "baseline_cg_sense": self.history.get("baseline"),
-                 "train_config": {k: self.cfg[k] for k in ("data", "train")}}
-        return save_modl(self.model, path, extra=extra)
+                 "train_config": {k: self.cfg[k] for k in ("data", "train")}, "mode": self.mode}
+        if self.arch == "modl":
+            return save_modl(self.model, path, extra=extra)
+        return save_model(self.model, path, self.arch, self.cfg["model"], extra=extra)
 
     def write_history(self) -> None:
         with atomic_path(self.out_dir / "history.json") as tmp:
@@ -518,13 +631,17 @@ class Trainer:
                 t0 = time.perf_counter()
                 loss = self.train_step(self.step)
                 self.step += 1
-                self.history["train"].append({"step": self.step, "loss": loss, "K": k,
-                                              "lam": float(self.model.lam.detach()),
-                                              "seconds": time.perf_counter() - t0})
+                lam = float(self.model.lam.detach()) if self.arch == "modl" else None
+                entry = {"step": self.step, "loss": loss, "K": k, "lam": lam,
+                         "seconds": time.perf_counter() - t0}
+                if getattr(self, "last_parts", None):
+                    entry["parts"] = self.last_parts
+                self.history["train"].append(entry)
                 if bar is not None:
                     bar.update(1)
                     if self.step % log_every == 0:
-                        bar.set_postfix(K=k, loss=f"{loss:.4f}", lam=f"{float(self.model.lam.detach()):.4f}")
+                        bar.set_postfix(K=k, loss=f"{loss:.4f}", **({} if lam is None else {"lam": f"{lam:.4f}"}),
+                                        **{n: f"{v:.4f}" for n, v in (entry.get("parts") or {}).items()})
                 stage_end = local + 1 == n
                 if self.val_sets and val_every > 0 and (self.step % val_every == 0 or stage_end):
                     metrics = self.validate(k)

@@ -1,0 +1,183 @@
+"""Evaluate the training modes of issue 6 on held-out volumes: PSNR, SSIM, NMSE, QF and k-space residual.
+
+For every mode whose weights exist (``runs/modl-<mode>/final.safetensors``; supervised:
+``runs/modl-cpu-ft/final.safetensors``, else the shipped ``recon/weights/modl.safetensors``; override with
+``--run MODE=PATH``), on the test split (default ``data/sim128/multicoil_test``: Colin27, never seen in
+training or validation), at each R of ``--accels`` (default 4 and 8; one fixed ``--mask`` per volume,
+fastMRI's centre fraction ``0.32 / R``; ESPIRiT maps from the central 24 x 24 of the fully sampled k-space, as
+in training):
+
+- **PSNR / SSIM / NMSE**: fastMRI's conventions (``recon.metrics``; per volume, data range = the volume max),
+  averaged over the volumes;
+- **QF**: the gray QF predictor's score of each reconstructed slice (``kind="mri"``, ``--qf-pool``, default
+  ``foreground``), times 100, averaged over slices (higher = looks less compressed; the reference RSS row
+  gives its scale);
+- **DC residual**: ``||M F S x - y||^2 / ||M y||^2`` on the acquired samples (``mriqa.losses.dc_loss``; the
+  complex image for MoDL, the predicted k-space for VarNet), averaged over slices. Low is not automatically
+  good: the zero-filled image has residual 0 per coil, so a DC-only model can reach it by copying the data.
+
+Baseline rows: zero-filled RSS and CG-SENSE (QF only, no residual: magnitude outputs) and the reference.
+Prints a markdown table (``--out FILE`` also writes it) and which modes have no weights yet.
+
+    python scripts/eval_training.py --max-slices 12
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+MODES = {"supervised": "modl-cpu-ft", "dc": "modl-dc", "ssdu": "modl-ssdu", "dc+qf": "modl-dc-qf",
+         "ssdu+qf": "modl-ssdu-qf"}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", default=str(REPO / "data/sim128"))
+    p.add_argument("--split", default="multicoil_test")
+    p.add_argument("--runs", default=str(REPO / "runs"), help="folder of the run folders")
+    p.add_argument("--run", action="append", default=[], help="MODE=PATH: weights of a mode (repeatable)")
+    p.add_argument("--accels", type=float, nargs="+", default=[4.0, 8.0])
+    p.add_argument("--mask", default="random")
+    p.add_argument("--max-slices", type=int, default=None)
+    p.add_argument("--calib-width", type=int, default=24)
+    p.add_argument("--qf-pool", default="foreground", choices=["mean", "foreground"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-baselines", action="store_true")
+    p.add_argument("--modes", nargs="+", default=None, help="evaluate only these modes (default: all)")
+    p.add_argument("--out", default=None, help="also write the table here")
+    p.add_argument("--threads", type=int, default=1)
+    return p.parse_args(argv)
+
+
+def find_weights(args) -> tuple[dict[str, Path], list[str]]:
+    found, missing = {}, []
+    given = dict(item.split("=", 1) for item in args.run)
+    for mode, run in MODES.items():
+        if mode in given:
+            path = Path(given[mode])
+        else:
+            path = Path(args.runs) / run / "final.safetensors"
+            if mode == "supervised" and not path.is_file():
+                path = REPO / "recon" / "weights" / "modl.safetensors"
+        (found.__setitem__(mode, path) if path.is_file() else missing.append(f"{mode} ({path})"))
+    return found, missing
+
+
+def evenly(n, k):
+    if k is None or k >= n:
+        return list(range(n))
+    return sorted({int(round(i)) for i in np.linspace(0, n - 1, k)})
+
+
+def evaluate(args) -> tuple[dict, dict, list]:
+    """``(rows {(method, R): [per-volume metrics]}, weights {mode: path}, missing [str])``."""
+    torch.set_num_threads(args.threads)
+    import h5py
+
+    import mriqa
+    from mriqa.losses import dc_loss
+    from recon import baselines
+    from recon.coils import espirit_maps_cached
+    from recon.masks import make_mask
+    from recon.metrics import evaluate_volume
+    from recon.train_step import forward_model, load_model
+    from recon.transforms import mask_seed
+
+    weights, missing = find_weights(args)
+    if args.modes:
+        weights = {m: p for m, p in weights.items() if m in args.modes}
+        missing = [m for m in missing if m.split(" ")[0] in args.modes]
+    models = {mode: load_model(path)[1] for mode, path in weights.items()}
+    qf = mriqa.load_predictor("gray", device="cpu")
+    files = sorted((Path(args.data) / args.split).glob("*.h5"))
+    if not files:
+        raise SystemExit(f"no .h5 files in {Path(args.data) / args.split}")
+    rows: dict[tuple[str, float], list[dict]] = {}
+    for path in files:
+        with h5py.File(path, "r") as hf:
+            slices = evenly(hf["kspace"].shape[0], args.max_slices)
+            kspace = hf["kspace"][slices].astype(np.complex64)
+            target = hf["reconstruction_rss"][slices].astype(np.float32)
+            maxval = float(hf.attrs["max"])
+        maps = np.stack([espirit_maps_cached(kspace[i], path, s, calib_width=args.calib_width)
+                         for i, s in enumerate(slices)]).astype(np.complex64)
+        maps = maps[:, 0] if maps.ndim == 5 else maps
+        qf_ref = float(np.mean(qf.score(target, pool=args.qf_pool, kind="mri")))
+        for r in args.accels:
+            sm = make_mask(args.mask, kspace.shape[-2:], r, seed=mask_seed(args.seed, path.name))
+            mask = sm.mask  # [1, 1, W]
+            masked = torch.from_numpy(kspace) * mask
+            outs = {}
+            if not args.no_baselines:
+                outs["reference (RSS)"] = (target, None)
+                outs["zero-filled"] = (baselines.zero_filled(masked.numpy(), mask), None)
+                outs["CG-SENSE"] = (baselines.cg_sense(masked.numpy(), mask, maps), None)
+            for mode, model in models.items():
+                recon, resid = [], []
+                for i0 in range(0, len(slices), 4):
+                    sl = slice(i0, i0 + 4)
+                    b = {"masked_kspace": masked[sl], "mask": mask.expand(masked[sl].shape[0], 1, 1, -1),
+                         "sens_maps": torch.from_numpy(maps[sl]),
+                         "num_low_frequencies": torch.tensor([sm.num_low_frequencies] * masked[sl].shape[0]),
+                         "crop_size": [tuple(target.shape[-2:])]}
+                    with torch.no_grad():
+                        pred = forward_model(model, b)
+                        resid.append(dc_loss(b["masked_kspace"], b["mask"], image=pred["image"],
+                                             sens_maps=b["sens_maps"], pred_kspace=pred["pred_kspace"],
+                                             reduction="none").numpy())
+                    recon.append(pred["output"][:, 0].numpy())
+                outs[mode] = (np.concatenate(recon), float(np.mean(np.concatenate(resid))))
+            for name, (img, resid) in outs.items():
+                m = evaluate_volume(target, img, maxval) if name != "reference (RSS)" else \
+                    {"PSNR": float("inf"), "SSIM": 1.0, "NMSE": 0.0}
+                m["QF"] = 100 * (qf_ref if name == "reference (RSS)" else
+                                 float(np.mean(qf.score(img, pool=args.qf_pool, kind="mri"))))
+                m["DC"] = resid
+                rows.setdefault((name, r), []).append(m)
+    return rows, weights, missing
+
+
+def averages(rows: dict) -> dict:
+    """``{(method, R): {PSNR, SSIM, NMSE, QF, DC}}`` averaged over the volumes (DC None for baselines)."""
+    return {key: {k: (float(np.mean([m[k] for m in ms])) if ms[0][k] is not None else None) for k in ms[0]}
+            for key, ms in rows.items()}
+
+
+def main(argv=None) -> str:
+    args = parse_args(argv)
+    rows, weights, missing = evaluate(args)
+    files = sorted((Path(args.data) / args.split).glob("*.h5"))
+    lines = [f"Held-out: {len(files)} volumes of {Path(args.data) / args.split}, "
+             f"{'all' if args.max_slices is None else args.max_slices} slices each, {args.mask} masks; "
+             f"QF = gray predictor, {args.qf_pool} pooling, x 100", "",
+             "| method | R | PSNR (dB) | SSIM | NMSE | QF | DC residual |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for (name, r), avg in averages(rows).items():
+        dc = "—" if avg["DC"] is None else f"{avg['DC']:.2e}"
+        lines.append(f"| {name} | {r:g} | {avg['PSNR']:.2f} | {avg['SSIM']:.4f} | {avg['NMSE']:.4f} | "
+                     f"{avg['QF']:.1f} | {dc} |")
+    lines.append("")
+    lines.append("weights: " + (", ".join(f"{m} = {p}" for m, p in weights.items()) or "none"))
+    lines.append("missing (not trained yet): " + (", ".join(missing) or "none"))
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        from recon.files import atomic_path
+
+        with atomic_path(args.out) as tmp:
+            Path(tmp).write_text(text + "\n")
+    return text
+
+
+if __name__ == "__main__":
+    main()
