@@ -22,6 +22,7 @@ COMMANDS = [
     "estimate_r",
     "iqa_bench",
     "restore",
+    "train_qairn",
 ]
 
 

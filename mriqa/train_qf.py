@@ -106,6 +106,15 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 def _parse_value(text: str):
+    """A ``--set`` value as YAML; YAML 1.1 reads ``1e-3`` (no dot) as a string, so numbers are tried first."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        pass
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:

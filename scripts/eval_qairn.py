@@ -227,6 +227,8 @@ def model_card(meta: dict, weights: Path, doc: dict, t1: str, t3: str) -> str:
         f"- held out (never trained on): {doc['images']}",
         f"- sampler: {json.dumps(cfg.get('sampler'))}; loss L1 + (1 - SSIM); "
         f"Adam lr {json.dumps(cfg.get('train', {}).get('lr'))}",
+        f"- trained with: `mriqa train-qairn --config configs/{cfg.get('name')}.yaml` "
+        f"({tr.get('steps_done')} steps; {doc['n_parameters']:,} parameters)",
         f"- weights file: `{weights.name}`",
         "",
         "## Restoration on the held-out images (paper Table I format)",
@@ -262,6 +264,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--json", default=None, help="write all numbers here")
     p.add_argument("--card", default=None, help="write a markdown model card here")
+    p.add_argument("--doc", default=None, help="write everything printed here as markdown (docs/qairn/README.md)")
+    p.add_argument("--notes", default=None, help="a markdown file appended verbatim to --doc")
     args = p.parse_args(argv)
 
     from mriqa.errors import InputError
@@ -283,29 +287,43 @@ def main(argv=None) -> int:
     t0 = time.time()
     rows = restoration(run, images, [int(q) for q in args.qfs.split(",")])
     t1 = table_one(rows)
-    print(f"# QAIRN restoration, {len(images)} held-out images ({', '.join(images)})\n")
-    print(t1)
+    printed: list[str] = []
+
+    def emit(text: str) -> None:
+        print(text)
+        printed.append(text)
+
+    emit(f"# QAIRN restoration, {len(images)} held-out images ({', '.join(images)})\n")
+    emit(t1)
     prox = None if args.skip_proxy else proxy(run, images)
     t3 = "" if prox is None else proxy_table(prox)
     if prox is not None:
-        print("\n# Spearman of Q1..Q3 with degradation severity (pooled / mean per image)\n")
-        print(t3)
+        emit("\n# Spearman of Q1..Q3 with degradation severity (pooled / mean per image)\n")
+        emit(t3)
     q10 = rows.get(10, {}).get("psnr_gain", float("nan"))
     q2 = prox["jpeg_qf"]["q2"]["srcc_pooled"] if prox else float("nan")
     acc = {"psnr_gain_qf10": q10, "psnr_gain_qf10_ok": bool(q10 >= 1.5), "q2_srcc_jpeg_qf": q2,
            "q2_srcc_jpeg_qf_ok": bool(q2 >= 0.85)}
-    print(f"\nacceptance: PSNR gain at QF 10 {q10:+.2f} dB (>= 1.5: {'pass' if acc['psnr_gain_qf10_ok'] else 'FAIL'}); "
+    emit(f"\nacceptance: PSNR gain at QF 10 {q10:+.2f} dB (>= 1.5: {'pass' if acc['psnr_gain_qf10_ok'] else 'FAIL'}); "
           f"Spearman(Q2, QF) {q2:+.3f} (>= 0.85: {'pass' if acc['q2_srcc_jpeg_qf_ok'] else 'FAIL'}); "
           f"{time.time() - t0:.0f}s")
     doc = {"weights": str(weights), "images": list(images), "crop": args.crop, "restoration": rows,
            "proxy": prox, "acceptance": acc, "paper_table1_qairn_live1": PAPER_QAIRN,
-           "model_config": meta.get("config")}
+           "model_config": meta.get("config"), "n_parameters": model.num_parameters()}
     if args.json:
         with atomic_path(args.json, suffix=".json") as tmp:
             tmp.write_text(json.dumps(doc, indent=1, default=float) + "\n")
     if args.card:
         with atomic_path(args.card, suffix=".md") as tmp:
             tmp.write_text(model_card(meta, weights, doc, t1, t3))
+    if args.doc:
+        tr = meta.get("training") or {}
+        head = [f"Printed by `python scripts/eval_qairn.py{' --weights ' + args.weights if args.weights else ''}` "
+                f"({tr.get('config', {}).get('name')}, {doc['n_parameters']:,} "
+                f"parameters, config `{json.dumps(meta.get('config'))}`, {tr.get('steps_done')} training steps).\n"]
+        tail = [Path(args.notes).read_text()] if args.notes else []
+        with atomic_path(args.doc, suffix=".md") as tmp:
+            tmp.write_text("\n".join(head + printed + tail) + "\n")
     return 0
 
 

@@ -173,3 +173,12 @@ def test_cli_train_qf_bad_config(tmp_path, capsys):
 
     rc = main(["train-qf", "--config", str(tmp_path / "missing.yaml")])
     assert rc == 2 and "missing.yaml" in capsys.readouterr().err
+
+
+def test_overrides_parse_numbers_yaml_reads_as_strings():
+    from mriqa.train_qf import apply_overrides
+
+    cfg = apply_overrides({"train": {"lr": 0.1}}, ["train.lr=1e-3", "train.steps=7", "train.tag=abc",
+                                                   "train.flag=true", "train.sizes=[1, 2]"])
+    assert cfg["train"] == {"lr": 1e-3, "steps": 7, "tag": "abc", "flag": True, "sizes": [1, 2]}
+    assert isinstance(cfg["train"]["steps"], int)

@@ -14,7 +14,8 @@ paper describes; ``c = channels``, ``nb = n_res`` residual blocks ``conv3x3-ReLU
     y  = up3(y + x4)               convT2x2 stride 2 -> c2, nb x ResBlock(c2)             (1/4)
     y  = up2(RQA3(x3, y))          convT2x2 -> c1, nb x ResBlock(c1)                      (1/2)
     y  = up1(RQA2(x2, y))          convT2x2 -> c0, nb x ResBlock(c0)                      (full)
-    out = x + tail(RQA1(x1, y))    tail: conv3x3 c0 -> 3, zero-initialised; global residual (our addition)
+    out = tail(RQA1(x1, y))        tail: conv3x3 c0 -> 3 (global_residual=False, the paper's layout)
+    out = x + tail(RQA1(x1, y))    global_residual=True (our option): tail zero-initialised, starts as the identity
 
 FBCNN adds each encoder feature to the decoder (``x + x_skip``); QAIRN replaces the three additions at
 1, 1/2 and 1/4 resolution by RQA blocks (the bottleneck addition stays a plain sum). The paper's Fig. 1 is not
@@ -27,6 +28,14 @@ RQA block (``RQAttention``): a small autoencoder on the concatenated ``[x_skip, 
 -> sigmoid -- gives the single-channel map ``gamma in [0, 1]`` (at the block's resolution) that gates all
 channels: ``x~ = gamma * x_skip + (1 - gamma) * x_decoder`` (paper eq. 1). High gamma: the encoder features
 pass untouched (little to restore, good quality); low gamma: the decoder's restoration is used.
+
+Why ``global_residual`` may matter for the quality maps: without it the identity ("nothing to restore") is the
+skip path, ``tail(head(x))``, so a good input should give a high gamma, as the paper intends. With a global
+residual the identity is "zero correction", which the decoder branch can produce as easily; what we measured on
+the CPU runs (``configs/qairn-cpu-resid.yaml``): gamma_2 is *high* for strongly compressed inputs, and the
+validation Spearman correlation of Q2 with the JPEG QF was -0.93 at step 2000 and stayed near -0.95 (sign
+inverted). The paper's layout (``configs/qairn-cpu.yaml``) learned more slowly and was stopped at step 2500 with
+no clear sign yet (-0.07 at step 2000), so whether it fixes the sign is untested.
 
 Quality estimates (:meth:`QAIRN.quality`): ``Q_n`` is the **Minkowski pooling** of map ``gamma_n`` over the
 image, taken on the restoration demand ``1 - gamma`` so that the worst regions dominate:
@@ -108,6 +117,7 @@ class QAIRN(nn.Module):
         att_hidden: autoencoder width of the RQA blocks.
         att_depth: stride-2 stages in each RQA autoencoder.
         minkowski_p: exponent of the Minkowski pooling in :meth:`quality`.
+        global_residual: ``out = x + tail(...)`` (zero-initialised tail) instead of the paper's ``tail(...)``.
     """
 
     arch = ARCH
@@ -120,6 +130,7 @@ class QAIRN(nn.Module):
         att_hidden: int = 16,
         att_depth: int = 2,
         minkowski_p: float = 4.0,
+        global_residual: bool = True,
     ):
         super().__init__()
         ch = [int(c) for c in channels]
@@ -135,6 +146,7 @@ class QAIRN(nn.Module):
         self.att_hidden = int(att_hidden)
         self.att_depth = int(att_depth)
         self.minkowski_p = float(minkowski_p)
+        self.global_residual = bool(global_residual)
         nb = self.n_res
         self.head = nn.Conv2d(self.in_channels, ch[0], 3, padding=1)
         self.down1, self.down2, self.down3 = _down(ch[0], ch[1], nb), _down(ch[1], ch[2], nb), _down(ch[2], ch[3], nb)
@@ -142,8 +154,9 @@ class QAIRN(nn.Module):
         self.up3, self.up2, self.up1 = _up(ch[3], ch[2], nb), _up(ch[2], ch[1], nb), _up(ch[1], ch[0], nb)
         self.rqa = nn.ModuleList([RQAttention(ch[i], self.att_hidden, self.att_depth) for i in range(3)])
         self.tail = nn.Conv2d(ch[0], self.in_channels, 3, padding=1)
-        nn.init.zeros_(self.tail.weight)  # starts as the identity (restored = input); the tail learns first
-        nn.init.zeros_(self.tail.bias)
+        if self.global_residual:
+            nn.init.zeros_(self.tail.weight)  # starts as the identity (restored = input); the tail learns first
+            nn.init.zeros_(self.tail.bias)
 
     # ----------------------------------------------------------------------------------------------- config
     @property
@@ -154,11 +167,12 @@ class QAIRN(nn.Module):
     @property
     def config(self) -> dict[str, Any]:
         return {"in_channels": self.in_channels, "channels": list(self.channels), "n_res": self.n_res,
-                "att_hidden": self.att_hidden, "att_depth": self.att_depth, "minkowski_p": self.minkowski_p}
+                "att_hidden": self.att_hidden, "att_depth": self.att_depth, "minkowski_p": self.minkowski_p,
+                "global_residual": self.global_residual}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "QAIRN":
-        known = {"in_channels", "channels", "n_res", "att_hidden", "att_depth", "minkowski_p"}
+        known = {"in_channels", "channels", "n_res", "att_hidden", "att_depth", "minkowski_p", "global_residual"}
         unknown = set(config) - known
         if unknown:
             raise ValueError(f"unknown QAIRN config keys: {sorted(unknown)}")
@@ -183,7 +197,7 @@ class QAIRN(nn.Module):
         y, g3 = self.rqa[2](x3, y)
         y, g2 = self.rqa[1](x2, self.up2(y))
         y, g1 = self.rqa[0](x1, self.up1(y))
-        out = xp + self.tail(y)
+        out = xp + self.tail(y) if self.global_residual else self.tail(y)
         out = out[..., :h, :w]
         maps = [g[..., : math.ceil(h / 2 ** lvl), : math.ceil(w / 2 ** lvl)] for lvl, g in enumerate((g1, g2, g3))]
         return out, maps

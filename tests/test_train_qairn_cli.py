@@ -1,0 +1,34 @@
+"""``mriqa train-qairn``: the CLI trains a tiny QAIRN for two steps and exports loadable weights."""
+from __future__ import annotations
+
+import yaml
+from test_qairn import _photos  # tests/ is on sys.path under pytest
+
+from mriqa.cli import build_parser, main
+from mriqa.models.qairn import load_qairn
+
+
+def test_train_qairn_cli_two_steps_and_export(tmp_path, capsys):
+    data = _photos(tmp_path / "photos")
+    cfg = {"name": "tiny", "model": {"channels": [4, 4, 4, 4], "n_res": 0, "att_hidden": 2},
+           "data": {"train": [{"type": "images", "path": str(data), "exclude": ["img2"]}],
+                    "val": [{"type": "images", "path": str(data), "include": ["img2"]}], "held_out": ["img2"]},
+           "sampler": {"patch": 16},
+           "train": {"steps": 2, "batch": 2, "eval_every": 2, "checkpoint_every": 1, "val_crop": 16,
+                     "threads": 0, "progress": False, "device": "cpu"},
+           "output_dir": str(tmp_path / "run"), "export": str(tmp_path / "qairn.safetensors")}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train-qairn", "--config", str(path), "--set", "train.lr=0.001"]) == 0
+    out = capsys.readouterr().out
+    assert "train-qairn: tiny step 2" in out
+    model, meta = load_qairn(tmp_path / "qairn.safetensors")
+    assert model.channels == [4, 4, 4, 4] and meta["training"]["steps_done"] == 2
+    assert meta["training"]["config"]["train"]["lr"] == 0.001
+
+
+def test_train_qairn_cli_missing_config_is_a_one_line_error(tmp_path, capsys):
+    assert main(["train-qairn", "--config", str(tmp_path / "nope.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mriqa: error:") and "nope.yaml" in err and "\n" not in err
+    assert "train-qairn" in build_parser().format_help()
