@@ -1,7 +1,7 @@
 """Train MoDL or fastMRI's VarNet with DC + QF (or any mode) through the Lightning module, on fastMRI h5 files.
 
     python examples/train_lightning.py --data DIR --arch varnet --mode dc+qf --qf-weight 0.01 --max-steps 100
-    python examples/train_lightning.py --make-tiny-data /tmp/tiny --arch modl --max-steps 5      # no data needed
+    python examples/train_lightning.py --make-tiny-data tiny-data --arch modl --max-steps 5      # no data needed
     # several GPUs (or nodes), unchanged code:
     python examples/train_lightning.py --data DIR --accelerator gpu --devices 4 --strategy ddp
 

@@ -1,7 +1,7 @@
 """Plain PyTorch (no Lightning): train MoDL or VarNet with DC + QF using ``recon.train_step.train_step``.
 
     python examples/train_step_example.py --data DIR --arch modl --mode dc+qf --qf-weight 0.01 --steps 100
-    python examples/train_step_example.py --make-tiny-data /tmp/tiny --steps 4      # no data needed
+    python examples/train_step_example.py --make-tiny-data tiny-data --steps 4      # no data needed
 
 ``DIR/train`` holds fastMRI-format multi-coil h5 files. Prints one line per step
 (``step, loss, dc, qf``) and returns the list of per-step stats.
