@@ -1,0 +1,76 @@
+"""Acceleration (R) estimation from reconstructed images alone (no k-space, no mask, no reference).
+
+Two estimators with one interface, ``estimate(x, colour=None, recon_method=None) -> dict of [N] arrays``
+(``r_est``, ``r_low``, ``r_high``, ``log_r``, ``halfwidth``, ``ood``), on model inputs ``x`` ``[N, 1, H, W]`` in
+[0, 1] normalised exactly as the QF predictor's (:meth:`mriqa.predictor.QFPredictor.prepare`, ``kind="mri"``
+for magnitudes):
+
+- :class:`~mriqa.restimate.qf_based.QFREstimator` (``"qf"``): gray QF score, monotone calibration QF -> R;
+- :class:`~mriqa.restimate.learned.LearnedREstimator` (``"learned"``): QFNet backbone fine-tuned to log R.
+
+Intervals: split-conformal on log R (:mod:`mriqa.restimate.intervals`); inputs unlike the training data get
+``[1, 16]`` with the reason in ``ood`` (:mod:`mriqa.restimate.ood`). :func:`volume_estimate` combines the
+slices of a volume. ``mriqa`` never imports ``recon``: this package works on images only.
+
+>>> from mriqa.restimate import load_estimator, estimate_images
+>>> est = load_estimator("auto")                      # learned if its weights are installed, else qf
+>>> out = estimate_images(est, volume)                # volume: [S, H, W] magnitude (any scale)
+>>> out["r_est"], out["r_low"], out["r_high"]         # [S] each
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from mriqa.errors import InputError
+from mriqa.restimate.intervals import R_BOUNDS
+
+ESTIMATORS = ("auto", "qf", "learned")
+MAX_OOD_FRACTION = 0.5
+
+
+def load_estimator(method: str = "auto"):
+    """``"qf"``, ``"learned"`` or ``"auto"`` (learned when its weights are installed, else qf)."""
+    from mriqa.restimate import learned, qf_based
+
+    if method not in ESTIMATORS:
+        raise InputError(None, f"unknown R estimator {method!r}: expected one of {', '.join(ESTIMATORS)}")
+    if method == "learned" or (method == "auto" and learned.WEIGHTS.is_file()):
+        return learned.LearnedREstimator.load()
+    return qf_based.QFREstimator.load()
+
+
+def prepare(estimator, images, kind: str | None = "mri", source=None):
+    """Raw images (``[H, W]``, ``[N, H, W]``, ``[H, W, C]``, ...; see :mod:`mriqa.predictor`) -> model inputs
+    ``[N, 1, H, W]`` in [0, 1] with the QF predictor's normalisation (the estimator's own input handling)."""
+    pred = estimator.predictor if hasattr(estimator, "predictor") else estimator.wrapper
+    x, _ = pred.prepare(images, kind=kind, source=source)
+    return x
+
+
+def estimate_images(estimator, images, kind: str | None = "mri", recon_method: str | None = None,
+                    colour=None, source=None) -> dict:
+    """Estimate R for raw images (see :func:`prepare`); returns the estimator's dict of ``[N]`` arrays."""
+    x = prepare(estimator, images, kind=kind, source=source)
+    return estimator.estimate(x, colour=colour, recon_method=recon_method)
+
+
+def volume_estimate(log_r, halfwidth, ood) -> dict:
+    """One estimate for a volume from its slices (same acquisition, so the same R).
+
+    log_r: per-slice log R ``[S]``; halfwidth: per-slice conformal half-widths ``[S]`` (log R); ood: per-slice
+    reasons (None = in distribution). The volume's log R is the mean over the in-distribution slices and its
+    interval is that mean +- the median half-width (slice errors of one acquisition are correlated, so we do
+    not shrink it). More than half of the slices out of distribution -> ``[1, 16]`` with a reason.
+    Returns ``{"r_est", "r_low", "r_high", "ood"}``."""
+    from mriqa.restimate.intervals import interval
+
+    log_r = np.asarray(log_r, dtype=np.float64)
+    ok = np.array([o is None for o in ood])
+    if ok.sum() == 0 or (1 - ok.mean()) > MAX_OOD_FRACTION:
+        mean = float(np.mean(log_r))
+        r_est = float(np.clip(np.exp(mean), *R_BOUNDS))
+        return {"r_est": r_est, "r_low": R_BOUNDS[0], "r_high": R_BOUNDS[1],
+                "ood": f"{int((~ok).sum())} of {len(ok)} slices out of distribution"}
+    mean = float(np.mean(log_r[ok]))
+    r_est, r_low, r_high = interval(mean, float(np.median(np.asarray(halfwidth)[ok])))
+    return {"r_est": float(r_est), "r_low": float(r_low), "r_high": float(r_high), "ood": None}

@@ -1,0 +1,132 @@
+"""Learned R estimator: the QF predictor's backbone fine-tuned to regress log R.
+
+Model: :class:`mriqa.models.qfnet.QFNet` (gray, width 32, receptive field 28 px, output stride 4), initialised
+from the shipped ``qf-gray`` weights; its last 1x1 convolution's *pre-sigmoid* output (:meth:`QFNet.logits`) is
+read as a map of ``log R`` (``[N, 1, h, w]``, one estimate per 28 x 28 receptive field). The image estimate is
+the foreground-weighted mean of the map (:func:`mriqa.pooling.pool_weights` ``"foreground"``); the weighted
+standard deviation of the map (``spread``) is an out-of-distribution signal. A linear recalibration
+``a + b * pooled`` fitted on validation (metadata ``recalibration``) undoes the MSE shrinkage towards the
+mean. Input: the QF predictor's
+normalisation exactly (:mod:`mriqa.normalize`: MRI magnitude / its 99.5th percentile per slice, 8-bit
+quantised), so ``QFPredictor.prepare`` output feeds both estimators.
+
+Weights: ``mriqa/weights/r-learned.safetensors`` (safetensors, no pickle), trained by
+``python -m mriqa.restimate.train --config configs/r-learned.yaml`` (:mod:`mriqa.restimate.train`); the metadata
+key ``r_estimation`` holds the conformal half-width, the OOD thresholds and the validation scores.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mriqa.errors import InputError
+from mriqa.restimate import intervals, ood
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "r-learned.safetensors"
+TASK = "log-r"
+#: pooled log R outside this range means the network extrapolates beyond the training R (2..12)
+LOG_R_RANGE = (float(np.log(1.5)), float(np.log(14.0)))
+
+
+class LogRNet(nn.Module):
+    """A QFNet whose pre-sigmoid output is a log R map: ``forward([N, 1, H, W] in [0, 1]) -> [N, 1, h, w]``.
+
+    Exposes the geometry attributes :class:`mriqa.predictor.QFPredictor` needs, so the predictor's input
+    handling and batching are reused unchanged."""
+
+    def __init__(self, qfnet):
+        super().__init__()
+        self.net = qfnet
+
+    in_channels = property(lambda self: self.net.in_channels)
+    receptive_field = property(lambda self: self.net.receptive_field)
+    output_stride = property(lambda self: self.net.output_stride)
+    min_input_size = property(lambda self: self.net.min_input_size)
+    output_offset = property(lambda self: self.net.output_offset)
+
+    def output_size(self, n: int) -> int:
+        return self.net.output_size(n)
+
+    def output_shape(self, h: int, w: int):
+        return self.net.output_shape(h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.logits(x)
+
+
+def apply_recalibration(log_r, recal: dict | None):
+    """``a + b * log_r`` with ``recal = {"a", "b"}`` (fitted on validation by the trainer), or ``log_r``."""
+    log_r = np.asarray(log_r, dtype=np.float64)
+    return log_r if not recal else recal["a"] + recal["b"] * log_r
+
+
+def pooled(maps, x, geometry) -> tuple[np.ndarray, np.ndarray]:
+    """Foreground-weighted mean and standard deviation of log R maps ``[N, h, w]`` (numpy) for inputs ``x``
+    ``[N, 1, H, W]`` in [0, 1] -> ``([N], [N])``."""
+    from mriqa import pooling
+
+    maps = np.asarray(maps, dtype=np.float64)
+    w = pooling.pool_weights(maps, "foreground", image=np.asarray(x[:, 0]), geometry=geometry)
+    w[w.sum(axis=(-2, -1)) <= 0] = 1.0
+    mean = pooling.weighted_mean(maps, w)
+    var = pooling.weighted_mean((maps - mean[:, None, None]) ** 2, w)
+    return mean, np.sqrt(np.maximum(var, 0.0))
+
+
+class LearnedREstimator:
+    """The fine-tuned network with its interval and OOD thresholds (metadata ``r_estimation``)."""
+
+    name = "learned"
+
+    def __init__(self, qfnet, info: dict, batch_size: int = 16):
+        from mriqa.predictor import QFPredictor
+
+        self.info = dict(info)
+        self.wrapper = QFPredictor(LogRNet(qfnet), name="r-learned", device="cpu", batch_size=batch_size)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, batch_size: int = 16) -> "LearnedREstimator":
+        """Load weights saved by the trainer (safetensors); InputError if missing or not an R model."""
+        from mriqa.weights_io import load_qfnet
+
+        path = Path(path) if path is not None else WEIGHTS
+        if not path.is_file():
+            raise InputError(path, "learned R estimator weights not found (train: python -m mriqa.restimate.train "
+                                   "--config configs/r-learned.yaml)")
+        net, meta = load_qfnet(path)
+        if meta.get("task") != TASK or not isinstance(meta.get("r_estimation"), dict):
+            raise InputError(path, "not an R-estimation model (metadata task must be 'log-r')")
+        return cls(net, meta["r_estimation"], batch_size=batch_size)
+
+    @torch.no_grad()
+    def log_r_maps(self, x: torch.Tensor) -> np.ndarray:
+        """log R maps ``[N, h, w]`` (numpy float32) of model inputs ``x`` ``[N, 1, H, W]`` in [0, 1]."""
+        return self.wrapper.predict_input(x).float().cpu().numpy()
+
+    def estimate(self, x, colour=None, recon_method: str | None = None) -> dict:
+        """Estimate R for model inputs ``x`` ``[N, 1, H, W]`` in [0, 1]; ``recon_method`` is not needed (one
+        model for every reconstruction method) and ignored. Returns numpy ``[N]`` arrays ``r_est``, ``r_low``,
+        ``r_high``, ``log_r``, ``spread`` and a list ``ood`` (reason or None)."""
+        maps = self.log_r_maps(x)
+        geom = self.wrapper.geometry(tuple(x.shape[-2:]), tuple(maps.shape[-2:]))
+        raw, spread = pooled(maps, x, geom)
+        log_r = apply_recalibration(raw, self.info.get("recalibration"))
+        r_est, r_low, r_high = intervals.interval(log_r, self.info["halfwidth"])
+        reasons = ood.image_checks(x, colour, self.info["min_correlation"])
+        for i in range(len(log_r)):
+            if reasons[i] is not None:
+                continue
+            if spread[i] > self.info["max_spread"]:
+                reasons[i] = (f"inconsistent local estimates (spread of log R {spread[i]:.2f} > "
+                              f"{self.info['max_spread']:.2f})")
+            elif not LOG_R_RANGE[0] <= raw[i] <= LOG_R_RANGE[1]:
+                reasons[i] = f"network output R {np.exp(raw[i]):.2f} outside the trained range"
+        for i, why in enumerate(reasons):
+            if why is not None:
+                r_low[i], r_high[i] = intervals.R_BOUNDS
+        return {"r_est": r_est, "r_low": r_low, "r_high": r_high, "log_r": log_r, "spread": spread,
+                "ood": reasons, "halfwidth": np.full(len(log_r), float(self.info["halfwidth"]))}

@@ -1,0 +1,338 @@
+"""Trainer of the learned R estimator (:mod:`mriqa.restimate.learned`).
+
+::
+
+    python -m mriqa.restimate.train --config configs/r-learned.yaml [--set train.steps=600] [--no-resume]
+
+Data: ``data/r128/<split>/<method>.h5`` from ``scripts/make_r_dataset.py`` (reconstructions of simulated
+multi-coil brain k-space at nominal R 2..12, random / equispaced / Poisson masks, zero-filled / CG-SENSE /
+MoDL). Train on the ``train`` split (3T MPRAGE), select the checkpoint and calibrate the interval on ``val``
+(MNI152). The test split (Colin27) is never read here.
+
+Every image is normalised whole by the QF predictor's rule (``QFPredictor.prepare(kind="mri")``: / 99.5th
+percentile, 8-bit), then random ``crop`` x ``crop`` crops centred on the anatomy (``p_foreground``), flipped at
+random up-down and left-right (the phase-encode axis stays the columns), are the training samples. Loss per
+crop: the foreground-weighted mean over the cells of ``(cell - log R)^2`` plus ``(pooled - log R)^2``, with
+``pooled`` the foreground-weighted mean (the inference rule). Target: log of the nominal R.
+
+Model: QFNet initialised from ``init`` (the shipped ``qf-gray``); the last 1x1 convolution's weights are scaled
+by ``head_scale`` and its bias set to the mean training log R, so training starts at the prior. Adam, linear
+warm-up then cosine learning rate. Checkpoints (``<output_dir>/checkpoint.pt``, written atomically, loaded with
+``weights_only=True``) every ``checkpoint_every`` steps; a rerun resumes. Validation MAE (in R, foreground
+pooled whole images, a fixed subset) every ``eval_every`` steps, best kept; ``curves.png`` and
+``history.json`` in ``output_dir``. At the end the best state is calibrated on all validation images
+(``linear``: a 2-parameter recalibration ``log R = a + b * pooled`` against the MSE shrinkage towards the mean;
+conformal half-width at ``coverage``; OOD thresholds, see :mod:`mriqa.restimate.ood`) and exported with
+:func:`mriqa.weights_io.save_weights` to ``export``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mriqa.files import atomic_path
+from mriqa.train_qf import lr_at  # linear warm-up, then cosine (shared with the QF trainer)
+
+DEFAULTS = {
+    "name": "r-learned",
+    "seed": 0,
+    "init": "gray",
+    "data": {"root": "data/r128", "methods": ["zf", "sense", "modl"], "val_every_nth": 3},
+    "sampler": {"crop": 64, "p_foreground": 0.9, "flips": True},
+    "model": {"head_scale": 0.1},
+    "train": {"steps": 1200, "batch": 16, "lr": 1.0e-3, "lr_min": 1.0e-5, "warmup": 50, "eval_every": 150,
+              "checkpoint_every": 100, "threads": 1, "max_minutes": 12, "progress": True},
+    "calibrate": {"coverage": 0.9, "spread_quantile": 0.99, "spread_factor": 1.5, "correlation_factor": 0.5},
+    "output_dir": "runs/r-learned",
+    "export": "mriqa/weights/r-learned.safetensors",
+}
+
+
+def load_config(path: str | None, overrides: list[str] | None = None) -> dict:
+    from mriqa.train_qf import apply_overrides, layered_config
+
+    return layered_config(DEFAULTS, path, overrides) if path else apply_overrides(json.loads(json.dumps(DEFAULTS)),
+                                                                                   overrides)
+
+
+def load_images(root: str, split: str, methods, predictor, every_nth: int = 1):
+    """Read and normalise a split -> ``(x uint8 [N, H, W] (= 255 x model input), log R float32 [N],
+    info dict of [N] arrays: method, mask_kind, accel)``."""
+    import h5py
+
+    xs, ys, meth, kinds = [], [], [], []
+    for m in methods:
+        path = Path(root) / split / f"{m}.h5"
+        with h5py.File(path, "r") as hf:
+            idx = np.arange(hf["images"].shape[0])[::every_nth]
+            imgs = hf["images"][()][idx]
+            acc = hf["accel"][()][idx]
+            kd = [k.decode() if isinstance(k, bytes) else str(k) for k in hf["mask_kind"][()][idx]]
+        for a in range(0, len(imgs), 64):
+            x, _ = predictor.prepare(imgs[a:a + 64], kind="mri")
+            xs.append(np.round(x[:, 0].numpy() * 255).astype(np.uint8))
+        ys.append(np.log(acc).astype(np.float32))
+        meth += [m] * len(imgs)
+        kinds += kd
+    return (np.concatenate(xs), np.concatenate(ys),
+            {"method": np.array(meth), "mask_kind": np.array(kinds), "accel": np.exp(np.concatenate(ys))})
+
+
+def sample_batch(rng, x, y, masks, cfg, geometry_for):
+    """A batch of crops -> (inputs float32 [B, 1, c, c], targets [B], cell weights float32 [B, h, w])."""
+    from mriqa.pooling import foreground_weights
+
+    sc, tc = cfg["sampler"], cfg["train"]
+    c = int(sc["crop"])
+    n, height, width = x.shape
+    idx = rng.integers(0, n, int(tc["batch"]))
+    crops, ms = [], []
+    for i in idx:
+        if rng.random() < float(sc["p_foreground"]) and masks[i].any():
+            ys_, xs_ = np.nonzero(masks[i])
+            j = rng.integers(0, len(ys_))
+            cy, cx = ys_[j], xs_[j]
+        else:
+            cy, cx = rng.integers(0, height), rng.integers(0, width)
+        top = int(np.clip(cy - c // 2, 0, height - c))
+        left = int(np.clip(cx - c // 2, 0, width - c))
+        img, msk = x[i, top:top + c, left:left + c], masks[i, top:top + c, left:left + c]
+        if sc.get("flips", True):
+            if rng.random() < 0.5:
+                img, msk = img[::-1], msk[::-1]
+            if rng.random() < 0.5:
+                img, msk = img[:, ::-1], msk[:, ::-1]
+        crops.append(np.ascontiguousarray(img))
+        ms.append(np.ascontiguousarray(msk))
+    geom = geometry_for(c)
+    w = foreground_weights(np.stack(ms), geom)
+    w[w.sum(axis=(-2, -1)) <= 0] = 1.0
+    xb = torch.from_numpy(np.stack(crops).astype(np.float32) / 255.0)[:, None]
+    return xb, torch.from_numpy(y[idx]), torch.from_numpy(w.astype(np.float32))
+
+
+def loss_fn(net, xb, yb, wb):
+    z = net.logits(xb)[:, 0]
+    total = wb.sum(dim=(-2, -1))
+    cell = ((z - yb[:, None, None]) ** 2 * wb).sum(dim=(-2, -1)) / total
+    pooled = (z * wb).sum(dim=(-2, -1)) / total
+    return (cell + (pooled - yb) ** 2).mean()
+
+
+@torch.no_grad()
+def predict(net, x_u8, batch: int = 32):
+    """Whole images (uint8 [N, H, W]) -> (pooled log R [N], spread [N]) with the inference rule."""
+    from mriqa.pooling import MapGeometry
+    from mriqa.restimate.learned import pooled
+
+    was = net.training
+    net.eval()
+    means, spreads = [], []
+    for a in range(0, len(x_u8), batch):
+        xb = torch.from_numpy(x_u8[a:a + batch].astype(np.float32) / 255.0)[:, None]
+        maps = net.logits(xb)[:, 0].numpy()
+        geom = MapGeometry.for_model(net, tuple(xb.shape[-2:]), tuple(maps.shape[-2:]))
+        m, s = pooled(maps, xb.numpy(), geom)
+        means.append(m)
+        spreads.append(s)
+    net.train(was)
+    return np.concatenate(means), np.concatenate(spreads)
+
+
+def plot_curves(history, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return
+    st = [h["step"] for h in history]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.4), dpi=80)
+    ax[0].plot(st, [h["train_loss"] for h in history], label="train (crops)")
+    ax[0].plot(st, [h["val_loss"] for h in history], label="validation (whole images)")
+    ax[0].set_yscale("log")
+    ax[0].set_xlabel("step")
+    ax[0].set_ylabel("loss on log R")
+    ax[0].legend()
+    ax[1].plot(st, [h["val_mae_r"] for h in history], label="validation MAE in R")
+    ax[1].set_xlabel("step")
+    ax[1].set_ylabel("MAE (R)")
+    ax[1].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
+    plt.close(fig)
+
+
+def train(cfg: dict, resume: bool = True, log=print) -> dict:
+    from mriqa.normalize import NORMALIZATION
+    from mriqa.pooling import MapGeometry, foreground_mask
+    from mriqa.predictor import load_predictor
+    from mriqa.restimate import intervals, ood
+    from mriqa.restimate.learned import TASK, apply_recalibration
+    from mriqa.weights_io import load_qfnet, save_weights
+
+    tc, dc = cfg["train"], cfg["data"]
+    torch.set_num_threads(int(tc.get("threads", 1)))
+    out = Path(cfg["output_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    seed = int(cfg["seed"])
+    t_load = time.time()
+    predictor = load_predictor(cfg["init"], device="cpu")
+    x_tr, y_tr, _ = load_images(dc["root"], "train", dc["methods"], predictor)
+    x_va, y_va, info_va = load_images(dc["root"], "val", dc["methods"], predictor)
+    sub = np.arange(len(x_va))[:: int(dc.get("val_every_nth", 1))]
+    masks = np.stack([foreground_mask(img.astype(np.float32) / 255.0) for img in x_tr])
+    log(f"[{cfg['name']}] train {len(x_tr)} images, val {len(x_va)} ({len(sub)} for model selection); "
+        f"loaded in {time.time() - t_load:.0f} s")
+
+    torch.manual_seed(seed)
+    net = predictor.model
+    net.set_calibration(None)
+    head = net.features[-1]
+    with torch.no_grad():
+        head.weight.mul_(float(cfg["model"]["head_scale"]))
+        head.bias.fill_(float(y_tr.mean()))
+    net.train()
+    opt = torch.optim.Adam(net.parameters(), lr=float(tc["lr"]))
+    step, history, best, wall_before = 0, [], None, 0.0
+    ckpt = out / "checkpoint.pt"
+    if resume and ckpt.is_file():
+        ck = torch.load(ckpt, map_location="cpu", weights_only=True)
+        net.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        step, history = int(ck["step"]), json.loads(ck["history"])
+        best = json.loads(ck["best"]) if ck.get("best") else None
+        if best is not None:
+            best["state"] = ck["best_state"]
+        wall_before = float(ck["wall_s"])
+        log(f"[{cfg['name']}] resumed from {ckpt} at step {step}")
+        if json.loads(ck["config"])["data"] != cfg["data"]:
+            best = None  # validation set changed: earlier scores are not comparable
+            log(f"[{cfg['name']}] data changed since the checkpoint: model selection restarts")
+    t0 = time.time()
+
+    def checkpoint():
+        with atomic_path(ckpt, suffix=".pt") as tmp:
+            torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                        "history": json.dumps(history), "wall_s": wall_before + time.time() - t0,
+                        "best": json.dumps({k: v for k, v in best.items() if k != "state"}) if best else "",
+                        "best_state": best["state"] if best else {}, "config": json.dumps(cfg)}, tmp)
+
+    def geometry_for(c):
+        n = net.output_size(c)
+        return MapGeometry.for_model(net, (c, c), (n, n))
+
+    total, max_s = int(tc["steps"]), float(tc.get("max_minutes") or 1e9) * 60
+    bar = None
+    if tc.get("progress", True):
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=step, desc=cfg["name"], mininterval=10, file=sys.stderr, dynamic_ncols=True)
+    run_loss, run_n = 0.0, 0
+    while step < total:
+        rng = np.random.default_rng([seed, step])
+        xb, yb, wb = sample_batch(rng, x_tr, y_tr, masks, cfg, geometry_for)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, tc)
+        loss = loss_fn(net, xb, yb, wb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        run_loss += float(loss.detach())
+        run_n += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", refresh=False)
+        if step % int(tc["eval_every"]) == 0 or step == total:
+            pred, _ = predict(net, x_va[sub])
+            row = {"step": step, "lr": lr_at(step - 1, tc), "train_loss": run_loss / max(run_n, 1),
+                   "val_loss": float(np.mean((pred - y_va[sub]) ** 2)),
+                   "val_mae_r": float(np.mean(np.abs(np.exp(pred) - np.exp(y_va[sub])))),
+                   "wall_s": round(wall_before + time.time() - t0, 1)}
+            history.append(row)
+            run_loss, run_n = 0.0, 0
+            if best is None or row["val_mae_r"] < best["val_mae_r"]:
+                best = {"step": step, "val_mae_r": row["val_mae_r"],
+                        "state": {k: v.detach().clone() for k, v in net.state_dict().items()}}
+            log(f"[{cfg['name']}] step {step}/{total} lr {row['lr']:.2e} train_loss {row['train_loss']:.4f} "
+                f"val_loss {row['val_loss']:.4f} val_mae_R {row['val_mae_r']:.3f} ({row['wall_s']:.0f}s)")
+            plot_curves(history, out / "curves.png", f"{cfg['name']}: log R regression")
+            with atomic_path(out / "history.json", suffix=".json") as tmp:
+                tmp.write_text(json.dumps(history, indent=1))
+        if step % int(tc["checkpoint_every"]) == 0 or step == total:
+            checkpoint()
+        if step < total and time.time() - t0 > max_s:
+            log(f"[{cfg['name']}] stopped at step {step}: max_minutes reached (rerun to resume)")
+            break
+        if step < total and tc.get("stop_at_step") and step >= int(tc["stop_at_step"]):
+            checkpoint()
+            log(f"[{cfg['name']}] stopped at step {step} (stop_at_step; rerun to resume)")
+            return {"name": cfg["name"], "stopped_at": step}
+    if bar is not None:
+        bar.close()
+
+    # ------------------------------------------------------------------ calibrate the best state on validation
+    cc = cfg["calibrate"]
+    net.load_state_dict(best["state"])
+    net.eval()
+    raw, spread = predict(net, x_va)
+    recal = None
+    if cc.get("linear", True):
+        # a regressor trained with MSE shrinks towards the mean: fit log R = a + b * pooled on validation
+        # (2 parameters; the conformal half-width below is then measured on the recalibrated residuals)
+        b_, a_ = np.polyfit(raw.astype(np.float64), y_va.astype(np.float64), 1)
+        recal = {"a": float(a_), "b": float(b_)}
+    log_r = apply_recalibration(raw, recal)
+    res = log_r - y_va
+    halfwidth = intervals.conformal_halfwidth(res, float(cc["coverage"]))
+    corr_tr = ood.neighbour_correlation(x_tr.astype(np.float32) / 255.0)
+    r_info = {
+        "target": "log of nominal R", "pool": "foreground",
+        "halfwidth": halfwidth, "coverage_fit": float(cc["coverage"]), "recalibration": recal,
+        "halfwidth_without_recalibration": intervals.conformal_halfwidth(raw - y_va, float(cc["coverage"])),
+        "max_spread": float(cc["spread_factor"]) * float(np.quantile(spread, float(cc["spread_quantile"]))),
+        "min_correlation": float(cc["correlation_factor"]) * float(np.quantile(corr_tr, 0.001)),
+        "val_mae_r": float(np.mean(np.abs(np.exp(log_r) - np.exp(y_va)))),
+        "val_coverage": intervals.coverage(np.exp(y_va), *intervals.interval(log_r, halfwidth)[1:]),
+        "val_mae_r_by_method": {m: float(np.mean(np.abs(np.exp(log_r) - np.exp(y_va))[info_va["method"] == m]))
+                                for m in dc["methods"]},
+        "best_step": int(best["step"]), "steps": step,
+    }
+    summary = {"name": cfg["name"], "r_estimation": r_info, "train_images": int(len(x_tr)),
+               "val_images": int(len(x_va)), "wall_s": round(wall_before + time.time() - t0, 1)}
+    meta = {"task": TASK, "r_estimation": r_info, "normalization": NORMALIZATION, "kind": "mri",
+            "training": {"config": cfg, "train_images": int(len(x_tr)), "init": cfg["init"],
+                         "wall_s": summary["wall_s"]}}
+    if step >= total:
+        save_weights(net, cfg["export"], meta)
+        summary["export"] = cfg["export"]
+        log(f"[{cfg['name']}] exported {cfg['export']}")
+    with atomic_path(out / "summary.json", suffix=".json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=1))
+    log(json.dumps(r_info))
+    return summary
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="train the learned R estimator")
+    p.add_argument("--config", default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--no-resume", action="store_true")
+    args = p.parse_args(argv)
+    cfg = load_config(args.config, args.set)
+    train(cfg, resume=not args.no_resume, log=lambda s: print(s, flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,225 @@
+"""Build the acceleration (R) estimation dataset: reconstructions at known R, with their QF scores.
+
+For each split of the simulated multi-coil data (``data/sim128``: train = 3T MPRAGE, val = MNI152,
+test = Colin27; split by volume), an evenly spaced subset of slices per volume is undersampled at every
+nominal R in ``--accels`` (default 2 3 4 5 6 8 10 12) with every mask kind in ``--masks`` (fastMRI ``random``
+and ``equispaced`` line masks, sigpy ``poisson`` 2-D masks; fastMRI centre fraction ``0.32 / R``; one mask per
+volume, kind and R, seeded from the split, the volume name, the kind and R) and reconstructed by each method in
+``--methods``:
+
+- ``zf``: zero-filled RSS (``recon.baselines.zero_filled``),
+- ``sense``: CG-SENSE (``recon.baselines.cg_sense``, its defaults),
+- ``modl``: MoDL with the weights in ``--modl-weights`` (default the shipped ``modl``),
+
+using the same ESPIRiT maps as ``scripts/eval_recon.py`` (central 24 x 24 of the fully sampled k-space, cached).
+Every reconstruction is scored by the grayscale QF predictor (one forward pass, three poolings).
+
+Output: one HDF5 file per split and method, ``<out>/<split>/<method>.h5`` (written atomically), holding
+
+==================  ==============================  ======================================================
+dataset             shape / type                    meaning
+==================  ==============================  ======================================================
+``images``          float32 ``[N, H, W]``           reconstruction magnitude, RSS scale
+``accel``           float32 ``[N]``                 nominal R asked for
+``accel_effective`` float32 ``[N]``                 total lines (or points) / sampled ones
+``mask_kind``       str ``[N]``                     random / equispaced / poisson
+``volume``          str ``[N]``                     source file stem
+``slice``           int32 ``[N]``                   slice index in the source file
+``mask_seed``       int64 ``[N]``                   seed of the mask
+``qf_mean``, ``qf_center``, ``qf_foreground``  float32 ``[N]``  gray QF score (QF / 100) with that pooling
+==================  ==============================  ======================================================
+
+and attributes ``method``, ``split``, ``source``, ``accels``, ``masks``, ``slices_per_volume``, ``command``,
+the QF weights file's sha256 and, for MoDL, the MoDL weights file's path, sha256 and mtime (so that
+``scripts/eval_r.py`` can tell stale MoDL data). Re-runnable per method, e.g. after new MoDL weights::
+
+    python scripts/make_r_dataset.py                         # everything (zf, sense, modl; all splits)
+    python scripts/make_r_dataset.py --methods modl          # regenerate only the MoDL part
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from eval_recon import evenly, full_maps, load_volume  # noqa: E402  (reused, not copied)
+
+SPLITS = {"train": "multicoil_train", "val": "multicoil_val", "test": "multicoil_test"}
+METHODS = ("zf", "sense", "modl")
+ACCELS = (2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0)
+MASKS = ("random", "equispaced", "poisson")
+# slices per volume (zf / sense); MoDL is ~10x slower on the CPU, so it gets fewer
+DEFAULT_SLICES = {"train": 8, "val": 4, "test": 6}
+DEFAULT_MODL_SLICES = {"train": 2, "val": 2, "test": 3}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", default=str(REPO / "data/sim128"))
+    p.add_argument("--out", default=str(REPO / "data/r128"))
+    p.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--accels", type=float, nargs="+", default=list(ACCELS))
+    p.add_argument("--masks", nargs="+", default=list(MASKS))
+    p.add_argument("--slices", type=int, nargs=3, default=None, metavar=("TRAIN", "VAL", "TEST"),
+                   help=f"slices per volume for zf/sense (default {tuple(DEFAULT_SLICES.values())})")
+    p.add_argument("--modl-slices", type=int, nargs=3, default=None, metavar=("TRAIN", "VAL", "TEST"),
+                   help=f"slices per volume for MoDL (default {tuple(DEFAULT_MODL_SLICES.values())})")
+    p.add_argument("--modl-weights", default="modl")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--calib-width", type=int, default=24)
+    p.add_argument("--threads", type=int, default=1)
+    return p.parse_args(argv)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def draw_mask(kind: str, shape, r: float, seed: int, tries: int = 20):
+    """``(seed used, SamplingMask)``: sigpy's Poisson-disk search sometimes fails for a seed (seen at R = 2 on
+    128 x 128); the next seeds are tried."""
+    from recon.errors import InputError
+    from recon.masks import make_mask
+
+    for k in range(tries):
+        try:
+            return seed + k, make_mask(kind, shape, r, seed=seed + k)
+        except InputError:
+            if k == tries - 1:
+                raise
+    raise AssertionError
+
+
+def reconstruct(method: str, kspace: np.ndarray, mask: torch.Tensor, maps: np.ndarray, model) -> np.ndarray:
+    """k-space ``[S, C, H, W]`` (fully sampled; the mask is applied here), mask ``[1, 1, W]`` or ``[1, H, W]``,
+    maps ``[S, C, H, W]`` -> float32 magnitude ``[S, H, W]`` on the RSS scale."""
+    from recon import baselines
+    from recon.modl import modl_reconstruct
+
+    masked = kspace * mask.numpy()
+    if method == "zf":
+        return baselines.zero_filled(masked, mask)
+    if method == "sense":
+        return baselines.cg_sense(masked, mask, maps)
+    return modl_reconstruct(model, masked, mask, sens_maps=maps, batch_size=8)
+
+
+def qf_scores(predictor, images: np.ndarray) -> dict[str, np.ndarray]:
+    """QF / 100 with the three poolings from one forward pass per batch. images ``[N, H, W]`` RSS scale."""
+    from mriqa import pooling
+
+    out = {p: [] for p in ("mean", "center", "foreground")}
+    for a in range(0, len(images), 32):
+        pred = predictor.evaluate(images[a:a + 32], pool="mean", kind="mri")
+        for p in out:
+            w = pooling.pool_weights(pred.maps, p, image=pred.images[..., 0], geometry=pred.geometry)
+            w[w.sum(axis=(-2, -1)) <= 0] = 1.0
+            out[p].append(pooling.weighted_mean(pred.maps, w))
+    return {p: np.concatenate(v).astype(np.float32) for p, v in out.items()}
+
+
+def build(split: str, method: str, args, predictor, model, log=print) -> Path:
+    import h5py
+
+    from mriqa.files import atomic_path
+    from recon.transforms import mask_seed
+
+    table = dict(zip(SPLITS, args.modl_slices or DEFAULT_MODL_SLICES.values())) if method == "modl" else \
+        dict(zip(SPLITS, args.slices or DEFAULT_SLICES.values()))
+    k_per_vol = table[split]
+    files = sorted((Path(args.data) / SPLITS[split]).glob("*.h5"))
+    if not files:
+        raise SystemExit(f"no h5 files in {Path(args.data) / SPLITS[split]}; run mriqa make-dataset first")
+    rows = {k: [] for k in ("images", "accel", "accel_effective", "mask_kind", "volume", "slice", "mask_seed")}
+    t0 = time.perf_counter()
+    for path in files:
+        with h5py.File(path, "r") as hf:
+            total = hf["kspace"].shape[0]
+        slices = evenly(total, k_per_vol)
+        kspace, _, _ = load_volume(path, slices)
+        maps = full_maps(kspace, path, slices, args.calib_width)
+        for r in args.accels:
+            for kind in args.masks:
+                seed, m = draw_mask(kind, kspace.shape[-2:], r, mask_seed(args.seed, "r-estimation", split,
+                                                                     path.name, kind, r))
+                img = reconstruct(method, kspace, m.mask, maps, model)
+                n = len(slices)
+                rows["images"].append(img.astype(np.float32))
+                rows["accel"] += [r] * n
+                rows["accel_effective"] += [m.acceleration_effective] * n
+                rows["mask_kind"] += [kind] * n
+                rows["volume"] += [path.stem] * n
+                rows["slice"] += slices
+                rows["mask_seed"] += [seed] * n
+            log(f"  {split}/{method} {path.stem} R={r:g}: {time.perf_counter() - t0:.0f} s")
+    images = np.concatenate(rows["images"])
+    scores = qf_scores(predictor, images)
+    out = Path(args.out) / split / f"{method}.h5"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    str_t = h5py.string_dtype()
+    with atomic_path(out, suffix=".h5") as tmp:
+        with h5py.File(tmp, "w") as hf:
+            hf.create_dataset("images", data=images, compression="gzip", compression_opts=1, chunks=(1,) + images.shape[1:])
+            hf["accel"] = np.asarray(rows["accel"], np.float32)
+            hf["accel_effective"] = np.asarray(rows["accel_effective"], np.float32)
+            hf.create_dataset("mask_kind", data=np.asarray(rows["mask_kind"], dtype=object), dtype=str_t)
+            hf.create_dataset("volume", data=np.asarray(rows["volume"], dtype=object), dtype=str_t)
+            hf["slice"] = np.asarray(rows["slice"], np.int32)
+            hf["mask_seed"] = np.asarray(rows["mask_seed"], np.int64)
+            for p, v in scores.items():
+                hf[f"qf_{p}"] = v
+            hf.attrs.update({
+                "method": method, "split": split, "source": str(Path(args.data) / SPLITS[split]),
+                "accels": np.asarray(args.accels, np.float32), "masks": ",".join(args.masks),
+                "slices_per_volume": k_per_vol, "command": " ".join(sys.argv),
+                "qf_weights_sha256": sha256(REPO / "mriqa/weights/qf-gray.safetensors"),
+                "seconds": time.perf_counter() - t0,
+            })
+            if method == "modl":
+                from recon.modl import _resolve_weights
+
+                wpath = _resolve_weights(args.modl_weights)
+                hf.attrs.update({"modl_weights": str(wpath), "modl_weights_sha256": sha256(wpath),
+                                 "modl_weights_mtime": os.path.getmtime(wpath)})
+    log(f"wrote {out}: {len(images)} images, {time.perf_counter() - t0:.0f} s")
+    return out
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    import mriqa
+
+    predictor = mriqa.load_predictor("gray", device="cpu", batch_size=32)
+    model = None
+    if "modl" in args.methods:
+        from recon.modl import load_modl
+
+        model = load_modl(args.modl_weights)
+    for method in args.methods:  # cheap methods first
+        for split in args.splits:
+            build(split, method, args, predictor, model, log=lambda s: print(s, flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
