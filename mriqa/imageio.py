@@ -370,3 +370,22 @@ def read_volume(path: str | os.PathLike, h5_key: str | None = None) -> np.ndarra
     for i in range(vol.shape[0]):
         _check_finite(vol[i], src, i)
     return np.ascontiguousarray(vol)
+
+
+def record_name(record: ImageRecord) -> str:
+    """``source`` or ``source [slice N]``, as messages name one image."""
+    return record.source if record.slice is None else f"{record.source} [slice {record.slice}]"
+
+
+def records_with_signal(path: str | os.PathLike, records: list[ImageRecord], notes: list[str]) -> list[ImageRecord]:
+    """``records`` without all-zero MRI slices (each skipped one is named in ``notes``); an
+    :class:`InputError` when none is left."""
+    kept = []
+    for r in records:
+        if r.kind == "mri" and not np.any(r.image):
+            notes.append(f"{record_name(r)}: all-zero slice skipped")
+        else:
+            kept.append(r)
+    if not kept:
+        raise InputError(path, "no image with any signal (all slices are zero)")
+    return kept

@@ -89,10 +89,6 @@ def h5_acquisition(path: str) -> dict | None:
     return {k: val(k) for k in ("acceleration", "acceleration_effective", "method", "mask_type")}
 
 
-def _name(r) -> str:
-    return r.source if r.slice is None else f"{r.source} [slice {r.slice}]"
-
-
 def _fmt(v) -> str:
     return f"{v:.2f}"
 
@@ -116,7 +112,7 @@ def run(args) -> int:
 
     from mriqa.errors import InputError
     from mriqa.files import atomic_path
-    from mriqa.imageio import read_images
+    from mriqa.imageio import read_images, record_name, records_with_signal
     from mriqa.restimate import load_estimator, volume_estimate
     from mriqa.restimate.ood import is_colour
 
@@ -129,14 +125,7 @@ def run(args) -> int:
     comparisons: list[str] = []
     for path in args.inputs:
         records = read_images(path, h5_key=args.h5_key)
-        usable = []
-        for r in records:
-            if r.kind == "mri" and not np.any(r.image):
-                notes.append(f"{_name(r)}: all-zero slice skipped")
-            else:
-                usable.append(r)
-        if not usable:
-            raise InputError(path, "no image with any signal (all slices are zero)")
+        usable = records_with_signal(path, records, notes)
         acq = h5_acquisition(path)
         recon_method = acq.get("method") if acq else None
         out_rows = []
@@ -144,14 +133,14 @@ def run(args) -> int:
         for group in _groups(usable):
             first = group[0].image
             if min(first.shape[:2]) < pred.min_input_size:
-                raise InputError(_name(group[0]), f"image is {first.shape[0]}x{first.shape[1]} pixels, smaller than "
+                raise InputError(record_name(group[0]), f"image is {first.shape[0]}x{first.shape[1]} pixels, smaller than "
                                                   f"the estimator's minimum input {pred.min_input_size}x"
                                                   f"{pred.min_input_size}")
             for a in range(0, len(group), BATCH):
                 chunk = group[a:a + BATCH]
                 batch = np.stack([r.image[..., 0] if r.image.ndim == 3 and r.image.shape[-1] == 1 else r.image
                                   for r in chunk])
-                x, _ = pred.prepare(batch, kind=chunk[0].kind, source=[_name(r) for r in chunk])
+                x, _ = pred.prepare(batch, kind=chunk[0].kind, source=[record_name(r) for r in chunk])
                 res = est.estimate(x, colour=[is_colour(r.image) for r in chunk], recon_method=recon_method)
                 for j, r in enumerate(chunk):
                     out_rows.append({"input": r.source, "slice": r.slice, "r_est": round(float(res["r_est"][j]), 4),

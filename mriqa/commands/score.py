@@ -83,10 +83,6 @@ def default_model(image) -> str:
     return "rgb" if image.ndim == 3 and image.shape[-1] in (3, 4) else "gray"
 
 
-def _record_name(record) -> str:
-    return record.source if record.slice is None else f"{record.source} [slice {record.slice}]"
-
-
 def _map_stem(record) -> str:
     name = os.path.basename(os.path.normpath(record.source))
     for ext in (".nii.gz", ".nii", ".h5", ".hdf5", ".npy", ".dcm", ".png", ".tif", ".tiff", ".bmp", ".jpg",
@@ -133,7 +129,7 @@ def run(args) -> int:
 
     from mriqa.errors import InputError
     from mriqa.files import atomic_path
-    from mriqa.imageio import read_images
+    from mriqa.imageio import read_images, record_name, records_with_signal
     from mriqa.overlay import make_readable
     from mriqa.predictor import load_predictor
 
@@ -171,21 +167,14 @@ def run(args) -> int:
     try:
         for path in args.inputs:
             records = read_images(path, h5_key=args.h5_key)
-            scorable = []
-            for r in records:
-                if r.kind == "mri" and not np.any(r.image):
-                    notes.append(f"{_record_name(r)}: all-zero slice skipped (nothing to score)")
-                else:
-                    scorable.append(r)
-            if not scorable:
-                raise InputError(path, "no image with any signal to score (all slices are zero)")
+            scorable = records_with_signal(path, records, notes)
             for group in _groups(scorable, model_of):
                 name = model_of(group[0])
                 qf = predictor(name)
                 first = group[0].image
                 if min(first.shape[:2]) < qf.min_input_size:
                     raise InputError(
-                        _record_name(group[0]),
+                        record_name(group[0]),
                         f"image is {first.shape[0]}x{first.shape[1]} pixels, smaller than the QF model's "
                         f"minimum input {qf.min_input_size}x{qf.min_input_size} (its receptive field is "
                         f"{qf.receptive_field} px)",
@@ -196,10 +185,10 @@ def run(args) -> int:
                     if batch.ndim == 3:
                         batch = batch[..., None]  # [N, H, W, 1]: unambiguous channels-last batch
                     pred = qf.evaluate(batch, pool=args.pool, kind=chunk[0].kind,
-                                       source=[_record_name(r) for r in chunk])
+                                       source=[record_name(r) for r in chunk])
                     for j, r in enumerate(chunk):
                         if pred.fallback[j]:
-                            notes.append(f"{_record_name(r)}: no foreground found, scored with mean pooling")
+                            notes.append(f"{record_name(r)}: no foreground found, scored with mean pooling")
                         rows.append({
                             "input": r.source,
                             "slice": r.slice,
