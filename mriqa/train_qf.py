@@ -25,6 +25,8 @@ to every map value (see :mod:`mriqa.models.qfnet`). ``mriqa train-qf --calibrate
 run's ``best.safetensors`` without training.
 ``max_minutes`` stops a run cleanly (checkpoint + export of the best weights so far) after that wall time;
 ``stop_at_step`` does the same at a given step (splitting a run into sessions; the tests use it).
+``init: PATH`` (optional) starts a new run from the weights of an earlier one (a ``.safetensors`` written by this
+trainer, same architecture) instead of a random initialisation; a resumed run ignores it (its checkpoint wins).
 
 Outputs in ``output_dir``: ``checkpoint.pt``, ``best.safetensors``, ``history.json``, ``curves.png`` (loss and
 accuracy, train and validation), ``train.log`` lines via stdout; and the best weights copied to ``export``.
@@ -88,6 +90,7 @@ DEFAULTS: dict[str, Any] = {
         "device": "auto",
     },
     "calibrate": None,
+    "init": None,
     "output_dir": "runs/qf",
     "export": None,
 }
@@ -180,6 +183,20 @@ def build_model(cfg: dict) -> QFNet:
         mc.setdefault("num_classes", 5)
         mc.setdefault("class_qfs", [0, 20, 40, 60, 80])
     return QFNet.from_config(mc)
+
+
+def _load_init(model: QFNet, path: str) -> None:
+    """Copy the weights of an earlier run into ``model`` (clear error when the file or architecture differs)."""
+    from mriqa.weights_io import load_weights
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, "init weights file not found")
+    state, _ = load_weights(p)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise InputError(p, f"init weights do not fit the configured model ({str(e).splitlines()[0]})") from None
 
 
 def make_sampler(pool, cfg: dict) -> PatchSampler:
@@ -393,6 +410,8 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
     val = {k: v.to(device) for k, v in val.items()}
     torch.manual_seed(seed)
     model = build_model(cfg).to(device)
+    if cfg.get("init"):
+        _load_init(model, cfg["init"])
     opt = torch.optim.Adam(model.parameters(), lr=float(tc["lr"]), weight_decay=float(tc["weight_decay"]))
     step, history, best, wall_before = 0, [], None, 0.0
     ckpt_path = out / "checkpoint.pt"

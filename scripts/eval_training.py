@@ -1,7 +1,7 @@
 """Evaluate the training modes of issue 6 on held-out volumes: PSNR, SSIM, NMSE, QF and k-space residual.
 
 For every mode whose weights exist (``runs/modl-<mode>/final.safetensors``; supervised:
-``runs/modl-cpu-ft/final.safetensors``, else the shipped ``recon/weights/modl.safetensors``; override with
+``runs/modl-cpu-ft2/final.safetensors``, else the shipped ``recon/weights/modl.safetensors``; override with
 ``--run MODE=PATH``), on the test split (default ``data/sim128/multicoil_test``: Colin27, never seen in
 training or validation), at each R of ``--accels`` (default 4 and 8; one fixed ``--mask`` per volume,
 fastMRI's centre fraction ``0.32 / R``; ESPIRiT maps from the central 24 x 24 of the fully sampled k-space, as
@@ -37,7 +37,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-MODES = {"supervised": "modl-cpu-ft", "dc": "modl-dc", "ssdu": "modl-ssdu", "dc+qf": "modl-dc-qf",
+MODES = {"supervised": "modl-cpu-ft2", "dc": "modl-dc", "ssdu": "modl-ssdu", "dc+qf": "modl-dc-qf",
          "ssdu+qf": "modl-ssdu-qf"}
 
 

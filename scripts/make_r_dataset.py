@@ -12,7 +12,9 @@ volume, kind and R, seeded from the split, the volume name, the kind and R) and 
 - ``modl``: MoDL with the weights in ``--modl-weights`` (default the shipped ``modl``),
 
 using the same ESPIRiT maps as ``scripts/eval_recon.py`` (central 24 x 24 of the fully sampled k-space, cached).
-Every reconstruction is scored by the grayscale QF predictor (one forward pass, three poolings).
+Every reconstruction is scored by the grayscale QF predictor (one forward pass, three poolings);
+``--rescore`` only redoes these scores in existing files (after a new gray model ships), then refit the QF-based
+calibration with ``python -m mriqa.restimate.qf_based fit``.
 
 Output: one HDF5 file per split and method, ``<out>/<split>/<method>.h5`` (written atomically), holding
 
@@ -83,6 +85,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--calib-width", type=int, default=24)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rescore", action="store_true",
+                   help="only recompute the qf_* scores of existing files with the current gray QF model")
     return p.parse_args(argv)
 
 
@@ -204,12 +208,40 @@ def build(split: str, method: str, args, predictor, model, log=print) -> Path:
     return out
 
 
+def rescore(path: Path, predictor, log=print) -> None:
+    """Recompute the ``qf_*`` datasets of an existing file with ``predictor`` (after a new gray model ships)."""
+    import shutil
+
+    import h5py
+
+    from mriqa.files import atomic_path
+
+    with h5py.File(path, "r") as hf:
+        images = hf["images"][:]
+    scores = qf_scores(predictor, images)
+    with atomic_path(path, suffix=".h5") as tmp:
+        shutil.copyfile(path, tmp)
+        with h5py.File(tmp, "r+") as hf:
+            for p, v in scores.items():
+                del hf[f"qf_{p}"]
+                hf[f"qf_{p}"] = v
+            hf.attrs["qf_weights_sha256"] = sha256(REPO / "mriqa/weights/qf-gray.safetensors")
+    log(f"rescored {path}: {len(images)} images")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     import mriqa
 
     predictor = mriqa.load_predictor("gray", device="cpu", batch_size=32)
+    if args.rescore:
+        for split in args.splits:
+            for method in args.methods:
+                path = Path(args.out) / split / f"{method}.h5"
+                if path.is_file():
+                    rescore(path, predictor)
+        return 0
     model = None
     if "modl" in args.methods:
         from recon.modl import load_modl

@@ -75,3 +75,57 @@ def test_split_batch_and_errors():
         only_acs = torch.zeros(1, 1, W)
         only_acs[..., W // 2 - 4:W // 2 + 4] = 1
         ssdu_split(only_acs.expand(1, H, W), 0.4)
+
+
+def _consistent_batch(r=4.0, seed=0):
+    """Noise-free multi-coil data exactly consistent with (x, S): y = M F S x; maps 0 on a border (no support)."""
+    from recon.fft import fft2c
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, H, W, dtype=torch.complex64, generator=g)
+    maps = torch.randn(1, 4, H, W, dtype=torch.complex64, generator=g)
+    maps = maps / maps.abs().square().sum(1, keepdim=True).sqrt()
+    maps[..., :8, :] = 0  # outside the maps' support
+    sm = _line_mask(r, seed=seed)
+    full = fft2c(maps * x[:, None])
+    return x, sm, {"masked_kspace": full * sm.mask, "mask": sm.mask[None], "sens_maps": maps,
+                   "slice_num": torch.tensor([0])}
+
+
+def test_ssdu_lambda_loss_is_zero_for_the_true_image_and_one_for_zero():
+    """The loss batch of recon.train_step.ssdu_inputs gives the DC loss the acquired y, a float Lambda mask
+    [B, 1, H, W] outside the ACS and the model's maps: the true complex image scores ~0, the zero image 1."""
+    from mriqa.losses import dc_loss
+    from recon.train_step import ssdu_inputs
+
+    x, sm, batch = _consistent_batch()
+    net, lb = ssdu_inputs(batch, [5], ratio=0.4, selection="points", std_scale=4.0, keep_center="acs")
+    lam, theta = lb["mask"], net["mask"]
+    assert lam.dtype == theta.dtype == torch.float32 and lam.shape == (1, 1, H, W)
+    assert torch.equal(lam + theta, batch["mask"].expand(1, 1, H, W))
+    assert torch.equal(net["masked_kspace"], batch["masked_kspace"] * theta)
+    assert torch.equal(lb["masked_kspace"], batch["masked_kspace"]) and lb["sens_maps"] is batch["sens_maps"]
+    col = sm.mask.reshape(-1).numpy() > 0
+    lo = W // 2
+    while col[lo - 1]:
+        lo -= 1
+    assert float(lam[..., lo:lo + sm.num_low_frequencies].sum()) == 0
+    kw = dict(masked_kspace=lb["masked_kspace"], mask=lam, sens_maps=lb["sens_maps"])
+    assert float(dc_loss(image=x, **kw)) < 1e-10
+    assert float(dc_loss(image=torch.zeros_like(x), **kw)) == pytest.approx(1.0)
+    # a magnitude-only image (phase lost) is far from consistent
+    assert float(dc_loss(image=x.abs().to(x.dtype), **kw)) > 0.5
+    # the DC loss is blind outside the maps' support: what MoDL's background fill puts there is unconstrained
+    # by a reference-free loss (hence fill_background: false in the DC / SSDU configs)
+    bump = torch.zeros_like(x)
+    bump[:, :8, :] = 10.0
+    assert float(dc_loss(image=x + bump, **kw)) < 1e-10
+
+
+def test_reference_free_configs_turn_off_the_background_fill():
+    from recon.modl import MoDL
+    from recon.train import load_config
+
+    for name in ("ssdu", "dc"):
+        cfg = load_config(f"configs/modl-{name}.yaml")
+        assert MoDL(cfg["model"]).config.fill_background is False, name

@@ -182,3 +182,55 @@ def test_overrides_parse_numbers_yaml_reads_as_strings():
                                                    "train.flag=true", "train.sizes=[1, 2]"])
     assert cfg["train"] == {"lr": 1e-3, "steps": 7, "tag": "abc", "flag": True, "sizes": [1, 2]}
     assert isinstance(cfg["train"]["steps"], int)
+
+
+def test_init_starts_from_earlier_weights_and_rejects_other_architectures(tmp_path):
+    from mriqa.errors import InputError
+
+    first = train(_photo_cfg(tmp_path, tmp_path / "a", train={"steps": 1}), log=lambda *_: None)
+    w0 = first["model"].state_dict()["features.0.weight"]
+    # zero steps after init: the exported weights are exactly the init weights
+    cfg = _photo_cfg(tmp_path, tmp_path / "b", train={"steps": 0}, seed=5)
+    cfg["init"] = str(tmp_path / "a" / "best.safetensors")
+    second = train(cfg, log=lambda *_: None)
+    assert torch.equal(second["model"].state_dict()["features.0.weight"], w0)
+    bad = _photo_cfg(tmp_path, tmp_path / "c", model={"width": 8})
+    bad["init"] = str(tmp_path / "a" / "best.safetensors")
+    with pytest.raises(InputError, match="do not fit"):
+        train(bad, log=lambda *_: None)
+    missing = _photo_cfg(tmp_path, tmp_path / "d")
+    missing["init"] = str(tmp_path / "nope.safetensors")
+    with pytest.raises(InputError, match="not found"):
+        train(missing, log=lambda *_: None)
+
+
+def test_blur_schedule_is_monotone_and_free_below_tolerance():
+    from mriqa.qf_data import blur_schedule_qf
+
+    spec = {"tolerance": 0.6, "sigma_max": 4.0, "qf_at_max": 20}
+    sig = [0.1, 0.3, 0.6, 0.7, 1.0, 2.0, 4.0, 6.0]
+    q = [blur_schedule_qf(s, spec) for s in sig]
+    assert q[:3] == [100.0, 100.0, 100.0]
+    assert all(a > b for a, b in zip(q[2:6], q[3:7]))
+    assert q[6] == pytest.approx(20.0) and q[7] == pytest.approx(20.0)
+
+
+def test_scheduled_blur_targets_fall_with_sigma():
+    """Sampler with ``blur.target: schedule``: lossless blurred patches get the schedule's QF, not a PSNR match."""
+    from mriqa.qf_data import Pool, PatchSampler, blur_schedule_qf
+
+    rng = np.random.default_rng(0)
+    from scipy import ndimage
+
+    img = ndimage.gaussian_filter(rng.random((96, 96)), 1.0)
+    img = ((img - img.min()) / (img.max() - img.min()) * 255).astype(np.uint8)[..., None]
+    pool = Pool(images=[img], masks=[None], names=["x"])
+    spec = {"p": 1.0, "sigma_min": 0.3, "sigma_max": 3.0, "target": "schedule", "tolerance": 0.5, "qf_at_max": 20}
+    s = PatchSampler(pool, patch=32, p_clean=1.0, blur=spec)
+    targets = [s.sample_one(np.random.default_rng(i))[1] for i in range(20)]
+    assert min(targets) < 0.6 and max(targets) <= 1.0
+    # the same draws without the schedule (PSNR-matched) are far lower: MSE punishes blur on edges
+    s_psnr = PatchSampler(pool, patch=32, p_clean=1.0, blur={k: v for k, v in spec.items() if k != "target"})
+    t_psnr = [s_psnr.sample_one(np.random.default_rng(i))[1] for i in range(20)]
+    assert np.mean(t_psnr) < np.mean(targets)
+    assert blur_schedule_qf(0.4, spec) == 100.0
