@@ -41,6 +41,12 @@ MODES = {"supervised": "modl-cpu-ft2", "dc": "modl-dc", "ssdu": "modl-ssdu", "dc
          "ssdu+qf": "modl-ssdu-qf"}
 
 
+def _rel(path) -> str:
+    """``path`` relative to the repository when it lies inside it (tables stay machine-independent)."""
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(path)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default=str(REPO / "data/sim128"))
@@ -158,7 +164,7 @@ def main(argv=None) -> str:
     args = parse_args(argv)
     rows, weights, missing = evaluate(args)
     files = sorted((Path(args.data) / args.split).glob("*.h5"))
-    lines = [f"Held-out: {len(files)} volumes of {Path(args.data) / args.split}, "
+    lines = [f"Held-out: {len(files)} volumes of {_rel(Path(args.data) / args.split)}, "
              f"{'all' if args.max_slices is None else args.max_slices} slices each, {args.mask} masks; "
              f"QF = gray predictor, {args.qf_pool} pooling, x 100", "",
              "| method | R | PSNR (dB) | SSIM | NMSE | QF | DC residual |", "|---|---:|---:|---:|---:|---:|---:|"]
@@ -167,7 +173,7 @@ def main(argv=None) -> str:
         lines.append(f"| {name} | {r:g} | {avg['PSNR']:.2f} | {avg['SSIM']:.4f} | {avg['NMSE']:.4f} | "
                      f"{avg['QF']:.1f} | {dc} |")
     lines.append("")
-    lines.append("weights: " + (", ".join(f"{m} = {p}" for m, p in weights.items()) or "none"))
+    lines.append("weights: " + (", ".join(f"{m} = {_rel(p)}" for m, p in weights.items()) or "none"))
     lines.append("missing (not trained yet): " + (", ".join(missing) or "none"))
     text = "\n".join(lines)
     print(text)
