@@ -45,7 +45,8 @@ again with the PSNR-matched target (then blur is a trained degradation, no longe
 ``target: schedule`` the blur's target is instead :func:`blur_schedule_qf` of its sigma (QF 100 up to
 ``tolerance`` px, then falling linearly in log sigma to ``qf_at_max`` at ``sigma_max``), and any noise/JPEG
 target is PSNR-matched against the blurred pristine: MRI sources differ in native sharpness (Colin27, an
-average of 27 scans, is softer than one acquisition), and an MSE-matched blur target calls them all blurred. See ``docs/qf/README.md`` for why (noise sign).
+average of 27 scans, is softer than one acquisition), and an MSE-matched blur target calls them all blurred.
+See ``docs/qf/README.md`` for why (noise sign, blur).
 
 Everything is driven by a ``numpy.random.Generator`` passed in, so a step's batch depends only on
 ``(seed, step)``: runs are deterministic and resume exactly.

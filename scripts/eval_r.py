@@ -317,8 +317,9 @@ def write_model_card(path: Path, summary: dict, smallfov: list[dict]) -> None:
         "`python scripts/eval_r.py` from the weights' metadata and the held-out evaluation; see docs/r/README.md.", "",
         "## Model",
         f"- QFNet (gray, width {meta['config'].get('width')}, receptive field 28 px, output stride 4), "
-        f"initialised from `{tr.get('init', '?')}` (the QF predictor as shipped when it was trained: qf-gray stage 1, `configs/qf-gray.yaml`); the pre-sigmoid output map is "
-        "log R per cell; image estimate = foreground-weighted mean of the map (`mriqa.pooling`).",
+        f"initialised from `{tr.get('init', '?')}` (the gray QF predictor of that name at training time; "
+        "`configs/r-learned.yaml` says which); the pre-sigmoid output map is log R per cell; image estimate = "
+        "foreground-weighted mean of the map (`mriqa.pooling`).",
         "- Input: the QF predictor's normalisation (`mriqa/normalize.py`, magnitude / 99.5th percentile per "
         "slice, 8-bit). Any image size >= 28 x 28; trained at 128 x 128.", "",
         "## Data",
