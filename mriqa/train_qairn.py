@@ -14,6 +14,12 @@ Validation: the validation images (central ``val_crop`` x ``val_crop`` crop on t
 the Spearman correlation of Q2 with the QF (the quality signal). The weights with the best mean PSNR gain
 are exported.
 
+Option ``train.gate_prior`` (ours, default 0 = the paper's loss): adds ``gate_prior x mean(1 - gamma)`` over the
+three attention maps, a small cost for closing a gate, so that the skip path (gamma = 1) is the default and a
+gate closes only where the decoder's restoration pays for it; the paper's reading of gamma ("high = little to
+restore") is then built in instead of left to chance. ``init`` (a ``.safetensors`` file of the same
+architecture) starts from trained weights instead of the seed's random ones (ignored when resuming).
+
 Determinism and resume: the batch of step ``t`` is drawn from ``numpy.random.default_rng([seed, t])``, the
 model is initialised from ``torch.manual_seed(seed)`` and the learning rate is a function of ``t``; a run
 writes ``checkpoint.pt`` (model, optimiser, step, history, best weights; atomic, read back with
@@ -46,7 +52,7 @@ from mriqa.files import atomic_path
 from mriqa.jpeg import jpeg_compress
 from mriqa.models.qairn import QAIRN
 from mriqa.train_qf import layered_config
-from mriqa.weights_io import save_weights
+from mriqa.weights_io import load_weights, save_weights
 
 VAL_QFS = (10, 20, 30, 40)
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +77,9 @@ DEFAULTS: dict[str, Any] = {
         "stop_at_step": None,
         "progress": True,
         "device": "auto",
+        "gate_prior": 0.0,
     },
+    "init": None,
     "output_dir": "runs/qairn",
     "export": None,
 }
@@ -274,6 +282,14 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
         best = ck.get("best")
         wall_before = float(ck.get("wall_s", 0.0))
         log(f"[{cfg['name']}] resumed from {ckpt_path} at step {step}")
+    elif cfg.get("init"):
+        state, _ = load_weights(cfg["init"])
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            raise InputError(cfg["init"], f"init weights do not match the configured model: "
+                                          f"{str(e).splitlines()[0]}") from None
+        log(f"[{cfg['name']}] initialised from {cfg['init']}")
     model.train()
     t0 = time.time()
 
@@ -292,6 +308,7 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
         )
 
     total = int(tc["steps"])
+    gate_prior = float(tc.get("gate_prior") or 0.0)
     max_s = float(tc["max_minutes"]) * 60 if tc.get("max_minutes") else None
     run_loss, run_n = 0.0, 0
     stopped_early = False
@@ -307,8 +324,10 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
         x, y = x.to(device), y.to(device)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, tc)
-        restored, _ = model(x)
+        restored, maps = model(x)
         loss = loss_fn(restored, y)
+        if gate_prior:
+            loss = loss + gate_prior * torch.stack([(1.0 - g).mean() for g in maps]).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -22,7 +22,10 @@ Choices (and where they differ from the paper):
   With ``fill_background`` (default) a final, non-iterated pass of the same denoiser estimates the image
   outside the support only (the RSS reference is not 0 there: it holds the noise floor, which fastMRI's
   whole-image metrics count; CG-SENSE and L1-wavelet with the same maps leave it at 0, see
-  ``scripts/eval_recon.py`` for metrics inside the support as well).
+  ``scripts/eval_recon.py`` for metrics inside the support as well). ``fill_background="noise_floor"`` instead
+  fills the expected RSS magnitude of pure noise, measured from the acquired k-space's corners
+  (``recon.noise``): the same convention without learning it from references (the reference-free modes of
+  ``recon.train`` use it); ``False`` leaves 0.
 - One learnable ``lam`` (init 0.05), parametrised as ``exp(log_lam)`` and clamped to ``>= 1e-4`` in use. 10 CG iterations per unroll, tol 1e-6.
 - CG uses ``cg_solve``'s implicit backward (one adjoint CG solve, nothing stored per iteration); with
   ``checkpoint=True`` the denoiser is recomputed in the backward pass (``torch.utils.checkpoint``,
@@ -58,6 +61,7 @@ from torch import nn
 
 from recon.cg import cg_solve
 from recon.errors import InputError
+from recon.noise import noise_std_from_kspace, rss_noise_floor
 from recon.physics import SenseOperator
 
 __all__ = [
@@ -98,7 +102,15 @@ class ModlConfig:
     lam_init: float = 0.05
     checkpoint: bool = False
     scale_percentile: float = 99.0
-    fill_background: bool = True
+    fill_background: bool | str = True
+
+    @property
+    def background_mode(self) -> str:
+        """``"learned"`` (``True``), ``"zero"`` (``False``) or ``"noise_floor"``: what fills the image outside
+        the coil maps' support (module docstring)."""
+        if isinstance(self.fill_background, str):
+            return self.fill_background
+        return "learned" if self.fill_background else "zero"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "ModlConfig":
@@ -121,6 +133,8 @@ class ModlConfig:
             (self.kernel_size >= 1 and self.kernel_size % 2 == 1, "kernel_size must be odd and >= 1"),
             (self.lam_init > 0, "lam_init must be > 0"),
             (0 < self.scale_percentile <= 100, "scale_percentile must be in (0, 100]"),
+            (self.fill_background in (True, False, "learned", "zero", "noise_floor"),
+             f"fill_background must be true, false, 'learned', 'zero' or 'noise_floor', got {self.fill_background!r}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -400,14 +414,21 @@ class MoDL(nn.Module):
             z = self._denoise_sets(x) * support  # may run under autocast (AMP on GPU); comes back complex64
             with torch.autocast(device_type=x.device.type, enabled=False):  # CG in full precision
                 x = cg_solve(op.normal, rhs0 + lam * z, lam, max_iter=self.cg_iters, tol=self.config.cg_tol)
-        if self.config.fill_background and k_unrolls > 0 and not bool(support.all()):
-            # outside the maps' support the data say nothing; one more (non-iterated) pass of the denoiser
-            # estimates the reference there (the noise floor of an RSS target). With map sets only the first
-            # set's image is filled (the others are 0 outside their support, as in SENSE).
+        mode = self.config.background_mode
+        if mode != "zero" and k_unrolls > 0 and not bool(support.all()):
+            # outside the maps' support the data say nothing. "learned": one more (non-iterated) pass of the
+            # denoiser estimates the reference there (the noise floor of an RSS target, learnt from references);
+            # "noise_floor": the expected RSS noise magnitude from the noise in the acquired k-space corners
+            # (recon.noise; no reference needed). With map sets only the first set's image is filled (the
+            # others are 0 outside their support, as in SENSE).
             fill = 1 - support
             if sets:
                 fill = fill * (torch.arange(x.shape[1], device=x.device) == 0).reshape(1, -1, 1, 1)
-            x = x + self._denoise_sets(x) * fill
+            if mode == "learned":
+                x = x + self._denoise_sets(x) * fill
+            else:
+                floor = rss_noise_floor(noise_std_from_kspace(y, mask)).to(x.device) / scale
+                x = x + floor.reshape((-1,) + (1,) * (x.ndim - 1)).to(x.dtype) * fill
         return x * scale_v
 
     def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, num_low_frequencies=None,

@@ -1,14 +1,15 @@
 """Evaluate the training modes of issue 6 on held-out volumes: PSNR, SSIM, NMSE, QF and k-space residual.
 
-For every mode whose weights exist (``runs/modl-<mode>/final.safetensors``; supervised:
-``runs/modl-cpu-ft2/final.safetensors``, else the shipped ``recon/weights/modl.safetensors``; override with
-``--run MODE=PATH``), on the test split (default ``data/sim128/multicoil_test``: Colin27, never seen in
+For every mode whose weights exist (``runs/<run>/final.safetensors`` with the runs of ``MODES``: the SSDU
+modes' second stages ``modl-ssdu-ft`` / ``modl-ssdu-qf-ft``; supervised: ``runs/modl-cpu-ft2``, else the shipped
+``recon/weights/modl.safetensors``; override with ``--run MODE=PATH``), on the test split (default ``data/sim128/multicoil_test``: Colin27, never seen in
 training or validation), at each R of ``--accels`` (default 4 and 8; one fixed ``--mask`` per volume,
 fastMRI's centre fraction ``0.32 / R``; ESPIRiT maps from the central 24 x 24 of the fully sampled k-space, as
 in training):
 
 - **PSNR / SSIM / NMSE**: fastMRI's conventions (``recon.metrics``; per volume, data range = the volume max),
-  averaged over the volumes;
+  averaged over the volumes; **in support**: PSNR and the mean of skimage's SSIM map over the pixels inside the
+  coil maps' support only (the reference's noise floor outside it, which CG-SENSE leaves at 0, excluded);
 - **QF**: the gray QF predictor's score of each reconstructed slice (``kind="mri"``, ``--qf-pool``, default
   ``foreground``), times 100, averaged over slices (higher = looks less compressed; the reference RSS row
   gives its scale);
@@ -17,7 +18,12 @@ in training):
   good: the zero-filled image has residual 0 per coil, so a DC-only model can reach it by copying the data.
 
 Baseline rows: zero-filled RSS and CG-SENSE (QF only, no residual: magnitude outputs) and the reference.
-Prints a markdown table (``--out FILE`` also writes it) and which modes have no weights yet.
+Prints a markdown table (``--out FILE`` also writes it), which modes have no weights yet, and the checks of
+issue 6: DC-only against its own starting point (a row "MoDL untrained (D = identity)": the same network before
+training, whose unrolls are plain data-consistency iterations from ``A^H y``; what DC-only training adds to it),
+and the reference-free SSDU + QF model's SSIM against SSDU-only's and its PSNR against the supervised model's,
+at each R. (With a network that has no data-consistency step, DC-only training reproduces the zero-filled
+input; MoDL's CG step already makes every output consistent, so DC-only has nothing left to learn.)
 
     python scripts/eval_training.py --max-slices 12
 """
@@ -37,8 +43,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-MODES = {"supervised": "modl-cpu-ft2", "dc": "modl-dc", "ssdu": "modl-ssdu", "dc+qf": "modl-dc-qf",
-         "ssdu+qf": "modl-ssdu-qf"}
+UNTRAINED = "MoDL untrained (D = identity)"
+MODES = {"supervised": "modl-cpu-ft2", "dc": "modl-dc", "ssdu": "modl-ssdu-ft", "dc+qf": "modl-dc-qf",
+         "ssdu+qf": "modl-ssdu-qf-ft"}
 
 
 def _rel(path) -> str:
@@ -105,6 +112,13 @@ def evaluate(args) -> tuple[dict, dict, list]:
         weights = {m: p for m, p in weights.items() if m in args.modes}
         missing = [m for m in missing if m.split(" ")[0] in args.modes]
     models = {mode: load_model(path)[1] for mode, path in weights.items()}
+    if "dc" in models:
+        # DC-only's starting point: the same MoDL untrained (the denoiser's last conv is zero-initialised, so
+        # D = identity and the unrolls are plain data-consistency iterations from A^H y)
+        from recon.modl import MoDL
+
+        torch.manual_seed(0)
+        models = {UNTRAINED: MoDL(models["dc"].config).eval(), **models}
     qf = mriqa.load_predictor("gray", device="cpu")
     files = sorted((Path(args.data) / args.split).glob("*.h5"))
     if not files:
@@ -119,6 +133,7 @@ def evaluate(args) -> tuple[dict, dict, list]:
         maps = np.stack([espirit_maps_cached(kspace[i], path, s, calib_width=args.calib_width)
                          for i, s in enumerate(slices)]).astype(np.complex64)
         maps = maps[:, 0] if maps.ndim == 5 else maps
+        support = (np.abs(maps) ** 2).sum(1) > 0  # [S, H, W]: where the ESPIRiT maps are non-zero
         qf_ref = float(np.mean(qf.score(target, pool=args.qf_pool, kind="mri")))
         for r in args.accels:
             sm = make_mask(args.mask, kspace.shape[-2:], r, seed=mask_seed(args.seed, path.name))
@@ -144,14 +159,71 @@ def evaluate(args) -> tuple[dict, dict, list]:
                                              reduction="none").numpy())
                     recon.append(pred["output"][:, 0].numpy())
                 outs[mode] = (np.concatenate(recon), float(np.mean(np.concatenate(resid))))
+            zero_filled = outs["zero-filled"][0] if "zero-filled" in outs else \
+                baselines.zero_filled(masked.numpy(), mask)
+            untrained = outs[UNTRAINED][0] if UNTRAINED in outs else None
             for name, (img, resid) in outs.items():
-                m = evaluate_volume(target, img, maxval) if name != "reference (RSS)" else \
-                    {"PSNR": float("inf"), "SSIM": 1.0, "NMSE": 0.0}
+                if name == "reference (RSS)":
+                    m = {"PSNR": float("inf"), "SSIM": 1.0, "NMSE": 0.0, "PSNR_in": float("inf"), "SSIM_in": 1.0}
+                else:
+                    m = evaluate_volume(target, img, maxval)
+                    m.update(support_metrics(target, img, support, maxval))
+                # how far the output is from the zero-filled image (PSNR with the reference's data range)
+                m["PSNR_to_zf"] = _psnr_between(img, zero_filled, maxval)
+                m["PSNR_to_untrained"] = None if untrained is None else _psnr_between(img, untrained, maxval)
                 m["QF"] = 100 * (qf_ref if name == "reference (RSS)" else
                                  float(np.mean(qf.score(img, pool=args.qf_pool, kind="mri"))))
                 m["DC"] = resid
                 rows.setdefault((name, r), []).append(m)
     return rows, weights, missing
+
+
+def _psnr_between(a, b, maxval) -> float:
+    """PSNR of image ``a`` against image ``b`` (not the reference), with the reference's data range."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float(10 * np.log10(maxval ** 2 / mse)) if mse > 0 else float("inf")
+
+
+def support_metrics(target, img, support, maxval) -> dict:
+    """PSNR and SSIM over the pixels inside ``support`` ``[S, H, W]`` only (data range = ``maxval``)."""
+    from skimage.metrics import structural_similarity
+
+    err = (img.astype(np.float64) - target)[support]
+    ssim_in = [structural_similarity(t.astype(np.float64), x.astype(np.float64), data_range=maxval,
+                                     full=True)[1][s].mean() for t, x, s in zip(target, img, support)]
+    mse = float(np.mean(err ** 2))
+    psnr_in = float(10 * np.log10(maxval ** 2 / mse)) if mse > 0 else float("inf")
+    return {"PSNR_in": psnr_in, "SSIM_in": float(np.mean(ssim_in))}
+
+
+def checks(avg: dict) -> list[str]:
+    """The issue-6 verdict lines from the averaged table (only for the modes that were evaluated)."""
+    lines = []
+    for r in sorted({r for _, r in avg}):
+        row = {name: m for (name, rr), m in avg.items() if rr == r}
+        if "dc" in row and UNTRAINED in row and "ssdu" in row:
+            d, u, v = row["dc"], row[UNTRAINED], row["ssdu"]
+            learnt = d["PSNR"] - u["PSNR"]
+            verdict = ("fails: it stays at its own starting point, the untrained network's data-consistency "
+                       "iterations (< 0.5 dB learnt), below SSDU" if learnt < 0.5 and d["PSNR"] < v["PSNR"]
+                       else "learns something beyond its starting point")
+            zf = f", zero-filled {row['zero-filled']['PSNR']:.2f}" if "zero-filled" in row else ""
+            lines.append(f"- R = {r:g}, DC only: PSNR {d['PSNR']:.2f} dB vs the untrained MoDL {u['PSNR']:.2f} "
+                         f"({learnt:+.2f} dB learnt; the two outputs are {d['PSNR_to_untrained']:.1f} dB apart), "
+                         f"SSDU {v['PSNR']:.2f}{zf}; DC residual {d['DC']:.1e}: {verdict}.")
+        if "ssdu+qf" in row and "ssdu" in row:
+            q, u = row["ssdu+qf"], row["ssdu"]
+            ok = q["SSIM"] >= u["SSIM"]
+            lines.append(f"- R = {r:g}, SSIM of SSDU+QF {q['SSIM']:.4f} vs SSDU-only {u['SSIM']:.4f}: "
+                         f"{'>=' if ok else '<'} ({'met' if ok else 'NOT met'}; in support {q['SSIM_in']:.4f} vs "
+                         f"{u['SSIM_in']:.4f}).")
+        if "ssdu+qf" in row and "supervised" in row:
+            q, s = row["ssdu+qf"], row["supervised"]
+            gap = s["PSNR"] - q["PSNR"]
+            lines.append(f"- R = {r:g}, PSNR of SSDU+QF {q['PSNR']:.2f} dB vs supervised {s['PSNR']:.2f}: "
+                         f"{gap:.2f} dB below ({'within' if gap <= 1 else 'NOT within'} 1 dB; in support "
+                         f"{s['PSNR_in'] - q['PSNR_in']:.2f} dB below).")
+    return lines
 
 
 def averages(rows: dict) -> dict:
@@ -167,11 +239,14 @@ def main(argv=None) -> str:
     lines = [f"Held-out: {len(files)} volumes of {_rel(Path(args.data) / args.split)}, "
              f"{'all' if args.max_slices is None else args.max_slices} slices each, {args.mask} masks; "
              f"QF = gray predictor, {args.qf_pool} pooling, x 100", "",
-             "| method | R | PSNR (dB) | SSIM | NMSE | QF | DC residual |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for (name, r), avg in averages(rows).items():
+             "| method | R | PSNR (dB) | SSIM | NMSE | PSNR in support | SSIM in support | QF | DC residual |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    avg_all = averages(rows)
+    for (name, r), avg in avg_all.items():
         dc = "—" if avg["DC"] is None else f"{avg['DC']:.2e}"
         lines.append(f"| {name} | {r:g} | {avg['PSNR']:.2f} | {avg['SSIM']:.4f} | {avg['NMSE']:.4f} | "
-                     f"{avg['QF']:.1f} | {dc} |")
+                     f"{avg['PSNR_in']:.2f} | {avg['SSIM_in']:.4f} | {avg['QF']:.1f} | {dc} |")
+    lines += ["", "Checks (issue 6):"] + (checks(avg_all) or ["- (no mode pair to compare)"])
     lines.append("")
     lines.append("weights: " + (", ".join(f"{m} = {_rel(p)}" for m, p in weights.items()) or "none"))
     lines.append("missing (not trained yet): " + (", ".join(missing) or "none"))

@@ -34,6 +34,10 @@ def parse_args(argv=None):
     p.add_argument("--k1-steps", type=int, default=100, help="steps at K = 1 (0: none)")
     p.add_argument("--k-steps", type=int, default=100, help="steps at the config's final K")
     p.add_argument("--out", default=str(REPO / "runs/sweep-qf"), help="folder of the per-weight runs")
+    p.add_argument("--init", default=None,
+                   help="start every weight from these weights (e.g. a finished reference-free run's "
+                        "final.safetensors) instead of the config's init; fine-tuning sweeps")
+    p.add_argument("--lr", type=float, default=None, help="learning rate of the final stage (default: the config's)")
     p.add_argument("--data", default=None, help="evaluation dataset (default: the config's data.root)")
     p.add_argument("--split", default="multicoil_val")
     p.add_argument("--accels", type=float, nargs="+", default=[4.0, 8.0])
@@ -54,9 +58,9 @@ def main(argv=None) -> str:
     if not mode.endswith("+qf"):
         raise SystemExit(f"{args.config}: train.mode is {mode!r}; the sweep needs a '+qf' mode")
     k_final = int(base["train"]["stages"][-1]["num_unrolls"])
+    final_lr = args.lr or base["train"]["stages"][-1].get("lr", base["train"]["lr"])
     stages = ([{"num_unrolls": 1, "steps": args.k1_steps}] if args.k1_steps else []) + \
-             [{"num_unrolls": k_final, "steps": args.k_steps, "lr": base["train"]["stages"][-1].get("lr",
-                                                                                                 base["train"]["lr"])}]
+             [{"num_unrolls": k_final, "steps": args.k_steps, "lr": final_lr}]
     results = {}
     for w in args.weights:
         cfg = load_config(args.config)
@@ -65,6 +69,8 @@ def main(argv=None) -> str:
         cfg["name"] = f"{cfg['name']}-w{w:g}"
         cfg["out_dir"] = str(Path(args.out) / f"w{w:g}")
         cfg["export"] = None
+        if args.init:
+            cfg["init"] = args.init
         trainer = Trainer(cfg, progress=not args.no_progress)
         trainer.run()
         ev = eval_training.parse_args(["--data", args.data or cfg["data"]["root"], "--split", args.split,
@@ -73,8 +79,9 @@ def main(argv=None) -> str:
                                        "--accels", *[str(a) for a in args.accels]])
         rows, _, _ = eval_training.evaluate(ev)
         results[w] = eval_training.averages(rows)
-    lines = [f"QF-weight sweep: {args.config} (mode {mode}), K=1 x {args.k1_steps} + K={k_final} x {args.k_steps} "
-             f"steps per weight; evaluated on {args.split}, {args.max_slices} slices per volume", "",
+    start = f"from {args.init}" if args.init else "from the config's init"
+    lines = [f"QF-weight sweep: {args.config} (mode {mode}), {start}, K=1 x {args.k1_steps} + K={k_final} x "
+             f"{args.k_steps} steps at lr {final_lr:g} per weight; evaluated on {args.split}, {args.max_slices} slices per volume", "",
              "| QF weight | R | PSNR (dB) | SSIM | NMSE | QF | DC residual |", "|---:|---:|---:|---:|---:|---:|---:|"]
     for w, avg in results.items():
         for (_, r), m in avg.items():

@@ -265,9 +265,12 @@ def test_modl_reconstruct_volume_matches_forward():
         modl_reconstruct(model, k.numpy(), m.numpy(), sens_maps=maps.numpy()[:2])
 
 
-def test_shipped_weights_load_and_run():
-    model = load_modl()  # recon/weights/modl.safetensors, by name
+@pytest.mark.parametrize("name", [None, "modl-qf"])
+def test_shipped_weights_load_and_run(name):
+    model = load_modl(name)  # recon/weights/modl.safetensors (supervised) or modl-qf.safetensors, by name
     assert model.config.num_unrolls >= 1
+    # the supervised model learnt its background from references; the reference-free one measures it
+    assert model.config.background_mode == ("learned" if name is None else "noise_floor")
     k, m, maps, _ = _phantom(b=1, c=8)
     model.cg_iters = 3
     model.num_unrolls = 2

@@ -212,3 +212,31 @@ def test_restore_cli_writes_same_size_same_format(tmp_path, capsys):
     assert main(["restore", str(inputs["photo.png"]), str(tmp_path / "in" / "broken.png"), "--out", str(out2),
                  "--weights", str(weights), "--json", str(rec2)]) == 2
     assert "broken.png" in capsys.readouterr().err and not out2.exists() and not rec2.exists()
+
+
+def test_init_and_gate_prior_open_the_gates(tmp_path):
+    from mriqa.train_qairn import train
+
+    quiet = dict(log=lambda *_: None)
+    base = train(_cfg(tmp_path, tmp_path / "base"), **quiet)
+    # init: a run of 0 steps starting from those weights exports them unchanged
+    same = train(_cfg(tmp_path, tmp_path / "init", init=str(tmp_path / "base" / "best.safetensors"),
+                      train={"steps": 0}), **quiet)
+    from mriqa.weights_io import load_weights
+
+    start, _ = load_weights(tmp_path / "base" / "best.safetensors")
+    assert base["step"] == 2 and same["step"] == 0
+    for k, v in start.items():
+        assert torch.equal(v, same["model"].state_dict()[k]), k
+    # the gate prior pushes the attention maps towards the skip path (gamma -> 1)
+    x = torch.rand(1, 3, 16, 16)
+    runs = {}
+    for prior in (0.0, 50.0):
+        tc = {"gate_prior": prior, "steps": 8, "halve_every": 100, "lr": 1e-2}
+        runs[prior] = train(_cfg(tmp_path, tmp_path / f"prior{prior}", train=tc), **quiet)["model"]
+    with torch.no_grad():
+        mean_gamma = {p: float(torch.stack([g.mean() for g in m.eval()(x)[1]]).mean()) for p, m in runs.items()}
+    assert mean_gamma[50.0] > mean_gamma[0.0] + 0.05
+    with pytest.raises(InputError, match="do not match"):
+        train(_cfg(tmp_path, tmp_path / "bad", init=str(tmp_path / "base" / "best.safetensors"),
+                   model={**TINY, "channels": [8, 8, 8, 8]}), **quiet)

@@ -116,16 +116,16 @@ def test_ssdu_lambda_loss_is_zero_for_the_true_image_and_one_for_zero():
     # a magnitude-only image (phase lost) is far from consistent
     assert float(dc_loss(image=x.abs().to(x.dtype), **kw)) > 0.5
     # the DC loss is blind outside the maps' support: what MoDL's background fill puts there is unconstrained
-    # by a reference-free loss (hence fill_background: false in the DC / SSDU configs)
+    # by a reference-free loss (hence no learned fill in the DC / SSDU configs: 0 or the measured noise floor)
     bump = torch.zeros_like(x)
     bump[:, :8, :] = 10.0
     assert float(dc_loss(image=x + bump, **kw)) < 1e-10
 
 
-def test_reference_free_configs_turn_off_the_background_fill():
+def test_reference_free_configs_turn_off_the_learned_background_fill():
     from recon.modl import MoDL
     from recon.train import load_config
 
-    for name in ("ssdu", "dc"):
+    for name in ("ssdu", "dc", "ssdu-qf", "dc-qf"):
         cfg = load_config(f"configs/modl-{name}.yaml")
-        assert MoDL(cfg["model"]).config.fill_background is False, name
+        assert MoDL(cfg["model"]).config.background_mode in ("zero", "noise_floor"), name

@@ -1,0 +1,51 @@
+"""scripts/eval_training.py: in-support metrics and the issue-6 verdict lines computed from the table."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import eval_training  # noqa: E402
+
+
+def test_support_metrics_ignore_the_background():
+    target = np.ones((2, 32, 32))
+    support = np.zeros((2, 32, 32), dtype=bool)
+    support[:, 8:24, 8:24] = True
+    img = target + 0.1 * support + 5.0 * ~support  # 0.1 error inside, a large one outside
+    m = eval_training.support_metrics(target, img, support, maxval=1.0)
+    assert m["PSNR_in"] == pytest.approx(20.0)
+    same = eval_training.support_metrics(target, target + 5.0 * ~support, support, maxval=1.0)
+    assert same["SSIM_in"] < 1.0  # SSIM windows near the edge of the support still see the background
+    assert eval_training.support_metrics(target, target + 1e-9, support, 1.0)["SSIM_in"] == pytest.approx(1.0)
+
+
+def _row(psnr, ssim, **kw):
+    return {"PSNR": psnr, "SSIM": ssim, "NMSE": 0.0, "PSNR_in": psnr - 1, "SSIM_in": ssim - 0.01, "QF": 50.0,
+            "DC": kw.get("dc"), "PSNR_to_zf": kw.get("to_zf", 0.0), "PSNR_to_untrained": kw.get("to_u")}
+
+
+def test_checks_report_met_and_not_met():
+    avg = {("zero-filled", 4.0): _row(24.0, 0.67, to_zf=200.0),
+           (eval_training.UNTRAINED, 4.0): _row(24.9, 0.77, dc=1e-3),
+           ("dc", 4.0): _row(25.0, 0.77, dc=1e-4, to_u=45.0),
+           ("supervised", 4.0): _row(30.4, 0.89, dc=1e-3),
+           ("ssdu", 4.0): _row(29.3, 0.870, dc=1e-3),
+           ("ssdu+qf", 4.0): _row(29.5, 0.875, dc=1e-3),
+           ("supervised", 8.0): _row(23.4, 0.73, dc=1e-3),
+           ("ssdu", 8.0): _row(22.4, 0.50, dc=1e-3),
+           ("ssdu+qf", 8.0): _row(22.2, 0.49, dc=1e-3)}
+    lines = eval_training.checks(avg)
+    text = "\n".join(lines)
+    assert "R = 4, DC only" in text and "+0.10 dB learnt" in text and "fails: it stays at its own starting point" in text
+    r4 = [ln for ln in lines if ln.startswith("- R = 4,")]
+    r8 = [ln for ln in lines if ln.startswith("- R = 8,")]
+    assert "(met" in r4[1] and "0.90 dB below (within 1 dB" in r4[2]
+    assert "NOT met" in r8[0] and "1.20 dB below (NOT within 1 dB" in r8[1]
+    avg[("dc", 4.0)]["PSNR"] = 26.0  # 1.1 dB above its starting point: no failure claimed
+    assert "learns something beyond its starting point" in "\n".join(eval_training.checks(avg))
