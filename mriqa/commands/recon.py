@@ -23,7 +23,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="mask seed")
     p.add_argument("--num-maps", type=int, default=1, choices=[1, 2],
                    help="ESPIRiT map sets for sense/l1 (2 where a small field of view folds over)")
-    p.add_argument("--weights", default=None, help="MoDL weights: a shipped model name (e.g. modl) or a file")
+    p.add_argument("--weights", default=None,
+                   help="MoDL weights: a shipped name (modl: supervised; modl-qf: reference-free SSDU + QF) or a file")
     p.add_argument("--slices", default=None, help="slice range to reconstruct, e.g. 10:20 (default: all)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--out", required=True, help="output h5 file")

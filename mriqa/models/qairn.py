@@ -16,6 +16,7 @@ paper describes; ``c = channels``, ``nb = n_res`` residual blocks ``conv3x3-ReLU
     y  = up1(RQA2(x2, y))          convT2x2 -> c0, nb x ResBlock(c0)                      (full)
     out = tail(RQA1(x1, y))        tail: conv3x3 c0 -> 3 (global_residual=False, the paper's layout)
     out = x + tail(RQA1(x1, y))    global_residual=True (our option): tail zero-initialised, starts as the identity
+                                   (learns faster, but inverts the quality maps: see below)
 
 FBCNN adds each encoder feature to the decoder (``x + x_skip``); QAIRN replaces the three additions at
 1, 1/2 and 1/4 resolution by RQA blocks (the bottleneck addition stays a plain sum). The paper's Fig. 1 is not
@@ -29,13 +30,14 @@ RQA block (``RQAttention``): a small autoencoder on the concatenated ``[x_skip, 
 channels: ``x~ = gamma * x_skip + (1 - gamma) * x_decoder`` (paper eq. 1). High gamma: the encoder features
 pass untouched (little to restore, good quality); low gamma: the decoder's restoration is used.
 
-Why ``global_residual`` may matter for the quality maps: without it the identity ("nothing to restore") is the
-skip path, ``tail(head(x))``, so a good input should give a high gamma, as the paper intends. With a global
-residual the identity is "zero correction", which the decoder branch can produce as easily; what we measured on
-the CPU runs (``configs/qairn-cpu-resid.yaml``): gamma_2 is *high* for strongly compressed inputs, and the
-validation Spearman correlation of Q2 with the JPEG QF was -0.93 at step 2000 and stayed near -0.95 (sign
-inverted). The paper's layout (``configs/qairn-cpu.yaml``) learned more slowly and was stopped at step 2500 with
-no clear sign yet (-0.07 at step 2000), so whether it fixes the sign is untested.
+Why ``global_residual`` matters for the quality maps (measured): without it (the default, the paper's layout)
+the identity ("nothing to restore") is the skip path, ``tail(head(x))``, so a good input gives a high gamma, as
+the paper intends: on the CPU run ``configs/qairn-cpu.yaml`` (the shipped weights) Q2 rises with the JPEG QF
+(held-out Spearman +0.79 pooled, +1.00 per image) and falls with blur. With a global residual the identity is
+"zero correction", which the decoder branch supplies as easily, and the network learned the gates backwards:
+``configs/qairn-cpu-resid.yaml`` gave Q2 a Spearman of -0.96 with the JPEG QF (gamma_2 high for strongly
+compressed inputs), and a gate prior (``train.gate_prior``, ``configs/qairn-cpu-gate.yaml``) only flattened it.
+docs/qairn/README.md has the numbers.
 
 Quality estimates (:meth:`QAIRN.quality`): ``Q_n`` is the **Minkowski pooling** of map ``gamma_n`` over the
 image, taken on the restoration demand ``1 - gamma`` so that the worst regions dominate:
@@ -130,7 +132,7 @@ class QAIRN(nn.Module):
         att_hidden: int = 16,
         att_depth: int = 2,
         minkowski_p: float = 4.0,
-        global_residual: bool = True,
+        global_residual: bool = False,
     ):
         super().__init__()
         ch = [int(c) for c in channels]
