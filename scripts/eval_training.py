@@ -25,7 +25,7 @@ and the reference-free SSDU + QF model's SSIM against SSDU-only's and its PSNR a
 at each R. (With a network that has no data-consistency step, DC-only training reproduces the zero-filled
 input; MoDL's CG step already makes every output consistent, so DC-only has nothing left to learn.)
 
-    python scripts/eval_training.py --max-slices 12
+    python scripts/eval_training.py --max-slices 12 --out docs/recon/training_eval.md --figure docs/recon/training_eval.png
 """
 from __future__ import annotations
 
@@ -69,6 +69,8 @@ def parse_args(argv=None):
     p.add_argument("--no-baselines", action="store_true")
     p.add_argument("--modes", nargs="+", default=None, help="evaluate only these modes (default: all)")
     p.add_argument("--out", default=None, help="also write the table here")
+    p.add_argument("--figure", default=None,
+                   help="also write a PNG here: the middle evaluated slice of the first volume, every method, each R")
     p.add_argument("--threads", type=int, default=1)
     return p.parse_args(argv)
 
@@ -93,8 +95,9 @@ def evenly(n, k):
     return sorted({int(round(i)) for i in np.linspace(0, n - 1, k)})
 
 
-def evaluate(args) -> tuple[dict, dict, list]:
-    """``(rows {(method, R): [per-volume metrics]}, weights {mode: path}, missing [str])``."""
+def evaluate(args) -> tuple[dict, dict, list, dict]:
+    """``(rows {(method, R): [per-volume metrics]}, weights {mode: path}, missing [str],
+    examples {R: {method: [H, W] middle slice of the first volume}})``."""
     torch.set_num_threads(args.threads)
     import h5py
 
@@ -124,6 +127,7 @@ def evaluate(args) -> tuple[dict, dict, list]:
     if not files:
         raise SystemExit(f"no .h5 files in {Path(args.data) / args.split}")
     rows: dict[tuple[str, float], list[dict]] = {}
+    examples: dict[float, dict[str, np.ndarray]] = {}  # R -> {method: middle slice of the first volume}
     for path in files:
         with h5py.File(path, "r") as hf:
             slices = evenly(hf["kspace"].shape[0], args.max_slices)
@@ -162,6 +166,9 @@ def evaluate(args) -> tuple[dict, dict, list]:
             zero_filled = outs["zero-filled"][0] if "zero-filled" in outs else \
                 baselines.zero_filled(masked.numpy(), mask)
             untrained = outs[UNTRAINED][0] if UNTRAINED in outs else None
+            if path == files[0]:
+                examples[r] = {name: img[len(slices) // 2] for name, (img, _) in outs.items()}
+                examples[r]["reference (RSS)"] = target[len(slices) // 2]
             for name, (img, resid) in outs.items():
                 if name == "reference (RSS)":
                     m = {"PSNR": float("inf"), "SSIM": 1.0, "NMSE": 0.0, "PSNR_in": float("inf"), "SSIM_in": 1.0}
@@ -175,7 +182,39 @@ def evaluate(args) -> tuple[dict, dict, list]:
                                  float(np.mean(qf.score(img, pool=args.qf_pool, kind="mri"))))
                 m["DC"] = resid
                 rows.setdefault((name, r), []).append(m)
-    return rows, weights, missing
+    return rows, weights, missing, examples
+
+
+def figure(path, examples: dict) -> None:
+    """Rows: each R (image) and its |error| against the reference; columns: every method of the table."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from recon.files import atomic_path
+
+    accels = sorted(examples)
+    names = list(examples[accels[0]])
+    ref = examples[accels[0]]["reference (RSS)"]
+    vmax = float(np.percentile(ref, 99.5))
+    fig, axes = plt.subplots(2 * len(accels), len(names), figsize=(2.2 * len(names), 4.6 * len(accels)),
+                             squeeze=False)
+    for i, r in enumerate(accels):
+        for j, name in enumerate(names):
+            img = examples[r][name]
+            ax, ax_err = axes[2 * i, j], axes[2 * i + 1, j]
+            ax.imshow(img, cmap="gray", vmin=0, vmax=vmax)
+            ax.set_title(f"{name}\nR = {r:g}, {_psnr_between(img, ref, ref.max()):.1f} dB", fontsize=7)
+            ax_err.imshow(np.abs(img - ref), cmap="magma", vmin=0, vmax=0.25 * vmax)
+            ax_err.set_title("|error| (0 to 25 % of p99.5)", fontsize=7)
+            for a in (ax, ax_err):
+                a.set_xticks([])
+                a.set_yticks([])
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
 
 
 def _psnr_between(a, b, maxval) -> float:
@@ -234,7 +273,7 @@ def averages(rows: dict) -> dict:
 
 def main(argv=None) -> str:
     args = parse_args(argv)
-    rows, weights, missing = evaluate(args)
+    rows, weights, missing, examples = evaluate(args)
     files = sorted((Path(args.data) / args.split).glob("*.h5"))
     lines = [f"Held-out: {len(files)} volumes of {_rel(Path(args.data) / args.split)}, "
              f"{'all' if args.max_slices is None else args.max_slices} slices each, {args.mask} masks; "
@@ -250,6 +289,9 @@ def main(argv=None) -> str:
     lines.append("")
     lines.append("weights: " + (", ".join(f"{m} = {_rel(p)}" for m, p in weights.items()) or "none"))
     lines.append("missing (not trained yet): " + (", ".join(missing) or "none"))
+    if args.figure:
+        figure(args.figure, examples)
+        lines.append(f"figure: {_rel(args.figure)}")
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -77,7 +77,7 @@ def main(argv=None) -> str:
                                        "--modes", mode, "--run", f"{mode}={trainer.out_dir / 'final.safetensors'}",
                                        "--no-baselines", "--max-slices", str(args.max_slices),
                                        "--accels", *[str(a) for a in args.accels]])
-        rows, _, _ = eval_training.evaluate(ev)
+        rows = eval_training.evaluate(ev)[0]
         results[w] = eval_training.averages(rows)
     start = f"from {args.init}" if args.init else "from the config's init"
     lines = [f"QF-weight sweep: {args.config} (mode {mode}), {start}, K=1 x {args.k1_steps} + K={k_final} x "

@@ -49,3 +49,12 @@ def test_checks_report_met_and_not_met():
     assert "NOT met" in r8[0] and "1.20 dB below (NOT within 1 dB" in r8[1]
     avg[("dc", 4.0)]["PSNR"] = 26.0  # 1.1 dB above its starting point: no failure claimed
     assert "learns something beyond its starting point" in "\n".join(eval_training.checks(avg))
+
+
+def test_figure_writes_a_png(tmp_path):
+    rng = np.random.default_rng(0)
+    ref = rng.random((16, 16))
+    examples = {r: {"reference (RSS)": ref, "CG-SENSE": ref + 0.1 * rng.random((16, 16)), "ssdu": ref}
+                for r in (4.0, 8.0)}
+    eval_training.figure(tmp_path / "f.png", examples)
+    assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -7,7 +7,7 @@ import argparse
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "train-recon",
-        help="train the MoDL reconstruction network (supervised, resumable) from a YAML config",
+        help="train MoDL or VarNet from a YAML config: supervised, dc, ssdu, dc+qf or ssdu+qf (resumable)",
         description="Train MoDL (recon.modl) on fully sampled multi-coil fastMRI h5 files, with masks drawn per "
                     "sample over a range of R. Stages (e.g. K = 1 warm start, then K = 10), loss, data and "
                     "checkpointing are set in the config (see configs/modl-cpu.yaml and recon/train.py). "
