@@ -16,9 +16,11 @@ are exported.
 
 Option ``train.gate_prior`` (ours, default 0 = the paper's loss): adds ``gate_prior x mean(1 - gamma)`` over the
 three attention maps, a small cost for closing a gate, so that the skip path (gamma = 1) is the default and a
-gate closes only where the decoder's restoration pays for it; the paper's reading of gamma ("high = little to
-restore") is then built in instead of left to chance. ``init`` (a ``.safetensors`` file of the same
-architecture) starts from trained weights instead of the seed's random ones (ignored when resuming).
+gate closes only where the decoder's restoration pays for it. Tried on the global-residual layout, whose gates
+came out inverted: it removed the inverted sign but left no quality signal and slowed restoration
+(``configs/qairn-cpu-gate.yaml``); the paper's output layer alone gives gamma the paper's reading ("high = little
+to restore"). ``init`` (a ``.safetensors`` file of the same architecture) starts from trained weights instead of
+the seed's random ones (ignored when resuming).
 
 Determinism and resume: the batch of step ``t`` is drawn from ``numpy.random.default_rng([seed, t])``, the
 model is initialised from ``torch.manual_seed(seed)`` and the learning rate is a function of ``t``; a run

@@ -2,8 +2,8 @@
 
 For every mode whose weights exist (``runs/<run>/final.safetensors`` with the runs of ``MODES``: the SSDU
 modes' second stages ``modl-ssdu-ft`` / ``modl-ssdu-qf-ft``; supervised: ``runs/modl-cpu-ft2``, else the shipped
-``recon/weights/modl.safetensors``; override with ``--run MODE=PATH``), on the test split (default ``data/sim128/multicoil_test``: Colin27, never seen in
-training or validation), at each R of ``--accels`` (default 4 and 8; one fixed ``--mask`` per volume,
+``recon/weights/modl.safetensors``; override with ``--run MODE=PATH``), on the test split (default
+``data/sim128/multicoil_test``: Colin27, never seen in training or validation), at each R of ``--accels`` (default 4 and 8; one fixed ``--mask`` per volume,
 fastMRI's centre fraction ``0.32 / R``; ESPIRiT maps from the central 24 x 24 of the fully sampled k-space, as
 in training):
 
@@ -25,7 +25,8 @@ and the reference-free SSDU + QF model's SSIM against SSDU-only's and its PSNR a
 at each R. (With a network that has no data-consistency step, DC-only training reproduces the zero-filled
 input; MoDL's CG step already makes every output consistent, so DC-only has nothing left to learn.)
 
-    python scripts/eval_training.py --max-slices 12 --out docs/recon/training_eval.md --figure docs/recon/training_eval.png
+    python scripts/eval_training.py --max-slices 12 --out docs/recon/training_eval.md \
+        --figure docs/recon/training_eval.png
 """
 from __future__ import annotations
 

@@ -81,7 +81,8 @@ def main(argv=None) -> str:
         results[w] = eval_training.averages(rows)
     start = f"from {args.init}" if args.init else "from the config's init"
     lines = [f"QF-weight sweep: {args.config} (mode {mode}), {start}, K=1 x {args.k1_steps} + K={k_final} x "
-             f"{args.k_steps} steps at lr {final_lr:g} per weight; evaluated on {args.split}, {args.max_slices} slices per volume", "",
+             f"{args.k_steps} steps at lr {final_lr:g} per weight; evaluated on {args.split}, "
+             f"{args.max_slices} slices per volume", "",
              "| QF weight | R | PSNR (dB) | SSIM | NMSE | QF | DC residual |", "|---:|---:|---:|---:|---:|---:|---:|"]
     for w, avg in results.items():
         for (_, r), m in avg.items():
