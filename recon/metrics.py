@@ -18,7 +18,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from recon.errors import InputError
 
-__all__ = ["nmse", "psnr", "ssim", "evaluate_volume"]
+__all__ = ["nmse", "psnr", "ssim", "evaluate_volume", "support_metrics"]
 
 
 def _prepare(gt, pred) -> tuple[np.ndarray, np.ndarray]:
@@ -73,3 +73,22 @@ def ssim(gt, pred, maxval: float | None = None) -> float:
 def evaluate_volume(gt, pred, maxval: float | None = None) -> dict[str, float]:
     """``{"NMSE": ..., "PSNR": ..., "SSIM": ...}`` for one volume (fastMRI's names)."""
     return {"NMSE": nmse(gt, pred), "PSNR": psnr(gt, pred, maxval), "SSIM": ssim(gt, pred, maxval)}
+
+
+def support_metrics(gt, pred, support, maxval: float, with_ssim: bool = False) -> dict[str, float]:
+    """PSNR / NMSE over the pixels inside ``support`` (bool, same shape) only: the RSS reference's noise floor
+    outside the coil maps' support, which SENSE-type methods leave at 0, excluded; data range ``maxval``.
+
+    Keys ``PSNR_in``, ``NMSE_in`` and, with ``with_ssim``, ``SSIM_in``: the mean of skimage's SSIM map over the
+    support (per slice, then averaged; windows at the support's edge still see the background).
+    """
+    gt, pred = _prepare(gt, pred)
+    support = np.asarray(support, dtype=bool).reshape(gt.shape)
+    err = (pred - gt)[support]
+    mse = float(np.mean(err ** 2))
+    out = {"PSNR_in": float(10 * np.log10(maxval ** 2 / mse)) if mse > 0 else float("inf"),
+           "NMSE_in": float(np.sum(err ** 2) / np.sum(gt[support] ** 2))}
+    if with_ssim:
+        out["SSIM_in"] = float(np.mean([structural_similarity(g, x, data_range=maxval, full=True)[1][m].mean()
+                                        for g, x, m in zip(gt, pred, support)]))
+    return out

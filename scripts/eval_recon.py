@@ -82,15 +82,6 @@ def full_maps(kspace: np.ndarray, path: Path, slices: list[int], calib: int) -> 
                      for i, s in enumerate(slices)]).astype(np.complex64)
 
 
-def support_metrics(target, img, support, maxval) -> dict:
-    """PSNR / NMSE over the pixels inside the coil maps' support only (the RSS reference's noise floor
-    outside it, which SENSE-type methods leave at 0, excluded); data range = the volume max."""
-    err = (img.astype(np.float64) - target)[support]
-    mse = float(np.mean(err ** 2))
-    return {"PSNR_in": float(10 * np.log10(maxval ** 2 / mse)),
-            "NMSE_in": float(np.sum(err ** 2) / np.sum(target.astype(np.float64)[support] ** 2))}
-
-
 def run_methods(model, kspace, mask, maps):
     from recon import baselines
     from recon.modl import modl_reconstruct
@@ -192,7 +183,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     from recon.masks import make_mask
-    from recon.metrics import evaluate_volume
+    from recon.metrics import evaluate_volume, support_metrics
     from recon.modl import load_modl, weights_metadata
     from recon.transforms import mask_seed
 

@@ -107,7 +107,7 @@ def evaluate(args) -> tuple[dict, dict, list, dict]:
     from recon import baselines
     from recon.coils import espirit_maps_cached
     from recon.masks import make_mask
-    from recon.metrics import evaluate_volume
+    from recon.metrics import evaluate_volume, support_metrics
     from recon.train_step import forward_model, load_model
     from recon.transforms import mask_seed
 
@@ -175,7 +175,7 @@ def evaluate(args) -> tuple[dict, dict, list, dict]:
                     m = {"PSNR": float("inf"), "SSIM": 1.0, "NMSE": 0.0, "PSNR_in": float("inf"), "SSIM_in": 1.0}
                 else:
                     m = evaluate_volume(target, img, maxval)
-                    m.update(support_metrics(target, img, support, maxval))
+                    m.update(support_metrics(target, img, support, maxval, with_ssim=True))
                 # how far the output is from the zero-filled image (PSNR with the reference's data range)
                 m["PSNR_to_zf"] = _psnr_between(img, zero_filled, maxval)
                 m["PSNR_to_untrained"] = None if untrained is None else _psnr_between(img, untrained, maxval)
@@ -222,18 +222,6 @@ def _psnr_between(a, b, maxval) -> float:
     """PSNR of image ``a`` against image ``b`` (not the reference), with the reference's data range."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float(10 * np.log10(maxval ** 2 / mse)) if mse > 0 else float("inf")
-
-
-def support_metrics(target, img, support, maxval) -> dict:
-    """PSNR and SSIM over the pixels inside ``support`` ``[S, H, W]`` only (data range = ``maxval``)."""
-    from skimage.metrics import structural_similarity
-
-    err = (img.astype(np.float64) - target)[support]
-    ssim_in = [structural_similarity(t.astype(np.float64), x.astype(np.float64), data_range=maxval,
-                                     full=True)[1][s].mean() for t, x, s in zip(target, img, support)]
-    mse = float(np.mean(err ** 2))
-    psnr_in = float(10 * np.log10(maxval ** 2 / mse)) if mse > 0 else float("inf")
-    return {"PSNR_in": psnr_in, "SSIM_in": float(np.mean(ssim_in))}
 
 
 def checks(avg: dict) -> list[str]:

@@ -14,15 +14,19 @@ import eval_training  # noqa: E402
 
 
 def test_support_metrics_ignore_the_background():
+    from recon.metrics import support_metrics
+
     target = np.ones((2, 32, 32))
     support = np.zeros((2, 32, 32), dtype=bool)
     support[:, 8:24, 8:24] = True
     img = target + 0.1 * support + 5.0 * ~support  # 0.1 error inside, a large one outside
-    m = eval_training.support_metrics(target, img, support, maxval=1.0)
-    assert m["PSNR_in"] == pytest.approx(20.0)
-    same = eval_training.support_metrics(target, target + 5.0 * ~support, support, maxval=1.0)
+    m = support_metrics(target, img, support, maxval=1.0, with_ssim=True)
+    assert m["PSNR_in"] == pytest.approx(20.0) and m["NMSE_in"] == pytest.approx(0.01)
+    assert "SSIM_in" not in support_metrics(target, img, support, maxval=1.0)
+    same = support_metrics(target, target + 5.0 * ~support, support, maxval=1.0, with_ssim=True)
+    assert same["PSNR_in"] == float("inf")
     assert same["SSIM_in"] < 1.0  # SSIM windows near the edge of the support still see the background
-    assert eval_training.support_metrics(target, target + 1e-9, support, 1.0)["SSIM_in"] == pytest.approx(1.0)
+    assert support_metrics(target, target + 1e-9, support, 1.0, with_ssim=True)["SSIM_in"] == pytest.approx(1.0)
 
 
 def _row(psnr, ssim, **kw):
