@@ -22,6 +22,13 @@ came out inverted: it removed the inverted sign but left no quality signal and s
 to restore"). ``init`` (a ``.safetensors`` file of the same architecture) starts from trained weights instead of
 the seed's random ones (ignored when resuming).
 
+Pooling selection (``pooling.select``, ours): the paper pools each attention map by Minkowski pooling but does
+not give the exponent. With ``select: true`` the exported weights get the exponent ``p`` from ``pooling.grid``
+whose Q2 ranks the *validation* images' JPEG versions best (Spearman of Q2 with the QF over every image and every
+QF in :data:`POOLING_QFS`, whole images, pooled across images: :func:`select_pooling`); the held-out images play
+no part. The table of every ``p`` tried is stored in the weights' metadata (``pooling_selection``).
+``mriqa train-qairn --config C --select-pooling [--weights W]`` applies it to existing weights without training.
+
 Determinism and resume: the batch of step ``t`` is drawn from ``numpy.random.default_rng([seed, t])``, the
 model is initialised from ``torch.manual_seed(seed)`` and the learning rate is a function of ``t``; a run
 writes ``checkpoint.pt`` (model, optimiser, step, history, best weights; atomic, read back with
@@ -57,6 +64,10 @@ from mriqa.train_qf import layered_config
 from mriqa.weights_io import load_weights, save_weights
 
 VAL_QFS = (10, 20, 30, 40)
+#: JPEG quality factors of the pooling selection (the same as scripts/eval_qairn.py's proxy correlations)
+POOLING_QFS = (5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)
+#: Minkowski exponents tried by the pooling selection (p = 1: plain mean; small p: towards the geometric mean)
+POOLING_GRID = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULTS: dict[str, Any] = {
@@ -81,6 +92,7 @@ DEFAULTS: dict[str, Any] = {
         "device": "auto",
         "gate_prior": 0.0,
     },
+    "pooling": {"select": False, "grid": list(POOLING_GRID)},
     "init": None,
     "output_dir": "runs/qairn",
     "export": None,
@@ -242,6 +254,88 @@ def _load_images(specs) -> tuple[list[np.ndarray], list[str]]:
     return list(pool.images), list(pool.names)
 
 
+# ----------------------------------------------------------------------------------------------- pooling
+def pooling_srcc(maps: list, severity, grid=POOLING_GRID) -> dict[float, float]:
+    """Spearman of Q2 (Minkowski pooling of the second attention map) with ``severity``, for every exponent.
+
+    maps: one list of attention maps per image (``[1, 1, h, w]`` each, as :class:`QAIRN` returns them);
+    severity: ``[N]`` (e.g. the JPEG QF). Returns ``{p: srcc}`` (NaN where Q2 is constant)."""
+    from scipy.stats import spearmanr
+
+    from mriqa.models.qairn import minkowski_quality
+
+    table = {}
+    for p in grid:
+        q2 = [float(minkowski_quality(m, float(p))[0, 1]) for m in maps]
+        table[float(p)] = float(spearmanr(q2, severity).statistic) if np.ptp(q2) > 0 else float("nan")
+    return table
+
+
+def best_exponent(table: dict[float, float], default: float) -> float:
+    """The exponent with the highest finite Spearman in ``table`` (ties: the earlier entry), else ``default``."""
+    order = list(table)
+    finite = {p: r for p, r in table.items() if np.isfinite(r)}
+    if not finite:
+        return float(default)
+    return float(max(finite, key=lambda p: (finite[p], -order.index(p))))
+
+
+@torch.no_grad()
+def select_pooling(model: QAIRN, images: list[np.ndarray], grid=POOLING_GRID, qfs=POOLING_QFS,
+                   device: str | torch.device = "cpu") -> dict:
+    """Pick the Minkowski exponent whose Q2 best follows the JPEG QF on ``images`` (validation only).
+
+    images: uint8 RGB ``[H, W, 3]`` each, compressed whole at every QF of ``qfs``. Returns
+    ``{"p": best exponent, "srcc": {p: Spearman(Q2, QF) pooled over images and QFs}, "qfs", "n"}``. The
+    attention maps are computed once; only the pooling changes."""
+    if not images:
+        raise InputError(None, "pooling selection needs at least one validation image")
+    model = model.eval().to(device)
+    maps, sev = [], []
+    for img in images:
+        for qf in qfs:
+            x = torch.from_numpy(jpeg_compress(img, qf).transpose(2, 0, 1).copy())[None].to(device)
+            maps.append([g.float().cpu() for g in model(x)[1]])
+            sev.append(qf)
+    table = pooling_srcc(maps, sev, grid)
+    return {"p": best_exponent(table, model.minkowski_p), "srcc": table, "qfs": list(qfs), "n": len(maps)}
+
+
+def apply_pooling_selection(model: QAIRN, cfg: dict, meta: dict, log=print) -> dict:
+    """Run :func:`select_pooling` on the validation images of ``cfg`` (``data.val``), set the model's exponent
+    and record the table in ``meta["pooling_selection"]`` (returned, updated)."""
+    specs = cfg["data"].get("val")
+    if not specs:
+        raise InputError(None, "pooling selection needs validation images (data.val in the config)")
+    images, names = _load_images(specs)
+    grid = cfg.get("pooling", {}).get("grid") or POOLING_GRID
+    sel = select_pooling(model, images, grid=grid)
+    old = model.minkowski_p
+    model.minkowski_p = sel["p"]
+    meta = dict(meta)
+    meta["pooling_selection"] = {"p": sel["p"], "previous_p": old, "val_images": names, "qfs": sel["qfs"],
+                                 "srcc_q2_qf": {str(k): v for k, v in sel["srcc"].items()}}
+    table = ", ".join(f"p={k:g}: {v:+.3f}" for k, v in sel["srcc"].items())
+    log(f"[{cfg['name']}] pooling selection on {len(names)} validation images: {table} -> p = {sel['p']:g}")
+    return meta
+
+
+def select_pooling_only(cfg: dict, weights: str | os.PathLike | None = None, log=print) -> Path:
+    """Apply the pooling selection to trained weights (default: the config's ``export``) and rewrite them
+    (atomically; tensors unchanged, metadata ``config.minkowski_p`` and ``pooling_selection`` updated)."""
+    from mriqa.models.qairn import load_qairn
+
+    path = Path(weights or cfg.get("export") or "")
+    if not str(weights or cfg.get("export") or ""):
+        raise InputError(None, "no weights to select the pooling for (give --weights or set export in the config)")
+    model, meta = load_qairn(path, device="cpu")
+    meta = apply_pooling_selection(model, cfg, {k: v for k, v in meta.items() if k not in ("config", "arch",
+                                                                                           "mriqa_format")}, log)
+    save_weights(model, path, meta)
+    log(f"[{cfg['name']}] wrote {path} (minkowski_p = {model.minkowski_p:g})")
+    return path
+
+
 # ----------------------------------------------------------------------------------------------- training
 def train(cfg: dict, resume: bool = True, log=print) -> dict:
     """Run (or resume) the training described by ``cfg``; returns a summary dict (``model`` on the CPU)."""
@@ -392,6 +486,8 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
         },
         "val_metrics": None if best is None else {k: best[k] for k in ("val_gain", "val_psnr", "val_q2_srcc")},
     }
+    if cfg.get("pooling", {}).get("select"):
+        meta = apply_pooling_selection(final, cfg, meta, log)
     save_weights(final, out / "best.safetensors", meta)
     if cfg.get("export"):
         exp = Path(cfg["export"])
@@ -416,6 +512,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output-dir", help="run folder; default: the config's output_dir")
     p.add_argument("--export", help="where to write the best weights; default: the config's export")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint and start over")
+    p.add_argument("--select-pooling", action="store_true",
+                   help="no training: choose the Minkowski exponent on the validation images and rewrite --weights")
+    p.add_argument("--weights", help="with --select-pooling: the weights file (default: the config's export)")
     args = p.parse_args(argv)
     extra = {k: v for k, v in (("output_dir", args.output_dir), ("export", args.export)) if v}
     config = Path(args.config)
@@ -423,6 +522,9 @@ def main(argv: list[str] | None = None) -> int:
         config = REPO_ROOT / config  # e.g. the default configs/qairn.yaml from outside the checkout
     try:
         cfg = load_config(config, args.overrides, **extra)
+        if args.select_pooling:
+            select_pooling_only(cfg, args.weights)
+            return 0
         summary = train(cfg, resume=not args.no_resume)
     except InputError as exc:
         print(f"train_qairn: error: {exc}", file=sys.stderr)

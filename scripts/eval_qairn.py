@@ -208,7 +208,18 @@ def proxy_table(res: dict) -> str:
     return "\n".join(lines)
 
 
-def model_card(meta: dict, weights: Path, doc: dict, t1: str, t3: str) -> str:
+def pooling_line(meta: dict) -> str:
+    """One line on how the Minkowski exponent was chosen (metadata ``pooling_selection``), or ''."""
+    sel = meta.get("pooling_selection")
+    if not sel:
+        return ""
+    table = ", ".join(f"p = {float(k):g}: {v:+.3f}" for k, v in sel["srcc_q2_qf"].items())
+    return (f"- pooling: p = {sel['p']:g} (was {sel['previous_p']:g}), chosen on the validation images "
+            f"{sel['val_images']} by Spearman(Q2, JPEG QF) over QF {sel['qfs'][0]}..{sel['qfs'][-1]} "
+            f"({table}); `mriqa train-qairn --config configs/<name>.yaml --select-pooling`")
+
+
+def model_card(meta: dict, weights: Path, doc: dict, t1: str, t3: str, notes: str = "") -> str:
     tr = meta.get("training", {}) or {}
     cfg = tr.get("config", {}) or {}
     acc = doc["acceptance"]
@@ -229,6 +240,7 @@ def model_card(meta: dict, weights: Path, doc: dict, t1: str, t3: str) -> str:
         f"Adam lr {json.dumps(cfg.get('train', {}).get('lr'))}",
         f"- trained with: `mriqa train-qairn --config configs/{cfg.get('name')}.yaml` "
         f"({tr.get('steps_done')} steps; {doc['n_parameters']:,} parameters)",
+        *([pooling_line(meta)] if pooling_line(meta) else []),
         f"- weights file: `{weights.name}`",
         "",
         "## Restoration on the held-out images (paper Table I format)",
@@ -248,6 +260,7 @@ def model_card(meta: dict, weights: Path, doc: dict, t1: str, t3: str) -> str:
         "",
         "Reproduce: `.venv/bin/python scripts/eval_qairn.py --weights <this file>`.",
         "",
+        *([notes] if notes else []),
     ])
 
 
@@ -265,7 +278,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="write all numbers here")
     p.add_argument("--card", default=None, help="write a markdown model card here")
     p.add_argument("--doc", default=None, help="write everything printed here as markdown (docs/qairn/README.md)")
-    p.add_argument("--notes", default=None, help="a markdown file appended verbatim to --doc")
+    p.add_argument("--notes", default=None, help="a markdown file appended verbatim to --doc and --card")
     args = p.parse_args(argv)
 
     from mriqa.errors import InputError
@@ -315,12 +328,14 @@ def main(argv=None) -> int:
             tmp.write_text(json.dumps(doc, indent=1, default=float) + "\n")
     if args.card:
         with atomic_path(args.card, suffix=".md") as tmp:
-            tmp.write_text(model_card(meta, weights, doc, t1, t3))
+            tmp.write_text(model_card(meta, weights, doc, t1, t3, Path(args.notes).read_text() if args.notes else ""))
     if args.doc:
         tr = meta.get("training") or {}
         head = [f"Printed by `python scripts/eval_qairn.py{' --weights ' + args.weights if args.weights else ''}` "
                 f"({tr.get('config', {}).get('name')}, {doc['n_parameters']:,} "
                 f"parameters, config `{json.dumps(meta.get('config'))}`, {tr.get('steps_done')} training steps).\n"]
+        if pooling_line(meta):
+            head.append(pooling_line(meta)[2:] + "\n")
         tail = [Path(args.notes).read_text()] if args.notes else []
         with atomic_path(args.doc, suffix=".md") as tmp:
             tmp.write_text("\n".join(head + printed + tail) + "\n")

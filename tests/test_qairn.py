@@ -240,3 +240,21 @@ def test_init_and_gate_prior_open_the_gates(tmp_path):
     with pytest.raises(InputError, match="do not match"):
         train(_cfg(tmp_path, tmp_path / "bad", init=str(tmp_path / "base" / "best.safetensors"),
                    model={**TINY, "channels": [8, 8, 8, 8]}), **quiet)
+
+
+def test_pooling_selection_prefers_the_exponent_that_ranks_by_severity():
+    from mriqa.train_qairn import best_exponent, pooling_srcc
+
+    # severity s in 1..6: 10 % of the cells have gamma = s / 10 (the worst cells follow s), the other 90 % fall
+    # with s. A high exponent reads the worst cells (Q2 rises with s), a low one the majority (Q2 falls).
+    maps, sev = [], []
+    for s in range(1, 7):
+        g = torch.full((1, 1, 10, 10), 0.95 - 0.05 * s)
+        g[..., 0, :] = s / 10
+        maps.append([torch.ones_like(g), g, torch.ones_like(g)])
+        sev.append(s)
+    table = pooling_srcc(maps, sev, grid=(0.25, 1.0, 16.0))
+    assert table[16.0] == pytest.approx(1.0) and table[0.25] == pytest.approx(-1.0)
+    assert best_exponent(table, default=4.0) == 16.0
+    assert best_exponent({0.5: 0.9, 2.0: 0.9}, default=4.0) == 0.5  # ties: the earlier entry
+    assert best_exponent({1.0: float("nan")}, default=4.0) == 4.0  # nothing to choose from: keep the default

@@ -18,12 +18,16 @@ def add_parser(subparsers) -> None:
     p.add_argument("--output-dir", help="run folder (checkpoints, curves); default: the config's output_dir")
     p.add_argument("--export", help="where to write the best weights (safetensors); default: the config's export")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint and start over")
+    p.add_argument("--select-pooling", action="store_true",
+                   help="no training: choose the Minkowski exponent of Q1..Q3 on the config's validation images "
+                        "and rewrite the weights (--weights, default: the config's export)")
+    p.add_argument("--weights", help="with --select-pooling: the weights file to update")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from mriqa.errors import InputError
-    from mriqa.train_qairn import REPO_ROOT, load_config, train
+    from mriqa.train_qairn import REPO_ROOT, load_config, select_pooling_only, train
 
     config = Path(args.config)
     if not config.is_file() and not config.is_absolute() and (REPO_ROOT / config).is_file():
@@ -32,6 +36,9 @@ def run(args) -> int:
         raise InputError(config, "config file not found")
     extra = {k: v for k, v in (("output_dir", args.output_dir), ("export", args.export)) if v}
     cfg = load_config(config, args.overrides, **extra)
+    if args.select_pooling:
+        select_pooling_only(cfg, args.weights)
+        return 0
     summary = train(cfg, resume=not args.no_resume)
     best = summary["best"] or {}
     print(f"train-qairn: {cfg['name']} step {summary['step']} in {summary['wall_s']:.0f}s; best val gain "

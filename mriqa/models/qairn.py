@@ -33,16 +33,19 @@ pass untouched (little to restore, good quality); low gamma: the decoder's resto
 Why ``global_residual`` matters for the quality maps (measured): without it (the default, the paper's layout)
 the identity ("nothing to restore") is the skip path, ``tail(head(x))``, so a good input gives a high gamma, as
 the paper intends: on the CPU run ``configs/qairn-cpu.yaml`` (the shipped weights) Q2 rises with the JPEG QF
-(held-out Spearman +0.79 pooled, +1.00 per image) and falls with blur. With a global residual the identity is
-"zero correction", which the decoder branch supplies as easily, and the network learned the gates backwards:
+(held-out Spearman +0.79 pooled with p = 4, +0.86 with the selected p = 0.1; +1.00 per image) and falls with
+blur. With a global residual the identity is "zero correction", which the decoder branch supplies as easily, and
+the network learned the gates backwards:
 ``configs/qairn-cpu-resid.yaml`` gave Q2 a Spearman of -0.96 with the JPEG QF (gamma_2 high for strongly
 compressed inputs), and a gate prior (``train.gate_prior``, ``configs/qairn-cpu-gate.yaml``) only flattened it.
 docs/qairn/README.md has the numbers.
 
 Quality estimates (:meth:`QAIRN.quality`): ``Q_n`` is the **Minkowski pooling** of map ``gamma_n`` over the
-image, taken on the restoration demand ``1 - gamma`` so that the worst regions dominate:
-``Q_n = 1 - (mean((1 - gamma_n) ** p)) ** (1 / p)`` with exponent **p = 4** (``minkowski_p``); Q in [0, 1],
-higher = better quality. ``p = 1`` would be the plain mean of gamma.
+image, taken on the restoration demand ``1 - gamma`` (with ``p > 1`` the worst regions dominate):
+``Q_n = 1 - (mean((1 - gamma_n) ** p)) ** (1 / p)`` with exponent ``p`` (``minkowski_p``, 4 by default); Q in
+[0, 1], higher = better quality. ``p = 1`` is the plain mean of gamma; a small ``p`` tends to the geometric mean of
+``1 - gamma`` (the whole map counts). The paper does not give ``p``; the trainer can choose it on the validation
+images (:func:`mriqa.train_qairn.select_pooling`; the shipped weights use p = 0.1, chosen so).
 
 Any input size: the input is padded (replicate) on the bottom / right to a multiple of :attr:`QAIRN.multiple`
 (16 by default: three stride-2 stages, and the autoencoder of the 1/4-resolution block halves twice more),
@@ -205,7 +208,8 @@ class QAIRN(nn.Module):
         return out, maps
 
     def quality(self, maps: Sequence[torch.Tensor], p: float | None = None) -> torch.Tensor:
-        """``[B, 3]`` quality estimates Q1..Q3: ``1 - mean((1 - gamma) ** p) ** (1 / p)`` per map (p = 4)."""
+        """``[B, 3]`` quality estimates Q1..Q3: ``1 - mean((1 - gamma) ** p) ** (1 / p)`` per map (``p``:
+        :attr:`minkowski_p` unless given)."""
         return minkowski_quality(maps, self.minkowski_p if p is None else p)
 
 
