@@ -12,6 +12,21 @@ volume, kind and R, seeded from the split, the volume name, the kind and R) and 
 - ``modl``: MoDL with the weights in ``--modl-weights`` (default the shipped ``modl``),
 
 using the same ESPIRiT maps as ``scripts/eval_recon.py`` (central 24 x 24 of the fully sampled k-space, cached).
+
+``--augment SPLIT...`` (used for train and val): before masking, each (volume, mask kind, R) group of k-space
+gets its own acquisition variation, so that an estimator cannot read R off the source volume's sharpness or
+noise level (the first learned estimator did: trained on the noisy MPRAGE alone, it took the smoother Colin27
+at R = 2 for R = 4.5):
+
+- **k-space apodization**, a separable Gaussian window ``exp(-2 pi^2 sigma^2 f^2)`` (``f`` in cycles per pixel),
+  i.e. an image blur of ``sigma`` pixels with ``sigma`` uniform in [0, 1.2] (scanner reconstruction filters and
+  lower acquired resolution);
+- **extra k-space noise**, i.i.d. complex Gaussian added after the window so that the noise std becomes
+  ``noise_std * 40 / snr`` with ``snr`` log-uniform in [15, 40] (the simulation's own SNR is 40; the real
+  8-coil example in ``../shared/data`` measures about 20: zero-filled RSS foreground mean / corner-k-space noise std).
+
+Both are drawn from a seed of (``--seed``, split, volume, mask kind, R) and recorded per image (``apod_sigma``,
+``snr``). The test split is never augmented (it is the standard simulation, comparable across runs).
 Every reconstruction is scored by the grayscale QF predictor (one forward pass, three poolings);
 ``--rescore`` only redoes these scores in existing files (after a new gray model ships), then refit the QF-based
 calibration with ``python -m mriqa.restimate.qf_based fit``.
@@ -29,6 +44,8 @@ dataset             shape / type                    meaning
 ``slice``           int32 ``[N]``                   slice index in the source file
 ``mask_seed``       int64 ``[N]``                   seed of the mask
 ``qf_mean``, ``qf_center``, ``qf_foreground``  float32 ``[N]``  gray QF score (QF / 100) with that pooling
+``apod_sigma``      float32 ``[N]``                 apodization blur in pixels (0: none; ``--augment``)
+``snr``             float32 ``[N]``                 SNR after augmentation (40: the simulation's own)
 ==================  ==============================  ======================================================
 
 and attributes ``method``, ``split``, ``source``, ``accels``, ``masks``, ``slices_per_volume``, ``command``,
@@ -85,6 +102,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--calib-width", type=int, default=24)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--augment", nargs="*", default=[], choices=list(SPLITS),
+                   help="splits whose k-space gets a random apodization and extra noise per (volume, mask, R)")
     p.add_argument("--rescore", action="store_true",
                    help="only recompute the qf_* scores of existing files with the current gray QF model")
     return p.parse_args(argv)
@@ -111,6 +130,28 @@ def draw_mask(kind: str, shape, r: float, seed: int, tries: int = 20):
             if k == tries - 1:
                 raise
     raise AssertionError
+
+
+SIM_SNR = 40.0
+APOD_SIGMA = (0.0, 1.2)
+SNR_RANGE = (15.0, 40.0)
+
+
+def augment_kspace(kspace: np.ndarray, noise_std: np.ndarray, rng: np.random.Generator):
+    """One acquisition variation (see the module docstring) of fully sampled k-space ``[S, C, H, W]``;
+    ``noise_std`` ``[S]`` is the simulation's per-slice noise std. Returns ``(kspace, apod_sigma, snr)``; the
+    input is not modified."""
+    sigma = float(rng.uniform(*APOD_SIGMA))
+    snr = float(np.exp(rng.uniform(np.log(SNR_RANGE[0]), np.log(SNR_RANGE[1]))))
+    h, w = kspace.shape[-2:]
+    fh = np.fft.fftshift(np.fft.fftfreq(h))[:, None]
+    fw = np.fft.fftshift(np.fft.fftfreq(w))[None, :]
+    window = np.exp(-2 * np.pi ** 2 * sigma ** 2 * (fh ** 2 + fw ** 2)).astype(np.float32)
+    out = kspace * window
+    extra = np.asarray(noise_std, np.float64) * np.sqrt(max((SIM_SNR / snr) ** 2 - 1.0, 0.0))
+    noise = rng.standard_normal((2, *kspace.shape)).astype(np.float32) / np.float32(np.sqrt(2.0))
+    out = out + (extra[:, None, None, None] * (noise[0] + 1j * noise[1])).astype(np.complex64)
+    return out.astype(np.complex64), sigma, snr
 
 
 def reconstruct(method: str, kspace: np.ndarray, mask: torch.Tensor, maps: np.ndarray, model) -> np.ndarray:
@@ -153,20 +194,30 @@ def build(split: str, method: str, args, predictor, model, log=print) -> Path:
     files = sorted((Path(args.data) / SPLITS[split]).glob("*.h5"))
     if not files:
         raise SystemExit(f"no h5 files in {Path(args.data) / SPLITS[split]}; run mriqa make-dataset first")
-    rows = {k: [] for k in ("images", "accel", "accel_effective", "mask_kind", "volume", "slice", "mask_seed")}
+    rows = {k: [] for k in ("images", "accel", "accel_effective", "mask_kind", "volume", "slice", "mask_seed",
+                            "apod_sigma", "snr")}
+    augment = split in (args.augment or [])
     t0 = time.perf_counter()
     for path in files:
         with h5py.File(path, "r") as hf:
             total = hf["kspace"].shape[0]
         slices = evenly(total, k_per_vol)
         kspace, _, _ = load_volume(path, slices)
+        with h5py.File(path, "r") as hf:
+            noise_std = np.asarray(hf.attrs["noise_std"], np.float64)[slices]
         maps = full_maps(kspace, path, slices, args.calib_width)
         for r in args.accels:
             for kind in args.masks:
                 seed, m = draw_mask(kind, kspace.shape[-2:], r, mask_seed(args.seed, "r-estimation", split,
                                                                      path.name, kind, r))
-                img = reconstruct(method, kspace, m.mask, maps, model)
+                k_in, sigma, snr = kspace, 0.0, SIM_SNR
+                if augment:
+                    rng = np.random.default_rng(mask_seed(args.seed, "r-augment", split, path.name, kind, r))
+                    k_in, sigma, snr = augment_kspace(kspace, noise_std, rng)
+                img = reconstruct(method, k_in, m.mask, maps, model)
                 n = len(slices)
+                rows["apod_sigma"] += [sigma] * n
+                rows["snr"] += [snr] * n
                 rows["images"].append(img.astype(np.float32))
                 rows["accel"] += [r] * n
                 rows["accel_effective"] += [m.acceleration_effective] * n
@@ -189,12 +240,14 @@ def build(split: str, method: str, args, predictor, model, log=print) -> Path:
             hf.create_dataset("volume", data=np.asarray(rows["volume"], dtype=object), dtype=str_t)
             hf["slice"] = np.asarray(rows["slice"], np.int32)
             hf["mask_seed"] = np.asarray(rows["mask_seed"], np.int64)
+            hf["apod_sigma"] = np.asarray(rows["apod_sigma"], np.float32)
+            hf["snr"] = np.asarray(rows["snr"], np.float32)
             for p, v in scores.items():
                 hf[f"qf_{p}"] = v
             hf.attrs.update({
                 "method": method, "split": split, "source": str(Path(args.data) / SPLITS[split]),
                 "accels": np.asarray(args.accels, np.float32), "masks": ",".join(args.masks),
-                "slices_per_volume": k_per_vol, "command": " ".join(sys.argv),
+                "slices_per_volume": k_per_vol, "command": " ".join(sys.argv), "augmented": augment,
                 "qf_weights_sha256": sha256(REPO / "mriqa/weights/qf-gray.safetensors"),
                 "seconds": time.perf_counter() - t0,
             })

@@ -1,0 +1,48 @@
+"""scripts/make_r_dataset.py: the acquisition variation (``--augment``) of the R-estimation training data."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import make_r_dataset as mrd  # noqa: E402
+
+
+def _kspace(rng, s=2, c=3, n=64):
+    return (rng.standard_normal((s, c, n, n)) + 1j * rng.standard_normal((s, c, n, n))).astype(np.complex64)
+
+
+def test_augment_leaves_the_input_alone_and_is_seeded():
+    k = _kspace(np.random.default_rng(0))
+    before = k.copy()
+    a, sig_a, snr_a = mrd.augment_kspace(k, np.array([0.1, 0.2]), np.random.default_rng(5))
+    b, sig_b, snr_b = mrd.augment_kspace(k, np.array([0.1, 0.2]), np.random.default_rng(5))
+    assert np.array_equal(k, before)
+    assert np.array_equal(a, b) and (sig_a, snr_a) == (sig_b, snr_b)
+    assert a.dtype == np.complex64 and a.shape == k.shape
+    assert mrd.APOD_SIGMA[0] <= sig_a <= mrd.APOD_SIGMA[1] and mrd.SNR_RANGE[0] <= snr_a <= mrd.SNR_RANGE[1]
+
+
+def test_augment_window_and_noise_have_the_stated_size(monkeypatch):
+    n = 128
+    zero = np.zeros((1, 4, n, n), np.complex64)
+    # noise only: the added std is noise_std * sqrt((40 / snr)^2 - 1), whatever the window
+    monkeypatch.setattr(mrd, "SNR_RANGE", (20.0, 20.0))
+    monkeypatch.setattr(mrd, "APOD_SIGMA", (0.0, 0.0))
+    out, sigma, snr = mrd.augment_kspace(zero, np.array([0.5]), np.random.default_rng(1))
+    assert sigma == 0.0 and snr == pytest.approx(20.0)
+    assert np.std(out) == pytest.approx(0.5 * np.sqrt(3.0), rel=0.02)
+    # window only (SNR 40 adds nothing): a point object's image becomes a Gaussian of std sigma pixels
+    monkeypatch.setattr(mrd, "SNR_RANGE", (40.0, 40.0))
+    monkeypatch.setattr(mrd, "APOD_SIGMA", (1.0, 1.0))
+    flat = np.ones((1, 1, n, n), np.complex64)  # k-space of a centred point, up to scale and phase ramps
+    out, sigma, _ = mrd.augment_kspace(flat, np.array([0.0]), np.random.default_rng(1))
+    psf = np.abs(np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(out[0, 0]))))
+    x = np.arange(-8, 9)  # the central +-8 pixels: the window is cut at Nyquist, which rings faintly far out
+    row = psf[n // 2, n // 2 - 8:n // 2 + 9] / psf[n // 2, n // 2 - 8:n // 2 + 9].sum()
+    assert np.sqrt((row * x ** 2).sum()) == pytest.approx(1.0, rel=0.05)  # sqrt(2) or 2 pi slips fail
