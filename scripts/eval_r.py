@@ -55,6 +55,11 @@ def parse_args(argv=None):
     p.add_argument("--out", default=str(REPO / "docs/r"))
     p.add_argument("--smallfov", default=str(REPO.parent / "shared/data/mri/kspace/smallfov-brain8ch/smallfov"))
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--card", default="auto",
+                   help="model card to write (default: mriqa/weights/r-learned.md, but only when the shipped "
+                        "weights are evaluated on the default data and split; 'none': no card)")
+    p.add_argument("--learned-weights", default=None,
+                   help="learned estimator weights (default: the shipped mriqa/weights/r-learned.safetensors)")
     return p.parse_args(argv)
 
 
@@ -306,7 +311,17 @@ def write_model_card(path: Path, summary: dict, smallfov: list[dict]) -> None:
 
     from mriqa.restimate import learned
 
+    import h5py
+
     _, meta = load_weights(learned.WEIGHTS)
+    train_file = REPO / "data/r128/train/zf.h5"
+    data_command = "python scripts/make_r_dataset.py  # (train data not found here)"
+    augmented = False
+    if train_file.is_file():
+        with h5py.File(train_file, "r") as hf:
+            data_command = "python " + str(hf.attrs.get("command", "scripts/make_r_dataset.py"))
+            augmented = bool(hf.attrs.get("augmented", False))
+    train_file = train_file.relative_to(REPO)
     info, tr = meta["r_estimation"], meta.get("training", {})
     cfg = tr.get("config", {})
     tc = cfg.get("train", {})
@@ -318,8 +333,8 @@ def write_model_card(path: Path, summary: dict, smallfov: list[dict]) -> None:
         "## Model",
         f"- QFNet (gray, width {meta['config'].get('width')}, receptive field 28 px, output stride 4), "
         f"initialised from `{tr.get('init', '?')}` (the gray QF predictor of that name at training time; "
-        "`configs/r-learned.yaml` says which); the pre-sigmoid output map is log R per cell; image estimate = "
-        "foreground-weighted mean of the map (`mriqa.pooling`).",
+        f"`configs/{cfg.get('name', 'r-learned')}.yaml` says which); the pre-sigmoid output map is log R per "
+        "cell; image estimate = foreground-weighted mean of the map (`mriqa.pooling`).",
         "- Input: the QF predictor's normalisation (`mriqa/normalize.py`, magnitude / 99.5th percentile per "
         "slice, 8-bit). Any image size >= 28 x 28; trained at 128 x 128.", "",
         "## Data",
@@ -328,13 +343,11 @@ def write_model_card(path: Path, summary: dict, smallfov: list[dict]) -> None:
         "equispaced and Poisson masks); validation split MNI152 (checkpoint selection, interval calibration); "
         "test Colin27 never read in training.", "",
         "## Training",
-        "```\n# as run here: the first steps on zero-filled + CG-SENSE data while the MoDL data was being made,\n"
-        "python -m mriqa.restimate.train --config configs/r-learned.yaml --set data.methods=[zf,sense] "
-        "--set train.stop_at_step=450\n# then resumed with all three methods (model selection restarted)\n"
-        "python -m mriqa.restimate.train --config configs/r-learned.yaml\n```",
+        f"```\n# data (train and val splits), as recorded in {train_file}:\n{data_command}\n"
+        f"python -m mriqa.restimate.train --config configs/{cfg.get('name', 'r-learned')}.yaml\n```",
         f"- {info.get('steps')} steps of batch {tc.get('batch')} crops {cfg.get('sampler', {}).get('crop')} px, "
-        f"Adam lr {tc.get('lr')} cosine, 1 CPU thread, {tr.get('wall_s', '?')} s wall; best validation step "
-        f"{info.get('best_step')}.", "",
+        f"Adam lr {tc.get('lr')} cosine, {tc.get('threads')} CPU thread(s), {tr.get('wall_s', '?')} s wall; "
+        f"best validation step {info.get('best_step')}.", "",
         "## Interval and out-of-distribution thresholds (metadata `r_estimation`)",
         f"- conformal half-width on log R: {info['halfwidth']:.3f} (fitted at coverage {info['coverage_fit']}); "
         f"validation coverage {info['val_coverage']:.3f}, validation MAE {info['val_mae_r']:.3f}",
@@ -352,7 +365,9 @@ def write_model_card(path: Path, summary: dict, smallfov: list[dict]) -> None:
         lines += ["", f"Real smallfov k-space (out of simulation, retrospectively undersampled): MAE vs effective R "
                   f"{err:.2f} over {len(smallfov)} reconstructions (table in docs/r/README.md)."]
     lines += ["", "## Limits",
-              "- Trained on one simulated volume (one subject), 128 x 128, 8 coils, SNR 40, three reconstruction "
+              "- Trained on one simulated volume (one subject), 128 x 128, 8 coils, "
+              + ("SNR 15-40 with a random k-space apodization (`--augment`), " if augmented else "SNR 40, ")
+              + "three reconstruction "
               "methods; other sizes, contrasts, coil counts and methods are extrapolation (the OOD rules catch only "
               "gross mismatches). The interval is calibrated on a second simulated brain, not on real data."]
     with atomic_path(path) as tmp:
@@ -370,7 +385,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     predictor = mriqa.load_predictor("gray", device="cpu", batch_size=32)
-    estimators = {"learned": learned.LearnedREstimator.load(), "qf": qf_based.QFREstimator.load(predictor=predictor)}
+    estimators = {"learned": learned.LearnedREstimator.load(args.learned_weights),
+                  "qf": qf_based.QFREstimator.load(predictor=predictor)}
     # the learned estimator as trained, without the linear recalibration added after the first evaluation
     info = dict(estimators["learned"].info, recalibration=None)
     info["halfwidth"] = info.get("halfwidth_without_recalibration", info["halfwidth"])
@@ -404,7 +420,7 @@ def main(argv=None) -> int:
              + f"), nominal R {', '.join(f'{r:g}' for r in sorted(set(data['zf']['accel'])))}, masks "
              f"{', '.join(MASKS)}; one mask per volume, mask kind and R. MoDL weights sha256 "
              f"{str(modl_attrs.get('modl_weights_sha256', '?'))[:12]}; learned estimator "
-             f"`mriqa/weights/r-learned.safetensors`, QF calibration default pooling "
+             f"`{args.learned_weights or 'mriqa/weights/r-learned.safetensors'}`, QF calibration default pooling "
              f"`{estimators['qf'].pool}`.", ""]
     if stale:
         lines += [stale, ""]
@@ -490,12 +506,15 @@ def main(argv=None) -> int:
                                   lines, log)
     else:
         lines += ["", f"(smallfov k-space not found at {args.smallfov}: real-data check skipped)"]
-    lines += ["", f"Printed by `python scripts/eval_r.py` in {time.perf_counter() - t0:.0f} s (CPU, 1 thread)."]
+    lines += ["", f"Printed by `python scripts/eval_r.py` in {time.perf_counter() - t0:.0f} s "
+                  f"(CPU, {args.threads} thread(s))."]
     table = "\n".join(lines)
     print(table)
     from mriqa.files import atomic_path
 
-    curves = REPO / "runs/r-learned/curves.png"  # the trainer's learning curves, shown beside the results
+    # the trainer's learning curves (in the run folder its metadata names), shown beside the results
+    run_dir = estimators["learned"].training.get("config", {}).get("output_dir", "runs/r-learned")
+    curves = REPO / run_dir / "curves.png"
     extra = ""
     if curves.is_file():
         import shutil
@@ -510,7 +529,13 @@ def main(argv=None) -> int:
                        "![QF vs R](qf_vs_r.png)\n\n![QF maps](qf_maps.png)\n\n![estimated vs true R](pred_vs_true.png)"
                        + extra + "\n")
     summary["smallfov"] = smallfov
-    write_model_card(REPO / "mriqa/weights/r-learned.md", summary, smallfov)
+    card = args.card
+    if card == "auto":
+        standard = (args.learned_weights is None and args.split == "test"
+                    and Path(args.data).resolve() == (REPO / "data/r128").resolve())
+        card = str(REPO / "mriqa/weights/r-learned.md") if standard else "none"
+    if card != "none":
+        write_model_card(Path(card), summary, smallfov)
     with atomic_path(out / "eval.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1, default=str))
     return 0

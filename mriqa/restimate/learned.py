@@ -11,7 +11,7 @@ normalisation exactly (:mod:`mriqa.normalize`: MRI magnitude / its 99.5th percen
 quantised), so ``QFPredictor.prepare`` output feeds both estimators.
 
 Weights: ``mriqa/weights/r-learned.safetensors`` (safetensors, no pickle), trained by
-``python -m mriqa.restimate.train --config configs/r-learned.yaml`` (:mod:`mriqa.restimate.train`); the metadata
+``python -m mriqa.restimate.train --config configs/r-learned-aug.yaml`` (:mod:`mriqa.restimate.train`); the metadata
 key ``r_estimation`` holds the conformal half-width, the OOD thresholds and the validation scores.
 """
 from __future__ import annotations
@@ -86,6 +86,7 @@ class LearnedREstimator:
         from mriqa.predictor import QFPredictor
 
         self.info = dict(info)
+        self.training: dict = {}  # the weights' "training" metadata (config, data size), set by load()
         self.wrapper = QFPredictor(LogRNet(qfnet), name="r-learned", device="cpu", batch_size=batch_size)
 
     @classmethod
@@ -96,11 +97,13 @@ class LearnedREstimator:
         path = Path(path) if path is not None else WEIGHTS
         if not path.is_file():
             raise InputError(path, "learned R estimator weights not found (train: python -m mriqa.restimate.train "
-                                   "--config configs/r-learned.yaml)")
+                                   "--config configs/r-learned-aug.yaml)")
         net, meta = load_qfnet(path)
         if meta.get("task") != TASK or not isinstance(meta.get("r_estimation"), dict):
             raise InputError(path, "not an R-estimation model (metadata task must be 'log-r')")
-        return cls(net, meta["r_estimation"], batch_size=batch_size)
+        est = cls(net, meta["r_estimation"], batch_size=batch_size)
+        est.training = meta.get("training") if isinstance(meta.get("training"), dict) else {}
+        return est
 
     @torch.no_grad()
     def log_r_maps(self, x: torch.Tensor) -> np.ndarray:
