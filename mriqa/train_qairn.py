@@ -43,7 +43,6 @@ Outputs in ``output_dir``: ``checkpoint.pt``, ``best.safetensors``, ``history.js
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -57,7 +56,7 @@ import torch
 import torch.nn.functional as F
 
 from mriqa.errors import InputError
-from mriqa.files import atomic_path
+from mriqa.checkpoints import load_checkpoint, save_checkpoint, write_json
 from mriqa.jpeg import jpeg_compress
 from mriqa.models.qairn import QAIRN
 from mriqa.train_qf import layered_config
@@ -208,43 +207,13 @@ def evaluate(model: QAIRN, val: dict, device) -> dict:
 
 
 def plot_curves(history: list[dict], path: Path, title: str) -> None:
-    import matplotlib
+    from mriqa.curves import Panel, plot_history
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [h for h in history if "val_loss" in h]
-    if not rows:
-        return
-    st = [h["step"] for h in rows]
-    fig, ax = plt.subplots(1, 3, figsize=(12, 3.4), dpi=80)
-    ax[0].plot(st, [h["train_loss"] for h in rows], label="train")
-    ax[0].plot(st, [h["val_loss"] for h in rows], label="validation")
-    ax[0].set_xlabel("step")
-    ax[0].set_ylabel("L1 + (1 - SSIM)")
-    ax[0].legend()
-    ax[1].plot(st, [h["val_gain"] for h in rows])
-    ax[1].set_xlabel("step")
-    ax[1].set_ylabel("validation PSNR gain over JPEG (dB)")
-    ax[2].plot(st, [h["val_q2_srcc"] for h in rows])
-    ax[2].set_xlabel("step")
-    ax[2].set_ylabel("SRCC(Q2, QF), validation")
-    ax[2].set_ylim(-1, 1)
-    fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(obj, tmp)
-
-
-def _json_dump(obj, path: Path) -> None:
-    with atomic_path(path, suffix=".json") as tmp:
-        tmp.write_text(json.dumps(obj, indent=1))
+    plot_history(history, path, title, [
+        Panel("L1 + (1 - SSIM)", (("train_loss", "train"), ("val_loss", "validation"))),
+        Panel("validation PSNR gain over JPEG (dB)", (("val_gain", None),)),
+        Panel("SRCC(Q2, QF), validation", (("val_q2_srcc", None),), ylim=(-1, 1)),
+    ])
 
 
 def _load_images(specs) -> tuple[list[np.ndarray], list[str]]:
@@ -370,13 +339,9 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
     step, history, best, wall_before = 0, [], None, 0.0
     ckpt_path = out / "checkpoint.pt"
     if resume and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        step = int(ck["step"])
-        history = json.loads(ck["history"])
-        best = ck.get("best")
-        wall_before = float(ck.get("wall_s", 0.0))
+        ck = load_checkpoint(ckpt_path, model, opt)
+        step, history, best = ck["step"], ck["history"], ck["best"]
+        wall_before = ck["wall_s"]
         log(f"[{cfg['name']}] resumed from {ckpt_path} at step {step}")
     elif cfg.get("init"):
         state, _ = load_weights(cfg["init"])
@@ -390,18 +355,7 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
     t0 = time.time()
 
     def checkpoint():
-        _atomic_torch_save(
-            {
-                "model": {k: v.cpu() for k, v in model.state_dict().items()},
-                "optimizer": opt.state_dict(),
-                "step": step,
-                "history": json.dumps(history),
-                "best": best,
-                "wall_s": wall_before + (time.time() - t0),
-                "config": json.dumps(cfg),
-            },
-            ckpt_path,
-        )
+        save_checkpoint(ckpt_path, model, opt, step, history, best, wall_before + (time.time() - t0), cfg)
 
     total = int(tc["steps"])
     gate_prior = float(tc.get("gate_prior") or 0.0)
@@ -449,7 +403,7 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
             if time.time() - last_plot > 120:
                 plot_curves(history, out / "curves.png", cfg["name"])
                 last_plot = time.time()
-            _json_dump(history, out / "history.json")
+            write_json(history, out / "history.json")
         if step % int(tc["checkpoint_every"]) == 0 and step < total:
             checkpoint()
         timed_out = max_s is not None and time.time() - t0 > max_s

@@ -34,7 +34,6 @@ accuracy, train and validation), ``train.log`` lines via stdout; and the best we
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import platform
@@ -49,7 +48,7 @@ import torch.nn.functional as F
 import yaml
 
 from mriqa.errors import InputError
-from mriqa.files import atomic_path
+from mriqa.checkpoints import load_checkpoint, save_checkpoint, write_json
 from mriqa.models.qfnet import QFNet
 from mriqa.normalize import NORMALIZATION
 from mriqa.qf_data import PatchSampler, load_pools
@@ -246,43 +245,13 @@ def evaluate(model: QFNet, val: dict, mode: str, batch: int = 128) -> dict:
 
 
 def plot_curves(history: list[dict], path: Path, title: str) -> None:
-    import matplotlib
+    from mriqa.curves import Panel, plot_history
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [h for h in history if "val_loss" in h]
-    if not rows:
-        return
-    st = [h["step"] for h in rows]
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.4), dpi=80)
-    ax[0].plot(st, [h["train_loss"] for h in rows], label="train")
-    ax[0].plot(st, [h["val_loss"] for h in rows], label="validation")
-    ax[0].set_yscale("log")
-    ax[0].set_xlabel("step")
-    ax[0].set_ylabel("loss")
-    ax[0].legend()
-    ax[1].plot(st, [h["train_acc"] for h in rows], label="train")
-    ax[1].plot(st, [h["val_acc"] for h in rows], label="validation")
-    ax[1].set_xlabel("step")
-    ax[1].set_ylabel(f"accuracy (|pred-true| <= {ACC_TOL})")
-    ax[1].set_ylim(0, 1)
-    ax[1].legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(obj, tmp)
-
-
-def _json_dump(obj, path: Path) -> None:
-    with atomic_path(path, suffix=".json") as tmp:
-        tmp.write_text(json.dumps(obj, indent=1))
+    plot_history(history, path, title, [
+        Panel("loss", (("train_loss", "train"), ("val_loss", "validation")), log_y=True),
+        Panel(f"accuracy (|pred-true| <= {ACC_TOL})", (("train_acc", "train"), ("val_acc", "validation")),
+              ylim=(0, 1)),
+    ])
 
 
 # ----------------------------------------------------------------------------------------------- calibration
@@ -416,29 +385,14 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
     step, history, best, wall_before = 0, [], None, 0.0
     ckpt_path = out / "checkpoint.pt"
     if resume and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(ck["model"])  # copied onto the model's device
-        opt.load_state_dict(ck["optimizer"])
-        step = int(ck["step"])
-        history = json.loads(ck["history"])
-        best = ck.get("best")
-        wall_before = float(ck.get("wall_s", 0.0))
+        ck = load_checkpoint(ckpt_path, model, opt)
+        step, history, best = ck["step"], ck["history"], ck["best"]
+        wall_before = ck["wall_s"]
         log(f"[{cfg['name']}] resumed from {ckpt_path} at step {step}")
     model.train()
 
     def checkpoint():
-        _atomic_torch_save(
-            {
-                "model": {k: v.cpu() for k, v in model.state_dict().items()},
-                "optimizer": opt.state_dict(),
-                "step": step,
-                "history": json.dumps(history),
-                "best": best,
-                "wall_s": wall_before + (time.time() - t0),
-                "config": json.dumps(cfg),
-            },
-            ckpt_path,
-        )
+        save_checkpoint(ckpt_path, model, opt, step, history, best, wall_before + (time.time() - t0), cfg)
 
     total = int(tc["steps"])
     t0 = time.time()
@@ -491,7 +445,7 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
             if time.time() - last_plot > 120:  # matplotlib is slow; the final plot is always written
                 plot_curves(history, out / "curves.png", f"{cfg['name']} ({mode})")
                 last_plot = time.time()
-            _json_dump(history, out / "history.json")
+            write_json(history, out / "history.json")
         if step % int(tc["checkpoint_every"]) == 0 and step < total:
             checkpoint()
         timed_out = max_s is not None and time.time() - t0 > max_s

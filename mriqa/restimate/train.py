@@ -146,30 +146,13 @@ def predict(net, x_u8, batch: int = 32):
 
 
 def plot_curves(history, path: Path, title: str) -> None:
-    import matplotlib
+    from mriqa.curves import Panel, plot_history
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not history:
-        return
-    st = [h["step"] for h in history]
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.4), dpi=80)
-    ax[0].plot(st, [h["train_loss"] for h in history], label="train (crops)")
-    ax[0].plot(st, [h["val_loss"] for h in history], label="validation (whole images)")
-    ax[0].set_yscale("log")
-    ax[0].set_xlabel("step")
-    ax[0].set_ylabel("loss on log R")
-    ax[0].legend()
-    ax[1].plot(st, [h["val_mae_r"] for h in history], label="validation MAE in R")
-    ax[1].set_xlabel("step")
-    ax[1].set_ylabel("MAE (R)")
-    ax[1].legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
+    plot_history(history, path, title, [
+        Panel("loss on log R", (("train_loss", "train (crops)"), ("val_loss", "validation (whole images)")),
+              log_y=True),
+        Panel("MAE (R)", (("val_mae_r", "validation MAE in R"),)),
+    ], require=None)
 
 
 def train(cfg: dict, resume: bool = True, log=print) -> dict:
@@ -178,7 +161,7 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
     from mriqa.predictor import load_predictor
     from mriqa.restimate import intervals, ood
     from mriqa.restimate.learned import TASK, apply_recalibration
-    from mriqa.weights_io import load_qfnet, save_weights
+    from mriqa.weights_io import save_weights
 
     tc, dc = cfg["train"], cfg["data"]
     torch.set_num_threads(int(tc.get("threads", 1)))
