@@ -314,14 +314,15 @@ def write_model_card(path: Path, summary: dict, smallfov: list[dict]) -> None:
     import h5py
 
     _, meta = load_weights(learned.WEIGHTS)
-    train_file = REPO / "data/r128/train/zf.h5"
+    root = Path((meta.get("training", {}).get("config", {}).get("data", {}) or {}).get("root", "data/r128"))
+    train_file = (root if root.is_absolute() else REPO / root) / "train/zf.h5"
     data_command = "python scripts/make_r_dataset.py  # (train data not found here)"
     augmented = False
     if train_file.is_file():
         with h5py.File(train_file, "r") as hf:
             data_command = "python " + str(hf.attrs.get("command", "scripts/make_r_dataset.py"))
             augmented = bool(hf.attrs.get("augmented", False))
-    train_file = train_file.relative_to(REPO)
+    train_file = train_file.relative_to(REPO) if train_file.is_relative_to(REPO) else train_file
     info, tr = meta["r_estimation"], meta.get("training", {})
     cfg = tr.get("config", {})
     tc = cfg.get("train", {})
@@ -338,7 +339,7 @@ def write_model_card(path: Path, summary: dict, smallfov: list[dict]) -> None:
         "- Input: the QF predictor's normalisation (`mriqa/normalize.py`, magnitude / 99.5th percentile per "
         "slice, 8-bit). Any image size >= 28 x 28; trained at 128 x 128.", "",
         "## Data",
-        f"- `scripts/make_r_dataset.py` -> `data/r128`: train split (3T MPRAGE, {tr.get('train_images', '?')} "
+        f"- `scripts/make_r_dataset.py` -> `{root}`: train split (3T MPRAGE, {tr.get('train_images', '?')} "
         f"reconstructions: methods {', '.join(cfg.get('data', {}).get('methods', []))}; nominal R 2-12; random, "
         "equispaced and Poisson masks); validation split MNI152 (checkpoint selection, interval calibration); "
         "test Colin27 never read in training.", "",
@@ -415,7 +416,7 @@ def main(argv=None) -> int:
                  "modl` and this script.**")
 
     n_slices = {m: len(set(zip(data[m]["volume"], data[m]["slice"]))) for m in METHODS}
-    lines = [f"Held-out volume Colin27 (3 orientations; slices per orientation subset: "
+    lines = ["Held-out volume Colin27 (3 orientations; slices per orientation subset: "
              + ", ".join(f"{LABELS[m]} {n_slices[m]}" for m in METHODS)
              + f"), nominal R {', '.join(f'{r:g}' for r in sorted(set(data['zf']['accel'])))}, masks "
              f"{', '.join(MASKS)}; one mask per volume, mask kind and R. MoDL weights sha256 "
