@@ -294,9 +294,10 @@ def select_pooling_only(cfg: dict, weights: str | os.PathLike | None = None, log
     (atomically; tensors unchanged, metadata ``config.minkowski_p`` and ``pooling_selection`` updated)."""
     from mriqa.models.qairn import load_qairn
 
-    path = Path(weights or cfg.get("export") or "")
-    if not str(weights or cfg.get("export") or ""):
+    target = weights or cfg.get("export")
+    if not target:
         raise InputError(None, "no weights to select the pooling for (give --weights or set export in the config)")
+    path = Path(target)
     model, meta = load_qairn(path, device="cpu")
     meta = apply_pooling_selection(model, cfg, {k: v for k, v in meta.items() if k not in ("config", "arch",
                                                                                            "mriqa_format")}, log)

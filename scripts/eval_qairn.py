@@ -43,9 +43,10 @@ from mriqa.files import atomic_path  # noqa: E402
 from mriqa.iqa.correlation import srcc  # noqa: E402
 from mriqa.jpeg import jpeg_compress  # noqa: E402
 from mriqa.models.qairn import load_qairn, resolve_qairn_weights  # noqa: E402
+from mriqa.train_qairn import POOLING_QFS  # noqa: E402
 
 TABLE_QFS = (10, 20, 30, 40)
-PROXY_QFS = (5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)
+PROXY_QFS = POOLING_QFS  # the QFs the trainer's pooling selection uses on the validation images
 BLUR = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
 NOISE = (0.01, 0.02, 0.03, 0.05, 0.08, 0.12)
 PAPER_QAIRN = {10: (27.25, 0.803, 26.90), 20: (29.60, 0.868, 29.14), 30: (30.94, 0.896, 30.41),
