@@ -23,7 +23,8 @@ at R = 2 for R = 4.5):
   lower acquired resolution);
 - **extra k-space noise**, i.i.d. complex Gaussian added after the window so that the noise std becomes
   ``noise_std * 40 / snr`` with ``snr`` log-uniform in [15, 40] (the simulation's own SNR is 40; the real
-  8-coil example in ``../shared/data`` measures about 20: zero-filled RSS foreground mean / corner-k-space noise std).
+  8-coil example in ``../shared/data`` measures about 20: zero-filled RSS foreground mean / corner-k-space
+  noise std).
 
 Both are drawn from a seed of (``--seed``, split, volume, mask kind, R) and recorded per image (``apod_sigma``,
 ``snr``). The test split is never augmented (it is the standard simulation, comparable across runs).
@@ -196,15 +197,15 @@ def build(split: str, method: str, args, predictor, model, log=print) -> Path:
         raise SystemExit(f"no h5 files in {Path(args.data) / SPLITS[split]}; run mriqa make-dataset first")
     rows = {k: [] for k in ("images", "accel", "accel_effective", "mask_kind", "volume", "slice", "mask_seed",
                             "apod_sigma", "snr")}
-    augment = split in (args.augment or [])
+    augment = split in args.augment
     t0 = time.perf_counter()
     for path in files:
         with h5py.File(path, "r") as hf:
             total = hf["kspace"].shape[0]
+            noise_std = np.asarray(hf.attrs["noise_std"], np.float64)  # per slice of the file
         slices = evenly(total, k_per_vol)
+        noise_std = noise_std[slices]
         kspace, _, _ = load_volume(path, slices)
-        with h5py.File(path, "r") as hf:
-            noise_std = np.asarray(hf.attrs["noise_std"], np.float64)[slices]
         maps = full_maps(kspace, path, slices, args.calib_width)
         for r in args.accels:
             for kind in args.masks:

@@ -82,11 +82,11 @@ class LearnedREstimator:
 
     name = "learned"
 
-    def __init__(self, qfnet, info: dict, batch_size: int = 16):
+    def __init__(self, qfnet, info: dict, batch_size: int = 16, training: dict | None = None):
         from mriqa.predictor import QFPredictor
 
         self.info = dict(info)
-        self.training: dict = {}  # the weights' "training" metadata (config, data size), set by load()
+        self.training = dict(training or {})  # the weights' "training" metadata (config, data size)
         self.wrapper = QFPredictor(LogRNet(qfnet), name="r-learned", device="cpu", batch_size=batch_size)
 
     @classmethod
@@ -101,9 +101,8 @@ class LearnedREstimator:
         net, meta = load_qfnet(path)
         if meta.get("task") != TASK or not isinstance(meta.get("r_estimation"), dict):
             raise InputError(path, "not an R-estimation model (metadata task must be 'log-r')")
-        est = cls(net, meta["r_estimation"], batch_size=batch_size)
-        est.training = meta.get("training") if isinstance(meta.get("training"), dict) else {}
-        return est
+        training = meta.get("training") if isinstance(meta.get("training"), dict) else None
+        return cls(net, meta["r_estimation"], batch_size=batch_size, training=training)
 
     @torch.no_grad()
     def log_r_maps(self, x: torch.Tensor) -> np.ndarray:
