@@ -1,4 +1,4 @@
-"""Training checkpoints of the mriqa trainers (QF predictor, QAIRN): one format, written atomically, read back
+"""Training checkpoints of the mriqa trainers (QF predictor, QAIRN, learned R estimator): one format, written atomically, read back
 without unpickling arbitrary objects.
 
 A checkpoint (``<output_dir>/checkpoint.pt``) holds the model and optimiser state, the step, the history (JSON
@@ -35,12 +35,12 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: 
 
 
 def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """Restore ``model`` and ``optimizer`` from ``path`` -> ``{"step", "history", "best", "wall_s"}``."""
+    """Restore ``model`` and ``optimizer`` from ``path`` -> ``{"step", "history", "best", "wall_s", "config"}``."""
     ck = torch.load(Path(path), map_location="cpu", weights_only=True)
     model.load_state_dict(ck["model"])  # copied onto the model's device
     optimizer.load_state_dict(ck["optimizer"])
     return {"step": int(ck["step"]), "history": json.loads(ck["history"]), "best": ck.get("best"),
-            "wall_s": float(ck.get("wall_s", 0.0))}
+            "wall_s": float(ck.get("wall_s", 0.0)), "config": json.loads(ck["config"]) if ck.get("config") else None}
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> None:

@@ -37,7 +37,6 @@ import copy
 import math
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,7 @@ import torch.nn.functional as F
 import yaml
 
 from mriqa.errors import InputError
-from mriqa.checkpoints import load_checkpoint, save_checkpoint, write_json
+from mriqa.training_loop import RunState, export_weights, resume_state, run_steps
 from mriqa.models.qfnet import QFNet
 from mriqa.normalize import NORMALIZATION
 from mriqa.qf_data import PatchSampler, load_pools
@@ -382,85 +381,30 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
     if cfg.get("init"):
         _load_init(model, cfg["init"])
     opt = torch.optim.Adam(model.parameters(), lr=float(tc["lr"]), weight_decay=float(tc["weight_decay"]))
-    step, history, best, wall_before = 0, [], None, 0.0
+    state = RunState()
     ckpt_path = out / "checkpoint.pt"
     if resume and ckpt_path.is_file():
-        ck = load_checkpoint(ckpt_path, model, opt)
-        step, history, best = ck["step"], ck["history"], ck["best"]
-        wall_before = ck["wall_s"]
-        log(f"[{cfg['name']}] resumed from {ckpt_path} at step {step}")
+        state = resume_state(ckpt_path, model, opt)
+        log(f"[{cfg['name']}] resumed from {ckpt_path} at step {state.step}")
     model.train()
 
-    def checkpoint():
-        save_checkpoint(ckpt_path, model, opt, step, history, best, wall_before + (time.time() - t0), cfg)
-
-    total = int(tc["steps"])
-    t0 = time.time()
-    max_s = float(tc["max_minutes"]) * 60 if tc.get("max_minutes") else None
-    run_loss, run_acc, run_n = 0.0, 0.0, 0
-    stopped_early = False
-    last_plot = time.time()
-    bar = None
-    if tc.get("progress", True):
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, initial=step, desc=cfg["name"], mininterval=10, file=sys.stderr, dynamic_ncols=True)
-    while step < total:
-        rng = np.random.default_rng([seed, step])
+    def train_step(rng):
         b = sampler.sample(rng, int(tc["batch"]))
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, tc)
         x, tgt, lab = (torch.from_numpy(a).to(device) for a in (b.x, b.target, b.label))
         loss, scores = loss_fn(model, x, tgt, lab, mode)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        run_loss += float(loss.detach())
-        run_acc += float(((scores.detach() - tgt).abs() <= ACC_TOL).float().mean())
-        run_n += 1
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", refresh=False)
-        if step % int(tc["eval_every"]) == 0 or step == total:
-            m = evaluate(model, val, mode)
-            row = {
-                "step": step,
-                "lr": lr_at(step - 1, tc),
-                "train_loss": run_loss / run_n,
-                "train_acc": run_acc / run_n,
-                **m,
-                "wall_s": round(wall_before + time.time() - t0, 1),
-            }
-            history.append(row)
-            run_loss, run_acc, run_n = 0.0, 0.0, 0
-            if best is None or m["val_mae"] < best["val_mae"]:
-                best = {"step": step, "val_mae": m["val_mae"], "val_acc": m["val_acc"], "val_loss": m["val_loss"],
-                        "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-            log(
-                f"[{cfg['name']}] step {step}/{total} lr {row['lr']:.2e} train_loss {row['train_loss']:.5f} "
-                f"train_acc {row['train_acc']:.3f} val_loss {m['val_loss']:.5f} val_mae {m['val_mae']:.4f} "
-                f"val_acc {m['val_acc']:.3f} ({row['wall_s']:.0f}s)"
-            )
-            if time.time() - last_plot > 120:  # matplotlib is slow; the final plot is always written
-                plot_curves(history, out / "curves.png", f"{cfg['name']} ({mode})")
-                last_plot = time.time()
-            write_json(history, out / "history.json")
-        if step % int(tc["checkpoint_every"]) == 0 and step < total:
-            checkpoint()
-        timed_out = max_s is not None and time.time() - t0 > max_s
-        if step < total and (timed_out or (tc.get("stop_at_step") and step >= int(tc["stop_at_step"]))):
-            checkpoint()
-            stopped_early = True
-            why = "max_minutes reached" if timed_out else "stop_at_step reached"
-            log(f"[{cfg['name']}] {why} at step {step}; checkpoint saved (run again to resume)")
-            break
-    if bar is not None:
-        bar.close()
-    plot_curves(history, out / "curves.png", f"{cfg['name']} ({mode})")
-    if not stopped_early:
-        checkpoint()
-    wall = wall_before + time.time() - t0
+        return loss, {"train_acc": float(((scores.detach() - tgt).abs() <= ACC_TOL).float().mean())}
+
+    def describe(row):
+        return (f"train_loss {row['train_loss']:.5f} train_acc {row['train_acc']:.3f} val_loss {row['val_loss']:.5f} "
+                f"val_mae {row['val_mae']:.4f} val_acc {row['val_acc']:.3f}")
+
+    total = int(tc["steps"])
+    result = run_steps(state, name=cfg["name"], model=model, optimizer=opt, cfg=cfg, lr_at=lr_at,
+                       train_step=train_step, evaluate=lambda: evaluate(model, val, mode), select="val_mae",
+                       maximize=False, keep=("val_mae", "val_acc", "val_loss"), describe=describe,
+                       plot=lambda h: plot_curves(h, out / "curves.png", f"{cfg['name']} ({mode})"),
+                       output_dir=out, log=log)
+    step, best, wall = state.step, state.best, result.wall_s
 
     # export the best validation weights
     final = build_model(cfg)
@@ -488,15 +432,10 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
         "val_metrics": None if best is None else {k: best[k] for k in ("val_mae", "val_acc", "val_loss")},
         "calibration": calibration,
     }
-    save_weights(final, out / "best.safetensors", meta)
-    if cfg.get("export"):
-        exp = Path(cfg["export"])
-        exp = exp if exp.is_absolute() else Path.cwd() / exp
-        save_weights(final, exp, meta)
-        log(f"[{cfg['name']}] exported {exp}")
+    export_weights(final, out, cfg.get("export"), meta, cfg["name"], log)
     return {
         "step": step,
-        "stopped_early": stopped_early,
+        "stopped_early": result.stopped_early,
         "wall_s": wall,
         "best": None if best is None else {k: best[k] for k in ("step", "val_mae", "val_acc")},
         "output_dir": str(out),

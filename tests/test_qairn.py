@@ -258,3 +258,23 @@ def test_pooling_selection_prefers_the_exponent_that_ranks_by_severity():
     assert best_exponent(table, default=4.0) == 16.0
     assert best_exponent({0.5: 0.9, 2.0: 0.9}, default=4.0) == 0.5  # ties: the earlier entry
     assert best_exponent({1.0: float("nan")}, default=4.0) == 4.0  # nothing to choose from: keep the default
+
+
+def test_bf16_channels_last_training_exports_float32_weights(tmp_path):
+    from mriqa.train_qairn import train
+
+    quiet = dict(log=lambda *_: None)
+    ref = train(_cfg(tmp_path, tmp_path / "fp32"), **quiet)
+    fast = train(_cfg(tmp_path, tmp_path / "bf16", train={"precision": "bf16", "channels_last": True}), **quiet)
+    assert fast["step"] == 2
+    model, meta = load_qairn(tmp_path / "bf16" / "best.safetensors")
+    assert meta["training"]["config"]["train"]["precision"] == "bf16"
+    assert all(v.dtype == torch.float32 for v in model.state_dict().values())
+    # the same batches in bfloat16 move the weights nearly as float32 does, and not identically
+    a, b = ref["model"].state_dict(), fast["model"].state_dict()
+    diffs = [float((a[k] - b[k]).abs().max()) for k in a if a[k].is_floating_point()]
+    assert 0 < max(diffs) < 0.05
+    hist = json.loads((tmp_path / "bf16" / "history.json").read_text())
+    assert all(np.isfinite(r["val_loss"]) for r in hist)
+    with pytest.raises(InputError, match="precision"):
+        train(_cfg(tmp_path, tmp_path / "bad", train={"precision": "fp16"}), **quiet)

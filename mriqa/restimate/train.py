@@ -17,8 +17,9 @@ crop: the foreground-weighted mean over the cells of ``(cell - log R)^2`` plus `
 
 Model: QFNet initialised from ``init`` (the shipped ``qf-gray``); the last 1x1 convolution's weights are scaled
 by ``head_scale`` and its bias set to the mean training log R, so training starts at the prior. Adam, linear
-warm-up then cosine learning rate. Checkpoints (``<output_dir>/checkpoint.pt``, written atomically, loaded with
-``weights_only=True``) every ``checkpoint_every`` steps; a rerun resumes. Validation MAE (in R, foreground
+warm-up then cosine learning rate. The step loop, checkpoints and resumption are the other trainers'
+(:mod:`mriqa.training_loop`): a rerun resumes from ``<output_dir>/checkpoint.pt``; a run stopped by
+``max_minutes`` or ``stop_at_step`` exports nothing. Validation MAE (in R, foreground
 pooled whole images, a fixed subset) every ``eval_every`` steps, best kept; ``curves.png`` and
 ``history.json`` in ``output_dir``. At the end the best state is calibrated on all validation images
 (``linear``: a 2-parameter recalibration ``log R = a + b * pooled`` against the MSE shrinkage towards the mean;
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from mriqa.files import atomic_path
+from mriqa.training_loop import RunState, resume_state, run_steps
 from mriqa.train_qf import lr_at  # linear warm-up, then cosine (shared with the QF trainer)
 
 DEFAULTS = {
@@ -186,83 +187,38 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
         head.bias.fill_(float(y_tr.mean()))
     net.train()
     opt = torch.optim.Adam(net.parameters(), lr=float(tc["lr"]))
-    step, history, best, wall_before = 0, [], None, 0.0
+    state = RunState()
     ckpt = out / "checkpoint.pt"
     if resume and ckpt.is_file():
-        ck = torch.load(ckpt, map_location="cpu", weights_only=True)
-        net.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        step, history = int(ck["step"]), json.loads(ck["history"])
-        best = json.loads(ck["best"]) if ck.get("best") else None
-        if best is not None:
-            best["state"] = ck["best_state"]
-        wall_before = float(ck["wall_s"])
-        log(f"[{cfg['name']}] resumed from {ckpt} at step {step}")
-        if json.loads(ck["config"])["data"] != cfg["data"]:
-            best = None  # validation set changed: earlier scores are not comparable
+        state = resume_state(ckpt, net, opt)
+        log(f"[{cfg['name']}] resumed from {ckpt} at step {state.step}")
+        if state.config is not None and state.config["data"] != cfg["data"]:
+            state.best = None  # validation set changed: earlier scores are not comparable
             log(f"[{cfg['name']}] data changed since the checkpoint: model selection restarts")
-    t0 = time.time()
-
-    def checkpoint():
-        with atomic_path(ckpt, suffix=".pt") as tmp:
-            torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                        "history": json.dumps(history), "wall_s": wall_before + time.time() - t0,
-                        "best": json.dumps({k: v for k, v in best.items() if k != "state"}) if best else "",
-                        "best_state": best["state"] if best else {}, "config": json.dumps(cfg)}, tmp)
 
     def geometry_for(c):
         n = net.output_size(c)
         return MapGeometry.for_model(net, (c, c), (n, n))
 
-    total, max_s = int(tc["steps"]), float(tc.get("max_minutes") or 1e9) * 60
-    bar = None
-    if tc.get("progress", True):
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, initial=step, desc=cfg["name"], mininterval=10, file=sys.stderr, dynamic_ncols=True)
-    run_loss, run_n = 0.0, 0
-    while step < total:
-        rng = np.random.default_rng([seed, step])
+    def train_step(rng):
         xb, yb, wb = sample_batch(rng, x_tr, y_tr, masks, cfg, geometry_for)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, tc)
-        loss = loss_fn(net, xb, yb, wb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        run_loss += float(loss.detach())
-        run_n += 1
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", refresh=False)
-        if step % int(tc["eval_every"]) == 0 or step == total:
-            pred, _ = predict(net, x_va[sub])
-            row = {"step": step, "lr": lr_at(step - 1, tc), "train_loss": run_loss / max(run_n, 1),
-                   "val_loss": float(np.mean((pred - y_va[sub]) ** 2)),
-                   "val_mae_r": float(np.mean(np.abs(np.exp(pred) - np.exp(y_va[sub])))),
-                   "wall_s": round(wall_before + time.time() - t0, 1)}
-            history.append(row)
-            run_loss, run_n = 0.0, 0
-            if best is None or row["val_mae_r"] < best["val_mae_r"]:
-                best = {"step": step, "val_mae_r": row["val_mae_r"],
-                        "state": {k: v.detach().clone() for k, v in net.state_dict().items()}}
-            log(f"[{cfg['name']}] step {step}/{total} lr {row['lr']:.2e} train_loss {row['train_loss']:.4f} "
-                f"val_loss {row['val_loss']:.4f} val_mae_R {row['val_mae_r']:.3f} ({row['wall_s']:.0f}s)")
-            plot_curves(history, out / "curves.png", f"{cfg['name']}: log R regression")
-            with atomic_path(out / "history.json", suffix=".json") as tmp:
-                tmp.write_text(json.dumps(history, indent=1))
-        if step % int(tc["checkpoint_every"]) == 0 or step == total:
-            checkpoint()
-        if step < total and time.time() - t0 > max_s:
-            log(f"[{cfg['name']}] stopped at step {step}: max_minutes reached (rerun to resume)")
-            break
-        if step < total and tc.get("stop_at_step") and step >= int(tc["stop_at_step"]):
-            checkpoint()
-            log(f"[{cfg['name']}] stopped at step {step} (stop_at_step; rerun to resume)")
-            return {"name": cfg["name"], "stopped_at": step}
-    if bar is not None:
-        bar.close()
+        return loss_fn(net, xb, yb, wb), {}
+
+    def evaluate():
+        pred, _ = predict(net, x_va[sub])
+        return {"val_loss": float(np.mean((pred - y_va[sub]) ** 2)),
+                "val_mae_r": float(np.mean(np.abs(np.exp(pred) - np.exp(y_va[sub]))))}
+
+    result = run_steps(state, name=cfg["name"], model=net, optimizer=opt, cfg=cfg, lr_at=lr_at,
+                       train_step=train_step, evaluate=evaluate, select="val_mae_r", maximize=False,
+                       keep=("val_mae_r",),
+                       describe=lambda r: (f"train_loss {r['train_loss']:.4f} val_loss {r['val_loss']:.4f} "
+                                           f"val_mae_R {r['val_mae_r']:.3f}"),
+                       plot=lambda h: plot_curves(h, out / "curves.png", f"{cfg['name']}: log R regression"),
+                       output_dir=out, log=log)
+    step, best = state.step, state.best
+    if result.stopped_early:
+        return {"name": cfg["name"], "stopped_at": step}
 
     # ------------------------------------------------------------------ calibrate the best state on validation
     cc = cfg["calibrate"]
@@ -292,14 +248,13 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
         "best_step": int(best["step"]), "steps": step,
     }
     summary = {"name": cfg["name"], "r_estimation": r_info, "train_images": int(len(x_tr)),
-               "val_images": int(len(x_va)), "wall_s": round(wall_before + time.time() - t0, 1)}
+               "val_images": int(len(x_va)), "wall_s": round(result.wall_s, 1)}
     meta = {"task": TASK, "r_estimation": r_info, "normalization": NORMALIZATION, "kind": "mri",
             "training": {"config": cfg, "train_images": int(len(x_tr)), "init": cfg["init"],
                          "wall_s": summary["wall_s"]}}
-    if step >= total:
-        save_weights(net, cfg["export"], meta)
-        summary["export"] = cfg["export"]
-        log(f"[{cfg['name']}] exported {cfg['export']}")
+    save_weights(net, cfg["export"], meta)
+    summary["export"] = cfg["export"]
+    log(f"[{cfg['name']}] exported {cfg['export']}")
     with atomic_path(out / "summary.json", suffix=".json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1))
     log(json.dumps(r_info))

@@ -1,0 +1,150 @@
+"""The step loop of the mriqa trainers (QF predictor, QAIRN, learned R estimator): one copy of the bookkeeping.
+
+Each trainer supplies what is its own -- how a batch is drawn and scored (``train_step``), how the model is
+validated (``evaluate``), which validation metric picks the exported weights, and its learning-rate schedule --
+and :func:`run_steps` does the rest the same way for all of them:
+
+- step ``t`` gets ``numpy.random.default_rng([seed, t])`` and the learning rate ``lr_at(t, tc)``, so a resumed
+  run draws the same batches and gets the same weights as an uninterrupted one;
+- every ``tc["eval_every"]`` steps (and at the last) a history row ``{"step", "lr", "train_loss", <train
+  extras averaged since the last row>, <validation metrics>, "wall_s"}`` is appended, logged and written to
+  ``history.json``; the best row's weights are kept (CPU copies) for export;
+- a checkpoint (:mod:`mriqa.checkpoints`) is written every ``tc["checkpoint_every"]`` steps and whenever the run
+  stops; ``tc["max_minutes"]`` (wall clock of this run) and ``tc["stop_at_step"]`` stop early and cleanly;
+- a tqdm bar when ``tc["progress"]``; the learning curves are re-plotted at most every two minutes (matplotlib
+  is slow) and once at the end.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from mriqa.checkpoints import load_checkpoint, save_checkpoint, write_json
+
+PLOT_EVERY_S = 120.0
+
+
+@dataclass
+class RunState:
+    """What a run carries across resumptions besides the model and optimiser (all of it is in the checkpoint).
+
+    ``best`` is ``{"step", <selection metrics>, "state": model state dict}`` of the best validation row so far;
+    ``wall_before`` the training seconds of earlier runs of the same output folder.
+    """
+
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+    best: dict | None = None
+    wall_before: float = 0.0
+    config: dict | None = None  # the config of the run that wrote the checkpoint (None for a fresh run)
+
+
+def resume_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> RunState:
+    """Restore ``model`` and ``optimizer`` from the checkpoint at ``path`` and return the rest of the run state."""
+    ck = load_checkpoint(path, model, optimizer)
+    return RunState(ck["step"], ck["history"], ck["best"], ck["wall_s"], ck["config"])
+
+
+@dataclass
+class LoopResult:
+    stopped_early: bool  # max_minutes or stop_at_step ended the run before tc["steps"]
+    wall_s: float        # training seconds over all resumptions
+
+
+def run_steps(state: RunState, *, name: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+              cfg: dict, lr_at: Callable[[int, dict], float],
+              train_step: Callable[[np.random.Generator], tuple[torch.Tensor, dict[str, float]]],
+              evaluate: Callable[[], dict[str, float]], select: str, maximize: bool, keep: tuple[str, ...],
+              describe: Callable[[dict], str], plot: Callable[[list[dict]], None], output_dir: Path,
+              log=print) -> LoopResult:
+    """Train ``model`` from ``state.step`` to ``cfg["train"]["steps"]``; ``state`` is updated in place.
+
+    ``train_step(rng)`` draws a batch with ``rng`` and returns ``(loss, extras)``: the scalar loss to minimise and
+    float metrics to average into the next history row (e.g. ``{"train_acc": ...}``). The loop does
+    ``zero_grad / backward / step``. ``evaluate()`` returns the validation metrics (it leaves the model in
+    training mode). The best weights are those whose row has the highest (``maximize``) or lowest ``select``;
+    ``keep`` names the metrics stored with them. ``describe(row)`` is the log text of a row after the step and
+    learning rate; ``plot(history)`` draws the learning curves.
+    """
+    tc = cfg["train"]
+    seed, total = int(cfg["seed"]), int(tc["steps"])
+    ckpt_path = Path(output_dir) / "checkpoint.pt"
+    max_s = float(tc["max_minutes"]) * 60 if tc.get("max_minutes") else None
+    t0 = last_plot = time.time()
+
+    def checkpoint():
+        save_checkpoint(ckpt_path, model, optimizer, state.step, state.history, state.best,
+                        state.wall_before + (time.time() - t0), cfg)
+
+    bar = None
+    if tc.get("progress", True):
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=state.step, desc=name, mininterval=10, file=sys.stderr, dynamic_ncols=True)
+    run_loss, run_extras, run_n = 0.0, {}, 0
+    stopped_early = False
+    while state.step < total:
+        rng = np.random.default_rng([seed, state.step])
+        for g in optimizer.param_groups:
+            g["lr"] = lr_at(state.step, tc)
+        loss, extras = train_step(rng)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        state.step += 1
+        step = state.step
+        run_loss += float(loss.detach())
+        for k, v in extras.items():
+            run_extras[k] = run_extras.get(k, 0.0) + float(v)
+        run_n += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", refresh=False)
+        if step % int(tc["eval_every"]) == 0 or step == total:
+            metrics = evaluate()
+            row = {"step": step, "lr": lr_at(step - 1, tc), "train_loss": run_loss / run_n,
+                   **{k: v / run_n for k, v in run_extras.items()}, **metrics,
+                   "wall_s": round(state.wall_before + time.time() - t0, 1)}
+            state.history.append(row)
+            run_loss, run_extras, run_n = 0.0, {}, 0
+            best = state.best
+            if best is None or (row[select] > best[select] if maximize else row[select] < best[select]):
+                state.best = {"step": step, **{k: row[k] for k in keep},
+                              "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+            log(f"[{name}] step {step}/{total} lr {row['lr']:.2e} {describe(row)} ({row['wall_s']:.0f}s)")
+            if time.time() - last_plot > PLOT_EVERY_S:
+                plot(state.history)
+                last_plot = time.time()
+            write_json(state.history, Path(output_dir) / "history.json")
+        if step % int(tc["checkpoint_every"]) == 0 and step < total:
+            checkpoint()
+        timed_out = max_s is not None and time.time() - t0 > max_s
+        if step < total and (timed_out or (tc.get("stop_at_step") and step >= int(tc["stop_at_step"]))):
+            stopped_early = True
+            log(f"[{name}] {'max_minutes' if timed_out else 'stop_at_step'} reached at step {step}; "
+                "checkpoint saved (run again to resume)")
+            break
+    if bar is not None:
+        bar.close()
+    plot(state.history)
+    checkpoint()
+    return LoopResult(stopped_early, state.wall_before + time.time() - t0)
+
+
+def export_weights(model: torch.nn.Module, output_dir: Path, export: str | None, meta: dict, name: str,
+                   log=print) -> None:
+    """Write ``output_dir/best.safetensors`` and, if ``export`` is set, the same weights there (a relative
+    ``export`` is taken from the working directory)."""
+    from mriqa.weights_io import save_weights
+
+    save_weights(model, Path(output_dir) / "best.safetensors", meta)
+    if export:
+        exp = Path(export) if Path(export).is_absolute() else Path.cwd() / export
+        save_weights(model, exp, meta)
+        log(f"[{name}] exported {exp}")

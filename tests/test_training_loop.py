@@ -1,0 +1,76 @@
+"""The shared step loop (mriqa.training_loop): determinism across resumption, best-row selection, early stops."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mriqa.training_loop import RunState, resume_state, run_steps
+
+TARGET = torch.tensor([1.0, -2.0, 0.5])
+
+
+def _run(out, steps, state=None, maximize=False, select="val_err", **train):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1, bias=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    out.mkdir(parents=True, exist_ok=True)
+    if state is None:
+        ck = out / "checkpoint.pt"
+        state = resume_state(ck, model, opt) if ck.is_file() else RunState()
+    tc = {"steps": steps, "eval_every": 2, "checkpoint_every": 3, "progress": False, **train}
+    cfg = {"seed": 7, "train": tc}
+    plots, logs = [], []
+
+    def train_step(rng):
+        x = torch.from_numpy(rng.standard_normal((8, 3)).astype(np.float32))
+        loss = ((model(x)[:, 0] - x @ TARGET) ** 2).mean()
+        return loss, {"train_half": 0.5}
+
+    def evaluate():
+        err = float((model.weight[0].detach() - TARGET).norm())
+        return {"val_err": err, "val_neg": -err}
+
+    result = run_steps(state, name="toy", model=model, optimizer=opt, cfg=cfg,
+                       lr_at=lambda step, tc: 0.1 / (1 + step), train_step=train_step, evaluate=evaluate,
+                       select=select, maximize=maximize, keep=(select,), describe=lambda r: f"{r['val_err']:.3f}",
+                       plot=plots.append, output_dir=out, log=logs.append)
+    return model, state, result, plots, logs
+
+
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    full, s_full, r_full, plots, _ = _run(tmp_path / "full", 9)
+    assert not r_full.stopped_early and s_full.step == 9
+    _, s1, r1, _, logs = _run(tmp_path / "split", 9, stop_at_step=4)
+    assert r1.stopped_early and s1.step == 4 and "stop_at_step reached at step 4" in logs[-1]
+    resumed, s2, r2, _, _ = _run(tmp_path / "split", 9)
+    assert s2.step == 9 and not r2.stopped_early
+    assert torch.equal(full.weight, resumed.weight)
+    assert [r["step"] for r in s2.history] == [2, 4, 6, 8, 9]
+    assert s2.history == json.loads((tmp_path / "split" / "history.json").read_text())
+    # the lr of a row is that of its last step; extras are averaged over the steps since the last row
+    assert s_full.history[0]["lr"] == pytest.approx(0.1 / 2) and s_full.history[0]["train_half"] == 0.5
+    assert [r["val_err"] for r in s_full.history] == [r["val_err"] for r in s2.history]
+    assert plots and plots[-1] is s_full.history  # the final plot sees the whole history
+
+
+def test_best_row_is_the_minimum_or_the_maximum(tmp_path):
+    _, low, _, _, _ = _run(tmp_path / "min", 9)
+    errs = [r["val_err"] for r in low.history]
+    assert low.best["step"] == low.history[int(np.argmin(errs))]["step"]
+    assert low.best["val_err"] == min(errs) and set(low.best) == {"step", "val_err", "state"}
+    _, high, _, _, _ = _run(tmp_path / "max", 9, maximize=True, select="val_neg")
+    assert high.best["val_neg"] == max(r["val_neg"] for r in high.history)
+    # the kept weights are the best row's, not the last step's
+    ck = torch.load(tmp_path / "min" / "checkpoint.pt", weights_only=True)
+    assert ck["best"]["step"] == low.best["step"]
+    assert torch.equal(ck["best"]["state"]["weight"], low.best["state"]["weight"])
+
+
+def test_max_minutes_stops_with_a_checkpoint(tmp_path):
+    _, state, result, _, logs = _run(tmp_path / "t", 50, max_minutes=1e-9)
+    assert result.stopped_early and state.step == 1
+    assert "max_minutes reached at step 1" in logs[-1]
+    assert torch.load(tmp_path / "t" / "checkpoint.pt", weights_only=True)["step"] == 1
