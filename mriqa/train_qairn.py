@@ -24,7 +24,7 @@ the seed's random ones (ignored when resuming).
 
 Speed options (``train.precision: bf16``, ``train.channels_last: true``; defaults ``fp32`` / ``false``): the
 forward pass runs under ``torch.autocast`` in bfloat16 (weights, optimiser state and the loss stay float32)
-and activations use the channels-last layout. On a CPU with AVX-512 BF16 they make a training step about 1.75x
+and activations use the channels-last layout. On a CPU with AVX-512 BF16 they make a training step about 2.3x
 faster (``python scripts/bench_qairn_train.py``); the exported weights are float32 either way.
 
 Pooling selection (``pooling.select``, ours): the paper pools each attention map by Minkowski pooling but does

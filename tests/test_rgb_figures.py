@@ -58,3 +58,10 @@ def test_generalisation_and_artifact_removal_small(tmp_path, shared_data, tiny_q
     rows = [line.split("|") for line in md.splitlines() if line.startswith("| input") or line.startswith("| AR-CNN")]
     assert rows[0][2] == rows[1][2]
     assert (out / "artifact-removal.png").stat().st_size > 1000
+
+
+def test_artifact_removal_without_ar_runs_is_a_clear_error(tmp_path, shared_data):
+    with pytest.raises(SystemExit, match="no AR-CNN runs"):
+        rgb_figures.main(["artifact-removal", "--max-images", "1", "--crop", "48", "--runs", str(tmp_path / "none"),
+                          "--qairn", "none", "--out", str(tmp_path / "doc")])
+    assert not (tmp_path / "doc" / "artifact-removal.md").exists()

@@ -32,9 +32,9 @@ pass untouched (little to restore, good quality); low gamma: the decoder's resto
 
 Why ``global_residual`` matters for the quality maps (measured): without it (the default, the paper's layout)
 the identity ("nothing to restore") is the skip path, ``tail(head(x))``, so a good input gives a high gamma, as
-the paper intends: on the CPU run ``configs/qairn-cpu.yaml`` (the shipped weights) Q2 rises with the JPEG QF
-(held-out Spearman +0.79 pooled with p = 4, +0.86 with the selected p = 0.1; +1.00 per image) and falls with
-blur. With a global residual the identity is "zero correction", which the decoder branch supplies as easily, and
+the paper intends: with the shipped weights (``configs/qairn.yaml``) Q2 rises with the JPEG QF (held-out
+Spearman +0.91 pooled, +1.00 per image) and falls with blur; the CPU-sized ``configs/qairn-cpu.yaml`` gave +0.79
+with p = 4 and +0.86 with the selected p = 0.1. With a global residual the identity is "zero correction", which the decoder branch supplies as easily, and
 the network learned the gates backwards:
 ``configs/qairn-cpu-resid.yaml`` gave Q2 a Spearman of -0.96 with the JPEG QF (gamma_2 high for strongly
 compressed inputs), and a gate prior (``train.gate_prior``, ``configs/qairn-cpu-gate.yaml``) only flattened it.
