@@ -2,7 +2,6 @@
 deterministic by seed)."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 

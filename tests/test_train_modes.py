@@ -60,7 +60,7 @@ def test_ssdu_mode_splits_per_step_and_resumes_identically(root, tmp_path):
     t = train(_cfg(root, tmp_path / "s", "ssdu"), loss=Spy(), progress=False)
     assert t.step == 2 and all(s[0] is None for s in seen)
     (l0, th0), (l1, th1) = (seen[0][1], seen[0][2]), (seen[1][1], seen[1][2])
-    assert float((l0 * th0).sum()) == 0 and not torch.equal(l0, l1)  # disjoint; a new split each step
+    assert float((l0 * th0).sum()) == 0 and float((l1 * th1).sum()) == 0 and not torch.equal(l0, l1)  # disjoint; a new split each step
     # the split is a function of (seed, step, slice): a fresh trainer makes the same first split
     seen.clear()
     train(_cfg(root, tmp_path / "s2", "ssdu"), loss=Spy(), progress=False, stop_after=1)

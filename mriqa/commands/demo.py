@@ -36,7 +36,6 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    import numpy as np
     import torch
 
     from mriqa.errors import InputError

@@ -62,7 +62,6 @@ def _read(path: str):
             mode = im.mode
             if fmt not in _PIL_FORMATS:
                 raise InputError(path, f"unsupported image format {fmt} (PNG, BMP, TIFF or JPEG)")
-            alpha = None
             if mode in ("I;16", "I;16L", "I;16B", "I") and fmt in ("PNG", "TIFF"):
                 arr = np.asarray(im).astype(np.float64)
                 if arr.size and (arr.min() < 0 or arr.max() > 65535):
