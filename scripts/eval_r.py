@@ -9,8 +9,8 @@ method and mask kind:
 - for each estimator: MAE in R over R in [2, 12] and over [2, 6] (against the nominal R; MAE against the
   effective R is in the JSON), interval coverage of the nominal R, interval width, fraction flagged OOD.
 
-QF-based rows use the per-method calibration (the h5 says which method made it, as ``mriqa recon`` writes),
-``qf (any)`` the method-agnostic one. Then the real-data check: the real 8-coil smallfov k-space (already
+QF-based rows and ``learned`` use the per-method calibration (the h5 says which method made it, as
+``mriqa recon`` writes), ``qf (any)`` and ``learned (any)`` the method-agnostic one. Then the real-data check: the real 8-coil smallfov k-space (already
 undersampled, R = 1.75: every other line + 25 centre lines) is retrospectively undersampled further to total
 R of about 2, 3, 4, 6, 8 (keeping a subset of its own lines: a centre block of 32 % of the kept lines and
 equispaced outer lines), reconstructed by zero-filled, CG-SENSE and MoDL (ESPIRiT maps from the acquired
@@ -96,6 +96,23 @@ def metrics(r_true, res) -> dict:
 
 def subset(res: dict, sel) -> dict:
     return {k: (np.asarray(v)[sel] if k != "ood" else [v[i] for i in np.flatnonzero(sel)]) for k, v in res.items()}
+
+
+def volume_level(d: dict, res: dict, kind: str = "all") -> dict:
+    """MAE / coverage of volume estimates, one per (volume, mask kind, R) group of slices of ``kind``."""
+    from mriqa.restimate import volume_estimate
+
+    groups = {}
+    for i, key in enumerate(zip(d["volume"], d["mask_kind"], d["accel"])):
+        if kind in ("all", key[1]):
+            groups.setdefault(key, []).append(i)
+    r_true, est = [], {"r_est": [], "r_low": [], "r_high": [], "ood": []}
+    for (_, _, r), idx in groups.items():
+        v = volume_estimate(res["log_r"][idx], res["halfwidth"][idx], [res["ood"][i] for i in idx])
+        r_true.append(float(r))
+        for k in est:
+            est[k].append(v[k])
+    return metrics(r_true, {k: (np.asarray(v) if k != "ood" else v) for k, v in est.items()})
 
 
 def qf_scores(predictor, x):
@@ -273,7 +290,7 @@ def smallfov_check(base: str, estimators: dict, lines: list[str], log) -> list[d
         for method, img in recons.items():
             row = {"target": float(target), "r_effective": r_eff, "method": method}
             for name, est in estimators.items():
-                res = estimate_images(est, img, kind="mri", recon_method=method if name == "qf" else None)
+                res = estimate_images(est, img, kind="mri", recon_method=method)
                 row[name] = {"r_est": float(res["r_est"][0]), "r_low": float(res["r_low"][0]),
                              "r_high": float(res["r_high"][0]), "ood": res["ood"][0]}
             rows.append(row)
@@ -302,6 +319,22 @@ def smallfov_check(base: str, estimators: dict, lines: list[str], log) -> list[d
                      f"{len(rows)}; Spearman(estimate, effective R) "
                      f"{spearman([r[n]['r_est'] for r in rows], [r['r_effective'] for r in rows]):.3f}")
     return rows
+
+
+def recalibration_lines(info: dict) -> list[str]:
+    """Model-card lines for the linear recalibrations in the metadata ``r_estimation`` (none if absent)."""
+    if not info.get("recalibration"):
+        return []
+    pair = lambda r: f"a = {r['a']:+.3f}, b = {r['b']:.3f}"  # noqa: E731
+    lines = [f"- recalibration log R = a + b x pooled, fitted on all validation reconstructions: "
+             f"{pair(info['recalibration'])}"]
+    by_method = info.get("recalibration_by_method") or {}
+    if by_method:
+        lines.append("- per reconstruction method (used when the input says which method made it, as `mriqa recon` "
+                     "writes): " + "; ".join(
+                         f"{LABELS.get(m, m)} {pair(r)}, half-width {info['halfwidth_by_method'][m]:.3f}"
+                         for m, r in by_method.items()))
+    return lines
 
 
 def write_model_card(path: Path, summary: dict, smallfov: list[dict]) -> None:
@@ -352,6 +385,7 @@ def write_model_card(path: Path, summary: dict, smallfov: list[dict]) -> None:
         "## Interval and out-of-distribution thresholds (metadata `r_estimation`)",
         f"- conformal half-width on log R: {info['halfwidth']:.3f} (fitted at coverage {info['coverage_fit']}); "
         f"validation coverage {info['val_coverage']:.3f}, validation MAE {info['val_mae_r']:.3f}",
+        *recalibration_lines(info),
         f"- OOD: spread of the log R map > {info['max_spread']:.3f}; neighbour correlation < "
         f"{info['min_correlation']:.3f}; see `mriqa/restimate/ood.py`.", "",
         "## Measured on the held-out test volume (Colin27), `python scripts/eval_r.py`",
@@ -389,11 +423,11 @@ def main(argv=None) -> int:
     estimators = {"learned": learned.LearnedREstimator.load(args.learned_weights),
                   "qf": qf_based.QFREstimator.load(predictor=predictor)}
     # the learned estimator as trained, without the linear recalibration added after the first evaluation
-    info = dict(estimators["learned"].info, recalibration=None)
+    info = dict(estimators["learned"].info, recalibration=None, recalibration_by_method=None)
     info["halfwidth"] = info.get("halfwidth_without_recalibration", info["halfwidth"])
     no_recal = learned.LearnedREstimator(estimators["learned"].wrapper.model.net, info)
-    data, xs, maps, scores, results = {}, {}, {}, {}, {"learned": {}, "learned (no recal.)": {}, "qf": {},
-                                                        "qf (any)": {}}
+    data, xs, maps, scores, results = {}, {}, {}, {}, {"learned": {}, "learned (any)": {},
+                                                        "learned (no recal.)": {}, "qf": {}, "qf (any)": {}}
     geom = None
     for m in METHODS:
         path = Path(args.data) / args.split / f"{m}.h5"
@@ -402,7 +436,8 @@ def main(argv=None) -> int:
         x = torch.cat([predictor.prepare(d["images"][a:a + 64], kind="mri")[0] for a in range(0, len(d["images"]), 64)])
         xs[m] = x
         maps[m], scores[m], geom = qf_scores(predictor, x)
-        results["learned"][m] = estimators["learned"].estimate(x)
+        results["learned"][m] = estimators["learned"].estimate(x, recon_method=m)
+        results["learned (any)"][m] = estimators["learned"].estimate(x, recon_method=None)
         results["learned (no recal.)"][m] = no_recal.estimate(x)
         results["qf"][m] = estimators["qf"].estimate(x, recon_method=m)
         results["qf (any)"][m] = estimators["qf"].estimate(x, recon_method=None)
@@ -456,8 +491,9 @@ def main(argv=None) -> int:
               "nominal R; width = median r_high / r_low; OOD = fraction flagged out of distribution (interval "
               "[1, 16]). `qf` uses the per-method calibration, `qf (any)` the method-agnostic one. `learned` "
               "includes the linear recalibration fitted on validation (added after a first evaluation showed "
-              "the predictions shrunk towards the mean); `learned (no recal.)` is the network alone, with its "
-              "own conformal half-width.", "",
+              "the predictions shrunk towards the mean), per reconstruction method (the input says which "
+              "method made it, as `mriqa recon` writes); `learned (any)` uses the one recalibration fitted on "
+              "all methods; `learned (no recal.)` is the network alone, with its own conformal half-width.", "",
               "| estimator | method | mask | MAE [2,12] | MAE [2,6] | coverage | width | OOD |",
               "|---|---|---|---:|---:|---:|---:|---:|"]
     for name, per in results.items():
@@ -479,6 +515,21 @@ def main(argv=None) -> int:
         met = metrics(r, res)
         summary["estimators"][f"{name}/all/all"] = met
         lines.append(f"| {name} | {met['mae']:.3f} | {met['mae_2_6']:.3f} | {met['coverage']:.3f} |")
+
+    # volume level: the slices of one acquisition share its mask, so `mriqa estimate-r`'s volume record
+    lines += ["", "### Volume-level estimates (`mriqa estimate-r`'s `\"slice\": null` record)", "",
+              "One estimate per acquisition = (orientation, mask kind, R) of a method: the mean log R of its "
+              "slices with the median slice half-width (`mriqa.restimate.volume_estimate`); 8 R x 3 orientations "
+              "= 24 acquisitions per cell.", "",
+              "| estimator | method | mask | MAE [2,12] | MAE [2,6] | coverage |", "|---|---|---|---:|---:|---:|"]
+    for name in ("learned", "learned (any)"):
+        for m in METHODS:
+            d, res = data[m], results[name][m]
+            for kind in MASKS + ("all",):
+                vols = volume_level(d, res, kind)
+                summary["estimators"][f"{name} (volume)/{m}/{kind}"] = vols
+                lines.append(f"| {name} | {LABELS[m]} | {kind} | {vols['mae']:.3f} | {vols['mae_2_6']:.3f} | "
+                             f"{vols['coverage']:.3f} |")
 
     # acceptance
     lines += ["", "### Acceptance (issue 5)", ""]

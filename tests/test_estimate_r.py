@@ -206,6 +206,21 @@ def test_learned_weights_are_safetensors_with_r_metadata():
     assert maps.shape == (2, 10, 10)
 
 
+def test_learned_uses_the_recon_methods_own_recalibration():
+    est = learned.LearnedREstimator.load()
+    info = dict(est.info, recalibration={"a": 0.0, "b": 1.0}, halfwidth=0.4,
+                recalibration_by_method={"zf": {"a": 0.5, "b": 1.0}}, halfwidth_by_method={"zf": 0.2})
+    est = learned.LearnedREstimator(est.wrapper.model.net, info)
+    assert est.calibration_for("zf") == ({"a": 0.5, "b": 1.0}, 0.2)
+    assert est.calibration_for("sense") == ({"a": 0.0, "b": 1.0}, 0.4)  # no pair of its own: the pooled one
+    assert est.calibration_for(None) == ({"a": 0.0, "b": 1.0}, 0.4)
+    x = torch.from_numpy(zero_filled(phantom(), 4) / zero_filled(phantom(), 4).max())[None, None].clamp(0, 1)
+    zf, unknown = est.estimate(x, recon_method="zf"), est.estimate(x, recon_method=None)
+    assert zf["log_r"][0] == pytest.approx(unknown["log_r"][0] + 0.5)
+    assert zf["halfwidth"][0] == 0.2 and unknown["halfwidth"][0] == 0.4
+    assert zf["r_high"][0] / zf["r_low"][0] == pytest.approx(np.exp(0.4))
+
+
 def test_learned_rejects_a_qf_model(tmp_path):
     from mriqa.errors import InputError
     from mriqa.predictor import shipped_weights
@@ -242,9 +257,24 @@ def test_trainer_checkpoint_resume_and_export(tmp_path):
     assert summary["export"] == str(tmp_path / "r.safetensors")
     assert (tmp_path / "run" / "curves.png").is_file()
     est = learned.LearnedREstimator.load(tmp_path / "r.safetensors")
+    assert set(est.info["recalibration_by_method"]) == {"zf"} and est.info["halfwidth_by_method"]["zf"] >= 0
     out = est.estimate(torch.from_numpy(np.stack([zero_filled(base, 4)]) / zero_filled(base, 4).max())[:, None]
                        .clamp(0, 1).float())
     assert out["r_low"][0] <= out["r_est"][0] <= out["r_high"][0]
+
+    # --recalibrate: the same fit again from the file alone; tensors and training facts untouched
+    from mriqa.restimate.train import recalibrate
+    from mriqa.weights_io import load_weights
+
+    before_state, before = load_weights(tmp_path / "r.safetensors")
+    recalibrate(cfg, str(tmp_path / "r.safetensors"), log=logs.append)
+    after_state, after = load_weights(tmp_path / "r.safetensors")
+    assert all(torch.equal(before_state[k], after_state[k]) for k in before_state)
+    assert after["training"] == before["training"]
+    for key in ("best_step", "steps", "min_correlation", "halfwidth", "recalibration"):
+        assert after["r_estimation"][key] == pytest.approx(before["r_estimation"][key])
+    assert after["r_estimation"]["recalibration_by_method"]["zf"] == pytest.approx(
+        before["r_estimation"]["recalibration_by_method"]["zf"])
 
 
 def test_cli_reads_nifti_volumes(tmp_path, capsys):

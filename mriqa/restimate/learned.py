@@ -6,7 +6,8 @@ read as a map of ``log R`` (``[N, 1, h, w]``, one estimate per 28 x 28 receptive
 the foreground-weighted mean of the map (:func:`mriqa.pooling.pool_weights` ``"foreground"``); the weighted
 standard deviation of the map (``spread``) is an out-of-distribution signal. A linear recalibration
 ``a + b * pooled`` fitted on validation (metadata ``recalibration``) undoes the MSE shrinkage towards the
-mean. Input: the QF predictor's
+mean; when the caller says which reconstruction method made the input, that method's own pair and half-width
+(``recalibration_by_method``, ``halfwidth_by_method``) are used instead. Input: the QF predictor's
 normalisation exactly (:mod:`mriqa.normalize`: MRI magnitude / its 99.5th percentile per slice, 8-bit
 quantised), so ``QFPredictor.prepare`` output feeds both estimators.
 
@@ -109,15 +110,27 @@ class LearnedREstimator:
         """log R maps ``[N, h, w]`` (numpy float32) of model inputs ``x`` ``[N, 1, H, W]`` in [0, 1]."""
         return self.wrapper.predict_input(x).float().cpu().numpy()
 
+    def calibration_for(self, recon_method: str | None) -> tuple[dict | None, float]:
+        """``(recalibration, conformal half-width)`` for inputs made by ``recon_method`` (``"zf"``, ``"sense"``,
+        ``"modl"``): that method's own pair when the metadata has one (fitted on its validation reconstructions),
+        else the pair fitted on all methods."""
+        by_method = self.info.get("recalibration_by_method") or {}
+        if recon_method in by_method:
+            return by_method[recon_method], float(self.info["halfwidth_by_method"][recon_method])
+        return self.info.get("recalibration"), float(self.info["halfwidth"])
+
     def estimate(self, x, colour=None, recon_method: str | None = None) -> dict:
-        """Estimate R for model inputs ``x`` ``[N, 1, H, W]`` in [0, 1]; ``recon_method`` is not needed (one
-        model for every reconstruction method) and ignored. Returns numpy ``[N]`` arrays ``r_est``, ``r_low``,
-        ``r_high``, ``log_r``, ``spread`` and a list ``ood`` (reason or None)."""
+        """Estimate R for model inputs ``x`` ``[N, 1, H, W]`` in [0, 1]; ``recon_method`` (as written by
+        ``mriqa recon``) selects that method's recalibration and interval when the weights have one
+        (:meth:`calibration_for`); unknown or None uses the one fitted on all methods. Returns numpy ``[N]``
+        arrays ``r_est``, ``r_low``, ``r_high``, ``log_r``, ``spread``, ``halfwidth`` and a list ``ood``
+        (reason or None)."""
         maps = self.log_r_maps(x)
         geom = self.wrapper.geometry(tuple(x.shape[-2:]), tuple(maps.shape[-2:]))
         raw, spread = pooled(maps, x, geom)
-        log_r = apply_recalibration(raw, self.info.get("recalibration"))
-        r_est, r_low, r_high = intervals.interval(log_r, self.info["halfwidth"])
+        recal, halfwidth = self.calibration_for(recon_method)
+        log_r = apply_recalibration(raw, recal)
+        r_est, r_low, r_high = intervals.interval(log_r, halfwidth)
         reasons = ood.image_checks(x, colour, self.info["min_correlation"])
         for i in range(len(log_r)):
             if reasons[i] is not None:
@@ -131,4 +144,4 @@ class LearnedREstimator:
             if why is not None:
                 r_low[i], r_high[i] = intervals.R_BOUNDS
         return {"r_est": r_est, "r_low": r_low, "r_high": r_high, "log_r": log_r, "spread": spread,
-                "ood": reasons, "halfwidth": np.full(len(log_r), float(self.info["halfwidth"]))}
+                "ood": reasons, "halfwidth": np.full(len(log_r), halfwidth)}

@@ -22,9 +22,10 @@ warm-up then cosine learning rate. The step loop, checkpoints and resumption are
 ``max_minutes`` or ``stop_at_step`` exports nothing. Validation MAE (in R, foreground
 pooled whole images, a fixed subset) every ``eval_every`` steps, best kept; ``curves.png`` and
 ``history.json`` in ``output_dir``. At the end the best state is calibrated on all validation images
-(``linear``: a 2-parameter recalibration ``log R = a + b * pooled`` against the MSE shrinkage towards the mean;
-conformal half-width at ``coverage``; OOD thresholds, see :mod:`mriqa.restimate.ood`) and exported with
-:func:`mriqa.weights_io.save_weights` to ``export``.
+(:func:`calibrate`; ``linear``: a 2-parameter recalibration ``log R = a + b * pooled`` against the MSE shrinkage
+towards the mean, for all methods and per reconstruction method; conformal half-widths at ``coverage``; OOD
+thresholds, see :mod:`mriqa.restimate.ood`) and exported with :func:`mriqa.weights_io.save_weights` to
+``export``. ``--recalibrate WEIGHTS`` refits only that calibration for existing weights.
 """
 from __future__ import annotations
 
@@ -160,8 +161,8 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
     from mriqa.normalize import NORMALIZATION
     from mriqa.pooling import MapGeometry, foreground_mask
     from mriqa.predictor import load_predictor
-    from mriqa.restimate import intervals, ood
-    from mriqa.restimate.learned import TASK, apply_recalibration
+    from mriqa.restimate import ood
+    from mriqa.restimate.learned import TASK
     from mriqa.weights_io import save_weights
 
     tc, dc = cfg["train"], cfg["data"]
@@ -221,32 +222,11 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
         return {"name": cfg["name"], "stopped_at": step}
 
     # ------------------------------------------------------------------ calibrate the best state on validation
-    cc = cfg["calibrate"]
     net.load_state_dict(best["state"])
-    net.eval()
-    raw, spread = predict(net, x_va)
-    recal = None
-    if cc.get("linear", True):
-        # a regressor trained with MSE shrinks towards the mean: fit log R = a + b * pooled on validation
-        # (2 parameters; the conformal half-width below is then measured on the recalibrated residuals)
-        b_, a_ = np.polyfit(raw.astype(np.float64), y_va.astype(np.float64), 1)
-        recal = {"a": float(a_), "b": float(b_)}
-    log_r = apply_recalibration(raw, recal)
-    res = log_r - y_va
-    halfwidth = intervals.conformal_halfwidth(res, float(cc["coverage"]))
+    r_info = calibrate(net, x_va, y_va, info_va, cfg)
     corr_tr = ood.neighbour_correlation(x_tr.astype(np.float32) / 255.0)
-    r_info = {
-        "target": "log of nominal R", "pool": "foreground",
-        "halfwidth": halfwidth, "coverage_fit": float(cc["coverage"]), "recalibration": recal,
-        "halfwidth_without_recalibration": intervals.conformal_halfwidth(raw - y_va, float(cc["coverage"])),
-        "max_spread": float(cc["spread_factor"]) * float(np.quantile(spread, float(cc["spread_quantile"]))),
-        "min_correlation": float(cc["correlation_factor"]) * float(np.quantile(corr_tr, 0.001)),
-        "val_mae_r": float(np.mean(np.abs(np.exp(log_r) - np.exp(y_va)))),
-        "val_coverage": intervals.coverage(np.exp(y_va), *intervals.interval(log_r, halfwidth)[1:]),
-        "val_mae_r_by_method": {m: float(np.mean(np.abs(np.exp(log_r) - np.exp(y_va))[info_va["method"] == m]))
-                                for m in dc["methods"]},
-        "best_step": int(best["step"]), "steps": step,
-    }
+    min_corr = float(cfg["calibrate"]["correlation_factor"]) * float(np.quantile(corr_tr, 0.001))
+    r_info.update({"best_step": int(best["step"]), "steps": step, "min_correlation": min_corr})
     summary = {"name": cfg["name"], "r_estimation": r_info, "train_images": int(len(x_tr)),
                "val_images": int(len(x_va)), "wall_s": round(result.wall_s, 1)}
     meta = {"task": TASK, "r_estimation": r_info, "normalization": NORMALIZATION, "kind": "mri",
@@ -261,14 +241,93 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
     return summary
 
 
+def calibrate(net, x_va, y_va, info_va, cfg: dict) -> dict:
+    """The part of the metadata ``r_estimation`` fitted on the validation images: recalibration, conformal
+    half-widths and the spread threshold of the OOD checks (the trainer adds ``min_correlation``, from the
+    training images, and the steps).
+
+    x_va: uint8 ``[N, H, W]`` (:func:`load_images`); y_va: log R ``[N]``; info_va["method"]: the
+    reconstruction method of each validation image. ``linear``: ``log R = a + b * pooled`` on all validation
+    images (a regressor trained with MSE shrinks towards the mean), and one such pair per reconstruction method
+    (``recalibration_by_method``, used when the input says which method made it), each with the conformal
+    half-width of its own residuals (``halfwidth_by_method``)."""
+    from mriqa.restimate import intervals
+    from mriqa.restimate.learned import apply_recalibration
+
+    cc, methods = cfg["calibrate"], list(cfg["data"]["methods"])
+    coverage = float(cc["coverage"])
+    net.eval()
+    raw, spread = predict(net, x_va)
+
+    def fit(sel):
+        if not cc.get("linear", True):
+            return None
+        b_, a_ = np.polyfit(raw[sel].astype(np.float64), y_va[sel].astype(np.float64), 1)
+        return {"a": float(a_), "b": float(b_)}
+
+    everything = np.ones(len(y_va), bool)
+    recal = fit(everything)
+    log_r = apply_recalibration(raw, recal)
+    halfwidth = intervals.conformal_halfwidth(log_r - y_va, coverage)
+    by_method, hw_by_method, log_r_by_method = {}, {}, log_r.copy()
+    for m in methods:
+        sel = info_va["method"] == m
+        by_method[m] = fit(sel)
+        log_r_by_method[sel] = apply_recalibration(raw[sel], by_method[m])
+        hw_by_method[m] = intervals.conformal_halfwidth(log_r_by_method[sel] - y_va[sel], coverage)
+    err = np.abs(np.exp(log_r) - np.exp(y_va))
+    err_m = np.abs(np.exp(log_r_by_method) - np.exp(y_va))
+    return {
+        "target": "log of nominal R", "pool": "foreground",
+        "halfwidth": halfwidth, "coverage_fit": coverage, "recalibration": recal,
+        "halfwidth_without_recalibration": intervals.conformal_halfwidth(raw - y_va, coverage),
+        "recalibration_by_method": by_method if recal else None, "halfwidth_by_method": hw_by_method,
+        "max_spread": float(cc["spread_factor"]) * float(np.quantile(spread, float(cc["spread_quantile"]))),
+        "val_mae_r": float(np.mean(err)),
+        "val_coverage": intervals.coverage(np.exp(y_va), *intervals.interval(log_r, halfwidth)[1:]),
+        "val_mae_r_by_method": {m: float(np.mean(err[info_va["method"] == m])) for m in methods},
+        "val_mae_r_by_method_recalibrated": {m: float(np.mean(err_m[info_va["method"] == m])) for m in methods},
+    }
+
+
+def recalibrate(cfg: dict, weights: str, log=print) -> dict:
+    """Refit :func:`calibrate` for existing weights on the config's validation split and rewrite ``weights``
+    atomically: the tensors, the training metadata, the steps and ``min_correlation`` (a property of the
+    training images) are kept."""
+    from mriqa.predictor import load_predictor
+    from mriqa.weights_io import load_qfnet, save_weights
+
+    torch.set_num_threads(int(cfg["train"].get("threads", 1)))
+    net, meta = load_qfnet(weights)
+    old = meta.get("r_estimation") or {}
+    dc = cfg["data"]
+    predictor = load_predictor(cfg["init"], device="cpu")
+    x_va, y_va, info_va = load_images(dc["root"], "val", dc["methods"], predictor)
+    r_info = calibrate(net, x_va, y_va, info_va, cfg)
+    r_info.update({k: old[k] for k in ("best_step", "steps", "min_correlation") if k in old})
+    meta = {k: v for k, v in meta.items() if k not in ("mriqa_format", "arch", "config")}
+    meta["r_estimation"] = r_info
+    save_weights(net, weights, meta)
+    log(f"[{cfg['name']}] recalibrated {weights} on {len(y_va)} validation images")
+    log(json.dumps(r_info))
+    return r_info
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="train the learned R estimator")
     p.add_argument("--config", default=None)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--no-resume", action="store_true")
+    p.add_argument("--recalibrate", metavar="WEIGHTS", default=None,
+                   help="no training: refit the recalibration, half-widths and OOD thresholds of WEIGHTS on the "
+                        "config's validation split and rewrite the file")
     args = p.parse_args(argv)
     cfg = load_config(args.config, args.set)
-    train(cfg, resume=not args.no_resume, log=lambda s: print(s, flush=True))
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    if args.recalibrate:
+        recalibrate(cfg, args.recalibrate, log=log)
+    else:
+        train(cfg, resume=not args.no_resume, log=log)
     return 0
 
 
