@@ -33,7 +33,7 @@ that both ranks end with identical weights.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import lightning as L
 import torch

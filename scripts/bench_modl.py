@@ -122,7 +122,8 @@ def worker(spec: dict) -> dict:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = model(k, m, sens_maps=maps)
     result["saved_bytes"] = sum(seen.values())
-    del out, keep
+    del out
+    keep.clear()  # release the saved tensors (the closure above still holds the list)
     # 3) timings (one warm-up already done for train_step)
     reps = int(spec["reps"])
     if spec.get("time", True):
