@@ -90,6 +90,25 @@ def test_cli_json_schema_volume_record_and_comparison(recon_h5, tmp_path, capsys
     assert "estimated R =" in stdout and ("inside" in stdout or "OUTSIDE" in stdout)
 
 
+def test_cli_passes_the_h5_method_to_the_learned_estimator(recon_h5, tmp_path, capsys):
+    """The same slices with and without ``method = "zf"``: the estimates differ exactly by the two calibrations."""
+    bare = tmp_path / "bare.h5"
+    with h5py.File(recon_h5, "r") as src, h5py.File(bare, "w") as dst:
+        dst["reconstruction"] = src["reconstruction"][()]
+    records = {}
+    for path in (recon_h5, bare):
+        out = tmp_path / f"{path.stem}.json"
+        assert run_cli([path, "--method", "learned", "--json", out], capsys)[0] == 0
+        records[path] = json.loads(out.read_text())[0]
+    est = learned.LearnedREstimator.load()
+    (zf, hw_zf), (pooled, hw_pooled) = est.calibration_for("zf"), est.calibration_for(None)
+    raw = (np.log(records[bare]["r_est"]) - pooled["a"]) / pooled["b"]  # the JSON rounds R to 4 decimals
+    assert np.log(records[recon_h5]["r_est"]) == pytest.approx(zf["a"] + zf["b"] * raw, abs=1e-3)
+    assert abs(np.log(records[recon_h5]["r_est"] / records[bare]["r_est"])) > 0.05  # the two calibrations differ
+    assert records[recon_h5]["r_high"] / records[recon_h5]["r_est"] == pytest.approx(np.exp(hw_zf), rel=1e-3)
+    assert records[bare]["r_high"] / records[bare]["r_est"] == pytest.approx(np.exp(hw_pooled), rel=1e-3)
+
+
 def test_cli_single_image_has_one_record(tmp_path, capsys):
     from PIL import Image
 

@@ -13,8 +13,9 @@ estimated nominal R, ``[r_low, r_high]`` the calibrated interval (conformal on v
 (then the interval is the whole ``[1, 16]``; :mod:`mriqa.restimate.ood`).
 
 Estimators (``--method``): ``learned`` (QFNet fine-tuned to log R, :mod:`mriqa.restimate.learned`), ``qf``
-(QF score + monotone calibration, :mod:`mriqa.restimate.qf_based`; uses the h5's ``method`` attribute, as
-written by ``mriqa recon``, to pick a per-method calibration), ``auto`` = learned when installed, else qf.
+(QF score + monotone calibration, :mod:`mriqa.restimate.qf_based`), ``auto`` = learned when installed, else qf.
+Both use the h5's ``method`` attribute, as written by ``mriqa recon``, to pick that reconstruction method's
+calibration (and interval); inputs without it get the one fitted on all methods.
 
 When an h5 carries ``acceleration`` (and ``acceleration_effective``) attributes (``mriqa recon`` writes them),
 the acquisition's R is printed beside the estimate and whether the interval covers it.
