@@ -43,7 +43,8 @@ identical weights. ``max_minutes`` / ``stop_at_step`` stop cleanly with a checkp
 
 Outputs in ``output_dir``: ``checkpoint.pt``, ``best.safetensors``, ``history.json``, ``curves.png``
 (loss, validation PSNR gain and Q2 correlation); the best weights are copied to ``export``
-(``mriqa/weights/qairn.safetensors`` in ``configs/qairn.yaml``).
+(``configs/qairn-ft.yaml``, the second cycle that starts from ``configs/qairn.yaml``'s best weights, is the run
+that made the shipped ``mriqa/weights/qairn.safetensors``).
 """
 from __future__ import annotations
 
