@@ -10,7 +10,9 @@ method and mask kind:
   effective R is in the JSON), interval coverage of the nominal R, interval width, fraction flagged OOD.
 
 QF-based rows and ``learned`` use the per-method calibration (the h5 says which method made it, as
-``mriqa recon`` writes), ``qf (any)`` and ``learned (any)`` the method-agnostic one. Then the real-data check: the real 8-coil smallfov k-space (already
+``mriqa recon`` writes), ``qf (any)`` and ``learned (any)`` the method-agnostic one; volume-level rows score
+the estimate of all slices of one acquisition (:func:`mriqa.restimate.volume_estimate`). Then the real-data
+check: the real 8-coil smallfov k-space (already
 undersampled, R = 1.75: every other line + 25 centre lines) is retrospectively undersampled further to total
 R of about 2, 3, 4, 6, 8 (keeping a subset of its own lines: a centre block of 32 % of the kept lines and
 equispaced outer lines), reconstructed by zero-filled, CG-SENSE and MoDL (ESPIRiT maps from the acquired
