@@ -20,7 +20,9 @@ gate closes only where the decoder's restoration pays for it. Tried on the globa
 came out inverted: it removed the inverted sign but left no quality signal and slowed restoration
 (``configs/qairn-cpu-gate.yaml``); the paper's output layer alone gives gamma the paper's reading ("high = little
 to restore"). ``init`` (a ``.safetensors`` file of the same architecture) starts from trained weights instead of
-the seed's random ones (ignored when resuming).
+the seed's random ones (ignored when resuming); weights with fewer residual blocks per stage (``model.n_res``)
+are grown into the deeper network with the extra blocks as identities (:func:`mriqa.models.qairn.load_deepened`:
+the same function at step 0, more capacity to train).
 
 Speed options (``train.precision: bf16``, ``train.channels_last: true``; defaults ``fp32`` / ``false``): the
 forward pass runs under ``torch.autocast`` in bfloat16 (weights, optimiser state and the loss stay float32)
@@ -43,8 +45,8 @@ identical weights. ``max_minutes`` / ``stop_at_step`` stop cleanly with a checkp
 
 Outputs in ``output_dir``: ``checkpoint.pt``, ``best.safetensors``, ``history.json``, ``curves.png``
 (loss, validation PSNR gain and Q2 correlation); the best weights are copied to ``export``
-(``configs/qairn-ft.yaml``, the second cycle that starts from ``configs/qairn.yaml``'s best weights, is the run
-that made the shipped ``mriqa/weights/qairn.safetensors``).
+(``configs/qairn-deep.yaml``, the third cycle -- the second cycle ``configs/qairn-ft.yaml``'s weights grown to four
+blocks per stage -- is the run that made the shipped ``mriqa/weights/qairn.safetensors``, stored in float16).
 """
 from __future__ import annotations
 
@@ -63,7 +65,7 @@ import torch.nn.functional as F
 
 from mriqa.errors import InputError
 from mriqa.jpeg import jpeg_compress
-from mriqa.models.qairn import QAIRN
+from mriqa.models.qairn import QAIRN, load_deepened
 from mriqa.train_qf import layered_config
 from mriqa.training_loop import RunState, export_weights, resume_state, run_steps
 from mriqa.weights_io import load_weights, save_weights
@@ -355,13 +357,20 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
         state = resume_state(ckpt_path, model, opt)
         log(f"[{cfg['name']}] resumed from {ckpt_path} at step {state.step}")
     elif cfg.get("init"):
-        init_state, _ = load_weights(cfg["init"])
+        init_state, init_meta = load_weights(cfg["init"])
+        init_config = init_meta.get("config") if isinstance(init_meta.get("config"), dict) else {}
+        deepen = int(init_config.get("n_res", model.n_res)) < model.n_res
         try:
-            model.load_state_dict(init_state)
-        except RuntimeError as e:
+            if deepen:  # a deeper network grown from shallower weights: same function at step 0
+                load_deepened(model, init_state, init_config)
+            else:
+                model.load_state_dict(init_state)
+        except (RuntimeError, ValueError) as e:
             raise InputError(cfg["init"], f"init weights do not match the configured model: "
                                           f"{str(e).splitlines()[0]}") from None
-        log(f"[{cfg['name']}] initialised from {cfg['init']}")
+        log(f"[{cfg['name']}] initialised from {cfg['init']}"
+            + (f" (deepened from {init_config['n_res']} to {model.n_res} residual blocks per stage; the new "
+               f"blocks start as identities)" if deepen else ""))
     model.train()
     gate_prior = float(tc.get("gate_prior") or 0.0)
 

@@ -35,14 +35,18 @@ def _arch_of(model: torch.nn.Module) -> str:
 
 def save_weights(model: torch.nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
     """Write ``model.state_dict()`` and ``metadata`` (JSON-encoded values) to ``path`` atomically."""
-    from safetensors.torch import save_file
-
     meta: dict[str, Any] = {"mriqa_format": FORMAT_VERSION, "arch": _arch_of(model)}
     if hasattr(model, "config"):
         meta["config"] = model.config
     meta.update(metadata or {})
-    encoded = {str(k): json.dumps(v, sort_keys=True) for k, v in meta.items()}
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    return _write(tensors, meta, path)
+
+
+def _write(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: str | os.PathLike) -> Path:
+    from safetensors.torch import save_file
+
+    encoded = {str(k): json.dumps(v, sort_keys=True) for k, v in meta.items()}
     path = Path(path)
     with atomic_path(path, suffix=".safetensors") as tmp:
         save_file(tensors, str(tmp), metadata=encoded)
@@ -50,6 +54,20 @@ def save_weights(model: torch.nn.Module, path: str | os.PathLike, metadata: dict
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # safetensors recreates the file 0600; weights are for everyone to read
     return path
+
+
+def save_half_precision(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Copy a weights file with its float32 tensors stored as float16 (half the bytes; integer tensors and the
+    metadata unchanged, plus ``"stored_dtype": "float16"``). Loading needs nothing special: ``load_state_dict``
+    copies the float16 values into the float32 parameters, so the network still computes in float32 (the
+    rounding error of the weights, about 5e-4 relative, is what changes; measure it before shipping).
+
+        python -m mriqa.weights_io --half runs/qairn-deep/export.safetensors mriqa/weights/qairn.safetensors
+    """
+    state, meta = load_weights(src)
+    tensors = {k: (v.to(torch.float16) if v.dtype == torch.float32 else v).contiguous() for k, v in state.items()}
+    meta["stored_dtype"] = "float16"
+    return _write(tensors, meta, dst)
 
 
 def _decode(value: str) -> Any:
@@ -100,3 +118,24 @@ def load_qfnet(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         raise InputError(path, f"tensors do not match the QFNet config ({first})") from None
     model.eval()
     return model.to(map_location), meta
+
+
+def main(argv=None) -> int:
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m mriqa.weights_io", description="Weights file utilities.")
+    p.add_argument("--half", nargs=2, metavar=("SRC", "DST"), required=True,
+                   help="copy SRC to DST with float32 tensors stored as float16")
+    args = p.parse_args(argv)
+    try:
+        out = save_half_precision(*args.half)
+    except InputError as exc:
+        print(f"mriqa.weights_io: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} ({out.stat().st_size / 2 ** 20:.1f} MiB, float16 tensors)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -11,14 +11,7 @@ from recon.fft import centering_phases, fft2c, fft2c_np, ifft2c, ifft2c_np
 from recon.physics import FFT2C, CoilSensitivity, Identity, LinearOperator, Multiply, SenseOperator
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These problems are tiny: torch's pocketfft splits even a 12 x 10 FFT over every intra-op thread, which
-    costs milliseconds per FFT on a busy 2-core machine (measured 16 ms vs 34 us). One thread here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny FFT problems (conftest.py)
 
 
 def crandn(*shape, dtype=torch.complex64, gen=None):

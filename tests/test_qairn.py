@@ -278,3 +278,111 @@ def test_bf16_channels_last_training_exports_float32_weights(tmp_path):
     assert all(np.isfinite(r["val_loss"]) for r in hist)
     with pytest.raises(InputError, match="precision"):
         train(_cfg(tmp_path, tmp_path / "bad", train={"precision": "fp16"}), **quiet)
+
+
+# ----------------------------------------------------------------------------------------------- deepening
+def test_deepened_network_computes_the_same_function_and_trains_the_new_blocks():
+    from mriqa.models.qairn import load_deepened, new_block_names
+
+    small = _tiny().eval()
+    with torch.no_grad():  # non-trivial weights everywhere, so that an identity is not an accident
+        for p in small.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    torch.manual_seed(1)
+    big = QAIRN(**{**TINY, "n_res": 3}).eval()
+    load_deepened(big, small.state_dict(), small.config)
+    x = torch.rand(2, 3, 20, 28)
+    with torch.no_grad():
+        (a, ga), (b, gb) = small(x), big(x)
+    assert torch.equal(a, b) and all(torch.equal(p, q) for p, q in zip(ga, gb))
+    names = new_block_names(1, 3)
+    assert len(names) == 7 * 2 and "down1.1" in names and "down1.2" in names and "up1.2" in names
+    modules = dict(big.named_modules())
+    assert float(modules["down1.2"].conv2.weight.detach().abs().sum()) == 0.0
+    assert float(modules["down1.2"].conv1.weight.detach().abs().sum()) > 0.0  # random start: gradients reach conv2
+    big.train()
+    out, _ = big(x)
+    out.square().mean().backward()
+    assert float(modules["down1.2"].conv2.weight.grad.abs().sum()) > 0.0
+    # anything other than the depth must match, and a network cannot be made shallower
+    with pytest.raises(ValueError, match="only n_res"):
+        load_deepened(QAIRN(**{**TINY, "n_res": 3, "channels": [4, 4, 8, 16]}), small.state_dict(), small.config)
+    with pytest.raises(ValueError, match="cannot deepen"):
+        load_deepened(QAIRN(**{**TINY, "n_res": 0}), small.state_dict(), small.config)
+
+
+def test_trainer_init_grows_shallower_weights(tmp_path):
+    from mriqa.train_qairn import train
+
+    quiet = dict(log=lambda *_: None)
+    train(_cfg(tmp_path, tmp_path / "base"), **quiet)
+    small, _ = load_qairn(tmp_path / "base" / "best.safetensors")
+    grown = train(_cfg(tmp_path, tmp_path / "deep", init=str(tmp_path / "base" / "best.safetensors"),
+                       model={**TINY, "n_res": 2}, train={"steps": 0}), **quiet)["model"].eval()
+    assert grown.n_res == 2
+    x = torch.rand(1, 3, 16, 24)
+    with torch.no_grad():
+        assert torch.equal(small(x)[0], grown(x)[0])
+
+
+# ----------------------------------------------------------------------------------------------- self-ensemble
+def test_self_ensemble_is_the_mean_of_the_eight_orientations_and_is_equivariant():
+    from mriqa.models.qairn import DIHEDRAL, restore_self_ensemble
+
+    model = _tiny().eval()
+    x = torch.rand(1, 3, 16, 16)
+    se = restore_self_ensemble(model, x)
+    with torch.no_grad():
+        manual = []
+        for k, flip in DIHEDRAL:
+            t = torch.rot90(x, k, dims=(-2, -1))
+            y = model(t.flip(-1) if flip else t)[0]
+            manual.append(torch.rot90(y.flip(-1) if flip else y, -k, dims=(-2, -1)))
+    assert len(DIHEDRAL) == 8 and len(set(DIHEDRAL)) == 8
+    assert torch.allclose(se, torch.stack(manual).mean(0), atol=1e-6)
+    assert not torch.allclose(se, model(x)[0], atol=1e-4)  # the tiny model is not equivariant by itself
+    # on a square input of the padding multiple the ensemble commutes with every rotation / flip
+    for k, flip in DIHEDRAL:
+        t = torch.rot90(x, k, dims=(-2, -1))
+        t = t.flip(-1) if flip else t
+        s = torch.rot90(se, k, dims=(-2, -1))
+        assert torch.allclose(restore_self_ensemble(model, t), s.flip(-1) if flip else s, atol=1e-5)
+    # run_qairn: same shape on a non-square gray image, the same Q1..Q3 as without the ensemble
+    img = np.random.default_rng(0).random((13, 21)).astype(np.float32)
+    r1, q1 = run_qairn(model, img)
+    r8, q8 = run_qairn(model, img, self_ensemble=True)
+    assert r8.shape == img.shape and np.array_equal(q1, q8) and not np.allclose(r1, r8)
+
+
+def test_restore_cli_self_ensemble(tmp_path, capsys):
+    weights = save_weights(_tiny().eval(), tmp_path / "qairn-random.safetensors")
+    inputs = _save_inputs(tmp_path / "in")
+    outs = {}
+    for flag in ([], ["--self-ensemble"]):
+        out = tmp_path / ("se" if flag else "plain")
+        assert main(["restore", str(inputs["photo.png"]), "--out", str(out), "--weights", str(weights), *flag]) == 0
+        with Image.open(out / "photo.png") as im:
+            outs[bool(flag)] = np.asarray(im)
+    assert outs[True].shape == outs[False].shape and not np.array_equal(outs[True], outs[False])
+
+
+def test_half_precision_copy_loads_into_float32_and_restores_alike(tmp_path, capsys):
+    from mriqa.weights_io import load_weights
+    from mriqa.weights_io import main as weights_main
+
+    model = _tiny().eval()
+    full = save_weights(model, tmp_path / "full.safetensors", {"training": {"steps_done": 3}})
+    half = tmp_path / "half.safetensors"
+    assert weights_main(["--half", str(full), str(half)]) == 0
+    state, meta = load_weights(half)
+    assert all(v.dtype == torch.float16 for v in state.values())
+    assert meta["stored_dtype"] == "float16" and meta["training"] == {"steps_done": 3}
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded, _ = load_qairn(half)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    x = torch.rand(1, 3, 24, 24)
+    with torch.no_grad():
+        a, b = model(x)[0], loaded(x)[0]
+    assert 0 < float((a - b).abs().max()) < 1e-2
+    assert weights_main(["--half", str(tmp_path / "missing.safetensors"), str(half)]) == 2
+    assert "missing.safetensors" in capsys.readouterr().err

@@ -3,7 +3,7 @@
 ::
 
     mriqa restore INPUT... --model qairn --out DIR [--json OUT] [--weights PATH] [--device DEV]
-                  [--jpeg-quality Q]
+                  [--jpeg-quality Q] [--self-ensemble]
 
 Each INPUT (PNG, BMP, TIFF or JPEG photo) is restored by QAIRN (:mod:`mriqa.models.qairn`) and written to
 ``DIR/<input file name>``: same file format, same size, same mode (gray stays gray, RGBA keeps its alpha,
@@ -14,6 +14,9 @@ error (inputs are never modified).
 
 Records: a table on stdout and, with ``--json OUT``, a list of ``{"input", "output", "q1", "q2", "q3"}``
 (Q1..Q3: Minkowski-pooled attention maps, in [0, 1], higher = better; Q2 is the paper's quality estimate).
+
+``--self-ensemble``: the restoration is the mean over the 8 rotations / flips of the input (each restored and
+turned back; 8 times the compute; docs/qairn/README.md gives the gain); Q1..Q3 come from the single pass.
 
 Weights: ``--weights PATH`` or the shipped ``mriqa/weights/qairn.safetensors``; without either the command
 fails with a clear error before reading any input. Nothing is written unless every input was restored (outputs
@@ -44,6 +47,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--jpeg-quality", type=int, default=100, metavar="Q",
                    help="quality used when an output is JPEG (default 100, 4:4:4 chroma)")
+    p.add_argument("--self-ensemble", action="store_true",
+                   help="average the restorations of the 8 rotated / flipped copies (x8 compute, a little more PSNR)")
     p.set_defaults(func=run)
     return p
 
@@ -162,7 +167,7 @@ def run(args) -> int:
             image, alpha, fmt, mode = _read(path)
             if min(image.shape[:2]) < 1:
                 raise InputError(path, "empty image")
-            restored, q = run_qairn(model, image)
+            restored, q = run_qairn(model, image, self_ensemble=args.self_ensemble)
             _write(staging / name, restored, alpha, fmt, mode, args.jpeg_quality)
             rows.append({"input": path, "output": str(out_dir / name),
                          "q1": round(float(q[0]), 6), "q2": round(float(q[1]), 6), "q3": round(float(q[2]), 6)})

@@ -32,20 +32,20 @@ pass untouched (little to restore, good quality); low gamma: the decoder's resto
 
 Why ``global_residual`` matters for the quality maps (measured): without it (the default, the paper's layout)
 the identity ("nothing to restore") is the skip path, ``tail(head(x))``, so a good input gives a high gamma, as
-the paper intends: with the shipped weights (``configs/qairn.yaml``) Q2 rises with the JPEG QF (held-out
-Spearman +0.91 pooled, +1.00 per image) and falls with blur; the CPU-sized ``configs/qairn-cpu.yaml`` gave +0.79
-with p = 4 and +0.86 with the selected p = 0.1. With a global residual the identity is "zero correction", which the decoder branch supplies as easily, and
-the network learned the gates backwards:
-``configs/qairn-cpu-resid.yaml`` gave Q2 a Spearman of -0.96 with the JPEG QF (gamma_2 high for strongly
-compressed inputs), and a gate prior (``train.gate_prior``, ``configs/qairn-cpu-gate.yaml``) only flattened it.
-docs/qairn/README.md has the numbers.
+the paper intends: with the shipped weights (``configs/qairn-deep.yaml``, the third training cycle) Q2 rises
+with the JPEG QF (held-out Spearman +0.95 pooled, +1.00 per image) and falls with blur; the CPU-sized
+``configs/qairn-cpu.yaml`` gave +0.79 with p = 4 and +0.86 with the selected p = 0.1. With a global residual
+the identity is "zero correction", which the decoder branch supplies as easily, and the network learned the
+gates backwards: ``configs/qairn-cpu-resid.yaml`` gave Q2 a Spearman of -0.96 with the JPEG QF (gamma_2 high
+for strongly compressed inputs), and a gate prior (``train.gate_prior``, ``configs/qairn-cpu-gate.yaml``) only
+flattened it. docs/qairn/README.md has the numbers.
 
 Quality estimates (:meth:`QAIRN.quality`): ``Q_n`` is the **Minkowski pooling** of map ``gamma_n`` over the
 image, taken on the restoration demand ``1 - gamma`` (with ``p > 1`` the worst regions dominate):
 ``Q_n = 1 - (mean((1 - gamma_n) ** p)) ** (1 / p)`` with exponent ``p`` (``minkowski_p``, 4 by default); Q in
 [0, 1], higher = better quality. ``p = 1`` is the plain mean of gamma; a small ``p`` tends to the geometric mean of
 ``1 - gamma`` (the whole map counts). The paper does not give ``p``; the trainer can choose it on the validation
-images (:func:`mriqa.train_qairn.select_pooling`; the shipped weights use p = 0.1, chosen so).
+images (:func:`mriqa.train_qairn.select_pooling`; the shipped weights use p = 4, chosen so).
 
 Any input size: the input is padded (replicate) on the bottom / right to a multiple of :attr:`QAIRN.multiple`
 (16 by default: three stride-2 stages, and the autoencoder of the 1/4-resolution block halves twice more),
@@ -223,6 +223,68 @@ def minkowski_quality(maps: Sequence[torch.Tensor], p: float = 4.0) -> torch.Ten
     return torch.stack(qs, dim=1)
 
 
+# ----------------------------------------------------------------------------------------------- deepening
+def deepen_state_dict(state: dict[str, torch.Tensor], old_n_res: int, new_n_res: int) -> dict[str, torch.Tensor]:
+    """Map the weights of a QAIRN with ``old_n_res`` residual blocks per stage onto one with ``new_n_res`` (more)
+    so that the deeper network computes **exactly the same function** (Net2DeeperNet-style growth).
+
+    Each stage keeps its trained blocks in order; the extra blocks go after them (before the stride-2 conv of a
+    ``down`` stage, at the end of ``up`` and ``body`` stages) and are identities: the returned dict holds only the
+    trained tensors, and the caller zero-initialises ``conv2`` of each new block (:func:`zero_new_blocks`), so
+    ``x + conv2(relu(conv1(x))) = x`` while ``conv1`` keeps its random start and gradients reach both convs.
+    """
+    old_n_res, new_n_res = int(old_n_res), int(new_n_res)
+    if new_n_res < old_n_res:
+        raise ValueError(f"cannot deepen from {old_n_res} to {new_n_res} residual blocks per stage")
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        stage = parts[0]
+        if stage in ("down1", "down2", "down3") and int(parts[1]) == old_n_res:  # the stride-2 conv
+            parts[1] = str(new_n_res)
+        out[".".join(parts)] = value
+    return out
+
+
+def new_block_names(old_n_res: int, new_n_res: int) -> list[str]:
+    """Module names of the residual blocks that :func:`deepen_state_dict` adds (``"down1.2"``, ``"up3.3"``, ...)."""
+    names = []
+    for stage in ("down1", "down2", "down3", "body"):
+        names += [f"{stage}.{i}" for i in range(old_n_res, new_n_res)]
+    for stage in ("up3", "up2", "up1"):  # index 0 is the transposed conv
+        names += [f"{stage}.{i + 1}" for i in range(old_n_res, new_n_res)]
+    return names
+
+
+@torch.no_grad()
+def zero_new_blocks(model: "QAIRN", old_n_res: int) -> None:
+    """Zero ``conv2`` of the blocks added when deepening from ``old_n_res``, so that each is the identity."""
+    modules = dict(model.named_modules())
+    for name in new_block_names(old_n_res, model.n_res):
+        block = modules[name]
+        if not isinstance(block, ResBlock):
+            raise ValueError(f"{name} is not a residual block")
+        nn.init.zeros_(block.conv2.weight)
+        nn.init.zeros_(block.conv2.bias)
+
+
+def load_deepened(model: "QAIRN", state: dict[str, torch.Tensor], old_config: dict[str, Any]) -> None:
+    """Load ``state`` (a QAIRN of config ``old_config``) into ``model``, which may have more residual blocks per
+    stage but must otherwise have the same config; the new blocks start as identities."""
+    old = dict(old_config)
+    new = dict(model.config)
+    old_n, new_n = int(old.pop("n_res", 2)), int(new.pop("n_res"))
+    old.setdefault("in_channels", new["in_channels"])
+    if {k: old.get(k) for k in new if k != "minkowski_p"} != {k: v for k, v in new.items() if k != "minkowski_p"}:
+        raise ValueError(f"only n_res may differ: {old_config} vs {model.config}")
+    result = model.load_state_dict(deepen_state_dict(state, old_n, new_n), strict=False)
+    added = tuple(n + "." for n in new_block_names(old_n, new_n))
+    missing = [k for k in result.missing_keys if not k.startswith(added)]
+    if result.unexpected_keys or missing:
+        raise ValueError(f"tensors do not match: unexpected {result.unexpected_keys[:3]}, missing {missing[:3]}")
+    zero_new_blocks(model, old_n)
+
+
 # ----------------------------------------------------------------------------------------------- weights
 def resolve_qairn_weights(path: str | os.PathLike | None = None) -> Path:
     """``None`` -> the shipped weights (InputError if not installed); a path -> that file (must exist)."""
@@ -265,11 +327,33 @@ def load_qairn(path: str | os.PathLike, device: str | torch.device | None = None
     return model.eval().to(resolve_device(device)), meta
 
 
+DIHEDRAL = tuple((k, flip) for k in range(4) for flip in (False, True))  # the 8 rotations / flips of a square
+
+
 @torch.no_grad()
-def run_qairn(model: QAIRN, image01, restore: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+def restore_self_ensemble(model: QAIRN, x: torch.Tensor) -> torch.Tensor:
+    """Geometric self-ensemble ("x8", as EDSR+ / RCAN+): the mean of the restorations of the 8 rotated / flipped
+    copies of ``x [B, 3, H, W]``, each turned back. Costs 8 forward passes; the network was trained on all 8
+    orientations and on every 8 x 8 JPEG grid phase (:mod:`mriqa.train_qairn`), so each copy is in its training
+    distribution."""
+    acc = torch.zeros_like(x, dtype=torch.float32)
+    for k, flip in DIHEDRAL:
+        t = torch.rot90(x, k, dims=(-2, -1))
+        t = torch.flip(t, dims=(-1,)) if flip else t
+        y = model(t)[0].float()
+        y = torch.flip(y, dims=(-1,)) if flip else y
+        acc += torch.rot90(y, -k, dims=(-2, -1))
+    return acc / len(DIHEDRAL)
+
+
+@torch.no_grad()
+def run_qairn(model: QAIRN, image01, restore: bool = True, self_ensemble: bool = False
+              ) -> tuple[np.ndarray | None, np.ndarray]:
     """One image, numpy float in [0, 1] (``[H, W, 3]``, or ``[H, W]`` gray, repeated to RGB) ->
     ``(restored float32 in [0, 1] of the input's shape, or None with restore=False; Q1..Q3 float64 [3])``.
-    A gray input's restoration is returned as the BT.601 luma of the RGB output."""
+    A gray input's restoration is returned as the BT.601 luma of the RGB output. ``self_ensemble``: the
+    restoration is the x8 geometric self-ensemble (:func:`restore_self_ensemble`); Q1..Q3 always come from the
+    single pass on the image as given."""
     arr = np.asarray(image01, dtype=np.float32)
     gray = arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 1)
     rgb = np.repeat(arr.reshape(arr.shape[0], arr.shape[1], 1), 3, axis=-1) if gray else arr[..., :3]
@@ -279,6 +363,8 @@ def run_qairn(model: QAIRN, image01, restore: bool = True) -> tuple[np.ndarray |
     q = model.quality(maps)[0].double().cpu().numpy()
     if not restore:
         return None, q
+    if self_ensemble:
+        out = restore_self_ensemble(model, x)
     res = out[0].clamp(0.0, 1.0).permute(1, 2, 0).float().cpu().numpy()
     if gray:
         res = res @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
