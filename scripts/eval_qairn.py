@@ -128,10 +128,8 @@ class Runner:
     @torch.no_grad()
     def __call__(self, img01: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = torch.from_numpy(np.ascontiguousarray(img01.transpose(2, 0, 1), dtype=np.float32))[None].to(self.device)
-        out, maps = self.model(x)
+        out, maps = restore_self_ensemble(self.model, x) if self.self_ensemble else self.model(x)
         q = self.model.quality(maps)[0].double().cpu().numpy()
-        if self.self_ensemble:
-            out = restore_self_ensemble(self.model, x)
         return out[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy().astype(np.float64), q
 
 
@@ -326,8 +324,9 @@ def main(argv=None) -> int:
                               [int(q) for q in args.qfs.split(",")])
         emit("\n# The same with the x8 geometric self-ensemble (`mriqa restore --self-ensemble`: mean of the "
              "restorations of the 8 rotated / flipped copies; 8 forward passes)\n")
-        emit(table_one(rows_se, "QAIRN x8 (ours)"))
-        t1 = t1 + "\n\nx8 geometric self-ensemble (`mriqa restore --self-ensemble`):\n\n" + table_one(rows_se, "QAIRN x8 (ours)")
+        t1_se = table_one(rows_se, "QAIRN x8 (ours)")
+        emit(t1_se)
+        t1 += "\n\nx8 geometric self-ensemble (`mriqa restore --self-ensemble`):\n\n" + t1_se
     prox = None if args.skip_proxy else proxy(run, images)
     t3 = "" if prox is None else proxy_table(prox)
     if prox is not None:

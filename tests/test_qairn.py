@@ -331,7 +331,7 @@ def test_self_ensemble_is_the_mean_of_the_eight_orientations_and_is_equivariant(
 
     model = _tiny().eval()
     x = torch.rand(1, 3, 16, 16)
-    se = restore_self_ensemble(model, x)
+    se, maps = restore_self_ensemble(model, x)
     with torch.no_grad():
         manual = []
         for k, flip in DIHEDRAL:
@@ -341,12 +341,13 @@ def test_self_ensemble_is_the_mean_of_the_eight_orientations_and_is_equivariant(
     assert len(DIHEDRAL) == 8 and len(set(DIHEDRAL)) == 8
     assert torch.allclose(se, torch.stack(manual).mean(0), atol=1e-6)
     assert not torch.allclose(se, model(x)[0], atol=1e-4)  # the tiny model is not equivariant by itself
+    assert all(torch.equal(a, b) for a, b in zip(maps, model(x)[1]))  # the maps of the unrotated pass
     # on a square input of the padding multiple the ensemble commutes with every rotation / flip
     for k, flip in DIHEDRAL:
         t = torch.rot90(x, k, dims=(-2, -1))
         t = t.flip(-1) if flip else t
         s = torch.rot90(se, k, dims=(-2, -1))
-        assert torch.allclose(restore_self_ensemble(model, t), s.flip(-1) if flip else s, atol=1e-5)
+        assert torch.allclose(restore_self_ensemble(model, t)[0], s.flip(-1) if flip else s, atol=1e-5)
     # run_qairn: same shape on a non-square gray image, the same Q1..Q3 as without the ensemble
     img = np.random.default_rng(0).random((13, 21)).astype(np.float32)
     r1, q1 = run_qairn(model, img)

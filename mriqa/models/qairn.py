@@ -331,19 +331,23 @@ DIHEDRAL = tuple((k, flip) for k in range(4) for flip in (False, True))  # the 8
 
 
 @torch.no_grad()
-def restore_self_ensemble(model: QAIRN, x: torch.Tensor) -> torch.Tensor:
+def restore_self_ensemble(model: QAIRN, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Geometric self-ensemble ("x8", as EDSR+ / RCAN+): the mean of the restorations of the 8 rotated / flipped
-    copies of ``x [B, 3, H, W]``, each turned back. Costs 8 forward passes; the network was trained on all 8
+    copies of ``x [B, 3, H, W]``, each turned back -> ``(restored [B, 3, H, W] float32, the attention maps of the
+    unrotated pass)``. Costs 8 forward passes (the first is the plain one); the network was trained on all 8
     orientations and on every 8 x 8 JPEG grid phase (:mod:`mriqa.train_qairn`), so each copy is in its training
     distribution."""
     acc = torch.zeros_like(x, dtype=torch.float32)
+    maps: list[torch.Tensor] = []
     for k, flip in DIHEDRAL:
         t = torch.rot90(x, k, dims=(-2, -1))
         t = torch.flip(t, dims=(-1,)) if flip else t
-        y = model(t)[0].float()
-        y = torch.flip(y, dims=(-1,)) if flip else y
+        y, m = model(t)
+        if (k, flip) == (0, False):
+            maps = m
+        y = torch.flip(y.float(), dims=(-1,)) if flip else y.float()
         acc += torch.rot90(y, -k, dims=(-2, -1))
-    return acc / len(DIHEDRAL)
+    return acc / len(DIHEDRAL), maps
 
 
 @torch.no_grad()
@@ -359,12 +363,10 @@ def run_qairn(model: QAIRN, image01, restore: bool = True, self_ensemble: bool =
     rgb = np.repeat(arr.reshape(arr.shape[0], arr.shape[1], 1), 3, axis=-1) if gray else arr[..., :3]
     device = next(model.parameters()).device
     x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None].to(device)
-    out, maps = model(x)
+    out, maps = restore_self_ensemble(model, x) if (restore and self_ensemble) else model(x)
     q = model.quality(maps)[0].double().cpu().numpy()
     if not restore:
         return None, q
-    if self_ensemble:
-        out = restore_self_ensemble(model, x)
     res = out[0].clamp(0.0, 1.0).permute(1, 2, 0).float().cpu().numpy()
     if gray:
         res = res @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
