@@ -19,7 +19,9 @@
    images and as the mean of the per-image coefficients.
 
 Acceptance (issue 7): PSNR gain at QF 10 >= 1.5 dB; pooled Spearman(Q2, JPEG QF) >= 0.85. Printed with the
-tables; ``--json`` writes every number, ``--card`` a markdown model card (training metadata + these results).
+tables; ``--json`` writes every number, ``--card`` a markdown model card (training metadata + these results),
+``--doc`` the printed text as markdown, both followed by ``--notes``. ``--render JSON`` rewrites the card and the
+doc from a previous run's ``--json`` without evaluating again (minutes saved when only the notes changed).
 Held-out list default: ``data.held_out`` of ``configs/qairn.yaml`` (Kodak24 kodim04, 08, 12, 16, 20, 24).
 """
 from __future__ import annotations
@@ -44,6 +46,7 @@ from mriqa.iqa.correlation import srcc  # noqa: E402
 from mriqa.jpeg import jpeg_compress  # noqa: E402
 from mriqa.models.qairn import load_qairn, resolve_qairn_weights, restore_self_ensemble  # noqa: E402
 from mriqa.train_qairn import POOLING_QFS  # noqa: E402
+from mriqa.weights_io import load_weights  # noqa: E402
 
 TABLE_QFS = (10, 20, 30, 40)
 PROXY_QFS = POOLING_QFS  # the QFs the trainer's pooling selection uses on the validation images
@@ -238,7 +241,9 @@ def model_card(meta: dict, weights: Path, doc: dict, t1: str, t3: str, notes: st
         f"- data: train {tr.get('train_images')}; validation {tr.get('val_images')}",
         f"- held out (never trained on): {doc['images']}",
         f"- sampler: {json.dumps(cfg.get('sampler'))}; loss L1 + (1 - SSIM); "
-        f"Adam lr {json.dumps(cfg.get('train', {}).get('lr'))}",
+        f"Adam lr {json.dumps(cfg.get('train', {}).get('lr'))}"
+        + (f"; the exported weights are the moving average of the weights (decay {cfg['train']['ema']})"
+           if (cfg.get("train") or {}).get("ema") else ""),
         f"- trained with: `mriqa train-qairn --config configs/{cfg.get('name')}.yaml` "
         f"({tr.get('steps_done')} steps; {doc['n_parameters']:,} parameters)",
         *([pooling_line(meta)] if pooling_line(meta) else []),
@@ -271,6 +276,57 @@ def model_card(meta: dict, weights: Path, doc: dict, t1: str, t3: str, notes: st
     ])
 
 
+def evaluate(model, meta: dict, weights: Path, args) -> dict:
+    """Run the evaluation the arguments ask for -> every number (the ``--json`` document)."""
+    torch.set_grad_enabled(False)
+    names = [n.strip() for n in args.images.split(",") if n.strip()]
+    train_names = set((meta.get("training") or {}).get("train_images") or [])
+    leaked = [n for n in names if n in train_names or f"{n}.png" in train_names]
+    if leaked:
+        print(f"eval_qairn: warning: {leaked} were in these weights' training set", file=sys.stderr)
+    images = load_images(Path(args.data), names, args.crop)
+    run = Runner(model, next(model.parameters()).device)
+    t0 = time.time()
+    qfs = [int(q) for q in args.qfs.split(",")]
+    rows = restoration(run, images, qfs)
+    rows_se = restoration(Runner(model, run.device, self_ensemble=True), images, qfs) if args.self_ensemble else None
+    prox = None if args.skip_proxy else proxy(run, images)
+    q10 = rows.get(10, {}).get("psnr_gain", float("nan"))
+    q2 = prox["jpeg_qf"]["q2"]["srcc_pooled"] if prox else float("nan")
+    acc = {"psnr_gain_qf10": q10, "psnr_gain_qf10_ok": bool(q10 >= 1.5), "q2_srcc_jpeg_qf": q2,
+           "q2_srcc_jpeg_qf_ok": bool(q2 >= 0.85)}
+    if rows_se is not None:
+        acc["psnr_gain_qf10_self_ensemble"] = rows_se.get(10, {}).get("psnr_gain", float("nan"))
+    return {"weights": str(weights), "weights_arg": args.weights, "images": list(images),
+            "crop": args.crop, "restoration": rows, "restoration_self_ensemble": rows_se,
+            "proxy": prox, "acceptance": acc, "paper_table1_qairn_live1": PAPER_QAIRN,
+            "model_config": meta.get("config"), "n_parameters": model.num_parameters(),
+            "elapsed_s": round(time.time() - t0, 1)}
+
+
+def report(doc: dict) -> tuple[list[str], str, str]:
+    """The printed text of an evaluation ``doc`` (list of blocks), its Table I text (with the x8 table appended
+    when there is one, as the card shows it) and its proxy table ('' without one)."""
+    acc, rows_se, prox = doc["acceptance"], doc.get("restoration_self_ensemble"), doc.get("proxy")
+    t1 = table_one(doc["restoration"])
+    printed = [f"# QAIRN restoration, {len(doc['images'])} held-out images ({', '.join(doc['images'])})\n", t1]
+    if rows_se:
+        t1_se = table_one(rows_se, "QAIRN x8 (ours)")
+        printed += ["\n# The same with the x8 geometric self-ensemble (`mriqa restore --self-ensemble`: mean of the "
+                    "restorations of the 8 rotated / flipped copies; 8 forward passes)\n", t1_se]
+        t1 += "\n\nx8 geometric self-ensemble (`mriqa restore --self-ensemble`):\n\n" + t1_se
+    t3 = proxy_table(prox) if prox else ""
+    if prox:
+        printed += ["\n# Spearman of Q1..Q3 with degradation severity (pooled / mean per image)\n", t3]
+    q10, q2 = acc["psnr_gain_qf10"], acc["q2_srcc_jpeg_qf"]
+    printed.append(
+        f"\nacceptance: PSNR gain at QF 10 {q10:+.2f} dB (>= 1.5: {'pass' if acc['psnr_gain_qf10_ok'] else 'FAIL'}); "
+        f"Spearman(Q2, QF) {q2:+.3f} (>= 0.85: {'pass' if acc['q2_srcc_jpeg_qf_ok'] else 'FAIL'}); "
+        + (f"x8 self-ensemble {acc['psnr_gain_qf10_self_ensemble']:+.2f} dB at QF 10; " if rows_se else "")
+        + f"{doc.get('elapsed_s', float('nan')):.0f}s")
+    return printed, t1, t3
+
+
 def main(argv=None) -> int:
     cfg = yaml.safe_load((REPO / "configs" / "qairn.yaml").read_text())
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -289,64 +345,31 @@ def main(argv=None) -> int:
     p.add_argument("--card", default=None, help="write a markdown model card here")
     p.add_argument("--doc", default=None, help="write everything printed here as markdown (docs/qairn/README.md)")
     p.add_argument("--notes", default=None, help="a markdown file appended verbatim to --doc and --card")
+    p.add_argument("--render", default=None, metavar="JSON",
+                   help="no evaluation: rewrite --doc / --card from the numbers a previous run wrote with --json "
+                        "(e.g. after editing --notes)")
     args = p.parse_args(argv)
 
     from mriqa.errors import InputError
 
     try:
-        weights = resolve_qairn_weights(args.weights)
-        model, meta = load_qairn(weights, device=args.device)
+        if args.render:
+            rendered = json.loads(Path(args.render).read_text()) if Path(args.render).is_file() else None
+            if rendered is None or "restoration" not in rendered:
+                raise InputError(args.render, "not an evaluation written by eval_qairn.py --json")
+            args.weights, args.self_ensemble = rendered.get("weights_arg"), bool(rendered["restoration_self_ensemble"])
+            weights = resolve_qairn_weights(rendered["weights"])
+            model, meta = None, load_weights(weights)[1]
+        else:
+            weights = resolve_qairn_weights(args.weights)
+            model, meta = load_qairn(weights, device=args.device)
     except InputError as exc:
         print(f"eval_qairn: {exc}", file=sys.stderr)
         return 2
-    torch.set_grad_enabled(False)
-    names = [n.strip() for n in args.images.split(",") if n.strip()]
-    train_names = set((meta.get("training") or {}).get("train_images") or [])
-    leaked = [n for n in names if n in train_names or f"{n}.png" in train_names]
-    if leaked:
-        print(f"eval_qairn: warning: {leaked} were in these weights' training set", file=sys.stderr)
-    images = load_images(Path(args.data), names, args.crop)
-    run = Runner(model, next(model.parameters()).device)
-    t0 = time.time()
-    rows = restoration(run, images, [int(q) for q in args.qfs.split(",")])
-    t1 = table_one(rows)
-    printed: list[str] = []
-
-    def emit(text: str) -> None:
-        print(text)
-        printed.append(text)
-
-    emit(f"# QAIRN restoration, {len(images)} held-out images ({', '.join(images)})\n")
-    emit(t1)
-    rows_se = None
-    if args.self_ensemble:
-        rows_se = restoration(Runner(model, run.device, self_ensemble=True), images,
-                              [int(q) for q in args.qfs.split(",")])
-        emit("\n# The same with the x8 geometric self-ensemble (`mriqa restore --self-ensemble`: mean of the "
-             "restorations of the 8 rotated / flipped copies; 8 forward passes)\n")
-        t1_se = table_one(rows_se, "QAIRN x8 (ours)")
-        emit(t1_se)
-        t1 += "\n\nx8 geometric self-ensemble (`mriqa restore --self-ensemble`):\n\n" + t1_se
-    prox = None if args.skip_proxy else proxy(run, images)
-    t3 = "" if prox is None else proxy_table(prox)
-    if prox is not None:
-        emit("\n# Spearman of Q1..Q3 with degradation severity (pooled / mean per image)\n")
-        emit(t3)
-    q10 = rows.get(10, {}).get("psnr_gain", float("nan"))
-    q2 = prox["jpeg_qf"]["q2"]["srcc_pooled"] if prox else float("nan")
-    acc = {"psnr_gain_qf10": q10, "psnr_gain_qf10_ok": bool(q10 >= 1.5), "q2_srcc_jpeg_qf": q2,
-           "q2_srcc_jpeg_qf_ok": bool(q2 >= 0.85)}
-    if rows_se is not None:
-        acc["psnr_gain_qf10_self_ensemble"] = rows_se.get(10, {}).get("psnr_gain", float("nan"))
-    emit(f"\nacceptance: PSNR gain at QF 10 {q10:+.2f} dB (>= 1.5: {'pass' if acc['psnr_gain_qf10_ok'] else 'FAIL'}); "
-          f"Spearman(Q2, QF) {q2:+.3f} (>= 0.85: {'pass' if acc['q2_srcc_jpeg_qf_ok'] else 'FAIL'}); "
-          + (f"x8 self-ensemble {acc['psnr_gain_qf10_self_ensemble']:+.2f} dB at QF 10; " if rows_se else "")
-          + f"{time.time() - t0:.0f}s")
-    doc = {"weights": str(weights), "images": list(images), "crop": args.crop, "restoration": rows,
-           "restoration_self_ensemble": rows_se,
-           "proxy": prox, "acceptance": acc, "paper_table1_qairn_live1": PAPER_QAIRN,
-           "model_config": meta.get("config"), "n_parameters": model.num_parameters()}
-    if args.json:
+    doc = rendered if args.render else evaluate(model, meta, weights, args)
+    printed, t1, t3 = report(doc)
+    print("\n".join(printed))
+    if args.json and not args.render:
         with atomic_path(args.json, suffix=".json") as tmp:
             tmp.write_text(json.dumps(doc, indent=1, default=float) + "\n")
     if args.card:

@@ -280,6 +280,25 @@ def test_bf16_channels_last_training_exports_float32_weights(tmp_path):
         train(_cfg(tmp_path, tmp_path / "bad", train={"precision": "fp16"}), **quiet)
 
 
+def test_ema_training_exports_the_moving_average(tmp_path):
+    from mriqa.train_qairn import train
+
+    quiet = dict(log=lambda *_: None)
+    cfg = _cfg(tmp_path, tmp_path / "ema", train={"steps": 3, "eval_every": 3, "ema": 0.5, "precision": "bf16",
+                                                   "channels_last": True})
+    run = train(cfg, **quiet)
+    ck = torch.load(tmp_path / "ema" / "checkpoint.pt", weights_only=True)
+    model, _ = load_qairn(tmp_path / "ema" / "best.safetensors")
+    exported, raw = model.state_dict(), run["model"].state_dict()
+    # the one validation row is at the last step, so the exported weights are the average then, not the raw ones
+    for k in exported:
+        assert torch.equal(exported[k], ck["ema"][k].float()), k
+    assert any(not torch.equal(exported[k], raw[k]) for k in exported if exported[k].is_floating_point())
+    hist = json.loads((tmp_path / "ema" / "history.json").read_text())
+    assert len(hist) == 1 and {"val_gain", "raw_val_gain"} <= set(hist[0])
+    assert (tmp_path / "ema" / "curves.png").stat().st_size > 1000
+
+
 # ----------------------------------------------------------------------------------------------- deepening
 def test_deepened_network_computes_the_same_function_and_trains_the_new_blocks():
     from mriqa.models.qairn import load_deepened, new_block_names

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mriqa.training_loop import RunState, resume_state, run_steps
+from mriqa.training_loop import RunState, ema_decay_at, resume_state, run_steps, update_ema
 
 TARGET = torch.tensor([1.0, -2.0, 0.5])
 
@@ -74,3 +74,55 @@ def test_max_minutes_stops_with_a_checkpoint(tmp_path):
     assert result.stopped_early and state.step == 1
     assert "max_minutes reached at step 1" in logs[-1]
     assert torch.load(tmp_path / "t" / "checkpoint.pt", weights_only=True)["step"] == 1
+
+
+def test_ema_decay_warms_up_to_the_configured_decay():
+    assert ema_decay_at(0, 0.999) == pytest.approx(0.1)
+    assert ema_decay_at(90, 0.999) == pytest.approx(91 / 100)
+    assert ema_decay_at(10**6, 0.999) == 0.999
+
+
+def test_update_ema_is_the_exponential_average_and_copies_integer_buffers():
+    model = torch.nn.BatchNorm1d(2)
+    ema = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    model.num_batches_tracked += 5
+    update_ema(ema, model, 0.75)
+    assert torch.allclose(ema["weight"], torch.full((2,), 0.75 * 1.0 + 0.25 * 3.0))
+    assert int(ema["num_batches_tracked"]) == 5
+
+
+def test_ema_run_validates_and_keeps_the_average_and_resumes_exactly(tmp_path):
+    full, s_full, _, _, _ = _run(tmp_path / "full", 9, ema=0.9)
+    # rows carry the average's metrics and the raw weights' under raw_
+    row = s_full.history[-1]
+    assert set(row) >= {"val_err", "raw_val_err", "val_neg", "raw_val_neg"}
+    assert row["raw_val_err"] == pytest.approx(float((full.weight[0].detach() - TARGET).norm()))
+    assert row["val_err"] != row["raw_val_err"]
+    assert row["val_err"] == pytest.approx(float((s_full.ema["weight"][0] - TARGET).norm()))
+    # the best weights are the average's at the best row, and the model is left with its raw weights
+    best_row = min(s_full.history, key=lambda r: r["val_err"])
+    assert s_full.best["step"] == best_row["step"]
+    assert float((s_full.best["state"]["weight"][0] - TARGET).norm()) == pytest.approx(best_row["val_err"])
+    assert not torch.equal(full.weight.detach(), s_full.ema["weight"])
+    # interrupted and resumed: same raw weights, same average, same history
+    _run(tmp_path / "split", 9, ema=0.9, stop_at_step=4)
+    ck = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
+    assert ck["ema"] is not None and ck["step"] == 4
+    resumed, s2, _, _, _ = _run(tmp_path / "split", 9, ema=0.9)
+    assert torch.equal(full.weight, resumed.weight)
+    assert torch.equal(s_full.ema["weight"], s2.ema["weight"])
+    assert [r["val_err"] for r in s_full.history] == [r["val_err"] for r in s2.history]
+
+
+def test_no_ema_leaves_rows_and_checkpoint_without_it(tmp_path):
+    _, state, _, _, _ = _run(tmp_path / "t", 4)
+    assert state.ema is None and not any(k.startswith("raw_") for r in state.history for k in r)
+    assert torch.load(tmp_path / "t" / "checkpoint.pt", weights_only=True)["ema"] is None
+
+
+@pytest.mark.parametrize("decay", [1.0, -0.1])
+def test_ema_decay_outside_0_1_is_refused(tmp_path, decay):
+    with pytest.raises(ValueError, match="train.ema"):
+        _run(tmp_path / "t", 4, ema=decay)
