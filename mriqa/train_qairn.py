@@ -49,8 +49,9 @@ identical weights. ``max_minutes`` / ``stop_at_step`` stop cleanly with a checkp
 
 Outputs in ``output_dir``: ``checkpoint.pt``, ``best.safetensors``, ``history.json``, ``curves.png``
 (loss, validation PSNR gain and Q2 correlation); the best weights are copied to ``export``
-(``configs/qairn-deep.yaml``, the third cycle -- the second cycle ``configs/qairn-ft.yaml``'s weights grown to four
-blocks per stage -- is the run that made the shipped ``mriqa/weights/qairn.safetensors``, stored in float16).
+(``configs/qairn-ema.yaml``, the fourth cycle -- the third cycle ``configs/qairn-deep.yaml``'s weights trained on
+at a lower learning rate with ``train.ema: 0.999`` -- is the run that made the shipped
+``mriqa/weights/qairn.safetensors``, stored in float16; the chain starts at ``configs/qairn.yaml``).
 """
 from __future__ import annotations
 

@@ -62,7 +62,7 @@ def save_half_precision(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     copies the float16 values into the float32 parameters, so the network still computes in float32 (the
     rounding error of the weights, about 5e-4 relative, is what changes; measure it before shipping).
 
-        python -m mriqa.weights_io --half runs/qairn-deep/export.safetensors mriqa/weights/qairn.safetensors
+        python -m mriqa.weights_io --half runs/qairn-ema/export.safetensors mriqa/weights/qairn.safetensors
     """
     state, meta = load_weights(src)
     tensors = {k: (v.to(torch.float16) if v.dtype == torch.float32 else v).contiguous() for k, v in state.items()}

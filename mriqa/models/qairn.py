@@ -32,7 +32,7 @@ pass untouched (little to restore, good quality); low gamma: the decoder's resto
 
 Why ``global_residual`` matters for the quality maps (measured): without it (the default, the paper's layout)
 the identity ("nothing to restore") is the skip path, ``tail(head(x))``, so a good input gives a high gamma, as
-the paper intends: with the shipped weights (``configs/qairn-deep.yaml``, the third training cycle) Q2 rises
+the paper intends: with the shipped weights (``configs/qairn-ema.yaml``, the fourth training cycle) Q2 rises
 with the JPEG QF (held-out Spearman +0.95 pooled, +1.00 per image) and falls with blur; the CPU-sized
 ``configs/qairn-cpu.yaml`` gave +0.79 with p = 4 and +0.86 with the selected p = 0.1. With a global residual
 the identity is "zero correction", which the decoder branch supplies as easily, and the network learned the
