@@ -276,9 +276,9 @@ def model_card(meta: dict, weights: Path, doc: dict, t1: str, t3: str, notes: st
     ])
 
 
+@torch.no_grad()
 def evaluate(model, meta: dict, weights: Path, args) -> dict:
     """Run the evaluation the arguments ask for -> every number (the ``--json`` document)."""
-    torch.set_grad_enabled(False)
     names = [n.strip() for n in args.images.split(",") if n.strip()]
     train_names = set((meta.get("training") or {}).get("train_images") or [])
     leaked = [n for n in names if n in train_names or f"{n}.png" in train_names]
