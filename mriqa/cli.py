@@ -2,7 +2,7 @@
 
 Each sub-command lives in ``mriqa/commands/<name>.py`` and exposes ``add_parser(subparsers)``, which
 registers its arguments and sets ``func`` to a ``run(args) -> int``. Heavy imports happen inside ``run`` so
-that ``mriqa --help`` stays fast and ``mriqa score`` never imports ``recon``.
+that ``mriqa --help`` stays fast and scoring a photo never imports sigpy.
 """
 from __future__ import annotations
 
@@ -47,15 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from mriqa.errors import InputError as QualityInputError
+    from recon.errors import InputError
 
     try:
-        from recon.errors import InputError as ReconInputError
-    except ModuleNotFoundError:  # mriqa works without recon
-        ReconInputError = QualityInputError
-    try:
         return int(args.func(args) or 0)
-    except (QualityInputError, ReconInputError) as exc:
+    except InputError as exc:
         print(f"mriqa: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -21,7 +21,7 @@ h5 (fastMRI layout)         one per slice of ``reconstruction`` / ``reconstructi
 ==========================  =====================================================================  ========
 
 Complex data (h5, npy) is returned as magnitude. A slice with NaN or Inf raises
-:class:`~mriqa.errors.InputError` naming the file and the slice; so does an unknown or unreadable file.
+:class:`~recon.errors.InputError` naming the file and the slice; so does an unknown or unreadable file.
 Images are returned as read (no normalisation): :mod:`mriqa.normalize` does that.
 
 :func:`read_volume` reads a training volume ``[S, H, W]`` float32 (DICOM series folder, NIfTI 3-D/4-D,
@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mriqa.errors import InputError
+from recon.errors import InputError
 
 PHOTO_EXT = {".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg", ".jpe", ".jfif"}
 DICOM_EXT = {".dcm", ".dicom", ".ima"}
@@ -341,7 +341,7 @@ def read_volume(path: str | os.PathLike, h5_key: str | None = None) -> np.ndarra
     """A training volume -> float32 ``[S, H, W]`` (DICOM series folder, NIfTI, fastMRI h5, ``.npy``).
 
     NIfTI volumes are returned as ``data.transpose(2, 0, 1)`` (slices along the last axis, no flip); 4-D NIfTI
-    gives its first volume. NaN/Inf anywhere is an :class:`~mriqa.errors.InputError`.
+    gives its first volume. NaN/Inf anywhere is an :class:`~recon.errors.InputError`.
     """
     p = Path(path)
     src = os.fspath(path)

@@ -8,15 +8,15 @@ layout). The rules:
    - ``kind="photo"`` (PNG/TIFF/BMP/JPEG files, RGB photographs): ``uint8`` -> ``/ 255``;
      ``uint16`` -> ``/ 65535`` (16-bit PNG/TIFF); ``bool`` -> 0/1; other integer types -> ``/`` their dtype
      maximum; float -> taken as already in [0, 1] (values outside [-0.002, 1.002] are an
-     :class:`~mriqa.errors.InputError`: an unscaled float image is MRI-like data and wants ``kind="mri"``).
+     :class:`~recon.errors.InputError`: an unscaled float image is MRI-like data and wants ``kind="mri"``).
    - ``kind="mri"`` (magnitude images: DICOM, NIfTI, fastMRI h5, float arrays of any scale): complex ->
      magnitude ``abs``; negative values -> 0; then divide by the **99.5th percentile** of the image (a robust
      maximum, computed over the whole 2-D image *including* background: a few hot voxels do not set the
      scale, and the brightest 0.5 % of pixels saturate to 1). If that percentile is 0 (very sparse image) the
-     maximum is used; an all-zero image is an :class:`~mriqa.errors.InputError`.
+     maximum is used; an all-zero image is an :class:`~recon.errors.InputError`.
      Volumes are normalised **slice by slice** (every 2-D image on its own), at training and inference.
 
-   NaN or Inf anywhere is an :class:`~mriqa.errors.InputError`. The result is clipped to [0, 1].
+   NaN or Inf anywhere is an :class:`~recon.errors.InputError`. The result is clipped to [0, 1].
 
 2. **8-bit quantisation** (:func:`quantize_8bit`): the [0, 1] image is rounded to the nearest multiple of
    1/255. During training the clean patch is quantised this way and the JPEG encoder receives exactly these
@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mriqa.errors import InputError
+from recon.errors import InputError
 
 KINDS = ("photo", "mri")
 ROBUST_PERCENTILE = 99.5

@@ -139,7 +139,7 @@ def render_overlay(
 
 def save_overlay(path: str | os.PathLike, image, qf_map, geometry: MapGeometry, **kwargs) -> Path:
     """Render (:func:`render_overlay`) and write a PNG atomically; returns ``path``."""
-    from mriqa.files import atomic_path
+    from recon.files import atomic_path
 
     path = Path(path)
     picture = render_overlay(image, qf_map, geometry, **kwargs)

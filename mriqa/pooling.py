@@ -334,10 +334,10 @@ def pool(
 
 
 def check_pool(method: str) -> str:
-    """Return ``method`` if it is a known pooling, else raise ``mriqa.errors.InputError`` (a ``ValueError``)
+    """Return ``method`` if it is a known pooling, else raise ``recon.errors.InputError`` (a ``ValueError``)
     listing :data:`POOLS`."""
     if method not in POOLS:
-        from mriqa.errors import InputError
+        from recon.errors import InputError
 
         raise InputError(None, f"unknown pooling {method!r}: expected one of {', '.join(POOLS)}")
     return method

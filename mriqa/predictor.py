@@ -34,7 +34,7 @@ training, **image by image** (slice by slice for a volume), with ``kind``:
 Then the channels are matched to the model (:func:`mriqa.normalize.as_model_input`: BT.601 luma for the gray
 model, repetition for the RGB model). NaN/Inf values, an image smaller than the network's minimum input
 (its receptive field, 28 x 28 px for the default QFNet) or an unsupported shape raise
-:class:`mriqa.errors.InputError` with the sizes in the message.
+:class:`recon.errors.InputError` with the sizes in the message.
 
 Outputs: the map is ``[h, w]`` for one image and ``[N, h, w]`` for a batch, numpy ``float32`` for numpy input
 and a torch ``float32`` tensor on the input's device for torch input; scores are a Python ``float`` for one
@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from mriqa import pooling
-from mriqa.errors import InputError
+from recon.errors import InputError
 
 #: names of the shipped models -> files in ``mriqa/weights/``.
 SHIPPED = {"gray": "qf-gray.safetensors", "rgb": "qf-rgb.safetensors"}
@@ -137,7 +137,7 @@ def load_predictor(
     """Load a QF predictor: ``"gray"`` (MRI / grayscale model), ``"rgb"`` (photos) or a weights path.
 
     ``device``: ``None`` = CUDA when available, else CPU. ``batch_size``: images per forward pass.
-    A missing or unreadable file or an unknown name raises :class:`mriqa.errors.InputError`.
+    A missing or unreadable file or an unknown name raises :class:`recon.errors.InputError`.
     """
     from mriqa.weights_io import load_qfnet
 

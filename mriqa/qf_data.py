@@ -60,7 +60,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from mriqa.errors import InputError
+from recon.errors import InputError
 from mriqa.imageio import read_images, read_volume
 from mriqa.jpeg import class_index, jpeg_compress, sample_qf
 from mriqa.normalize import convert_channels, robust_max, to_uint8, to_unit_range
@@ -140,7 +140,7 @@ def denoise_volume(vol: np.ndarray, h: float = 1.0, patch_size: int = 5, patch_d
         out[i] = denoise_nl_means(sl, h=h * sigma, sigma=sigma, patch_size=patch_size,
                                   patch_distance=patch_distance, fast_mode=True) * scale
     if path is not None:
-        from mriqa.files import atomic_path
+        from recon.files import atomic_path
 
         with atomic_path(path, suffix=".npy") as tmp:
             np.save(tmp, out)

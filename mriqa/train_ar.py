@@ -34,12 +34,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mriqa.errors import InputError
-from mriqa.files import atomic_path
+from recon.errors import InputError
+from recon.files import atomic_path
 from mriqa.jpeg import jpeg_compress
 from mriqa.models.arcnn import ARCNN
 from mriqa.train_qf import layered_config
-from mriqa.weights_io import save_weights
+from recon.io.weights import save_weights
 
 DEFAULTS: dict[str, Any] = {
     "name": "ar",

@@ -25,7 +25,7 @@ are grown into the deeper network with the extra blocks as identities (:func:`mr
 the same function at step 0, more capacity to train).
 
 ``train.ema`` (a decay such as 0.999; default 0 = off): validate and export an exponential moving average of
-the weights instead of the last iterate (:mod:`mriqa.training_loop`); the raw weights' validation metrics are
+the weights instead of the last iterate (:mod:`recon.training.loop`); the raw weights' validation metrics are
 logged beside it (``raw_val_gain``).
 
 Speed options (``train.precision: bf16``, ``train.channels_last: true``; defaults ``fp32`` / ``false``): the
@@ -68,12 +68,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mriqa.errors import InputError
+from recon.errors import InputError
 from mriqa.jpeg import jpeg_compress
 from mriqa.models.qairn import QAIRN, load_deepened
 from mriqa.train_qf import layered_config
-from mriqa.training_loop import RunState, export_weights, resume_state, run_steps
-from mriqa.weights_io import load_weights, save_weights
+from recon.training.loop import RunState, export_weights, resume_state, run_steps
+from recon.io.weights import load_weights, save_weights
 
 VAL_QFS = (10, 20, 30, 40)
 #: JPEG quality factors of the pooling selection (the same as scripts/eval_qairn.py's proxy correlations)
@@ -223,7 +223,7 @@ def evaluate(model: QAIRN, val: dict, device) -> dict:
 
 
 def plot_curves(history: list[dict], path: Path, title: str) -> None:
-    from mriqa.curves import Panel, plot_history
+    from recon.training.curves import Panel, plot_history
 
     plot_history(history, path, title, [
         Panel("L1 + (1 - SSIM)", (("train_loss", "train"), ("val_loss", "validation"))),

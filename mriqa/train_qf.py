@@ -46,12 +46,12 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from mriqa.errors import InputError
-from mriqa.training_loop import RunState, export_weights, resume_state, run_steps
+from recon.errors import InputError
+from recon.training.loop import RunState, export_weights, resume_state, run_steps
 from mriqa.models.qfnet import QFNet
 from mriqa.normalize import NORMALIZATION
 from mriqa.qf_data import PatchSampler, load_pools
-from mriqa.weights_io import save_weights
+from recon.io.weights import save_weights
 
 ACC_TOL = 0.02
 VAL_SEED_OFFSET = 1000003
@@ -185,7 +185,7 @@ def build_model(cfg: dict) -> QFNet:
 
 def _load_init(model: QFNet, path: str) -> None:
     """Copy the weights of an earlier run into ``model`` (clear error when the file or architecture differs)."""
-    from mriqa.weights_io import load_weights
+    from recon.io.weights import load_weights
 
     p = Path(path)
     if not p.is_file():
@@ -244,7 +244,7 @@ def evaluate(model: QFNet, val: dict, mode: str, batch: int = 128) -> dict:
 
 
 def plot_curves(history: list[dict], path: Path, title: str) -> None:
-    from mriqa.curves import Panel, plot_history
+    from recon.training.curves import Panel, plot_history
 
     plot_history(history, path, title, [
         Panel("loss", (("train_loss", "train"), ("val_loss", "validation")), log_y=True),

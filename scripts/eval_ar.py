@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 from eval_qairn import psnr, ssim  # noqa: E402
 from eval_qf import DATA, KODAK_TEST, kodak, md_table, mri_slices  # noqa: E402
 
-from mriqa.files import atomic_path  # noqa: E402
+from recon.files import atomic_path  # noqa: E402
 from mriqa.jpeg import jpeg_compress  # noqa: E402
 from mriqa.models.arcnn import load_arcnn  # noqa: E402
 from mriqa.train_ar import undersample  # noqa: E402

@@ -41,12 +41,12 @@ from scipy import ndimage
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mriqa.files import atomic_path  # noqa: E402
+from recon.files import atomic_path  # noqa: E402
 from mriqa.iqa.correlation import srcc  # noqa: E402
 from mriqa.jpeg import jpeg_compress  # noqa: E402
 from mriqa.models.qairn import load_qairn, resolve_qairn_weights, restore_self_ensemble  # noqa: E402
 from mriqa.train_qairn import POOLING_QFS  # noqa: E402
-from mriqa.weights_io import load_weights  # noqa: E402
+from recon.io.weights import load_weights  # noqa: E402
 
 TABLE_QFS = (10, 20, 30, 40)
 PROXY_QFS = POOLING_QFS  # the QFs the trainer's pooling selection uses on the validation images
@@ -350,7 +350,7 @@ def main(argv=None) -> int:
                         "(e.g. after editing --notes)")
     args = p.parse_args(argv)
 
-    from mriqa.errors import InputError
+    from recon.errors import InputError
 
     try:
         if args.render:

@@ -138,7 +138,7 @@ def figure_qf_vs_r(path, data, scores):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mriqa.files import atomic_path
+    from recon.files import atomic_path
 
     fig, axes = plt.subplots(3, 3, figsize=(12, 10), sharey=True)
     for i, pool in enumerate(POOLS):
@@ -169,7 +169,7 @@ def figure_maps(path, d, x, maps, geom, method, kind="random", accels=(2, 4, 8, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mriqa.files import atomic_path
+    from recon.files import atomic_path
     from mriqa.pooling import pool_weights
 
     vol = d["volume"][0]
@@ -211,7 +211,7 @@ def figure_scatter(path, data, results):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mriqa.files import atomic_path
+    from recon.files import atomic_path
 
     names = list(results)
     fig, axes = plt.subplots(len(names), 3, figsize=(12, 3.8 * len(names)), squeeze=False)
@@ -341,8 +341,8 @@ def recalibration_lines(info: dict) -> list[str]:
 
 def write_model_card(path: Path, summary: dict, smallfov: list[dict]) -> None:
     """``mriqa/weights/r-learned.md`` from the weights' metadata and this evaluation (no typed numbers)."""
-    from mriqa.files import atomic_path
-    from mriqa.weights_io import load_weights
+    from recon.files import atomic_path
+    from recon.io.weights import load_weights
 
     from mriqa.restimate import learned
 
@@ -564,7 +564,7 @@ def main(argv=None) -> int:
                   f"(CPU, {args.threads} thread(s))."]
     table = "\n".join(lines)
     print(table)
-    from mriqa.files import atomic_path
+    from recon.files import atomic_path
 
     # the trainer's learning curves (in the run folder its metadata names), shown beside the results
     run_dir = estimators["learned"].training.get("config", {}).get("output_dir", "runs/r-learned")

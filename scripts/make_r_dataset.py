@@ -186,7 +186,7 @@ def qf_scores(predictor, images: np.ndarray) -> dict[str, np.ndarray]:
 def build(split: str, method: str, args, predictor, model, log=print) -> Path:
     import h5py
 
-    from mriqa.files import atomic_path
+    from recon.files import atomic_path
     from recon.transforms import mask_seed
 
     table = dict(zip(SPLITS, args.modl_slices or DEFAULT_MODL_SLICES.values())) if method == "modl" else \
@@ -268,7 +268,7 @@ def rescore(path: Path, predictor, log=print) -> None:
 
     import h5py
 
-    from mriqa.files import atomic_path
+    from recon.files import atomic_path
 
     with h5py.File(path, "r") as hf:
         images = hf["images"][:]

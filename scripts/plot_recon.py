@@ -18,7 +18,7 @@ def main() -> int:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from mriqa.files import atomic_path
+    from recon.files import atomic_path
     from recon.io.fastmri_h5 import read_reconstruction
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -40,7 +40,7 @@ from eval_ar import center_crop, evaluate, example_figure, load_models, results_
 from eval_qf import (DATA, KODAK_TEST, LEVELS, SKIMAGE_TRAIN, Model, blockiness, fig_curves,  # noqa: E402
                      generalisation, kodak, md_table)
 
-from mriqa.files import atomic_path  # noqa: E402
+from recon.files import atomic_path  # noqa: E402
 from mriqa.imageio import read_images  # noqa: E402
 from mriqa.normalize import to_unit_range  # noqa: E402
 from mriqa.qf_data import skimage_data_dir  # noqa: E402

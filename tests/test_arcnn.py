@@ -6,9 +6,9 @@ import pytest
 import torch
 from test_qairn import _photos  # tests/ is on sys.path under pytest
 
-from mriqa.errors import InputError
+from recon.errors import InputError
 from mriqa.models.arcnn import ARCNN, load_arcnn
-from mriqa.weights_io import save_weights
+from recon.io.weights import save_weights
 
 
 @pytest.mark.parametrize("variant,kernels,widths,rf", [("arcnn", [9, 7, 1, 5], [64, 32, 16], 19),

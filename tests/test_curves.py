@@ -1,9 +1,9 @@
-"""mriqa.curves: the trainers' shared learning-curve figure."""
+"""recon.training.curves: the trainers' shared learning-curve figure."""
 from __future__ import annotations
 
 import matplotlib.image as mpimg
 
-from mriqa.curves import Panel, plot_history
+from recon.training.curves import Panel, plot_history
 
 
 def test_plot_history_draws_the_rows_with_the_required_key(tmp_path):

@@ -160,11 +160,11 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
     assert exc.value.code == 2
 
 
-def test_mriqa_does_not_import_recon():
+def test_estimating_r_from_an_image_needs_no_sigpy():
     code = ("import sys, numpy as np; from mriqa.cli import build_parser; build_parser(); "
             "from mriqa.restimate import load_estimator, estimate_images; "
             "e = load_estimator('auto'); estimate_images(e, np.random.default_rng(0).random((64, 64)) * 5); "
-            "assert not any(m == 'recon' or m.startswith('recon.') for m in sys.modules), 'recon imported'")
+            "assert not any(m == 'sigpy' or m.startswith('sigpy.') for m in sys.modules), 'sigpy imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
@@ -241,7 +241,7 @@ def test_learned_uses_the_recon_methods_own_recalibration():
 
 
 def test_learned_rejects_a_qf_model(tmp_path):
-    from mriqa.errors import InputError
+    from recon.errors import InputError
     from mriqa.predictor import shipped_weights
 
     with pytest.raises(InputError, match="not an R-estimation model"):
@@ -283,7 +283,7 @@ def test_trainer_checkpoint_resume_and_export(tmp_path):
 
     # --recalibrate: the same fit again from the file alone; tensors and training facts untouched
     from mriqa.restimate.train import recalibrate
-    from mriqa.weights_io import load_weights
+    from recon.io.weights import load_weights
 
     before_state, before = load_weights(tmp_path / "r.safetensors")
     recalibrate(cfg, str(tmp_path / "r.safetensors"), log=logs.append)

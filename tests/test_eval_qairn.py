@@ -14,7 +14,7 @@ import eval_qairn  # noqa: E402
 from test_qairn import TINY, _photos  # noqa: E402  (tests/ is on sys.path under pytest)
 
 from mriqa.models.qairn import QAIRN  # noqa: E402
-from mriqa.weights_io import save_weights  # noqa: E402
+from recon.io.weights import save_weights  # noqa: E402
 
 
 def test_evaluation_then_render_gives_the_same_card_and_doc(tmp_path, capsys):

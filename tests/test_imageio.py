@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mriqa.errors import InputError
+from recon.errors import InputError
 from mriqa.imageio import read_images, read_volume
 from mriqa.normalize import as_model_input, quantize_8bit, to_unit_range
 

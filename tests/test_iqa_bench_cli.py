@@ -14,7 +14,7 @@ from mriqa.cli import main
 from mriqa.iqa import register_metric
 from mriqa.iqa.metrics_registry import unregister_metric
 from mriqa.models.qfnet import QFNet
-from mriqa.weights_io import save_weights
+from recon.io.weights import save_weights
 
 SIGMAS = (0.0, 0.02, 0.05, 0.1, 0.2)
 

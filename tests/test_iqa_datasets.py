@@ -8,7 +8,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from mriqa.errors import InputError
+from recon.errors import InputError
 from mriqa.iqa.datasets import IQADataset, load_dataset, parse_spec
 
 

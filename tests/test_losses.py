@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mriqa.errors import InputError
+from recon.errors import InputError
 from mriqa.losses import CombinedLoss, DataConsistencyLoss, QFLoss, dc_loss, dc_plus_qf, qf_loss
 from mriqa.losses.dc_loss import fft2c, ifft2c
 

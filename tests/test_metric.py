@@ -11,7 +11,7 @@ import mriqa.metric as metric_mod
 from mriqa.metric import QFMetric
 from mriqa.models import QFNet
 from mriqa.predictor import load_predictor
-from mriqa.weights_io import save_weights
+from recon.io.weights import save_weights
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from mriqa import pooling
-from mriqa.errors import InputError
+from recon.errors import InputError
 from mriqa.models import QFNet
 from mriqa.predictor import QFPredictor
 

@@ -7,11 +7,11 @@ import torch
 
 import mriqa
 from mriqa import predictor as predictor_mod
-from mriqa.errors import InputError
+from recon.errors import InputError
 from mriqa.models import QFNet
 from mriqa.normalize import to_unit_range
 from mriqa.predictor import QFPredictor, load_predictor
-from mriqa.weights_io import save_weights
+from recon.io.weights import save_weights
 
 
 def _save_model(path, in_channels=1, seed=0):

@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 
 from mriqa.cli import main
-from mriqa.errors import InputError
+from recon.errors import InputError
 from mriqa.models import qairn as qairn_mod
 from mriqa.models.qairn import QAIRN, load_qairn, minkowski_quality, run_qairn
-from mriqa.weights_io import save_weights
+from recon.io.weights import save_weights
 
 TINY = {"channels": [4, 4, 8, 8], "n_res": 1, "att_hidden": 4, "att_depth": 2}
 
@@ -222,7 +222,7 @@ def test_init_and_gate_prior_open_the_gates(tmp_path):
     # init: a run of 0 steps starting from those weights exports them unchanged
     same = train(_cfg(tmp_path, tmp_path / "init", init=str(tmp_path / "base" / "best.safetensors"),
                       train={"steps": 0}), **quiet)
-    from mriqa.weights_io import load_weights
+    from recon.io.weights import load_weights
 
     start, _ = load_weights(tmp_path / "base" / "best.safetensors")
     assert base["step"] == 2 and same["step"] == 0
@@ -387,7 +387,7 @@ def test_restore_cli_self_ensemble(tmp_path, capsys):
 
 
 def test_half_precision_copy_loads_into_float32_and_restores_alike(tmp_path, capsys):
-    from mriqa.weights_io import load_weights
+    from recon.io.weights import load_weights
     from mriqa.weights_io import main as weights_main
 
     model = _tiny().eval()

@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from mriqa.errors import InputError
+from recon.errors import InputError
 from mriqa.models import QFNet
-from mriqa.weights_io import load_qfnet, load_weights, save_weights
+from mriqa.weights_io import load_qfnet
+from recon.io.weights import load_weights, save_weights
 
 
 def _gradient_footprint(model: QFNet, size: int, cell: tuple[int, int]) -> tuple[range, range]:

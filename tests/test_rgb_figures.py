@@ -16,7 +16,7 @@ import rgb_figures  # noqa: E402
 
 from mriqa.models.arcnn import ARCNN  # noqa: E402
 from mriqa.models.qairn import QAIRN  # noqa: E402
-from mriqa.weights_io import save_weights  # noqa: E402
+from recon.io.weights import save_weights  # noqa: E402
 
 
 @pytest.fixture()

@@ -14,7 +14,7 @@ from PIL import Image
 from mriqa import predictor as predictor_mod
 from mriqa.cli import main
 from mriqa.models import QFNet
-from mriqa.weights_io import save_weights
+from recon.io.weights import save_weights
 
 KEYS = {"input", "slice", "qf", "pool", "model"}
 

@@ -162,7 +162,7 @@ def test_fastmri_config_reads_tiny_fastmri_files(tmp_path, monkeypatch):
     assert pool.noisy[0] is not None and pool.noisy[0].shape == pool.images[0].shape  # denoised pristine + acquired
     assert len(list((tmp_path / "cache" / "qf-denoise").glob("*.npy"))) == 4  # one per file and key (rss, esc)
     cfg = load_config(REPO / "configs" / "qf-fastmri.yaml", overrides + ["data.train.0.key=kspace_missing"])
-    from mriqa.errors import InputError
+    from recon.errors import InputError
 
     with pytest.raises(InputError, match="kspace_missing"):
         load_pools(cfg["data"]["train"], 1)
@@ -185,7 +185,7 @@ def test_overrides_parse_numbers_yaml_reads_as_strings():
 
 
 def test_init_starts_from_earlier_weights_and_rejects_other_architectures(tmp_path):
-    from mriqa.errors import InputError
+    from recon.errors import InputError
 
     first = train(_photo_cfg(tmp_path, tmp_path / "a", train={"steps": 1}), log=lambda *_: None)
     w0 = first["model"].state_dict()["features.0.weight"]

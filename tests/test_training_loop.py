@@ -1,4 +1,4 @@
-"""The shared step loop (mriqa.training_loop): determinism across resumption, best-row selection, early stops."""
+"""The shared step loop (recon.training.loop): determinism across resumption, best-row selection, early stops."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mriqa.training_loop import RunState, ema_decay_at, resume_state, run_steps, update_ema
+from recon.training.loop import RunState, ema_decay_at, resume_state, run_steps, update_ema
 
 TARGET = torch.tensor([1.0, -2.0, 0.5])
 

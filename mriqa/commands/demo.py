@@ -38,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from mriqa.errors import InputError
-    from mriqa.files import atomic_path
+    from recon.errors import InputError
+    from recon.files import atomic_path
     from recon.masks import describe_mask, make_mask
     from recon.metrics import nmse, psnr, ssim
     from recon.pipeline import METHODS, MIN_ACS, estimate_maps, reconstruct
@@ -127,7 +127,7 @@ def _load(args):
 
         kspace, rss, info = demo_slice(seed=args.seed)
         return kspace, rss, info.get("description", "built-in simulated slice (dipy t1_coronal_slice)")
-    from mriqa.errors import InputError
+    from recon.errors import InputError
     from recon.pipeline import load_kspace
 
     volume = load_kspace(args.input)
@@ -155,7 +155,7 @@ def _write_figures(out, reference, images, accels, methods) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from mriqa.files import atomic_path
+    from recon.files import atomic_path
 
     vmax = float(np.percentile(reference, 99.5))
     for name, error in (("panels.png", False), ("errors.png", True)):

@@ -111,8 +111,8 @@ def run(args) -> int:
 
     import numpy as np
 
-    from mriqa.errors import InputError
-    from mriqa.files import atomic_path
+    from recon.errors import InputError
+    from recon.files import atomic_path
     from mriqa.imageio import read_images, record_name, records_with_signal
     from mriqa.restimate import load_estimator, volume_estimate
     from mriqa.restimate.ood import is_colour

@@ -20,8 +20,8 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from mriqa.errors import InputError
-    from mriqa.files import atomic_path
+    from recon.errors import InputError
+    from recon.files import atomic_path
     from recon.io.fastmri_h5 import read_reconstruction
     from recon.metrics import nmse, psnr, ssim
 

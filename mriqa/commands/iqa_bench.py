@@ -124,8 +124,8 @@ def run(args) -> int:
 
     import numpy as np
 
-    from mriqa.errors import InputError
-    from mriqa.files import atomic_path
+    from recon.errors import InputError
+    from recon.files import atomic_path
     from mriqa.iqa.correlation import evaluate
     from mriqa.iqa.datasets import load_dataset
     from mriqa.iqa.metrics_registry import get_metric, read_image01

@@ -34,7 +34,7 @@ def add_parser(subparsers) -> None:
 def _slice_range(text: str | None, n: int) -> slice:
     if text is None:
         return slice(0, n)
-    from mriqa.errors import InputError
+    from recon.errors import InputError
 
     try:
         parts = [int(t) if t else None for t in text.split(":")]

@@ -58,7 +58,7 @@ def _read(path: str):
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
-    from mriqa.errors import InputError
+    from recon.errors import InputError
 
     try:
         with Image.open(path) as im:
@@ -127,8 +127,8 @@ def run(args) -> int:
     import tempfile
     from pathlib import Path
 
-    from mriqa.errors import InputError
-    from mriqa.files import atomic_path
+    from recon.errors import InputError
+    from recon.files import atomic_path
     from mriqa.models.qairn import load_qairn, resolve_qairn_weights, run_qairn
 
     if not 1 <= args.jpeg_quality <= 100:

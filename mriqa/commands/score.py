@@ -29,7 +29,7 @@ Documented handling of awkward inputs:
   nothing to score; the windowing is undefined); a file with no scorable image at all is an error;
 - ``--pool foreground`` on an image with no foreground: scored with ``mean``, with a note on stderr.
 
-Errors are :class:`mriqa.errors.InputError`: the CLI prints one line and exits 2.
+Errors are :class:`recon.errors.InputError`: the CLI prints one line and exits 2.
 """
 from __future__ import annotations
 
@@ -127,8 +127,8 @@ def run(args) -> int:
 
     import numpy as np
 
-    from mriqa.errors import InputError
-    from mriqa.files import atomic_path
+    from recon.errors import InputError
+    from recon.files import atomic_path
     from mriqa.imageio import read_images, record_name, records_with_signal
     from mriqa.overlay import make_readable
     from mriqa.predictor import load_predictor

@@ -26,7 +26,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from mriqa.errors import InputError
+    from recon.errors import InputError
     from mriqa.train_qairn import REPO_ROOT, load_config, select_pooling_only, train
 
     config = Path(args.config)

@@ -3,7 +3,7 @@
 Every reader returns an :class:`IQADataset`: a list of :class:`IQAItem` (distorted image, subjective score,
 reference image, distortion label, level) plus the score's name and direction. Every image named by a score
 file must exist: a missing image, or a score file that is missing or malformed, raises
-:class:`mriqa.errors.InputError` naming the score file and the line (``entry N`` for MATLAB files). Nothing is
+:class:`recon.errors.InputError` naming the score file and the line (``entry N`` for MATLAB files). Nothing is
 downloaded; point a reader at your own copy. :func:`load_dataset` takes ``"KIND:PATH"``:
 
 ``live`` (LIVE Image Quality Assessment Database, release 2; Sheikh et al. 2006) — ``PATH`` is the
@@ -90,7 +90,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from mriqa.errors import InputError
+from recon.errors import InputError
 
 LIVE_FOLDERS = ("jp2k", "jpeg", "wn", "gblur", "fastfading")
 LIVE_COUNTS = (227, 233, 174, 174, 174)

@@ -22,7 +22,7 @@ name            kind  better   what
 
 :func:`register_metric` adds any callable under a name (it then takes precedence over a built-in of the same
 name). A missing weights file, an unknown name, or a metric that fails or returns a non-finite value on an
-image is an :class:`mriqa.errors.InputError`.
+image is an :class:`recon.errors.InputError`.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from typing import Callable
 
 import numpy as np
 
-from mriqa.errors import InputError
+from recon.errors import InputError
 
 KINDS = ("NR", "FR")
 

@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from mriqa.errors import InputError
+from recon.errors import InputError
 
 __all__ = ["CombinedLoss", "build_term", "TERMS"]
 

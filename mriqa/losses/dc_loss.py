@@ -15,7 +15,7 @@ over the last two dims, identical to ``fastmri.fft2c`` and ``recon.fft.fft2c``):
   ``pred_kspace`` complex ``[B, C, H, W]`` (multi-coil k-space of the reconstruction, e.g. VarNet's), or
   ``image`` complex ``[B, H, W]`` (the coil-combined complex image, e.g. MoDL's) with ``sens_maps`` complex
   ``[B, C, H, W]`` (``S``; omitted: single-coil, S = 1). The magnitude ``output`` alone is not enough (no
-  phase): that is a :class:`mriqa.errors.InputError` naming what to pass.
+  phase): that is a :class:`recon.errors.InputError` naming what to pass.
 
 Per sample ``b``: ``d_b = sum |M (F S x - y)|^2 / sum |M y|^2`` (``norm="l2"``, default), or SSDU's
 normalised l1-l2 ``||M (F S x - y)||_2 / ||M y||_2 + ||M (F S x - y)||_1 / ||M y||_1`` (``norm="l1l2"``);
@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mriqa.errors import InputError
+from recon.errors import InputError
 
 __all__ = ["DataConsistencyLoss", "dc_loss", "fft2c", "ifft2c"]
 

@@ -33,7 +33,7 @@ differentiable in the map.
 The predictor is frozen: its parameters have ``requires_grad=False``, it stays in eval mode (``.train()``
 on a parent module does not switch its batch norm to batch statistics), and it is moved lazily to the
 input's device. An image smaller than the predictor's receptive field (28 x 28 px for QFNet) is a
-:class:`mriqa.errors.InputError`.
+:class:`recon.errors.InputError`.
 
 Interface (fastMRI / ``recon.train`` loss calls): ``loss(output, target=None, data_range=None, **batch)``;
 ``target`` and ``data_range`` are ignored (``requires_target = False``: a reference-free loss).
@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mriqa.errors import InputError
+from recon.errors import InputError
 
 __all__ = ["QFLoss", "qf_loss", "normalize_for_qf", "QF_POOLS"]
 

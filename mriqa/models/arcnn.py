@@ -97,10 +97,10 @@ class ARCNN(nn.Module):
 
 
 def load_arcnn(path, device: str | torch.device | None = None) -> tuple[ARCNN, dict]:
-    """Load weights written by :func:`mriqa.weights_io.save_weights` -> ``(model in eval mode, metadata)``."""
-    from mriqa.errors import InputError
+    """Load weights written by :func:`recon.io.weights.save_weights` -> ``(model in eval mode, metadata)``."""
+    from recon.errors import InputError
     from mriqa.predictor import resolve_device
-    from mriqa.weights_io import load_weights
+    from recon.io.weights import load_weights
 
     state, meta = load_weights(path)
     if meta.get("arch") != ARCH:

@@ -288,7 +288,7 @@ def load_deepened(model: "QAIRN", state: dict[str, torch.Tensor], old_config: di
 # ----------------------------------------------------------------------------------------------- weights
 def resolve_qairn_weights(path: str | os.PathLike | None = None) -> Path:
     """``None`` -> the shipped weights (InputError if not installed); a path -> that file (must exist)."""
-    from mriqa.errors import InputError
+    from recon.errors import InputError
 
     if path is None:
         if not SHIPPED_WEIGHTS.is_file():
@@ -305,10 +305,10 @@ def resolve_qairn_weights(path: str | os.PathLike | None = None) -> Path:
 
 
 def load_qairn(path: str | os.PathLike, device: str | torch.device | None = None) -> tuple[QAIRN, dict]:
-    """Load QAIRN weights saved by :func:`mriqa.weights_io.save_weights` -> ``(model in eval mode, metadata)``."""
-    from mriqa.errors import InputError
+    """Load QAIRN weights saved by :func:`recon.io.weights.save_weights` -> ``(model in eval mode, metadata)``."""
+    from recon.errors import InputError
     from mriqa.predictor import resolve_device
-    from mriqa.weights_io import load_weights
+    from recon.io.weights import load_weights
 
     state, meta = load_weights(path)
     if meta.get("arch") != ARCH:

@@ -110,6 +110,8 @@ class QFNet(nn.Module):
         class_qfs: the QF of each class (default 0, 20, 40, 60, 80 for 5 classes).
     """
 
+    arch = ARCH  # the name written into weights files (recon.io.weights.save_weights)
+
     def __init__(
         self,
         in_channels: int = 1,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mriqa.errors import InputError
+from recon.errors import InputError
 from mriqa.restimate.intervals import R_BOUNDS
 
 ESTIMATORS = ("auto", "qf", "learned")

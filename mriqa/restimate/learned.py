@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mriqa.errors import InputError
+from recon.errors import InputError
 from mriqa.restimate import intervals, ood
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "r-learned.safetensors"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mriqa.errors import InputError
+from recon.errors import InputError
 from mriqa.restimate import intervals, ood
 
 POOLS = ("center", "mean", "foreground")
@@ -200,7 +200,7 @@ def main(argv=None) -> int:
                    help="noise-like threshold (default: the learned model's, else 0.25)")
     f.add_argument("--out", default=str(CALIBRATION))
     args = p.parse_args(argv)
-    from mriqa.files import atomic_path
+    from recon.files import atomic_path
 
     min_corr = args.min_correlation
     if min_corr is None:

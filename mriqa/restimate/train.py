@@ -18,13 +18,13 @@ crop: the foreground-weighted mean over the cells of ``(cell - log R)^2`` plus `
 Model: QFNet initialised from ``init`` (the shipped ``qf-gray``); the last 1x1 convolution's weights are scaled
 by ``head_scale`` and its bias set to the mean training log R, so training starts at the prior. Adam, linear
 warm-up then cosine learning rate. The step loop, checkpoints and resumption are the other trainers'
-(:mod:`mriqa.training_loop`): a rerun resumes from ``<output_dir>/checkpoint.pt``; a run stopped by
+(:mod:`recon.training.loop`): a rerun resumes from ``<output_dir>/checkpoint.pt``; a run stopped by
 ``max_minutes`` or ``stop_at_step`` exports nothing. Validation MAE (in R, foreground
 pooled whole images, a fixed subset) every ``eval_every`` steps, best kept; ``curves.png`` and
 ``history.json`` in ``output_dir``. At the end the best state is calibrated on all validation images
 (:func:`calibrate`; ``linear``: a 2-parameter recalibration ``log R = a + b * pooled`` against the MSE shrinkage
 towards the mean, for all methods and per reconstruction method; conformal half-widths at ``coverage``; OOD
-thresholds, see :mod:`mriqa.restimate.ood`) and exported with :func:`mriqa.weights_io.save_weights` to
+thresholds, see :mod:`mriqa.restimate.ood`) and exported with :func:`recon.io.weights.save_weights` to
 ``export``. ``--recalibrate WEIGHTS`` refits only that calibration for existing weights.
 """
 from __future__ import annotations
@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mriqa.files import atomic_path
-from mriqa.training_loop import RunState, resume_state, run_steps
+from recon.files import atomic_path
+from recon.training.loop import RunState, resume_state, run_steps
 from mriqa.train_qf import lr_at  # linear warm-up, then cosine (shared with the QF trainer)
 
 DEFAULTS = {
@@ -148,7 +148,7 @@ def predict(net, x_u8, batch: int = 32):
 
 
 def plot_curves(history, path: Path, title: str) -> None:
-    from mriqa.curves import Panel, plot_history
+    from recon.training.curves import Panel, plot_history
 
     plot_history(history, path, title, [
         Panel("loss on log R", (("train_loss", "train (crops)"), ("val_loss", "validation (whole images)")),
@@ -163,7 +163,7 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
     from mriqa.predictor import load_predictor
     from mriqa.restimate import ood
     from mriqa.restimate.learned import TASK
-    from mriqa.weights_io import save_weights
+    from recon.io.weights import save_weights
 
     tc, dc = cfg["train"], cfg["data"]
     torch.set_num_threads(int(tc.get("threads", 1)))
@@ -295,7 +295,8 @@ def recalibrate(cfg: dict, weights: str, log=print) -> dict:
     atomically: the tensors, the training metadata, the steps and ``min_correlation`` (a property of the
     training images) are kept."""
     from mriqa.predictor import load_predictor
-    from mriqa.weights_io import load_qfnet, save_weights
+    from mriqa.weights_io import load_qfnet
+    from recon.io.weights import save_weights
 
     torch.set_num_threads(int(cfg["train"].get("threads", 1)))
     net, meta = load_qfnet(weights)

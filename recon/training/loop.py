@@ -9,7 +9,7 @@ and :func:`run_steps` does the rest the same way for all of them:
 - every ``tc["eval_every"]`` steps (and at the last) a history row ``{"step", "lr", "train_loss", <train
   extras averaged since the last row>, <validation metrics>, "wall_s"}`` is appended, logged and written to
   ``history.json``; the best row's weights are kept (CPU copies) for export;
-- a checkpoint (:mod:`mriqa.checkpoints`) is written every ``tc["checkpoint_every"]`` steps and whenever the run
+- a checkpoint (:mod:`recon.training.checkpoints`) is written every ``tc["checkpoint_every"]`` steps and whenever the run
   stops; ``tc["max_minutes"]`` (wall clock of this run) and ``tc["stop_at_step"]`` stop early and cleanly;
 - a tqdm bar when ``tc["progress"]``; the learning curves are re-plotted at most every two minutes (matplotlib
   is slow) and once at the end;
@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from mriqa.checkpoints import load_checkpoint, save_checkpoint, write_json
+from recon.training.checkpoints import load_checkpoint, save_checkpoint, write_json
 
 PLOT_EVERY_S = 120.0
 
@@ -188,7 +188,7 @@ def export_weights(model: torch.nn.Module, output_dir: Path, export: str | None,
                    log=print) -> None:
     """Write ``output_dir/best.safetensors`` and, if ``export`` is set, the same weights there (a relative
     ``export`` is taken from the working directory)."""
-    from mriqa.weights_io import save_weights
+    from recon.io.weights import save_weights
 
     save_weights(model, Path(output_dir) / "best.safetensors", meta)
     if export:

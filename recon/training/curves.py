@@ -29,7 +29,7 @@ def plot_history(history: Sequence[dict], path: str | os.PathLike, title: str, p
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mriqa.files import atomic_path
+    from recon.files import atomic_path
 
     rows = [h for h in history if require is None or require in h]
     if not rows or not panels:

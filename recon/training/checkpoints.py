@@ -4,7 +4,7 @@ without unpickling arbitrary objects.
 A checkpoint (``<output_dir>/checkpoint.pt``) holds the model and optimiser state, the step, the history (JSON
 text), the best-validation record, the wall time so far, the resolved config (JSON text) and, for a run that
 keeps one, the exponential moving average of the weights (``ema``; None otherwise). It is written with
-:func:`mriqa.files.atomic_path` (temp file + rename, so an interrupted write leaves the previous checkpoint) and
+:func:`recon.files.atomic_path` (temp file + rename, so an interrupted write leaves the previous checkpoint) and
 read with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from mriqa.files import atomic_path
+from recon.files import atomic_path
 
 
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
