@@ -23,6 +23,8 @@ __all__ = [
     "espirit_maps",
     "espirit_maps_cached",
     "default_cache_dir",
+    "cache_limit_bytes",
+    "prune_cache",
     "birdcage_maps",
     "realistic_maps",
     "normalize_maps",
@@ -142,10 +144,55 @@ def _espirit_eigh(kspace: np.ndarray, calib_width: int, thresh: float, crop: flo
                                 .astype(np.complex64))
 
 
-def default_cache_dir() -> Path:
-    """``$MRIQA_CACHE/espirit`` when MRIQA_CACHE is set, else ``.mriqa-cache/espirit`` under the CWD."""
+CACHE_MAX_MB_DEFAULT = 2048
+
+
+def default_cache_dir() -> Path | None:
+    """Where ESPIRiT maps are cached: ``$MRIQA_CACHE/espirit`` when MRIQA_CACHE is set (``off`` disables the
+    cache: None), else the user cache directory, ``$XDG_CACHE_HOME/mriqa/espirit`` (``~/.cache/mriqa/espirit``).
+    Never the current directory."""
     root = os.environ.get("MRIQA_CACHE")
-    return (Path(root) if root else Path.cwd() / ".mriqa-cache") / "espirit"
+    if root is not None and root.strip().lower() in ("off", "none", "0", ""):
+        return None
+    if root:
+        return Path(root) / "espirit"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "mriqa" / "espirit"
+
+
+def cache_limit_bytes() -> int:
+    """The cache's size limit: ``$MRIQA_CACHE_MAX_MB`` (MiB; default 2048)."""
+    text = os.environ.get("MRIQA_CACHE_MAX_MB", "")
+    try:
+        mib = float(text) if text.strip() else CACHE_MAX_MB_DEFAULT
+    except ValueError:
+        raise InputError("MRIQA_CACHE_MAX_MB", f"must be a number of MiB, got {text!r}") from None
+    return int(max(mib, 0) * 2**20)
+
+
+def prune_cache(cache_dir: str | os.PathLike, limit_bytes: int | None = None) -> int:
+    """Delete the least recently used entries (``*.npy``, by modification time: a cache hit touches its entry)
+    until the folder holds at most ``limit_bytes`` (default :func:`cache_limit_bytes`). Returns bytes freed."""
+    limit = cache_limit_bytes() if limit_bytes is None else int(limit_bytes)
+    entries = []
+    for path in Path(cache_dir).glob("*.npy"):
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        entries.append((st.st_mtime_ns, st.st_size, path))
+    total = sum(size for _, size, _ in entries)
+    freed = 0
+    for _, size, path in sorted(entries):
+        if total <= limit:
+            break
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        total -= size
+        freed += size
+    return freed
 
 
 def _file_identity(source: str | os.PathLike) -> dict:
@@ -161,7 +208,7 @@ def espirit_maps_cached(
     kspace: np.ndarray,
     source: str | os.PathLike | None,
     slice_index: int,
-    cache_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None | bool = None,
     **params,
 ) -> np.ndarray:
     """:func:`espirit_maps` with a disk cache.
@@ -169,32 +216,41 @@ def espirit_maps_cached(
     The key is the source file's identity (resolved path, size, modification time), ``slice_index``, the
     ESPIRiT parameters and a digest of the k-space passed (so an undersampled and a fully sampled copy of the
     same slice never share an entry). Entries are ``<cache_dir>/<key>.npy`` written atomically; an unreadable
-    entry is recomputed. ``source=None`` computes without caching.
+    entry is recomputed; after each write the folder is pruned to :func:`cache_limit_bytes` (least recently
+    used first). ``source=None``, ``cache_dir=False`` or ``MRIQA_CACHE=off`` compute without caching. A cache
+    folder that cannot be written is skipped (the maps are still returned).
 
     Args:
         kspace: complex ``[C, H, W]``.
         source: the file the k-space came from.
         slice_index: its slice in that file.
-        cache_dir: default :func:`default_cache_dir`.
+        cache_dir: default :func:`default_cache_dir`; ``False``: no cache.
         **params: passed to :func:`espirit_maps` (``calib_width``, ``thresh``, ``crop``, ``num_maps``, ...).
     """
     kspace = _check_kspace(kspace, source)
-    if source is None:
-        return espirit_maps(kspace, **params)
+    folder = default_cache_dir() if cache_dir is None or cache_dir is True else cache_dir
+    if source is None or folder is False or folder is None:
+        return espirit_maps(kspace, source=source, **params)
     digest = hashlib.blake2b(np.ascontiguousarray(kspace).tobytes(), digest_size=16).hexdigest()
     key = json.dumps({"version": CACHE_VERSION, "file": _file_identity(source), "slice": int(slice_index),
                       "params": {k: params[k] for k in sorted(params)}, "kspace": digest,
                       "shape": list(kspace.shape)}, sort_keys=True, default=str)
     name = hashlib.sha256(key.encode()).hexdigest()[:32] + ".npy"
-    entry = Path(cache_dir) / name if cache_dir is not None else default_cache_dir() / name
+    entry = Path(folder) / name
     if entry.is_file():
         try:
-            return np.load(entry, allow_pickle=False)
+            maps = np.load(entry, allow_pickle=False)
+            os.utime(entry)  # least recently used goes first when the cache is pruned
+            return maps
         except (OSError, ValueError, EOFError):
             pass  # recompute below
     maps = espirit_maps(kspace, source=source, **params)
-    with atomic_path(entry) as tmp:
-        np.save(tmp, maps)
+    try:
+        with atomic_path(entry) as tmp:
+            np.save(tmp, maps)
+        prune_cache(folder)
+    except OSError:
+        pass  # a read-only or full cache folder costs only the recomputation next time
     return maps
 
 

@@ -42,6 +42,15 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="session")
+def phantom_kspace():
+    """``make(slices=2, size=64, coils=4) -> (kspace [S, C, H, W] complex64, rss [S, H, W] float32)``: fully
+    sampled k-space of a textured disc with Gaussian coil profiles (the behaviour recording's input)."""
+    from test_behaviour_unchanged import _phantom_kspace
+
+    return _phantom_kspace
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     return _need(SHARED_DATA)
 

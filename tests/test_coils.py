@@ -135,7 +135,8 @@ def test_espirit_cache_keyed_by_file_slice_and_params(coil_data, tmp_path, monke
     assert default_cache_dir() == tmp_path / "env-cache" / "espirit"
     monkeypatch.delenv("MRIQA_CACHE")
     monkeypatch.chdir(tmp_path)
-    assert default_cache_dir() == tmp_path / ".mriqa-cache" / "espirit"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "mriqa" / "espirit"  # the user cache, not the CWD
 
 
 def test_realistic_maps_from_real_kspace(shared_data, tmp_path, monkeypatch):

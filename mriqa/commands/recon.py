@@ -23,6 +23,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="mask seed")
     p.add_argument("--num-maps", type=int, default=1, choices=[1, 2],
                    help="ESPIRiT map sets for sense/l1 (2 where a small field of view folds over)")
+    p.add_argument("--maps", default=None, metavar="FILE",
+                   help="coil maps you already have (.npy, .h5 with sens_maps, or BART .cfl; [C,H,W], [S,C,H,W] or "
+                        "[S,M,C,H,W]) instead of ESPIRiT from the data; estimated maps are cached in "
+                        "~/.cache/mriqa/espirit ($MRIQA_CACHE to move it, MRIQA_CACHE=off to disable, "
+                        "$MRIQA_CACHE_MAX_MB caps it, default 2048)")
     p.add_argument("--weights", default=None,
                    help="MoDL weights: a shipped name (modl: supervised; modl-qf: reference-free SSDU + QF) or a file")
     p.add_argument("--slices", default=None, help="slice range to reconstruct, e.g. 10:20 (default: all)")
@@ -57,11 +62,17 @@ def run(args: argparse.Namespace) -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     volume = load_kspace(args.input)
-    volume.kspace = volume.kspace[_slice_range(args.slices, volume.num_slices)]
+    selected = _slice_range(args.slices, volume.num_slices)
+    maps = None
+    if args.maps is not None:
+        from recon.io.maps import read_coil_maps
+
+        maps = read_coil_maps(args.maps, volume.kspace.shape)[selected]
+    volume.kspace = volume.kspace[selected]
     sampled = undersample(volume, args.accel, args.mask_type, args.center_fraction, args.seed)
     start = time.perf_counter()
-    image = reconstruct(args.method, sampled.kspace, sampled.mask, source=volume.path, num_maps=args.num_maps,
-                        weights=args.weights, device=device)
+    image = reconstruct(args.method, sampled.kspace, sampled.mask, sens_maps=maps, source=volume.path,
+                        num_maps=args.num_maps, weights=args.weights, device=device)
     seconds = time.perf_counter() - start
     attrs = describe_mask(sampled.mask)
     attrs.update(method=args.method, input=str(args.input), retrospective=sampled.retrospective,
