@@ -157,7 +157,12 @@ def test_demo_runs_on_a_users_file_and_writes_the_report(tmp_path, raw_file, cap
     result = json.loads((out / "results.json").read_text())
     assert {(r["acceleration"], r["method"]) for r in result["rows"]} == {(2.0, "zf"), (2.0, "sense"),
                                                                           (3.0, "zf"), (3.0, "sense")}
-    assert all(np.isfinite(r["psnr"]) for r in result["rows"])
+    assert all(np.isfinite(r["psnr"]) and np.isfinite(r["psnr_in"]) and 0 < r["ssim_in"] <= 1
+               for r in result["rows"])
+    assert 0 < result["object_fraction"] < 1
     for name in ("report.html", "panels.png", "errors.png"):
         assert (out / name).stat().st_size > 0
-    assert "PSNR" in stdout
+    assert "PSNR" in stdout and "in object" in stdout
+    report = (out / "report.html").read_text()
+    for column in ("PSNR in obj.", "SSIM in obj.", "R eff.", "What the columns mean", "higher is better"):
+        assert column in report

@@ -81,3 +81,18 @@ def test_bad_input(volumes):
         nmse(gt.astype(np.complex64), pred)
     with pytest.raises(InputError, match=r"\[slices, H, W\]"):
         nmse(gt[None], pred[None])
+
+
+def test_object_mask_finds_a_disc_with_its_holes_filled():
+    from recon.metrics import object_mask
+
+    yy, xx = np.mgrid[:64, :64] - 31.5
+    disc = ((xx**2 + yy**2) < 20**2).astype(float)
+    disc[(xx**2 + yy**2) < 5**2] = 0.0  # a dark hole inside: still object
+    noisy = disc + 0.01 * np.random.default_rng(0).standard_normal(disc.shape)
+    mask = object_mask(np.stack([noisy, noisy]))
+    assert mask.shape == (2, 64, 64) and mask.dtype == bool
+    assert mask[0, 32, 32] and not mask[0, 0, 0]
+    inside = (xx**2 + yy**2) < 20**2
+    assert mask[0][inside].all()  # the whole disc, edges included (smoothing widens it a little)
+    assert not mask[0][(xx**2 + yy**2) > 24**2].any()
