@@ -1,5 +1,8 @@
 """mriqa: reference-free quality assessment for MRI reconstruction.
 
+mriqa builds on recon (errors, files, FFT, readers, physics, the training loop, the config loader) and never
+copies it; recon never imports mriqa. Heavy imports stay lazy: scoring a photo needs no sigpy.
+
 Main entry points (imported lazily so that ``import mriqa`` stays light):
 
 - ``mriqa.load_predictor("gray" | "rgb" | path)`` -> QF predictor with ``.qf_map(img)`` and ``.score(img)``.
