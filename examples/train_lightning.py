@@ -1,9 +1,9 @@
 """Train MoDL or fastMRI's VarNet with DC + QF (or any mode) through the Lightning module, on fastMRI h5 files.
 
-    python examples/train_lightning.py --data DIR --arch varnet --mode dc+qf --qf-weight 0.01 --max-steps 100
-    python examples/train_lightning.py --make-tiny-data tiny-data --arch modl --max-steps 5      # no data needed
+    python -m examples.train_lightning --data DIR --arch varnet --mode dc+qf --qf-weight 0.01 --max-steps 100
+    python -m examples.train_lightning --make-tiny-data tiny-data --arch modl --max-steps 5      # no data needed
     # several GPUs (or nodes), unchanged code:
-    python examples/train_lightning.py --data DIR --accelerator gpu --devices 4 --strategy ddp
+    python -m examples.train_lightning --data DIR --accelerator gpu --devices 4 --strategy ddp
 
 ``DIR`` holds ``train/`` and ``val/`` folders of fastMRI-format multi-coil h5 files (``mriqa make-dataset``
 writes them as ``multicoil_train``/``multicoil_val``: pass ``--train-split``/``--val-split``). With
@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def parse_args(argv=None):

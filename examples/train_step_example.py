@@ -1,7 +1,7 @@
 """Plain PyTorch (no Lightning): train MoDL or VarNet with DC + QF using ``recon.train_step.train_step``.
 
-    python examples/train_step_example.py --data DIR --arch modl --mode dc+qf --qf-weight 0.01 --steps 100
-    python examples/train_step_example.py --make-tiny-data tiny-data --steps 4      # no data needed
+    python -m examples.train_step_example --data DIR --arch modl --mode dc+qf --qf-weight 0.01 --steps 100
+    python -m examples.train_step_example --make-tiny-data tiny-data --steps 4      # no data needed
 
 ``DIR/train`` holds fastMRI-format multi-coil h5 files. Prints one line per step
 (``step, loss, dc, qf``) and returns the list of per-step stats.
@@ -9,10 +9,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv=None) -> list[dict]:
@@ -31,7 +28,8 @@ def main(argv=None) -> list[dict]:
 
     import torch
 
-    from mriqa.losses import DataConsistencyLoss, QFLoss
+    from mriqa.losses import QFLoss
+    from recon.losses import DataConsistencyLoss
     from recon.pl_module import fastmri_dataloader  # only the DataLoader helper; Lightning is not used
     from recon.train_step import build_model, train_step
 

@@ -23,6 +23,8 @@ COMMANDS = [
     "iqa_bench",
     "restore",
     "train_qairn",
+    "train_ar",
+    "train_r",
 ]
 
 

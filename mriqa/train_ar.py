@@ -1,4 +1,4 @@
-"""Artifact removal with a QF loss (QF paper section 5.3, Figs. 16-17): ``python -m mriqa.train_ar --config C``.
+"""Artifact removal with a QF loss (QF paper section 5.3, Figs. 16-17): ``mriqa train-ar --config C``.
 
 Reference-free training: the network (AR-CNN or SR-CNN, :mod:`mriqa.models.arcnn`) sees only degraded images
 and is trained with ``L1(output, input) + w * QFLoss(output)`` -- an L1 *consistency* term to its own
@@ -16,17 +16,17 @@ Degradations (``degradation.type``):
   ...)``, acceleration ``accel``, default centre fraction ``0.32 / R``, a fresh mask per sample), zero-filled
   inverse FFT, magnitude; then a ``patch`` crop whose clean version has mean intensity >= 0.1 (anatomy).
 
-Batches are drawn from ``numpy.random.default_rng([seed, step])``; Adam at a constant ``lr``. The final
-weights go to ``output_dir/final.safetensors`` (no validation-based choice: that would need clean images);
-``checkpoint.pt`` (atomic) is written every ``checkpoint_every`` steps and at the end, and a new run resumes
-from it. ``history.json`` logs the mean L1, QF and PSNR-to-clean (monitoring only) per ``log_every`` steps.
+The step loop is the other trainers' (:func:`recon.training.loop.run_steps`): the batch of step ``t`` is drawn
+from ``numpy.random.default_rng([seed, t])``, Adam at a constant ``lr``; ``checkpoint.pt`` (atomic) is written
+every ``checkpoint_every`` steps, when the run stops (``max_minutes``, ``stop_at_step``, Ctrl-C) and at the end,
+and a rerun resumes from it exactly. ``history.json`` rows (every ``eval_every`` steps) hold the means since the
+last row of L1 (``l1``), QF (``qf``) and PSNR to clean of the input and the output (``psnr_in``, ``psnr_out``,
+dB; monitoring only). There is no validation-based choice (that would need clean images): the final weights go
+to ``output_dir/final.safetensors`` and, if ``export`` is set, there too.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +35,11 @@ import torch
 import torch.nn.functional as F
 
 from recon.errors import InputError
-from recon.files import atomic_path
 from mriqa.jpeg import jpeg_compress
 from mriqa.models.arcnn import ARCNN
-from mriqa.train_qf import layered_config
 from recon.io.weights import save_weights
+from recon.metrics_torch import psnr
+from recon.training.loop import run_steps, start_state
 
 DEFAULTS: dict[str, Any] = {
     "name": "ar",
@@ -48,26 +48,34 @@ DEFAULTS: dict[str, Any] = {
     "data": {"train": []},
     "degradation": {"type": "jpeg", "qf_min": 10, "qf_max": 30, "subsampling": "4:2:0", "accel": 4.0},
     "loss": {"qf_weight": 0.0, "qf_model": None, "qf_pool": "mean"},
-    "train": {"steps": 600, "batch": 8, "patch": 48, "lr": 3.0e-4, "log_every": 50, "checkpoint_every": 200,
-              "threads": 1, "max_minutes": None},
+    "train": {"steps": 600, "batch": 8, "patch": 48, "lr": 3.0e-4, "eval_every": 50, "checkpoint_every": 200,
+              "threads": 1, "max_minutes": None, "stop_at_step": None, "progress": False},
     "output_dir": "runs/ar",
+    "export": None,
 }
 
 
 def load_config(path=None, overrides=None, **extra) -> dict:
-    """Defaults <- YAML file <- ``extra`` <- ``KEY=VALUE`` overrides."""
-    return layered_config(DEFAULTS, path, overrides, extra)
+    """:data:`DEFAULTS` <- YAML file <- ``extra`` <- ``--set KEY=VALUE`` (:func:`recon.config.load_config`,
+    strict: every key has a default)."""
+    from recon.config import load_config as layered
+
+    return layered(DEFAULTS, path, overrides, extra)
+
+
+def constant_lr(step: int, tc: dict) -> float:
+    return float(tc["lr"])
 
 
 # ----------------------------------------------------------------------------------------------- data
 def undersample(clean: np.ndarray, accel: float, seed: int) -> np.ndarray:
     """Zero-filled magnitude of a real image ``[H, W]`` under a random Cartesian line mask (columns)."""
+    from recon.fft import fft2c_np, ifft2c_np
     from recon.masks import make_mask
 
-    k = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(clean.astype(np.float64)), norm="ortho"))
+    k = fft2c_np(clean.astype(np.float64))
     m = make_mask("random", clean.shape, float(accel), seed=int(seed)).mask.numpy().reshape(1, -1)
-    zf = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k * m), norm="ortho"))
-    return np.abs(zf).astype(np.float32)
+    return np.abs(ifft2c_np(k * m)).astype(np.float32)
 
 
 def degrade(clean01: np.ndarray, dc: dict, rng: np.random.Generator) -> np.ndarray:
@@ -121,7 +129,8 @@ def make_qf_loss(cfg: dict):
 
 # ----------------------------------------------------------------------------------------------- training
 def train(cfg: dict, resume: bool = True, log=print) -> dict:
-    """Run (or resume) one artifact-removal training; returns ``{"step", "wall_s", "weights", "model"}``."""
+    """Run (or resume) one artifact-removal training; returns ``{"step", "stopped_early", "wall_s", "weights",
+    "model"}``."""
     from mriqa.qf_data import load_pools
 
     tc, dc = cfg["train"], cfg["degradation"]
@@ -136,79 +145,43 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
     model = ARCNN.from_config(cfg["model"])
     qf_loss = make_qf_loss(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=float(tc["lr"]))
-    step, history, wall_before = 0, [], 0.0
-    ckpt = out / "checkpoint.pt"
-    if resume and ckpt.is_file():
-        ck = torch.load(ckpt, map_location="cpu", weights_only=True)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        step, history, wall_before = int(ck["step"]), json.loads(ck["history"]), float(ck["wall_s"])
-        log(f"[{cfg['name']}] resumed at step {step}")
-    t0 = time.time()
-
-    def checkpoint():
-        with atomic_path(ckpt, suffix=".pt") as tmp:
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                        "history": json.dumps(history), "wall_s": wall_before + time.time() - t0}, tmp)
-        with atomic_path(out / "history.json", suffix=".json") as tmp:
-            tmp.write_text(json.dumps(history, indent=1))
-
-    total, patch = int(tc["steps"]), int(tc["patch"])
-    max_s = float(tc["max_minutes"]) * 60 if tc.get("max_minutes") else None
-    acc = {"l1": 0.0, "qf": 0.0, "psnr_in": 0.0, "psnr_out": 0.0, "n": 0}
+    state = start_state(out, model, opt, resume, cfg["name"], log)
     model.train()
-    while step < total:
-        x, y = sample_batch(images, np.random.default_rng([seed, step]), int(tc["batch"]), patch, dc)
+    batch, patch = int(tc["batch"]), int(tc["patch"])
+
+    def train_step(rng):
+        x, y = sample_batch(images, rng, batch, patch, dc)
         out_img = model(x)
         l1 = F.l1_loss(out_img, x)
         qf = qf_loss.scores(out_img).mean()
         loss = l1 + w * (1.0 - qf) if w else l1
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
         with torch.no_grad():
-            acc["l1"] += float(l1)
-            acc["qf"] += float(qf)
-            acc["psnr_in"] += float(-10 * torch.log10(F.mse_loss(x, y).clamp_min(1e-10)))
-            acc["psnr_out"] += float(-10 * torch.log10(F.mse_loss(out_img.clamp(0, 1), y).clamp_min(1e-10)))
-            acc["n"] += 1
-        if step % int(tc["log_every"]) == 0 or step == total:
-            n = acc.pop("n")
-            row = {"step": step, **{k: v / n for k, v in acc.items()}, "wall_s": round(wall_before + time.time() - t0, 1)}
-            history.append(row)
-            acc = {"l1": 0.0, "qf": 0.0, "psnr_in": 0.0, "psnr_out": 0.0, "n": 0}
-            log(f"[{cfg['name']}] step {step}/{total} L1(out, in) {row['l1']:.4f} QF(out) {row['qf']:.3f} "
-                f"PSNR to clean {row['psnr_in']:.2f} -> {row['psnr_out']:.2f} dB ({row['wall_s']:.0f}s)")
-        if step % int(tc["checkpoint_every"]) == 0:
-            checkpoint()
-        if max_s is not None and time.time() - t0 > max_s and step < total:
-            log(f"[{cfg['name']}] max_minutes reached at step {step}")
-            break
-    checkpoint()
+            extras = {"l1": float(l1), "qf": float(qf), "psnr_in": float(psnr(x, y)),
+                      "psnr_out": float(psnr(out_img.clamp(0, 1), y))}
+        return loss, extras
+
+    def describe(row):
+        return (f"L1(out, in) {row['l1']:.4f} QF(out) {row['qf']:.3f} "
+                f"PSNR to clean {row['psnr_in']:.2f} -> {row['psnr_out']:.2f} dB")
+
+    result = run_steps(state, name=cfg["name"], model=model, optimizer=opt, cfg=cfg, lr_at=constant_lr,
+                       train_step=train_step, evaluate=lambda: {}, describe=describe, output_dir=out, log=log)
     meta = {"task": "artifact removal, reference-free: L1(output, input) + w * (1 - QF(output))",
-            "training": {"config": cfg, "steps_done": step, "wall_s": round(wall_before + time.time() - t0, 1),
+            "training": {"config": cfg, "steps_done": state.step, "wall_s": round(result.wall_s, 1),
                          "torch": torch.__version__}}
     weights = save_weights(model.eval(), out / "final.safetensors", meta)
-    return {"step": step, "wall_s": wall_before + time.time() - t0, "weights": str(weights), "model": model}
+    if cfg.get("export"):
+        save_weights(model, cfg["export"], meta)
+        log(f"[{cfg['name']}] exported {cfg['export']}")
+    return {"step": state.step, "stopped_early": result.stopped_early, "wall_s": result.wall_s,
+            "weights": str(weights), "model": model}
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mriqa.train_ar", description=__doc__.splitlines()[0])
-    p.add_argument("--config", required=True, help="YAML config (configs/ar-rgb*.yaml, configs/ar-gray*.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set loss.qf_weight=0.1")
-    p.add_argument("--output-dir", help="run folder; default: the config's output_dir")
-    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint and start over")
-    args = p.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides, **({"output_dir": args.output_dir} if args.output_dir else {}))
-        s = train(cfg, resume=not args.no_resume)
-    except InputError as exc:
-        print(f"train_ar: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"train_ar: {cfg['name']} step {s['step']} in {s['wall_s']:.0f}s; weights {s['weights']}")
-    return 0
+    """``python -m mriqa.train_ar ARGS`` = ``mriqa train-ar ARGS``."""
+    from mriqa.cli import main as mriqa_main
+
+    return mriqa_main(["train-ar", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

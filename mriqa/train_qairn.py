@@ -1,4 +1,4 @@
-"""QAIRN training: JPEG deblocking (``python -m mriqa.train_qairn --config configs/qairn.yaml``).
+"""QAIRN training: JPEG deblocking (``mriqa train-qairn --config configs/qairn.yaml``).
 
 Each step draws ``batch`` patches: a random image of the training pool (uniform over images), a random crop of
 ``patch + 8`` pixels (random flips / 90-degree rotations), JPEG-compressed as a whole with Pillow at a quality
@@ -6,7 +6,7 @@ factor drawn uniformly from ``qf_min..qf_max`` (5..95, as the paper; it used Ope
 Pillow/libjpeg with 4:2:0 chroma subsampling, :mod:`mriqa.jpeg`), then a ``patch`` x ``patch`` window (96) cut
 at a random offset 0..7 of both the clean and the compressed crop, so the 8 x 8 block grid takes every phase.
 Loss: ``L1 + (1 - SSIM)`` (equal weights, as the paper; SSIM with an 11 x 11 Gaussian window, sigma 1.5,
-averaged over the RGB channels, :func:`ssim_torch`). Adam at ``lr`` (2e-4), halved every ``halve_every``
+averaged over the RGB channels, :func:`recon.metrics_torch.ssim`). Adam at ``lr`` (2e-4), halved every ``halve_every``
 steps down to ``lr_min`` (1.25e-5), as the paper's schedule (which halves every 1e4 of its 5e5 steps).
 
 Validation: the validation images (central ``val_crop`` x ``val_crop`` crop on the JPEG grid) at QF 10, 20,
@@ -45,7 +45,8 @@ model is initialised from ``torch.manual_seed(seed)`` and the learning rate is a
 writes ``checkpoint.pt`` (model, optimiser, step, history, best weights; atomic, read back with
 ``torch.load(weights_only=True)``) every ``checkpoint_every`` steps and when it stops, and a new run with the
 same ``output_dir`` resumes from it (``--no-resume`` starts over). Resumed and uninterrupted runs give
-identical weights. ``max_minutes`` / ``stop_at_step`` stop cleanly with a checkpoint.
+identical weights. ``max_minutes`` / ``stop_at_step`` stop cleanly with a checkpoint; so does Ctrl-C or SIGTERM
+(exit 130). The config is read strictly (:func:`recon.config.load_config`): every key has a default.
 
 Outputs in ``output_dir``: ``checkpoint.pt``, ``best.safetensors``, ``history.json``, ``curves.png``
 (loss, validation PSNR gain and Q2 correlation); the best weights are copied to ``export``
@@ -55,10 +56,7 @@ at a lower learning rate with ``train.ema: 0.999`` -- is the run that made the s
 """
 from __future__ import annotations
 
-import argparse
-import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -71,8 +69,8 @@ import torch.nn.functional as F
 from recon.errors import InputError
 from mriqa.jpeg import jpeg_compress
 from mriqa.models.qairn import QAIRN, load_deepened
-from mriqa.train_qf import layered_config
-from recon.training.loop import RunState, export_weights, resume_state, run_steps
+from recon.metrics_torch import psnr, ssim
+from recon.training.loop import export_weights, resolve_device, run_steps, start_state, training_record
 from recon.io.weights import load_weights, save_weights
 
 VAL_QFS = (10, 20, 30, 40)
@@ -85,8 +83,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS: dict[str, Any] = {
     "name": "qairn",
     "seed": 0,
-    "model": {"channels": [32, 64, 128, 256], "n_res": 2, "att_hidden": 16, "att_depth": 2, "minkowski_p": 4.0},
-    "data": {"train": [], "val": []},
+    "model": {"channels": [32, 64, 128, 256], "n_res": 2, "att_hidden": 16, "att_depth": 2, "minkowski_p": 4.0,
+              "global_residual": False},
+    "data": {"train": [], "val": [], "held_out": []},  # held_out: image names refused in the training set
     "sampler": {"patch": 96, "qf_min": 5, "qf_max": 95, "subsampling": "4:2:0"},
     "train": {
         "steps": 40000,
@@ -116,8 +115,11 @@ DEFAULTS: dict[str, Any] = {
 
 # ----------------------------------------------------------------------------------------------- config
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None, **extra) -> dict:
-    """Defaults <- YAML file <- ``extra`` <- ``KEY=VALUE`` overrides (values parsed as YAML)."""
-    return layered_config(DEFAULTS, path, overrides, extra)
+    """:data:`DEFAULTS` <- YAML file <- ``extra`` <- ``--set KEY=VALUE`` (:func:`recon.config.load_config`,
+    strict: every key has a default)."""
+    from recon.config import load_config as layered
+
+    return layered(DEFAULTS, path, overrides, extra)
 
 
 def lr_at(step: int, tc: dict) -> float:
@@ -155,34 +157,9 @@ def sample_batch(images: list[np.ndarray], rng: np.random.Generator, batch: int,
     return x, y, qfs
 
 
-def _gauss_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    t = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-    g = torch.exp(-(t ** 2) / (2 * sigma ** 2))
-    g = g / g.sum()
-    return torch.outer(g, g)
-
-
-def ssim_torch(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """Mean SSIM of ``[B, C, H, W]`` pairs (11 x 11 Gaussian sigma 1.5, K1 0.01, K2 0.03, valid window),
-    differentiable; averaged over channels and pixels."""
-    c = a.shape[1]
-    win = _gauss_window().to(a.device, a.dtype).expand(c, 1, 11, 11).contiguous()
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-
-    def filt(t):
-        return F.conv2d(t, win, groups=c)
-
-    mu_a, mu_b = filt(a), filt(b)
-    saa = filt(a * a) - mu_a ** 2
-    sbb = filt(b * b) - mu_b ** 2
-    sab = filt(a * b) - mu_a * mu_b
-    s = ((2 * mu_a * mu_b + c1) * (2 * sab + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (saa + sbb + c2))
-    return s.mean()
-
-
 def loss_fn(restored: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
     """``L1 + (1 - SSIM)`` (the paper's equally weighted sum)."""
-    return F.l1_loss(restored, clean) + (1.0 - ssim_torch(restored, clean))
+    return F.l1_loss(restored, clean) + (1.0 - ssim(restored, clean))
 
 
 def make_val(images: list[np.ndarray], crop: int) -> dict:
@@ -212,8 +189,8 @@ def evaluate(model: QAIRN, val: dict, device) -> dict:
         out, maps = model(xt)
         losses.append(float(loss_fn(out, yt)))
         out = out.clamp(0, 1)
-        p_in.append(float(-10 * torch.log10(F.mse_loss(xt, yt).clamp_min(1e-10))))
-        p_out.append(float(-10 * torch.log10(F.mse_loss(out, yt).clamp_min(1e-10))))
+        p_in.append(float(psnr(xt, yt)))
+        p_out.append(float(psnr(out, yt)))
         q2.append(float(model.quality(maps)[0, 1]))
     model.train()
     rho = spearmanr(q2, val["qf"]).statistic if np.ptp(q2) > 0 else float("nan")
@@ -350,8 +327,7 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
     log(f"[{cfg['name']}] data: train {len(train_images)} images, val {len(val_images)} images "
         f"({len(val['x'])} JPEG crops); loaded in {time.time() - t_load:.1f}s")
 
-    dev = str(tc.get("device", "auto"))
-    device = torch.device("cuda" if dev == "auto" and torch.cuda.is_available() else ("cpu" if dev == "auto" else dev))
+    device = resolve_device(tc["device"])
     precision = str(tc.get("precision", "fp32"))
     if precision not in ("fp32", "bf16"):
         raise InputError(None, f"train.precision must be fp32 or bf16, got {precision!r}")
@@ -359,12 +335,9 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
     torch.manual_seed(seed)
     model = QAIRN.from_config({"in_channels": 3, **cfg["model"]}).to(device, memory_format=memory_format)
     opt = torch.optim.Adam(model.parameters(), lr=float(tc["lr"]))
-    state = RunState()
-    ckpt_path = out / "checkpoint.pt"
-    if resume and ckpt_path.is_file():
-        state = resume_state(ckpt_path, model, opt)
-        log(f"[{cfg['name']}] resumed from {ckpt_path} at step {state.step}")
-    elif cfg.get("init"):
+    resuming = resume and (out / "checkpoint.pt").is_file()  # a resumed run ignores init: its checkpoint wins
+    state = start_state(out, model, opt, resume, cfg["name"], log)
+    if not resuming and cfg.get("init"):
         init_state, init_meta = load_weights(cfg["init"])
         init_config = init_meta.get("config") if isinstance(init_meta.get("config"), dict) else {}
         deepen = int(init_config.get("n_res", model.n_res)) < model.n_res
@@ -399,7 +372,6 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
                 f"{row['val_psnr_jpeg']:.2f} -> {row['val_psnr']:.2f} dB (gain {row['val_gain']:+.3f}{raw}) "
                 f"SRCC(Q2,QF) {row['val_q2_srcc']:.3f}")
 
-    total = int(tc["steps"])
     result = run_steps(state, name=cfg["name"], model=model, optimizer=opt, cfg=cfg, lr_at=lr_at,
                        train_step=train_step, evaluate=lambda: evaluate(model, val, device), select="val_gain",
                        maximize=True, keep=("val_gain", "val_psnr", "val_q2_srcc"), describe=describe,
@@ -412,19 +384,7 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
     final.eval()
     meta = {
         "task": "JPEG deblocking (RGB, [0, 1] inputs); quality estimates Q1..Q3 from the attention maps",
-        "training": {
-            "config": cfg,
-            "steps_done": step,
-            "steps_planned": total,
-            "complete": step >= total,
-            "best_step": None if best is None else best["step"],
-            "wall_s": round(wall, 1),
-            "train_images": train_names,
-            "val_images": val_names,
-            "torch": torch.__version__,
-            "device": str(device),
-            "python": platform.python_version(),
-        },
+        "training": training_record(cfg, state, result, device, train_images=train_names, val_images=val_names),
         "val_metrics": None if best is None else {k: best[k] for k in ("val_gain", "val_psnr", "val_q2_srcc")},
     }
     if cfg.get("pooling", {}).get("select"):
@@ -441,34 +401,10 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mriqa.train_qairn", description=__doc__.splitlines()[0])
-    p.add_argument("--config", default="configs/qairn.yaml", help="YAML config (default configs/qairn.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.steps=100")
-    p.add_argument("--output-dir", help="run folder; default: the config's output_dir")
-    p.add_argument("--export", help="where to write the best weights; default: the config's export")
-    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint and start over")
-    p.add_argument("--select-pooling", action="store_true",
-                   help="no training: choose the Minkowski exponent on the validation images and rewrite --weights")
-    p.add_argument("--weights", help="with --select-pooling: the weights file (default: the config's export)")
-    args = p.parse_args(argv)
-    extra = {k: v for k, v in (("output_dir", args.output_dir), ("export", args.export)) if v}
-    config = Path(args.config)
-    if not config.is_file() and not config.is_absolute() and (REPO_ROOT / config).is_file():
-        config = REPO_ROOT / config  # e.g. the default configs/qairn.yaml from outside the checkout
-    try:
-        cfg = load_config(config, args.overrides, **extra)
-        if args.select_pooling:
-            select_pooling_only(cfg, args.weights)
-            return 0
-        summary = train(cfg, resume=not args.no_resume)
-    except InputError as exc:
-        print(f"train_qairn: error: {exc}", file=sys.stderr)
-        return 2
-    best = summary["best"] or {}
-    print(f"train_qairn: {cfg['name']} step {summary['step']} in {summary['wall_s']:.0f}s; best val gain "
-          f"{best.get('val_gain', math.nan):+.2f} dB at step {best.get('step')}; run folder {summary['output_dir']}")
-    return 0
+    """``python -m mriqa.train_qairn ARGS`` = ``mriqa train-qairn ARGS``."""
+    from mriqa.cli import main as mriqa_main
+
+    return mriqa_main(["train-qairn", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ Determinism and resume: the batch of step ``t`` is drawn from ``numpy.random.def
 model is initialised from ``torch.manual_seed(seed)``, and the learning rate is a function of ``t``; a run
 writes ``checkpoint.pt`` (model, optimiser, step, history, best weights; atomic) every
 ``checkpoint_every`` steps and when it stops, and a new run with the same ``output_dir`` resumes from it
-automatically (``--no-resume`` starts over). Resumed and uninterrupted runs give identical weights.
+automatically (``--no-resume`` starts over). Resumed and uninterrupted runs give identical weights. Ctrl-C or
+SIGTERM checkpoints the last completed step and exits 130 (:mod:`recon.training.loop`). The config is read by
+:func:`recon.config.load_config`: a key that :data:`DEFAULTS` lacks is an error (below :data:`OPEN_KEYS` excepted).
 Calibration (``calibrate: {max_images: 12}``, optional): after training, the whole-image scores (mean of the
 raw map) of ``max_images`` validation images (MRI: cropped to the head's bounding box), JPEG-compressed at QF
 5, 10, ..., 100 and uncompressed (target 1.0), are fitted to the true QF by isotonic regression (pool adjacent
@@ -33,10 +35,8 @@ accuracy, train and validation), ``train.log`` lines via stdout; and the best we
 """
 from __future__ import annotations
 
-import copy
 import math
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -44,14 +44,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 
 from recon.errors import InputError
-from recon.training.loop import RunState, export_weights, resume_state, run_steps
+from recon.training.loop import export_weights, resolve_device, run_steps, start_state, training_record
 from mriqa.models.qfnet import QFNet
 from mriqa.normalize import NORMALIZATION
 from mriqa.qf_data import PatchSampler, load_pools
-from recon.io.weights import save_weights
 
 ACC_TOL = 0.02
 VAL_SEED_OFFSET = 1000003
@@ -60,7 +58,8 @@ DEFAULTS: dict[str, Any] = {
     "name": "qf",
     "seed": 0,
     "mode": "regression",
-    "model": {"in_channels": 1, "width": 32, "blurpool": False},
+    # num_classes / class_qfs: None = the paper's 5 classes (QF 0, 20, .., 80) in classification mode
+    "model": {"in_channels": 1, "width": 32, "blurpool": False, "num_classes": None, "class_qfs": None},
     "data": {"kind": "mri", "train": [], "val": []},
     "sampler": {
         "patch": 64,
@@ -93,76 +92,18 @@ DEFAULTS: dict[str, Any] = {
     "export": None,
 }
 CALIBRATION_QFS = [5, 10, 15, 20] + list(range(25, 101, 5))
+#: off by default (None), free-form below once set: noise {p, p_native, sigma_min, sigma_max}, blur {p, sigma_min,
+#: sigma_max, target, tolerance, qf_at_max} (mriqa.qf_data), calibrate {max_images, qfs}
+OPEN_KEYS = ("sampler.noise", "sampler.blur", "calibrate")
 
 
 # ----------------------------------------------------------------------------------------------- config
-def _merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in (over or {}).items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def _parse_value(text: str):
-    """A ``--set`` value as YAML; YAML 1.1 reads ``1e-3`` (no dot) as a string, so numbers are tried first."""
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def apply_overrides(cfg: dict, overrides: list[str] | None) -> dict:
-    """``["train.steps=2", "data.train.0.path=/x"]`` -> cfg with those keys set (values parsed as YAML)."""
-    cfg = copy.deepcopy(cfg)
-    for item in overrides or []:
-        if "=" not in item:
-            raise InputError(None, f"--set expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        node: Any = cfg
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-        last = parts[-1]
-        if isinstance(node, list):
-            node[int(last)] = _parse_value(value)
-        else:
-            node[last] = _parse_value(value)
-    return cfg
-
-
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None, **extra) -> dict:
-    """Defaults <- YAML file <- ``extra`` dict <- ``--set`` overrides."""
-    return layered_config(DEFAULTS, path, overrides, extra)
+    """:data:`DEFAULTS` <- YAML file <- ``extra`` <- ``--set KEY=VALUE`` (:func:`recon.config.load_config`:
+    unknown keys are errors, except below the option blocks that are off by default: :data:`OPEN_KEYS`)."""
+    from recon.config import load_config as layered
 
-
-def layered_config(defaults: dict, path: str | os.PathLike | None, overrides: list[str] | None,
-                   extra: dict | None = None) -> dict:
-    """``defaults`` <- YAML file at ``path`` <- ``extra`` <- ``KEY=VALUE`` overrides (shared by the trainers)."""
-    cfg = copy.deepcopy(defaults)
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(p, "config file not found")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise InputError(p, f"not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise InputError(p, "config must be a YAML mapping")
-        cfg = _merge(cfg, data)
-    cfg = _merge(cfg, extra or {})
-    return apply_overrides(cfg, overrides)
+    return layered(DEFAULTS, path, overrides, extra, open_keys=OPEN_KEYS)
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -176,7 +117,7 @@ def lr_at(step: int, tc: dict) -> float:
 
 
 def build_model(cfg: dict) -> QFNet:
-    mc = dict(cfg["model"])
+    mc = {k: v for k, v in cfg["model"].items() if v is not None}
     if cfg["mode"] == "classification":
         mc.setdefault("num_classes", 5)
         mc.setdefault("class_qfs", [0, 20, 40, 60, 80])
@@ -336,11 +277,7 @@ def calibrate_run(cfg: dict, log=print) -> Path:
     val_pool = load_pools(cfg["data"]["val"] or cfg["data"]["train"], channels)
     meta["calibration"] = calibrate(model, val_pool, cfg, log)
     meta.pop("arch", None), meta.pop("config", None), meta.pop("mriqa_format", None)
-    save_weights(model, best, meta)
-    if cfg.get("export"):
-        exp = Path(cfg["export"]) if Path(cfg["export"]).is_absolute() else Path.cwd() / cfg["export"]
-        save_weights(model, exp, meta)
-        log(f"[{cfg['name']}] exported {exp}")
+    export_weights(model, out, cfg.get("export"), meta, cfg["name"], log)
     return best
 
 
@@ -373,19 +310,14 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
         f"val {len(val_pool)} images, {len(vb.target)} val patches; loaded in {time.time() - t_load:.1f}s"
     )
 
-    dev = str(tc.get("device", "auto"))
-    device = torch.device("cuda" if dev == "auto" and torch.cuda.is_available() else ("cpu" if dev == "auto" else dev))
+    device = resolve_device(tc["device"])
     val = {k: v.to(device) for k, v in val.items()}
     torch.manual_seed(seed)
     model = build_model(cfg).to(device)
     if cfg.get("init"):
         _load_init(model, cfg["init"])
     opt = torch.optim.Adam(model.parameters(), lr=float(tc["lr"]), weight_decay=float(tc["weight_decay"]))
-    state = RunState()
-    ckpt_path = out / "checkpoint.pt"
-    if resume and ckpt_path.is_file():
-        state = resume_state(ckpt_path, model, opt)
-        log(f"[{cfg['name']}] resumed from {ckpt_path} at step {state.step}")
+    state = start_state(out, model, opt, resume, cfg["name"], log)
     model.train()
 
     def train_step(rng):
@@ -398,7 +330,6 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
         return (f"train_loss {row['train_loss']:.5f} train_acc {row['train_acc']:.3f} val_loss {row['val_loss']:.5f} "
                 f"val_mae {row['val_mae']:.4f} val_acc {row['val_acc']:.3f}")
 
-    total = int(tc["steps"])
     result = run_steps(state, name=cfg["name"], model=model, optimizer=opt, cfg=cfg, lr_at=lr_at,
                        train_step=train_step, evaluate=lambda: evaluate(model, val, mode), select="val_mae",
                        maximize=False, keep=("val_mae", "val_acc", "val_loss"), describe=describe,
@@ -416,19 +347,8 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
         "kind": cfg["data"].get("kind", "mri" if channels == 1 else "photo"),
         "channels": channels,
         "mode": mode,
-        "training": {
-            "config": cfg,
-            "steps_done": step,
-            "steps_planned": total,
-            "complete": step >= total,
-            "best_step": None if best is None else best["step"],
-            "wall_s": round(wall, 1),
-            "train_images": len(train_pool),
-            "val_images": len(val_pool),
-            "torch": torch.__version__,
-            "device": str(device),
-            "python": platform.python_version(),
-        },
+        "training": training_record(cfg, state, result, device, train_images=len(train_pool),
+                                    val_images=len(val_pool)),
         "val_metrics": None if best is None else {k: best[k] for k in ("val_mae", "val_acc", "val_loss")},
         "calibration": calibration,
     }

@@ -28,6 +28,9 @@ masks. R = 1 gives a fully sampled mask; R < 1, a centre too large for R, or an 
 
 Mask tensors follow CONTRIBUTING: float32 0/1, ``[1, 1, W]`` (line masks) or ``[1, H, W]`` (2-D masks),
 broadcastable to k-space ``[B, C, H, W]``.
+
+:func:`acs_width` is the width of a mask's fully sampled centre (the calibration region coil maps are
+estimated from); ``MIN_ACS`` the narrowest one ESPIRiT calibrates from.
 """
 from __future__ import annotations
 
@@ -38,10 +41,12 @@ import torch
 
 from recon.errors import InputError
 
-__all__ = ["SamplingMask", "MASK_KINDS", "default_center_fraction", "make_mask", "mask_from_kspace",
-           "describe_mask"]
+__all__ = ["SamplingMask", "MASK_KINDS", "MIN_ACS", "default_center_fraction", "make_mask", "mask_from_kspace",
+           "describe_mask", "acs_width"]
 
 MASK_KINDS = ("random", "equispaced", "poisson")
+# ESPIRiT (sigpy, kernel <= half the block) needs a fully sampled calibration block of at least 8 samples.
+MIN_ACS = 8
 # fastMRI's pairs (R=4, 0.08) and (R=8, 0.04) both keep a centre of 0.32 / R of the columns.
 CENTER_FRACTION_TIMES_R = 0.32
 
@@ -178,6 +183,39 @@ def _center_run(sampled: np.ndarray) -> int:
     while right < n - 1 and sampled[right + 1]:
         right += 1
     return right - left + 1
+
+
+def acs_width(mask) -> int:
+    """Width of the fully sampled centre of one mask (torch or numpy; leading dims of size 1 are ignored).
+
+    - Line masks ``[..., 1, W]``: the length of the run of sampled columns through column ``W // 2``
+      (0 when that column is not sampled).
+    - 2-D masks ``[..., H, W]``: the side ``n`` of the largest fully sampled ``n x n`` block centred the way
+      ESPIRiT's calibration crop is (rows ``H // 2 - n // 2`` to ``H // 2 - n // 2 + n - 1``, columns alike), so
+      ``calib_width = acs_width(mask)`` calibrates on sampled points only. A line mask expanded to ``[H, W]``
+      gives its centre run (at most H).
+
+    More than one mask (a leading dim > 1) is an :class:`recon.errors.InputError`: call it per sample.
+    """
+    m = mask.detach().cpu().numpy() if torch.is_tensor(mask) else np.asarray(mask)
+    if m.ndim < 1 or m.size == 0:
+        raise InputError(None, f"acs_width: mask of shape {m.shape} is empty")
+    height, width = (1, m.shape[-1]) if m.ndim == 1 else m.shape[-2:]
+    if m.size != height * width:
+        raise InputError(None, f"acs_width takes one mask ([..., H|1, W] with leading dims of size 1), got shape "
+                               f"{m.shape}")
+    sampled = m.reshape(height, width) > 0
+    if height == 1:
+        return _center_run(sampled[0])
+    ch, cw = height // 2, width // 2
+    side = 0
+    while side < min(height, width):
+        n = side + 1
+        r0, c0 = ch - n // 2, cw - n // 2
+        if not sampled[r0:r0 + n, c0:c0 + n].all():
+            break
+        side = n
+    return side
 
 
 def mask_from_kspace(kspace: np.ndarray | torch.Tensor, two_d: bool = False,

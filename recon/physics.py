@@ -1,19 +1,23 @@
-"""Composable linear operators on torch complex tensors (sigpy-style), and the multi-coil SENSE operator.
+"""The measurement operators of multi-coil MRI on torch complex tensors, and the input conventions they take.
 
-Every operator maps a batched complex tensor to another: ``forward`` (``A x``, also ``A(x)``), ``adjoint``
-(``A^H y``) and ``normal`` (``A^H A x``). Operators compose with ``@`` (``(A @ B)(x) == A(B(x))``), add with
-``+``, scale with a number (``2.0 * A``), and ``A.H`` is the adjoint operator. Nothing here is a
-``torch.nn.Module``: operators are cheap to build per batch, hold no parameters, and autograd flows through
-``forward`` / ``adjoint`` / ``normal`` to the input (and to coil maps that require grad).
+Every operator maps a batched complex tensor of shape ``in_shape`` to one of shape ``out_shape`` (documented
+attributes): ``forward`` (``A x``, also ``A(x)``), ``adjoint`` (``A^H y``), ``normal`` (``A^H A x``), and
+``A.H`` is the adjoint operator. Nothing here is a ``torch.nn.Module``: operators are cheap to build per batch
+(the training step builds one per batch and hands it to every loss as ``physics``), hold no parameters, and
+autograd flows through them to the input (and to coil maps that require grad).
 
-The SENSE operator ``A = M F S`` (:class:`SenseOperator`):
+- :class:`SenseOperator` ``A = M F S``: image ``[B, H, W]`` (``[B, M, H, W]`` with M map sets) -> masked
+  k-space ``[B, C, H, W]``.
+  ``S``: coil sensitivities ``[B, C, H, W]`` (or ``[B, M, C, H, W]``: ``S x = sum_m maps_m x_m``);
+  ``F``: centred orthonormal 2-D FFT per coil (``recon.fft.fft2c``); ``M``: the sampling mask.
+- :class:`Sampling` ``M``: k-space ``[B, C, H, W]`` -> k-space, zero where not sampled. ``A.sampling`` is the
+  ``M`` of any operator here, so a loss can compare a predicted k-space (VarNet's) with the data on the
+  sampled points of the same physics without knowing the maps.
 
-- ``S``: coil sensitivities, maps ``[B, C, H, W]`` complex; or ``[B, M, C, H, W]`` for M ESPIRiT map sets,
-  then images are ``[B, M, H, W]`` and ``S x = sum_m maps_m x_m``.
-- ``F``: centred orthonormal 2-D FFT (``recon.fft.fft2c``) per coil.
-- ``M``: sampling mask, real, broadcastable to ``[B, C, H, W]`` (``[B, 1, 1, W]`` line masks,
-  ``[B, 1, H, W]`` 2-D masks, or anything else that broadcasts); values 0/1 (other real weights work too:
-  then ``A^H A`` uses ``M^2``).
+Masks are real, broadcastable to ``[B, C, H, W]`` (``[B|1, 1, 1, W]`` line masks, ``[B|1, 1, H, W]`` 2-D
+masks), 0/1 (other real weights work: ``A^H A`` then uses ``M^2``); bool masks and fastMRI's ``[B, 1, 1, W, 1]``
+are taken as they come (:func:`as_mask`). :func:`as_kspace` takes complex k-space or fastMRI's real view
+``[B, C, H, W, 2]``.
 
 Units: k-space and images share one scale (the FFT is orthonormal), so with ESPIRiT maps normalised to
 ``sum_c |S_c|^2 = 1`` in the support the SENSE image is on the scale of the coil-combined RSS image.
@@ -21,28 +25,21 @@ Single-coil is ``C = 1`` with maps of ones.
 """
 from __future__ import annotations
 
-import numbers
-
+import numpy as np
 import torch
 
 from recon.errors import InputError
-from recon.fft import centering_phases, fft2c, ifft2c
+from recon.fft import centering_phases
 
-__all__ = [
-    "LinearOperator",
-    "Identity",
-    "Multiply",
-    "FFT2C",
-    "CoilSensitivity",
-    "SenseOperator",
-]
+__all__ = ["LinearOperator", "Sampling", "SenseOperator", "as_kspace", "as_mask", "as_maps"]
 
 
 class LinearOperator:
-    """Base class: subclasses implement ``forward`` and ``adjoint``; ``normal`` defaults to ``adjoint(forward)``.
+    """Base class: ``in_shape`` -> ``out_shape``; subclasses implement ``forward`` and ``adjoint``, and ``normal``
+    defaults to ``adjoint(forward)``."""
 
-    Shapes are the subclass's business (documented there); all tensors are complex and batched on dim 0.
-    """
+    in_shape: tuple[int, ...] = ()
+    out_shape: tuple[int, ...] = ()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -59,35 +56,17 @@ class LinearOperator:
 
     @property
     def H(self) -> "LinearOperator":
-        """The adjoint operator ``A^H`` (``A.H.H is A``)."""
+        """The adjoint operator ``A^H`` (``A.H.H is A``; shapes swapped)."""
         return _Adjoint(self)
 
-    def __matmul__(self, other: "LinearOperator") -> "LinearOperator":
-        if not isinstance(other, LinearOperator):
-            return NotImplemented
-        return _Compose(self, other)
-
-    def __add__(self, other: "LinearOperator") -> "LinearOperator":
-        if not isinstance(other, LinearOperator):
-            return NotImplemented
-        return _Sum(self, other)
-
-    def __mul__(self, scale):
-        if isinstance(scale, LinearOperator):  # sigpy spells composition A * B
-            return _Compose(self, scale)
-        if isinstance(scale, numbers.Number) or (torch.is_tensor(scale) and scale.ndim == 0):
-            return _Scale(self, scale)
-        return NotImplemented
-
-    __rmul__ = __mul__
-
     def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+        return f"{type(self).__name__}({list(self.in_shape)} -> {list(self.out_shape)})"
 
 
 class _Adjoint(LinearOperator):
     def __init__(self, op: LinearOperator):
         self.op = op
+        self.in_shape, self.out_shape = op.out_shape, op.in_shape
 
     def forward(self, x):
         return self.op.adjoint(x)
@@ -103,91 +82,124 @@ class _Adjoint(LinearOperator):
         return f"{self.op!r}.H"
 
 
-class _Compose(LinearOperator):
-    def __init__(self, outer: LinearOperator, inner: LinearOperator):
-        self.outer, self.inner = outer, inner
+# ------------------------------------------------------------------------------------------- input conventions
 
-    def forward(self, x):
-        return self.outer.forward(self.inner.forward(x))
-
-    def adjoint(self, y):
-        return self.inner.adjoint(self.outer.adjoint(y))
-
-    def __repr__(self):
-        return f"({self.outer!r} @ {self.inner!r})"
+def _tensor(x, what: str, source) -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not torch.is_tensor(x):
+        raise InputError(source, f"{what} must be a torch tensor or numpy array, got {type(x).__name__}")
+    return x
 
 
-class _Sum(LinearOperator):
-    def __init__(self, a: LinearOperator, b: LinearOperator):
-        self.a, self.b = a, b
-
-    def forward(self, x):
-        return self.a.forward(x) + self.b.forward(x)
-
-    def adjoint(self, y):
-        return self.a.adjoint(y) + self.b.adjoint(y)
-
-    def __repr__(self):
-        return f"({self.a!r} + {self.b!r})"
-
-
-class _Scale(LinearOperator):
-    def __init__(self, op: LinearOperator, scale):
-        self.op, self.scale = op, scale
-
-    def forward(self, x):
-        return self.scale * self.op.forward(x)
-
-    def adjoint(self, y):
-        s = self.scale.conj() if torch.is_tensor(self.scale) else complex(self.scale).conjugate()
-        return s * self.op.adjoint(y)
-
-    def __repr__(self):
-        return f"{self.scale!r} * {self.op!r}"
+def as_kspace(kspace, source=None, what: str = "masked k-space", check_finite: bool = True) -> torch.Tensor:
+    """Complex64 ``[B, C, H, W]`` from complex ``[B, C, H, W]`` or fastMRI's real view ``[B, C, H, W, 2]``."""
+    k = _tensor(kspace, what, source)
+    if not k.is_complex():
+        if k.ndim == 5 and k.shape[-1] == 2 and k.is_floating_point():
+            k = torch.view_as_complex(k.float().contiguous())
+        else:
+            raise InputError(source, f"{what} must be complex [B, C, H, W] or fastMRI's real view "
+                                     f"[B, C, H, W, 2], got {k.dtype} of shape {tuple(k.shape)}")
+    if k.ndim != 4:
+        raise InputError(source, f"{what} must be [B, C, H, W] (single-coil: C = 1), got shape {tuple(k.shape)}")
+    if min(k.shape) == 0:
+        raise InputError(source, f"{what} is empty: shape {tuple(k.shape)}")
+    k = k.to(torch.complex64)
+    if check_finite and not bool(torch.isfinite(torch.view_as_real(k)).all()):
+        raise InputError(source, f"{what} has NaN/Inf values")
+    return k
 
 
-class Identity(LinearOperator):
-    """``I x = x`` for any shape."""
+def as_mask(mask, kspace_shape, device=None, source=None, *, nonempty: bool = True,
+            single_channel: bool = True) -> torch.Tensor:
+    """Float32 ``[B|1, 1, H|1, W]`` mask of k-space ``kspace_shape = (B, C, H, W)``.
 
-    def forward(self, x):
-        return x
+    Takes float or bool masks, numpy or torch, ``[W]`` / ``[1, W]`` / ``[1, H|1, W]`` / ``[B, 1, H|1, W]``, fastMRI's
+    ``[B, 1, 1, W, 1]`` and ``[1, 1, W, 1]`` (the trailing complex dim), and a ``recon.masks.SamplingMask``.
+    ``single_channel=False`` also allows per-coil masks ``[B, C, H, W]``; ``nonempty`` makes an all-zero mask
+    (of any sample) an error.
+    """
+    if hasattr(mask, "mask") and hasattr(mask, "kind"):  # a recon.masks.SamplingMask
+        mask = mask.mask
+    m = _tensor(mask, "sampling mask", source)
+    if m.is_complex():
+        raise InputError(source, f"sampling mask must be real 0/1, got {m.dtype}")
+    b, c, h, w = (int(n) for n in kspace_shape)
+    if m.ndim >= 4 and m.shape[-1] == 1 and w != 1:  # fastMRI's trailing (real, imag) dim
+        m = m[..., 0]
+    m = m.to(device=device, dtype=torch.float32)
+    while m.ndim < 4:
+        m = m.unsqueeze(0)
+    try:
+        ok = m.ndim == 4 and (m.shape[1] == 1 or not single_channel) and \
+            torch.broadcast_shapes(m.shape, (b, c, h, w)) == (b, c, h, w)
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise InputError(source, f"sampling mask of shape {tuple(mask.shape)} does not match k-space "
+                                 f"[B, C, H, W] = {[b, c, h, w]} (expected [B|1, 1, 1, W], [B|1, 1, H, W] "
+                                 f"or fastMRI's [B, 1, 1, W, 1])")
+    if not bool(torch.isfinite(m).all()):
+        raise InputError(source, "sampling mask has NaN/Inf values")
+    if nonempty:
+        per = m.expand(b, -1, -1, -1).flatten(1).abs().amax(1)
+        if not bool((per > 0).all()):
+            raise InputError(source, "sampling mask is all zeros" + ("" if b == 1 else
+                             f" for batch samples {(per == 0).nonzero().flatten().tolist()}"))
+    return m
 
-    def adjoint(self, y):
-        return y
 
-    def normal(self, x):
-        return x
-
-
-class Multiply(LinearOperator):
-    """Elementwise multiplication by a fixed tensor ``w`` (broadcast against the input): ``A x = w * x``."""
-
-    def __init__(self, weights: torch.Tensor):
-        self.weights = weights
-        self._conj = weights.conj() if weights.is_complex() else weights
-
-    def forward(self, x):
-        return self.weights * x
-
-    def adjoint(self, y):
-        return self._conj * y
-
-    def normal(self, x):
-        w2 = self.weights.abs().square() if self.weights.is_complex() else self.weights.square()
-        return w2 * x
+def as_maps(sens_maps, kspace_shape, device=None, source=None) -> torch.Tensor:
+    """Complex64 coil maps ``[B, C, H, W]`` (or ``[B, M, C, H, W]`` for M map sets) of k-space ``kspace_shape``;
+    a single ``[C, H, W]`` is taken for ``B = 1``."""
+    s = _tensor(sens_maps, "coil maps", source)
+    if not s.is_complex():
+        raise InputError(source, f"coil maps must be complex [B, C, H, W] or [B, M, C, H, W], got {s.dtype}")
+    kshape = tuple(int(n) for n in kspace_shape)
+    if s.ndim == 3 and kshape[0] == 1:
+        s = s.unsqueeze(0)
+    ok = tuple(s.shape) == kshape or (s.ndim == 5 and s.shape[0] == kshape[0] and tuple(s.shape[2:]) == kshape[1:])
+    if not ok:
+        raise InputError(source, f"coil maps of shape {tuple(sens_maps.shape)} do not match k-space "
+                                 f"[B, C, H, W] = {list(kshape)} (expected [B, C, H, W], or [B, M, C, H, W] "
+                                 f"for M ESPIRiT map sets)")
+    s = s.to(device=device, dtype=torch.complex64)
+    if not bool(torch.isfinite(torch.view_as_real(s)).all()):
+        raise InputError(source, "coil maps have NaN/Inf values")
+    return s
 
 
-class FFT2C(LinearOperator):
-    """Centred orthonormal 2-D FFT over the last two dims (``recon.fft.fft2c``); unitary, so ``normal`` is I."""
+# ------------------------------------------------------------------------------------------------ operators
 
-    def forward(self, x):
-        return fft2c(x)
+class Sampling(LinearOperator):
+    """``M``: k-space ``[B, C, H, W]`` -> ``M * k`` (same shape); real mask, so self-adjoint; ``normal`` = ``M^2``.
 
-    def adjoint(self, y):
-        return ifft2c(y)
+    Args:
+        mask: see :func:`as_mask` (fastMRI's layouts and bool included); not required to be non-empty.
+        kspace_shape: ``(B, C, H, W)`` of the k-space it acts on.
+    """
 
-    def normal(self, x):
-        return x
+    def __init__(self, mask, kspace_shape, device=None):
+        self.in_shape = self.out_shape = tuple(int(n) for n in kspace_shape)
+        if device is None and torch.is_tensor(mask):
+            device = mask.device
+        self.mask = as_mask(mask, self.in_shape, device, nonempty=False, single_channel=False)
+
+    @property
+    def sampling(self) -> "Sampling":
+        return self
+
+    def forward(self, k):
+        if not torch.is_tensor(k) or tuple(k.shape) != self.in_shape:
+            got = tuple(k.shape) if torch.is_tensor(k) else type(k).__name__
+            raise InputError(None, f"sampling: expected k-space of shape {list(self.in_shape)}, got {got}")
+        return k * self.mask.to(k.device)
+
+    adjoint = forward
+
+    def normal(self, k):
+        return self.forward(k) * self.mask.to(k.device)
 
 
 def _validate_maps_mask(sens_maps, mask) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,46 +209,10 @@ def _validate_maps_mask(sens_maps, mask) -> tuple[torch.Tensor, torch.Tensor]:
     if sens_maps.ndim not in (4, 5):
         raise InputError(None, f"coil sensitivity maps must be [B, C, H, W] or [B, M, C, H, W], "
                                f"got shape {tuple(sens_maps.shape)}")
-    if not torch.is_tensor(mask):
-        raise InputError(None, f"sampling mask must be a real torch tensor, got {type(mask).__name__}")
-    if mask.is_complex():
-        raise InputError(None, f"sampling mask must be real (0/1), got {mask.dtype}")
-    b, c, h, w = sens_maps.shape[0], sens_maps.shape[-3], sens_maps.shape[-2], sens_maps.shape[-1]
-    target = (b, c, h, w)
-    try:
-        ok = mask.ndim <= 4 and torch.broadcast_shapes(mask.shape, target) == target
-    except RuntimeError:
-        ok = False
-    if not ok:
-        raise InputError(None, f"sampling mask of shape {tuple(mask.shape)} does not broadcast to the k-space "
-                               f"shape [B, C, H, W] = {list(target)} of the coil maps")
+    kshape = (sens_maps.shape[0],) + tuple(sens_maps.shape[-3:])
+    mask = as_mask(mask, kshape, sens_maps.device, nonempty=False, single_channel=False)
     real_dtype = torch.float64 if sens_maps.dtype == torch.complex128 else torch.float32
-    mask = mask.to(device=sens_maps.device, dtype=real_dtype)
-    while mask.ndim < 4:
-        mask = mask.unsqueeze(0)
-    return sens_maps, mask
-
-
-class CoilSensitivity(LinearOperator):
-    """``S``: image ``[B, H, W]`` -> coil images ``[B, C, H, W]`` (maps ``[B, C, H, W]``); with map sets
-    (maps ``[B, M, C, H, W]``) image ``[B, M, H, W]`` -> ``sum_m maps_m x_m``."""
-
-    def __init__(self, sens_maps: torch.Tensor):
-        if not torch.is_tensor(sens_maps) or not sens_maps.is_complex() or sens_maps.ndim not in (4, 5):
-            raise InputError(None, f"coil sensitivity maps must be a complex tensor [B, C, H, W] or "
-                                   f"[B, M, C, H, W], got {getattr(sens_maps, 'shape', type(sens_maps).__name__)}")
-        self.maps = sens_maps
-        self.sets = sens_maps.ndim == 5
-
-    def forward(self, x):
-        if self.sets:
-            return (x.unsqueeze(2) * self.maps).sum(1)
-        return x.unsqueeze(1) * self.maps
-
-    def adjoint(self, y):
-        if self.sets:
-            return (y.unsqueeze(1) * self.maps.conj()).sum(2)
-        return (y * self.maps.conj()).sum(1)
+    return sens_maps, mask.to(real_dtype)
 
 
 class SenseOperator(LinearOperator):
@@ -249,9 +225,10 @@ class SenseOperator(LinearOperator):
         mask: real sampling mask broadcastable to ``[B, C, H, W]`` (e.g. ``[B, 1, 1, W]``, ``[B, 1, H, W]``,
             ``[1, 1, 1, W]``); moved to the maps' device and real dtype.
 
-    Shapes: ``forward(x)``: image ``[B, H, W]`` (``[B, M, H, W]`` with map sets) -> k-space ``[B, C, H, W]``
-    (zero where the mask is 0); ``adjoint(y)``: ``[B, C, H, W]`` -> image; ``normal(x)`` = ``A^H A x``,
-    image -> image. Bad shapes raise ``recon.errors.InputError``.
+    Shapes: ``in_shape`` = ``image_shape`` (``[B, H, W]``, ``[B, M, H, W]`` with map sets), ``out_shape`` =
+    ``kspace_shape`` (``[B, C, H, W]``). ``forward(x)``: image -> k-space (zero where the mask is 0);
+    ``adjoint(y)``: k-space -> image; ``normal(x)`` = ``A^H A x``, image -> image; ``sampling``: the
+    :class:`Sampling` ``M`` of the same mask. Bad shapes raise ``recon.errors.InputError``.
 
     Implementation: the FFT shifts are folded into unit-modulus phase diagonals (``recon.fft.centering_phases``)
     that are premultiplied into the maps, so ``normal`` is ``sum_c conj(S'_c) ifft2(M^2 fft2(S'_c x))`` with
@@ -270,6 +247,7 @@ class SenseOperator(LinearOperator):
         self.image_shape = tuple(sens_maps.shape[:2]) + (self.height, self.width) if self.sets else \
             (self.batch, self.height, self.width)
         self.kspace_shape = (self.batch, self.num_coils, self.height, self.width)
+        self.in_shape, self.out_shape = self.image_shape, self.kspace_shape
         d_in, d_out = centering_phases(self.height, self.width, sens_maps.dtype, sens_maps.device)
         # S' = D_in S: fft2c(S x) = D_out fft2(S' x). Contiguous whatever the maps' strides (ESPIRiT maps from
         # sigpy come back coil-last in memory; strided maps made every elementwise pass ~2x slower).
@@ -279,6 +257,11 @@ class SenseOperator(LinearOperator):
         self._mask_adj = self._mask_fwd.conj().resolve_conj()
         self._mask_sq = mask * mask  # D_out^H M^H M D_out = M^2
         self._buf: torch.Tensor | None = None
+
+    @property
+    def sampling(self) -> Sampling:
+        """``M`` on k-space ``[B, C, H, W]``: the mask of this operator."""
+        return Sampling(self.mask, self.kspace_shape)
 
     def __repr__(self):
         return (f"SenseOperator(maps={list(self.sens_maps.shape)}, mask={list(self.mask.shape)}, "

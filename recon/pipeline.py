@@ -6,9 +6,11 @@ them one at a time.
 - :func:`load_kspace` reads a fastMRI h5 or a BART ``.cfl``/``.hdr`` into a :class:`KspaceVolume`.
 - :func:`undersample` applies a retrospective mask (``--accel``) or, without one, reads the sampling pattern
   from the zeros of the k-space (:func:`recon.masks.mask_from_kspace`).
-- :func:`estimate_maps` runs ESPIRiT per slice on the fully sampled centre (ACS) of the *undersampled*
-  k-space, cached on disk by file + slice (:func:`recon.coils.espirit_maps_cached`).
-- :func:`reconstruct` dispatches to ``zf`` / ``sense`` / ``l1`` / ``modl``.
+- :func:`estimate_maps` runs ESPIRiT per slice on the fully sampled centre (ACS, :func:`recon.masks.acs_width`)
+  of the *undersampled* k-space, cached on disk by file + slice (:func:`recon.coils.espirit_maps_cached`);
+  :func:`espirit_calibration` is its calibration rule (MoDL's maps for a batch without them use it too).
+- :func:`reconstruct` dispatches to ``zf`` / ``sense`` / ``l1`` (``recon.baselines``) / ``modl``
+  (``recon.modl.modl_reconstruct``).
 """
 from __future__ import annotations
 
@@ -21,14 +23,14 @@ import torch
 
 from recon.errors import InputError
 from recon.io.fastmri_h5 import KspaceVolume
+from recon.masks import MIN_ACS, acs_width
 
-__all__ = ["METHODS", "MIN_ACS", "load_kspace", "undersample", "acs_width", "estimate_maps", "reconstruct",
-           "Undersampled"]
+__all__ = ["METHODS", "MIN_ACS", "load_kspace", "undersample", "espirit_calibration", "estimate_maps",
+           "reconstruct", "Undersampled"]
 
 METHODS = ("zf", "sense", "l1", "modl")
 # ESPIRiT needs a fully sampled calibration block at least twice its kernel width (measured: kernel 4 on an
 # 8-line block recovers the maps, kernel 6 on it does not). Kernel 6 (sigpy's default) from 12 lines up.
-MIN_ACS = 8
 ESPIRIT_KERNEL_WIDTH = 6
 ESPIRIT_CALIB_WIDTH = 24
 # Fraction of a sampled column's points that must be non-zero for the pattern to count as Cartesian lines.
@@ -101,30 +103,16 @@ def _looks_2d(kspace: np.ndarray) -> bool:
     return bool(points[:, columns].mean() < CARTESIAN_MIN_COLUMN_FILL)
 
 
-def acs_width(mask: torch.Tensor) -> int:
-    """Width of the fully sampled centre of a mask ``[1, 1, W]`` or ``[1, H, W]`` (for 2-D masks: the side of
-    the largest centred square that is fully sampled)."""
-    m = mask.reshape(mask.shape[-2], mask.shape[-1]).numpy() > 0
-    height, width = m.shape
-    if height == 1:
-        cols = m[0]
-        c = width // 2
-        if not cols[c]:
-            return 0
-        lo, hi = c, c
-        while lo > 0 and cols[lo - 1]:
-            lo -= 1
-        while hi < width - 1 and cols[hi + 1]:
-            hi += 1
-        return hi - lo + 1
-    ch, cw = height // 2, width // 2
-    side = 0
-    while True:
-        half = side // 2 + 1
-        block = m[max(ch - half, 0):ch + half, max(cw - half, 0):cw + half]
-        if block.size == 0 or not block.all() or 2 * half > min(height, width):
-            return side
-        side = 2 * half
+def espirit_calibration(acs: int, source: str | os.PathLike | None = None,
+                        what: str = "only") -> tuple[int, int]:
+    """``(calib_width, kernel_width)`` of ESPIRiT for a fully sampled centre of ``acs`` lines
+    (:func:`recon.masks.acs_width`): at most 24 lines, kernel at most 6 and at most half the block. Fewer than
+    ``MIN_ACS`` lines is an ``InputError`` (``what`` starts its message)."""
+    if acs < MIN_ACS:
+        raise InputError(source, f"{what} {acs} fully sampled centre lines (ACS); ESPIRiT coil maps need at "
+                                 f"least {MIN_ACS}: give coil maps or sample a larger centre")
+    calib = min(ESPIRIT_CALIB_WIDTH, acs)
+    return calib, min(ESPIRIT_KERNEL_WIDTH, calib // 2)
 
 
 def estimate_maps(kspace: np.ndarray, mask, source: str | os.PathLike | None = None, num_maps: int = 1,
@@ -144,12 +132,7 @@ def estimate_maps(kspace: np.ndarray, mask, source: str | os.PathLike | None = N
     if kspace.shape[1] == 1:  # single-coil: the "map" is 1 everywhere
         ones = np.ones_like(kspace, dtype=np.complex64)
         return ones if num_maps == 1 else np.stack([ones] + [np.zeros_like(ones)] * (num_maps - 1), axis=1)
-    width = acs_width(mask.mask)
-    if width < MIN_ACS:
-        raise InputError(source, f"only {width} fully sampled centre lines (ACS); ESPIRiT coil maps need at "
-                                 f"least {MIN_ACS}: give coil maps or sample a larger centre")
-    calib = min(ESPIRIT_CALIB_WIDTH, width)
-    kernel = min(ESPIRIT_KERNEL_WIDTH, calib // 2)
+    calib, kernel = espirit_calibration(acs_width(mask.mask), source)
     maps = []
     for s in range(kspace.shape[0]):
         if source is not None:
@@ -162,8 +145,9 @@ def estimate_maps(kspace: np.ndarray, mask, source: str | os.PathLike | None = N
 
 def reconstruct(method: str, kspace: np.ndarray, mask, *, sens_maps: np.ndarray | None = None,
                 source: str | os.PathLike | None = None, num_maps: int = 1, weights: str | None = None,
-                device: str | None = None) -> np.ndarray:
-    """Reconstruct undersampled multi-coil k-space ``[S, C, H, W]`` with ``method`` in :data:`METHODS`.
+                device: str | None = None, batch_size: int = 1) -> np.ndarray:
+    """Reconstruct undersampled multi-coil k-space ``[S, C, H, W]`` with ``method`` in :data:`METHODS`
+    (``batch_size``: MoDL's slices per forward pass).
 
     Returns: float32 magnitude ``[S, H, W]`` on the scale of the RSS of the fully sampled k-space.
     """
@@ -180,7 +164,7 @@ def reconstruct(method: str, kspace: np.ndarray, mask, *, sens_maps: np.ndarray 
         model = load_modl(weights or "modl")
         if sens_maps is None:
             sens_maps = estimate_maps(kspace, mask, source, num_maps=1)
-        return modl_reconstruct(model, kspace, mask_t, sens_maps=sens_maps, device=device)
+        return modl_reconstruct(model, kspace, mask_t, sens_maps=sens_maps, device=device, batch_size=batch_size)
     if sens_maps is None:
         sens_maps = estimate_maps(kspace, mask, source, num_maps=num_maps)
     if method == "sense":

@@ -1,7 +1,7 @@
-"""Lightning 2 plug-in: train any reconstruction network (MoDL, fastMRI's VarNet, ...) with any trainer-interface
-loss (supervised, DC, SSDU, + QF) on fastMRI-format h5 files. Needs ``pip install lightning`` (the
-``lightning`` extra); nothing else in ``recon`` imports it. fastMRI's own ``MriModule`` is not used (it relies
-on hooks removed in Lightning 2, fastMRI issue #308).
+"""Lightning 2 plug-in: train any reconstruction network (MoDL, fastMRI's VarNet, ...) with any loss of
+:mod:`recon.losses`'s call (supervised, DC, SSDU, + QF) on fastMRI-format h5 files. Needs ``pip install lightning``
+(the ``lightning`` extra); nothing else in ``recon`` imports it. fastMRI's own ``MriModule`` is not used (it
+relies on hooks removed in Lightning 2, fastMRI issue #308).
 
 >>> import lightning as L
 >>> from fastmri.models import VarNet
@@ -12,18 +12,17 @@ on hooks removed in Lightning 2, fastMRI issue #308).
 >>> L.Trainer(max_steps=1000, accelerator="gpu", devices=4, strategy="ddp").fit(module, train)
 
 Data: :func:`fastmri_dataloader` = ``fastmri.data.SliceDataset(root, "multicoil", transform=
-recon.transforms.ModlDataTransform(...))`` with ``recon.transforms.collate``: batches are dicts
-(``masked_kspace`` complex ``[B, C, H, W]``, ``mask``, ``sens_maps``, ``target`` ``[B, h, w]`` or None,
-``max_value`` ``[B]``, ...). Training masks are new every epoch (the module calls the transform's
-``set_epoch``), deterministic by ``(seed, epoch, file, slice)``.
+recon.transforms.ModlDataTransform(...))`` with ``recon.transforms.collate`` (batches with coil maps; masks new
+every epoch, deterministic by ``(seed, epoch, file, slice)``), or any loader of fastMRI's own batches
+(``fastmri.data.transforms.VarNetDataTransform``: ``VarNetSample`` with real-view k-space and bool masks, no
+maps; ``examples/fastmri_varnet.py``): the step takes them as they come (``recon.train_step.as_batch``).
 
-Step (shared with the plain-PyTorch :func:`recon.train_step.train_step`): SSDU modes split the acquired
-samples (network sees Theta, losses get ``mask`` = Lambda; the split seed is
-``mask_seed(seed, "ssdu", global_step, fname, slice_num)``), the model adapter
-:func:`recon.train_step.forward_model` gives ``output`` / ``image`` / ``pred_kspace``, and
-:func:`recon.train_step.compute_loss` calls the loss(es). Logged: ``train/loss`` and each term
-(``train/dc``, ``train/qf``, ...); validation logs ``val/psnr``, ``val/ssim`` (against the reference when the
-files have one; data range = the volume max) and ``val/dc`` (k-space residual on the acquired samples).
+Step: :func:`recon.train_step.compute_loss`, the one the plain-PyTorch :func:`recon.train_step.train_step` and
+``recon.training.trainer.Trainer`` run (SSDU split with seeds ``recon.train_step.ssdu_seeds(seed, global_step,
+batch)``, physics built once per batch, the model adapter, the loss call). Logged: ``train/loss`` and each
+term (``train/dc``, ``train/qf``, ...); validation logs ``val/dc`` (:func:`recon.losses.dc_loss` on the
+acquired samples) and, when the batch has a reference, ``val/psnr`` / ``val/ssim`` (``recon.metrics``,
+fastMRI's conventions; data range = the volume max).
 
 Multi-GPU / multi-node: unchanged, ``strategy="ddp"``. A frozen QF predictor inside the loss is a submodule
 with ``requires_grad=False``: DDP replicates it on every rank and syncs no gradient for it; it stays in eval
@@ -36,10 +35,12 @@ import os
 from typing import Any, Mapping, Sequence
 
 import lightning as L
+import numpy as np
 import torch
 
 from recon.errors import InputError
-from recon.train_step import MODES, compute_loss, forward_model, ssdu_inputs
+from recon.losses.combine import WeightedSum
+from recon.train_step import MODES, as_batch, batch_physics, compute_loss, forward_model, ssdu_seeds
 
 __all__ = ["QualityAwareModule", "fastmri_dataloader"]
 
@@ -49,8 +50,8 @@ class QualityAwareModule(L.LightningModule):
 
     Args:
         model: ``recon.modl.MoDL``, ``fastmri.models.VarNet`` or any module called fastMRI-style.
-        loss: a trainer-interface loss (e.g. ``mriqa.losses.CombinedLoss``) or a dict of them
-            (``{name: callable}`` / ``{name: (weight, callable)}``).
+        loss: a loss with :mod:`recon.losses`'s call (e.g. ``mriqa.losses.CombinedLoss``) or a dict of them
+            (``{name: callable}`` / ``{name: (weight, callable)}``, summed by ``recon.losses.WeightedSum``).
         mode: one of ``recon.train_step.MODES``; ``ssdu*`` modes split the samples.
         lr: Adam learning rate (model parameters only; the loss's frozen networks are not optimised).
         ssdu: options of ``recon.ssdu.split_batch`` (``ratio`` 0.4, ``selection``, ``std_scale``, ``keep_center``).
@@ -64,38 +65,23 @@ class QualityAwareModule(L.LightningModule):
         if mode not in MODES:
             raise InputError(None, f"mode must be one of {MODES}, got {mode!r}")
         self.model = model
-        self.loss = loss  # an nn.Module loss is a submodule (moved with the model, replicated by DDP)
-        if isinstance(loss, Mapping):  # register the module terms of a dict of losses, too
-            fns = {k: (v[1] if isinstance(v, (tuple, list)) else v) for k, v in loss.items()}
-            self.loss_modules = torch.nn.ModuleDict({k: f for k, f in fns.items() if isinstance(f, torch.nn.Module)})
+        # an nn.Module loss is a submodule (moved with the model, replicated by DDP)
+        self.loss = WeightedSum(loss) if isinstance(loss, Mapping) else loss
         self.mode = mode
         self.lr = float(lr)
         self.ssdu = dict(ssdu or {})
         self.num_unrolls = num_unrolls
         self.seed = int(seed)
 
-    def forward(self, batch: Mapping) -> torch.Tensor:
+    def forward(self, batch) -> torch.Tensor:
         """Magnitude ``[B, 1, h, w]`` from all acquired samples of ``batch``."""
         return forward_model(self.model, batch, num_unrolls=self.num_unrolls)["output"]
 
-    def _split(self, batch: Mapping) -> tuple[Mapping, Mapping]:
-        if not self.mode.startswith("ssdu"):
-            return batch, batch
-        from recon.transforms import mask_seed
-
-        sn = batch["slice_num"]
-        sn = sn.tolist() if torch.is_tensor(sn) else list(sn)
-        seeds = [mask_seed(self.seed, "ssdu", int(self.global_step), f, int(s)) for f, s in zip(batch["fname"], sn)]
-        opts = dict(self.ssdu)
-        if isinstance(opts.get("keep_center"), list):
-            opts["keep_center"] = tuple(opts["keep_center"])
-        return ssdu_inputs(batch, seeds, **opts)
-
-    def training_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
-        net_batch, loss_batch = self._split(batch)
-        pred = forward_model(self.model, net_batch, num_unrolls=self.num_unrolls)
-        target = batch.get("target") if self.mode == "supervised" else None
-        total, parts = compute_loss(self.loss, pred, loss_batch, target)
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        batch = as_batch(batch)
+        seeds = ssdu_seeds(self.seed, int(self.global_step), batch) if self.mode.startswith("ssdu") else None
+        total, parts = compute_loss(self.model, batch, self.loss, mode=self.mode, seeds=seeds, ssdu=self.ssdu,
+                                    num_unrolls=self.num_unrolls)
         bsz = int(batch["masked_kspace"].shape[0])
         self.log("train/loss", total, batch_size=bsz, prog_bar=True, sync_dist=False)
         for name, value in parts.items():
@@ -103,30 +89,26 @@ class QualityAwareModule(L.LightningModule):
         return total
 
     @torch.no_grad()
-    def validation_step(self, batch: Mapping, batch_idx: int) -> None:
+    def validation_step(self, batch, batch_idx: int) -> None:
+        from recon.losses import dc_loss
+        from recon.metrics import psnr, ssim
+
+        batch = as_batch(batch)
         pred = forward_model(self.model, batch, num_unrolls=self.num_unrolls)
         bsz = int(batch["masked_kspace"].shape[0])
-        if pred["image"] is not None or pred["pred_kspace"] is not None:
-            from recon.fft import fft2c
-
-            k = pred["pred_kspace"] if pred["pred_kspace"] is not None else \
-                fft2c(batch["sens_maps"] * pred["image"].unsqueeze(1))
-            y, m = batch["masked_kspace"], batch["mask"]
-            resid = (((k - y) * m).abs().square().sum((1, 2, 3)) / (y * m).abs().square().sum((1, 2, 3))).mean()
+        if pred["pred_kspace"] is not None or (pred["image"] is not None and batch.get("sens_maps") is not None):
+            resid = dc_loss(batch_physics(batch), batch["masked_kspace"], image=pred["image"],
+                            pred_kspace=pred["pred_kspace"])
             self.log("val/dc", resid, batch_size=bsz, sync_dist=True)
         target = batch.get("target")
         if target is None:
             return
-        from fastmri.losses import SSIMLoss
-
-        out = pred["output"]
-        tgt = target.unsqueeze(1).to(out)
-        dr = batch["max_value"].to(out).reshape(-1, 1, 1, 1)
-        mse = (out - tgt).square().mean((1, 2, 3))
-        psnr = (10 * torch.log10(dr.flatten().square() / mse.clamp_min(1e-20))).mean()
-        ssim = 1 - SSIMLoss().to(out.device)(out, tgt, batch["max_value"].to(out))
-        self.log("val/psnr", psnr, batch_size=bsz, sync_dist=True, prog_bar=True)
-        self.log("val/ssim", ssim, batch_size=bsz, sync_dist=True)
+        out = pred["output"][:, 0].float().cpu().numpy()
+        tgt = target.float().cpu().numpy()
+        dr = batch["max_value"].cpu().numpy() if batch.get("max_value") is not None else tgt.reshape(bsz, -1).max(1)
+        scores = np.array([(psnr(t, o, float(m)), ssim(t, o, float(m))) for t, o, m in zip(tgt, out, dr)])
+        self.log("val/psnr", float(scores[:, 0].mean()), batch_size=bsz, sync_dist=True, prog_bar=True)
+        self.log("val/ssim", float(scores[:, 1].mean()), batch_size=bsz, sync_dist=True)
 
     def on_train_epoch_start(self) -> None:
         loader = self.trainer.train_dataloader

@@ -15,7 +15,7 @@ implementation of the paper's selection (written from the paper, no code copied)
   denser near the centre, like the acquisition. ``selection="lines"`` does the same with whole phase-encode
   columns (a 1-D Gaussian over W), which keeps Theta a line mask.
 - **The centre stays in Theta** (``keep_center="acs"``, default): the fully sampled centre of the mask
-  (``recon.modl.acs_width``: the run of sampled columns through ``W // 2`` for line masks, the centred
+  (``recon.masks.acs_width``: the run of sampled columns through ``W // 2`` for line masks, the centred
   fully sampled square for 2-D masks) is never put in Lambda, so the network input keeps its calibration
   region (coil maps estimated from the ACS stay possible); ``keep_center=(h, w)`` keeps a centred block
   instead (the paper's code keeps a small 4 x 4 block); ``None`` keeps nothing.
@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from recon.errors import InputError
+from recon.masks import acs_width
 
 __all__ = ["ssdu_split", "split_batch", "DEFAULT_RATIO", "SELECTIONS"]
 
@@ -43,8 +44,6 @@ SELECTIONS = ("points", "lines")
 
 def _keep_region(mask2d: np.ndarray, keep_center, line_mask: bool) -> np.ndarray:
     """Bool ``[H, W]``: where Lambda may not go."""
-    from recon.modl import acs_width
-
     h, w = mask2d.shape
     keep = np.zeros((h, w), dtype=bool)
     if keep_center is None or keep_center is False:

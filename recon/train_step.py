@@ -1,58 +1,117 @@
-"""Plain-PyTorch training step for reconstruction networks with any of the trainer's losses (no Lightning).
+"""The training step of every reconstruction network here, plain PyTorch: ``recon.training.trainer.Trainer``,
+the Lightning module (``recon.pl_module``) and your own loop all run it.
 
 >>> from recon.train_step import train_step
 >>> from mriqa.losses import CombinedLoss
->>> loss = CombinedLoss({"dc": 1.0, "qf": 0.05})              # reference-free: DC + QF
->>> stats = train_step(model, batch, loss, optimizer)          # one optimiser step; returns floats
+>>> loss = CombinedLoss({"dc": 1.0, "qf": 0.05})                       # reference-free: DC + QF
+>>> stats = train_step(model, batch, loss, optimizer, mode="dc+qf")   # one optimiser step; returns floats
 
-``batch`` is a dict as ``recon.transforms.collate`` makes it from :class:`recon.transforms.ModlSample`\\ s
-(``masked_kspace`` complex ``[B, C, H, W]``, ``mask`` ``[B, 1, 1|H, W]``, ``sens_maps``, ``target``
-``[B, h, w]`` or None, ``max_value`` ``[B]``, ``crop_size``, ``fname``, ``slice_num``, ...).
+**Batches** (:func:`as_batch`) come as they are made: ``recon.transforms.collate`` dicts of
+:class:`recon.transforms.ModlSample` (complex ``masked_kspace`` ``[B, C, H, W]``, float ``mask``
+``[B, 1, 1|H, W]``, ``sens_maps``, ``target`` ``[B, h, w]`` or None, ``max_value`` ``[B]``, ``crop_size``, ...),
+or fastMRI's own ``VarNetSample`` batches from ``fastmri.data.transforms.VarNetDataTransform`` (real-view
+k-space ``[B, C, H, W, 2]``, bool mask ``[B, 1, 1, W, 1]``, no maps); :func:`as_batch` turns either into the
+first layout (complex64 k-space, float32 mask ``[B, 1, H|1, W]``, ``crop_size`` ``(h, w)``, ``target`` None when
+there is none).
 
-Model adapters (:func:`forward_model`): one call for every supported network, returning a dict
+**Physics** (:func:`batch_physics`): the measurement operator of a batch, built once per step and handed to
+every loss: ``recon.physics.SenseOperator(sens_maps, mask)``, or ``recon.physics.Sampling(mask)`` when the
+batch has no maps (fastMRI's VarNet batches). MoDL's unrolls run on the same operator.
+
+**Model adapters** (:func:`forward_model`): one call for every supported network, returning a dict
 
 - ``output``: float32 magnitude ``[B, 1, h, w]`` centre-cropped to ``crop_size`` (what losses and metrics see),
 - ``image``: complex64 ``[B, H, W]`` coil-combined image, or None,
 - ``pred_kspace``: complex64 ``[B, C, H, W]`` predicted multi-coil k-space, or None,
 
-for ``recon.modl.MoDL`` (``image``: the unrolled complex image, with the batch's ``sens_maps``),
-``fastmri.models.VarNet`` (``pred_kspace``: the last cascade's k-space; ``output``: its RSS, as VarNet's
-own forward) and any other module called fastMRI-style ``model(masked_kspace, mask, num_low_frequencies)``
-returning a magnitude (then a data-consistency loss cannot be computed: no phase).
+for ``recon.modl.MoDL`` (``image``: the unrolled complex image), ``fastmri.models.VarNet`` (``pred_kspace``:
+the last cascade's k-space, computed by running VarNet's own sensitivity network and cascades, so nothing
+hooks into it; ``output``: its RSS, exactly VarNet's ``forward``) and any other module called fastMRI-style
+``model(masked_kspace, mask, num_low_frequencies)`` returning a magnitude (then a data-consistency loss is an
+``InputError`` naming what it needs: a magnitude has no phase).
 
-Losses: one callable, or a dict ``{name: callable}`` / ``{name: (weight, callable)}`` summed. Each is called
-``loss(output, target, data_range=max_value, **rest)`` where ``rest`` holds the batch (``masked_kspace``,
-``mask``, ``sens_maps``, ...) and the model's ``image`` / ``pred_kspace``; losses with
-``requires_target = False`` get ``target=None``.
+**Losses**: one callable, or a dict ``{name: callable}`` / ``{name: (weight, callable)}`` (summed by
+:class:`recon.losses.WeightedSum`), all called as in :mod:`recon.losses`: ``loss(output, target, *, physics,
+y, image, pred_kspace, data_range)``; ``target`` only in ``mode="supervised"`` and only for losses with
+``requires_target``.
 
-Modes: ``mode="supervised"``/``"dc"`` give the network all acquired samples; ``mode="ssdu"`` splits them
-(:mod:`recon.ssdu`): the network sees Theta, the losses get ``masked_kspace`` = the acquired k-space and
-``mask`` = Lambda (so a data-consistency loss is SSDU's loss on the held-back samples), plus
-``input_mask`` = Theta.
+**Modes**: ``"supervised"`` / ``"dc"`` / ``"dc+qf"`` give the network all acquired samples; ``"ssdu"`` /
+``"ssdu+qf"`` split them (:mod:`recon.ssdu`): the network sees Theta (its physics has mask Theta), the losses
+get ``y`` = all acquired k-space and a physics with mask Lambda (so a data-consistency loss is SSDU's loss on
+the held-back samples).
 """
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from recon.errors import InputError
+from recon.losses.combine import WeightedSum, requires_target
+from recon.physics import Sampling, SenseOperator, as_kspace, as_mask
+from recon.select import center_crop
 
-__all__ = ["forward_model", "ssdu_inputs", "compute_loss", "train_step", "model_kind", "build_model",
-           "save_model", "load_model", "MODES", "VARNET_FORMAT"]
+__all__ = ["as_batch", "batch_physics", "forward_model", "ssdu_inputs", "ssdu_seeds", "compute_loss", "train_step",
+           "model_kind", "build_model", "save_model", "load_model", "MODES", "VARNET_FORMAT"]
 
 MODES = ("supervised", "dc", "ssdu", "dc+qf", "ssdu+qf")
 VARNET_FORMAT = "fastmri-varnet"
 
 
-def _center_crop(x: torch.Tensor, size) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    ch, cw = min(int(size[0]), h), min(int(size[1]), w)
-    top, left = (h - ch) // 2, (w - cw) // 2
-    return x[..., top:top + ch, left:left + cw]
+def _first_int(v) -> int:
+    if torch.is_tensor(v):
+        return int(v.reshape(-1)[0])
+    if isinstance(v, (list, tuple)):
+        return _first_int(v[0])
+    return int(v)
+
+
+def _crop_size(crop, fallback: tuple[int, int]) -> tuple[int, int]:
+    """``(h, w)`` from ``(h, w)``, our collate's list of per-sample tuples, fastMRI's collated
+    ``[tensor[B], tensor[B]]`` or a tensor ``[2]`` / ``[B, 2]``."""
+    if crop is None:
+        return fallback
+    if torch.is_tensor(crop):
+        crop = crop.tolist()
+    if isinstance(crop, (list, tuple)) and crop and isinstance(crop[0], (list, tuple)):
+        crop = crop[0]
+    return _first_int(crop[0]), _first_int(crop[1])
+
+
+def as_batch(batch) -> dict[str, Any]:
+    """The batch as a dict in this module's layout (see the module docstring); idempotent, inputs not modified."""
+    if hasattr(batch, "_asdict"):  # fastMRI's VarNetSample (or our ModlSample) batches are namedtuples
+        batch = batch._asdict()
+    if not isinstance(batch, Mapping) or "masked_kspace" not in batch or "mask" not in batch:
+        raise InputError(None, f"a training batch must be a mapping or namedtuple with masked_kspace and mask, got "
+                               f"{type(batch).__name__}")
+    out = dict(batch)
+    y = as_kspace(out["masked_kspace"], what="batch masked_kspace", check_finite=False)
+    out["masked_kspace"] = y
+    out["mask"] = as_mask(out["mask"], tuple(y.shape), y.device, nonempty=False).expand(y.shape[0], -1, -1, -1)
+    maps = out.get("sens_maps")
+    if maps is not None:
+        if not torch.is_tensor(maps) or not maps.is_complex():
+            raise InputError(None, f"batch sens_maps must be complex [B, C, H, W], got {getattr(maps, 'dtype', maps)}")
+        out["sens_maps"] = maps.to(device=y.device, dtype=torch.complex64)
+    target = out.get("target")
+    out["target"] = target if torch.is_tensor(target) and target.ndim >= 3 else None
+    if out.get("max_value") is not None:
+        out["max_value"] = torch.as_tensor(out["max_value"]).to(device=y.device, dtype=torch.float32).reshape(-1)
+    out["crop_size"] = _crop_size(out.get("crop_size"), tuple(y.shape[-2:]))
+    return out
+
+
+def batch_physics(batch: Mapping, mask: torch.Tensor | None = None):
+    """The measurement operator of ``batch`` (made by :func:`as_batch`) with ``mask`` (default the batch's):
+    ``SenseOperator(sens_maps, mask)``, or ``Sampling(mask)`` on the k-space when the batch has no maps."""
+    mask = batch["mask"] if mask is None else mask
+    if batch.get("sens_maps") is not None:
+        return SenseOperator(batch["sens_maps"], mask)
+    return Sampling(mask, tuple(batch["masked_kspace"].shape))
 
 
 def model_kind(model: torch.nn.Module) -> str:
@@ -71,42 +130,34 @@ def model_kind(model: torch.nn.Module) -> str:
     return "generic"
 
 
-def _crop_size(batch: Mapping) -> tuple[int, int]:
-    crop = batch.get("crop_size")
-    if crop is None:
-        return tuple(batch["masked_kspace"].shape[-2:])
-    first = crop[0] if isinstance(crop, (list, tuple)) and isinstance(crop[0], (list, tuple)) else crop
-    if torch.is_tensor(first):
-        first = first.tolist()
-    return int(first[0]), int(first[1])
-
-
-def forward_model(model: torch.nn.Module, batch: Mapping, num_unrolls: int | None = None,
-                  amp: bool = False, amp_dtype: torch.dtype = torch.bfloat16) -> dict[str, Any]:
-    """Run ``model`` on ``batch`` (``masked_kspace``, ``mask``, ``sens_maps``, ``num_low_frequencies``); see
-    the module docstring for the returned ``output`` / ``image`` / ``pred_kspace``."""
+def forward_model(model: torch.nn.Module, batch, num_unrolls: int | None = None, amp: bool = False,
+                  amp_dtype: torch.dtype = torch.bfloat16, physics: SenseOperator | None = None) -> dict[str, Any]:
+    """Run ``model`` on ``batch`` (any layout of :func:`as_batch`); ``physics``: MoDL's operator (default built
+    from the batch's maps and mask). Returns ``output`` / ``image`` / ``pred_kspace`` (module docstring)."""
+    batch = as_batch(batch)
     y, mask = batch["masked_kspace"], batch["mask"]
     kind = model_kind(model)
     net = getattr(model, "module", model)
     dev = y.device.type
-    crop = _crop_size(batch)
+    crop = batch["crop_size"]
     if kind == "modl":
-        maps = batch.get("sens_maps")
-        if maps is None:
-            raise InputError(None, "MoDL training needs sens_maps in the batch")
+        if physics is None:
+            if batch.get("sens_maps") is None:
+                raise InputError(None, "MoDL needs sens_maps in the batch (fastMRI's VarNetDataTransform makes none: "
+                                       "use recon.transforms.ModlDataTransform or recon.modl.estimate_sens_maps)")
+            physics = SenseOperator(batch["sens_maps"], mask)
         with torch.autocast(device_type=dev, dtype=amp_dtype, enabled=amp):
-            image = net.unroll(y * mask, mask, maps, num_unrolls=num_unrolls)
+            image = net.unroll(y * mask, physics, num_unrolls=num_unrolls)
         out = net.magnitude(image).float().unsqueeze(1)
-        return {"output": _center_crop(out, crop), "image": image if image.ndim == 3 else None,
-                "pred_kspace": None}
+        return {"output": center_crop(out, crop), "image": image if image.ndim == 3 else None, "pred_kspace": None}
     nlf = batch.get("num_low_frequencies")
     if torch.is_tensor(nlf):
         nlf = int(nlf.min())
+    k = torch.view_as_real(y * mask)  # fastMRI's layouts: [B, C, H, W, 2] and a bool [B, 1, 1|H, W, 1] mask
+    m = mask.unsqueeze(-1).bool()
     if kind == "varnet":
         import fastmri
 
-        k = torch.view_as_real(y * mask)  # [B, C, H, W, 2]
-        m = mask.unsqueeze(-1).bool()      # fastMRI's [B, 1, 1|H, W, 1]
         with torch.autocast(device_type=dev, dtype=amp_dtype, enabled=amp):
             sens = net.sens_net(k, m, nlf)
             kp = k.clone()
@@ -114,23 +165,25 @@ def forward_model(model: torch.nn.Module, batch: Mapping, num_unrolls: int | Non
                 kp = cascade(kp, k, m, sens)
         kp = kp.float()
         out = fastmri.rss(fastmri.complex_abs(fastmri.ifft2c(kp)), dim=1).unsqueeze(1)
-        pred = torch.view_as_complex(kp.contiguous())
-        return {"output": _center_crop(out, crop), "image": None, "pred_kspace": pred}
+        return {"output": center_crop(out, crop), "image": None, "pred_kspace": torch.view_as_complex(kp.contiguous())}
     with torch.autocast(device_type=dev, dtype=amp_dtype, enabled=amp):
-        out = model(torch.view_as_real(y * mask), mask.unsqueeze(-1).bool(), nlf)
+        out = model(k, m, nlf)
     out = out.float()
     if out.ndim == 3:
         out = out.unsqueeze(1)
-    return {"output": _center_crop(out, crop), "image": None, "pred_kspace": None}
+    return {"output": center_crop(out, crop), "image": None, "pred_kspace": None}
 
 
-def ssdu_inputs(batch: Mapping, seeds: Sequence[int], **ssdu) -> tuple[dict, dict]:
+def ssdu_inputs(batch, seeds: Sequence[int], **ssdu) -> tuple[dict, dict]:
     """``(network batch, loss batch)`` of an SSDU split (``ssdu``: :func:`recon.ssdu.split_batch` options).
 
     Network batch: ``masked_kspace * theta``, ``mask = theta``. Loss batch: the original ``masked_kspace``,
     ``mask = lambda``, ``input_mask = theta``."""
     from recon.ssdu import split_batch
 
+    batch = as_batch(batch)
+    if isinstance(ssdu.get("keep_center"), list):  # from a YAML config
+        ssdu = {**ssdu, "keep_center": tuple(ssdu["keep_center"])}
     y, mask = batch["masked_kspace"], batch["mask"]
     theta, lam = split_batch(mask, y.shape[-2], seeds, **ssdu)
     net = dict(batch)
@@ -142,77 +195,67 @@ def ssdu_inputs(batch: Mapping, seeds: Sequence[int], **ssdu) -> tuple[dict, dic
     return net, loss
 
 
-def _terms(losses) -> list[tuple[str, float, Callable]]:
-    if callable(losses) and not isinstance(losses, Mapping):
-        return [("loss", 1.0, losses)]
-    if isinstance(losses, Mapping):
-        out = []
-        for name, spec in losses.items():
-            if isinstance(spec, (tuple, list)) and len(spec) == 2 and callable(spec[1]):
-                out.append((str(name), float(spec[0]), spec[1]))
-            elif callable(spec):
-                out.append((str(name), 1.0, spec))
-            else:
-                raise InputError(None, f"loss {name!r}: expected a callable or (weight, callable)")
-        if not out:
-            raise InputError(None, "no losses given")
-        return out
-    raise InputError(None, f"losses must be a callable or a dict of them, got {type(losses).__name__}")
+def ssdu_seeds(seed: int, step: int, batch) -> list[int]:
+    """SSDU split seeds of a training step: a pure function of ``(seed, step, file, slice)``, so a resumed run
+    (and every DDP rank) repeats them."""
+    from recon.transforms import mask_seed
+
+    batch = batch._asdict() if hasattr(batch, "_asdict") else batch
+    sn = batch["slice_num"]
+    sn = sn.tolist() if torch.is_tensor(sn) else list(sn)
+    return [mask_seed(int(seed), "ssdu", int(step), f, int(s)) for f, s in zip(batch["fname"], sn)]
 
 
-def compute_loss(losses, pred: Mapping[str, Any], batch: Mapping, target: torch.Tensor | None = None
-                 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """``(total loss, {name: unweighted value})``; see the module docstring for the call of each loss.
-
-    A single callable's value is the total; its per-term values (``.last`` of a ``CombinedLoss``) are the
-    parts. A dict's terms are the parts by their names (and ``name.sub`` for their own ``.last``)."""
-    rest = {k: v for k, v in batch.items() if k not in ("target", "max_value")}
-    rest["image"] = pred.get("image")
-    rest["pred_kspace"] = pred.get("pred_kspace")
-    data_range = batch.get("max_value")
-    if target is not None and target.ndim == 3:
-        target = target.unsqueeze(1).float()
-    total, parts = None, {}
-    for name, weight, fn in _terms(losses):
-        needs = getattr(fn, "requires_target", True)
-        if needs and target is None:
-            raise InputError(None, f"loss {name!r} needs the reference (target), which this batch lacks")
-        value = fn(pred["output"], target if needs else None, data_range=data_range, **rest)
-        if not torch.is_tensor(value) or value.ndim != 0:
-            raise InputError(None, f"loss {name!r} must return a scalar tensor, got {type(value).__name__} "
-                                   f"{getattr(value, 'shape', '')}")
-        single = name == "loss"  # one callable: its own parts (e.g. CombinedLoss.last) only
-        if not single:
-            parts[name] = float(value.detach())
-        for sub, v in (getattr(fn, "last", None) or {}).items():
-            parts[sub if single else f"{name}.{sub}"] = float(v)
-        total = weight * value if total is None else total + weight * value
-    return total, parts
-
-
-def train_step(model: torch.nn.Module, batch: Mapping, losses, optimizer: torch.optim.Optimizer, *,
-               mode: str = "supervised", ssdu: Mapping | None = None, seeds: Sequence[int] | None = None,
-               num_unrolls: int | None = None, grad_clip: float | None = None) -> dict[str, float]:
-    """One optimiser step of ``model`` on ``batch``; returns ``{"loss": total, <term>: value, ...}``.
-
-    ``mode``: ``"ssdu"`` or ``"ssdu+qf"`` split the acquired samples (``ssdu``: options of
-    :func:`recon.ssdu.split_batch`; ``seeds``: one per sample, default ``slice_num``); any other mode feeds
-    all acquired samples. A non-finite loss is an ``InputError`` (no step is taken).
-    """
+def compute_loss(model: torch.nn.Module, batch, loss, *, mode: str = "supervised", seeds: Sequence[int] | None = None,
+                 ssdu: Mapping | None = None, num_unrolls: int | None = None, amp: bool = False,
+                 amp_dtype: torch.dtype = torch.bfloat16) -> tuple[torch.Tensor, dict[str, float]]:
+    """``(loss, {term: unweighted value})`` of ``model`` on ``batch`` in ``mode`` (see the module docstring);
+    no optimiser step. ``seeds``: SSDU split seeds, one per sample (default ``slice_num``). A loss that needs
+    the reference where there is none, or a non-finite loss, is an ``InputError``."""
     if mode not in MODES:
         raise InputError(None, f"mode must be one of {MODES}, got {mode!r}")
-    model.train()
+    batch = as_batch(batch)
+    if isinstance(loss, Mapping):
+        loss = WeightedSum(loss)
+    elif not callable(loss):
+        raise InputError(None, f"the loss must be a callable or a dict of them, got {type(loss).__name__}")
     if mode.startswith("ssdu"):
         if seeds is None:
             sn = batch.get("slice_num")
             seeds = sn.tolist() if torch.is_tensor(sn) else list(range(batch["masked_kspace"].shape[0]))
         net_batch, loss_batch = ssdu_inputs(batch, seeds, **dict(ssdu or {}))
+        net_physics = batch_physics(net_batch) if batch.get("sens_maps") is not None else None
+        physics = batch_physics(loss_batch)
     else:
         net_batch = loss_batch = batch
-    pred = forward_model(model, net_batch, num_unrolls=num_unrolls)
-    total, parts = compute_loss(losses, pred, loss_batch, batch.get("target"))
-    if not bool(torch.isfinite(total)):
+        physics = batch_physics(batch)
+        net_physics = physics if isinstance(physics, SenseOperator) else None
+    needs = requires_target(loss)
+    target = batch["target"] if mode == "supervised" else None
+    if needs and target is None:
+        raise InputError(None, "the loss needs the reference (target), which this batch lacks" if mode == "supervised"
+                         else f"mode {mode!r} is reference-free but the loss needs the reference (target)")
+    pred = forward_model(model, net_batch, num_unrolls=num_unrolls, amp=amp, amp_dtype=amp_dtype,
+                         physics=net_physics)
+    if target is not None:
+        target = target.unsqueeze(1).to(pred["output"]) if target.ndim == 3 else target.to(pred["output"])
+    total = loss(pred["output"], target if needs else None, physics=physics, y=loss_batch["masked_kspace"],
+                 image=pred["image"], pred_kspace=pred["pred_kspace"], data_range=batch.get("max_value"))
+    if not torch.is_tensor(total) or total.ndim != 0:
+        raise InputError(None, f"the loss must return a scalar tensor, got {type(total).__name__} "
+                               f"{tuple(getattr(total, 'shape', ()))}")
+    if not bool(torch.isfinite(total.detach())):
         raise InputError(None, "training loss is not finite")
+    return total, {k: float(v) for k, v in (getattr(loss, "last", None) or {}).items()}
+
+
+def train_step(model: torch.nn.Module, batch, loss, optimizer: torch.optim.Optimizer, *, mode: str = "supervised",
+               ssdu: Mapping | None = None, seeds: Sequence[int] | None = None, num_unrolls: int | None = None,
+               grad_clip: float | None = None) -> dict[str, float]:
+    """One optimiser step of ``model`` on ``batch`` (:func:`compute_loss`, then backward, optional gradient-norm
+    clipping, step); returns ``{"loss": total, <term>: value, ...}``. No step is taken when the loss fails."""
+    model.train()
+    total, parts = compute_loss(model, batch, loss, mode=mode, seeds=seeds, ssdu=ssdu, num_unrolls=num_unrolls)
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     if grad_clip:

@@ -16,7 +16,7 @@ so it plugs into ``fastmri.data.SliceDataset(root, challenge="multicoil", transf
   ``maps="full"`` (default) from the central ``calib_width`` x ``calib_width`` block of the fully sampled
   k-space (a calibration scan; independent of the mask, so one cache entry per slice); ``maps="acs"`` from
   the fully sampled centre of the *undersampled* k-space only (``min(ACS, calib_width)``, as
-  ``mriqa recon`` does; one cache entry per slice and ACS width; fewer than ``recon.modl.MIN_ACS`` centre
+  ``mriqa recon`` does; one cache entry per slice and ACS width; fewer than ``recon.masks.MIN_ACS`` centre
   lines is an ``InputError``). Single-coil data gets maps of ones.
 - **Target**: ``reconstruction_rss`` (the RSS of the fully sampled k-space) and ``max_value`` = the file's
   ``max`` attribute (the volume max, fastMRI's data range); the target's ``crop_size``.
@@ -153,7 +153,7 @@ class ModlDataTransform:
     def coil_maps(self, kspace: np.ndarray, sampling, fname: str, slice_num: int) -> np.ndarray:
         """ESPIRiT maps ``[C, H, W]`` for a fully sampled slice and its mask (cached on disk)."""
         from recon.coils import espirit_maps, espirit_maps_cached
-        from recon.modl import MIN_ACS, acs_width
+        from recon.masks import MIN_ACS, acs_width
 
         num_coils, height, width = kspace.shape
         if num_coils == 1:

@@ -15,7 +15,7 @@ def test_plot_history_draws_the_rows_with_the_required_key(tmp_path):
     assert plot_history(history, path, "run", panels)
     img = mpimg.imread(path)
     assert img.shape[0] > 100 and img.shape[1] > 2 * img.shape[0]  # one row of two panels
-    assert not list(tmp_path.glob("*.tmp*"))  # written atomically: no temp file left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]  # written atomically: no temp file left behind
 
 
 def test_plot_history_writes_nothing_without_rows(tmp_path):

@@ -1,14 +1,17 @@
-"""mriqa.losses: QFLoss (normalisation = the predictor's, sign, frozen predictor, gradients), DataConsistencyLoss,
-CombinedLoss."""
+"""The losses: mriqa.losses.QFLoss (normalisation = the predictor's, sign, frozen predictor, gradients, all-zero
+input), recon.losses.DataConsistencyLoss on the physics of the call (fastMRI's layouts), recon.losses.WeightedSum
+and mriqa's CombinedLoss on it."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
+from mriqa.losses import CombinedLoss, QFLoss, dc_plus_qf, qf_loss
 from recon.errors import InputError
-from mriqa.losses import CombinedLoss, DataConsistencyLoss, QFLoss, dc_loss, dc_plus_qf, qf_loss
-from mriqa.losses.dc_loss import fft2c, ifft2c
+from recon.fft import fft2c
+from recon.losses import DataConsistencyLoss, SupervisedLoss, WeightedSum, dc_loss
+from recon.physics import Sampling, SenseOperator
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +97,12 @@ def test_qf_loss_errors_and_rgb():
         loss(torch.rand(1, 1, 20, 64))
     with pytest.raises(InputError, match="expects"):
         loss(torch.rand(2, 2, 64, 64))
-    with pytest.raises(InputError, match="all zero"):
-        loss(torch.zeros(1, 1, 32, 32))
+    zeros = torch.zeros(2, 1, 32, 32, requires_grad=True)  # a network's first steps: legitimate, never raises
+    value = loss(zeros)
+    value.backward()
+    assert torch.isfinite(value) and 0 <= float(value) <= 1 and torch.isfinite(zeros.grad).all()
+    mixed = torch.cat([torch.zeros(1, 1, 32, 32), torch.rand(1, 1, 32, 32)])
+    assert torch.isfinite(QFLoss("gray", reduction="none")(mixed)).all()
     with pytest.raises(InputError, match="NaN"):
         loss(torch.full((1, 1, 32, 32), float("nan")))
     with pytest.raises(InputError, match="pool"):
@@ -126,66 +133,89 @@ def _sense_data(b=2, c=4, h=24, w=20, seed=0):
 
 
 def test_dc_loss_zero_for_consistent_image_and_normalised():
-    import fastmri
-
     x, s, mask, y = _sense_data()
+    physics = SenseOperator(s, mask)
     loss = DataConsistencyLoss()
-    assert float(loss(x.abs().unsqueeze(1), None, masked_kspace=y, mask=mask, image=x, sens_maps=s)) < 1e-10
-    # the FFT is fastMRI's
-    k = fft2c(s)
-    ref = torch.view_as_complex(fastmri.fft2c(torch.view_as_real(s)).contiguous())
-    assert torch.allclose(k, ref, atol=1e-5)
-    assert torch.allclose(ifft2c(k), s, atol=1e-5)
+    assert float(loss(x.abs().unsqueeze(1), None, physics=physics, y=y, image=x)) < 1e-10
     # value: residual energy on the acquired samples / energy of the data, per sample
     x2 = x + 0.1 * torch.randn_like(x)
-    per = dc_loss(y, mask, image=x2, sens_maps=s, reduction="none")
+    per = dc_loss(physics, y, image=x2, reduction="none")
     k2 = fft2c(s * x2.unsqueeze(1))
     manual = (((k2 - y) * mask).abs() ** 2).sum((1, 2, 3)) / (y.abs() ** 2).sum((1, 2, 3))
     assert torch.allclose(per, manual, rtol=1e-5)
-    # scale invariance (per-sample normalisation) and pred_kspace = the same thing in k-space
-    assert torch.allclose(dc_loss(y * 1e3, mask, image=x2 * 1e3, sens_maps=s, reduction="none"), per, rtol=1e-4)
-    assert torch.allclose(dc_loss(y, mask, pred_kspace=k2, reduction="none"), per, rtol=1e-5)
-    # unsampled k-space does not count: changing the image only there leaves the loss at 0
+    # scale invariance (per-sample normalisation); pred_kspace = the same thing in k-space, on a Sampling physics
+    # (no maps) and on fastMRI's layouts: real-view k-space, bool [B, 1, 1, W, 1] mask
+    assert torch.allclose(dc_loss(physics, y * 1e3, image=x2 * 1e3, reduction="none"), per, rtol=1e-4)
+    assert torch.allclose(dc_loss(physics, y, pred_kspace=k2, reduction="none"), per, rtol=1e-5)
+    fastmri_mask = mask.bool().unsqueeze(-1)
+    sampling = Sampling(fastmri_mask, y.shape)
+    got = dc_loss(sampling, torch.view_as_real(y), pred_kspace=torch.view_as_real(k2), reduction="none")
+    assert torch.allclose(got, per, rtol=1e-5)
+    # unsampled k-space does not count: changing the prediction only there leaves the loss at 0
     hole = fft2c(s * x.unsqueeze(1)) + 5.0 * (1 - mask)
-    assert float(dc_loss(y, mask, pred_kspace=hole)) < 1e-10
+    assert float(dc_loss(sampling, y, pred_kspace=hole)) < 1e-10
     # gradient reaches the image
     x3 = x2.clone().requires_grad_(True)
-    dc_loss(y, mask, image=x3, sens_maps=s).backward()
+    dc_loss(physics, y, image=x3).backward()
     assert x3.grad is not None and float(x3.grad.abs().sum()) > 0
     # SSDU's normalised l1-l2 variant
-    assert float(DataConsistencyLoss(norm="l1l2")(None, masked_kspace=y, mask=mask, image=x, sens_maps=s)) < 1e-4
+    assert float(DataConsistencyLoss(norm="l1l2")(None, physics=physics, y=y, image=x)) < 1e-4
+    # legitimate all-zero tensors never raise: a zero prediction scores 1, an empty mask 0 (nothing to compare)
+    assert float(dc_loss(physics, y, image=torch.zeros_like(x))) == pytest.approx(1.0)
+    empty = SenseOperator(s, torch.zeros_like(mask))
+    assert float(dc_loss(empty, y, image=x2)) == 0.0
+    assert float(dc_loss(physics, torch.zeros_like(y), image=torch.zeros_like(x))) == 0.0
 
 
 def test_dc_loss_errors():
     x, s, mask, y = _sense_data()
+    physics = SenseOperator(s, mask)
     loss = DataConsistencyLoss()
     with pytest.raises(InputError, match="needs the complex reconstruction"):
-        loss(x.abs().unsqueeze(1), masked_kspace=y, mask=mask, sens_maps=s)
-    with pytest.raises(InputError, match="needs masked_kspace"):
-        loss(x.abs().unsqueeze(1), image=x)
-    with pytest.raises(InputError, match="do not match"):
-        loss(None, masked_kspace=y, mask=mask, image=x, sens_maps=s[:, :2])
-    with pytest.raises(InputError, match="no acquired signal"):
-        loss(None, masked_kspace=y, mask=torch.zeros_like(mask), image=x, sens_maps=s)
-    with pytest.raises(InputError, match="needs sens_maps"):
-        loss(None, masked_kspace=y, mask=mask, image=x)
+        loss(x.abs().unsqueeze(1), physics=physics, y=y)
+    with pytest.raises(InputError, match="needs physics"):
+        loss(x.abs().unsqueeze(1), y=y, image=x)
+    with pytest.raises(InputError, match="does not match"):
+        loss(None, physics=physics, y=y[:, :2], image=x)
+    with pytest.raises(InputError, match="a magnitude has no phase"):
+        loss(None, physics=physics, y=y, image=x.abs())
+    with pytest.raises(InputError, match="needs coil maps"):
+        loss(None, physics=Sampling(mask, y.shape), y=y, image=x)
+    with pytest.raises(InputError, match="expected shape"):
+        loss(None, physics=physics, y=y, image=x[:, :-1])
 
 
-def test_combined_loss_is_the_weighted_sum(t1_slice):
+def test_weighted_sum_and_combined_loss(t1_slice):
     x, s, mask, y = _sense_data(b=2, h=40, w=40)
     x = x + 3  # non-zero mean, so the magnitude window is defined
+    physics = SenseOperator(s, mask)
     combo = dc_plus_qf(qf_weight=0.5)
-    mag = x.abs().unsqueeze(1)
     noisy = x + 0.2 * torch.randn_like(x)
-    total = combo(noisy.abs().unsqueeze(1), None, masked_kspace=y, mask=mask, image=noisy, sens_maps=s)
-    dc = DataConsistencyLoss()(None, masked_kspace=y, mask=mask, image=noisy, sens_maps=s)
+    call = dict(physics=physics, y=y, image=noisy, pred_kspace=None, data_range=None)
+    total = combo(noisy.abs().unsqueeze(1), None, **call)
+    dc = DataConsistencyLoss()(None, **call)
     qf = QFLoss("gray")(noisy.abs().unsqueeze(1))
     assert float(total) == pytest.approx(float(dc) + 0.5 * float(qf), rel=1e-5)
     assert combo.last == pytest.approx({"dc": float(dc), "qf": float(qf)}, rel=1e-5)
-    assert combo.requires_target is False
+    assert combo.requires_target is False and isinstance(combo, WeightedSum)
+    # the supervised term gets the target, the reference-free ones do not
+    seen = {}
+
+    def spy(output, target=None, **kw):
+        seen["target"] = target
+        return output.mean()
+
+    spy.requires_target = False
+    both = WeightedSum({"l1": (2.0, SupervisedLoss(1.0, 0.0)), "spy": spy})
+    out, tgt = torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8)
+    value = both(out, tgt, **call)
+    assert seen["target"] is None and both.requires_target is True
+    assert float(value) == pytest.approx(2 * float((out - tgt).abs().mean()) + float(out.mean()), rel=1e-6)
     assert CombinedLoss({"l1": 1.0, "dc": 1.0}).requires_target is True
+    assert set(CombinedLoss({"dc": 1.0, "qf": 0.0}).weights) == {"dc"}  # weight 0: not built
     with pytest.raises(InputError, match="unknown loss term"):
         CombinedLoss({"lpips": 1.0})
     with pytest.raises(InputError, match="not all 0"):
         CombinedLoss({"dc": 0.0})
-    del mag
+    with pytest.raises(InputError, match="scalar tensor"):
+        WeightedSum({"bad": lambda o, t=None, **k: o})(out, None, **call)

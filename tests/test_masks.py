@@ -119,3 +119,53 @@ def test_describe_mask_is_plain():
     info = describe_mask(make_mask("equispaced", SHAPE, 8, seed=2))
     assert info["mask_type"] == "equispaced" and info["acceleration"] == 8.0 and info["seed"] == 2
     assert isinstance(info["acceleration_effective"], float) and isinstance(info["num_low_frequencies"], int)
+
+
+def test_acs_width_line_and_2d_masks():
+    from recon.masks import acs_width
+
+    w = 20
+    line = torch.zeros(1, 1, w)
+    line[..., 8:13] = 1  # the run 8..12 through the centre column 10
+    line[..., [0, 3, 17]] = 1
+    assert acs_width(line) == 5 and acs_width(line.numpy()[0]) == 5 and acs_width(line.reshape(1, 1, 1, w)) == 5
+    assert acs_width(line.bool()) == 5
+    off = line.clone()
+    off[..., w // 2] = 0
+    assert acs_width(off) == 0
+    # the same line mask expanded to 2-D: its centre run (the block is full height)
+    assert acs_width(line.expand(1, 16, w)) == 5
+    # a 2-D mask: the side of the largest centred fully sampled block, centred as ESPIRiT's calibration crop
+    # (rows H // 2 - n // 2 .. H // 2 - n // 2 + n - 1), odd sides included
+    for n in (1, 4, 7, 9):
+        pts = torch.zeros(1, 16, w)
+        r0, c0 = 16 // 2 - n // 2, w // 2 - n // 2
+        pts[:, r0:r0 + n, c0:c0 + n] = 1
+        pts[:, 0, :] = 1  # samples elsewhere do not count
+        assert acs_width(pts) == n, n
+    # a rectangular block counts its fully sampled square; a hole at the centre gives 0
+    rect = torch.zeros(1, 16, w)
+    rect[:, 6:10, 4:16] = 1
+    assert acs_width(rect) == 4
+    rect[:, 8, 10] = 0
+    assert acs_width(rect) == 0
+    # Poisson-disk masks: at least the calibration block sigpy was asked for
+    sm = make_mask("poisson", (32, 32), 4, center_fraction=0.25, seed=0)
+    assert acs_width(sm.mask) >= 8
+    with pytest.raises(InputError, match="one mask"):
+        acs_width(torch.ones(2, 1, 1, w))
+
+
+def test_evenly_spaced_and_center_crop():
+    from recon.select import center_crop, evenly_spaced
+
+    assert evenly_spaced(10, None) == list(range(10)) and evenly_spaced(3, 5) == [0, 1, 2]
+    assert evenly_spaced(10, 3) == [0, 4, 9] and evenly_spaced(10, 1) == [0] and evenly_spaced(10, 0) == []
+    assert len(evenly_spaced(100, 7)) == 7
+    x = torch.arange(6 * 5).reshape(1, 6, 5)
+    assert center_crop(x, (2, 3)).tolist() == [[[11, 12, 13], [16, 17, 18]]]
+    assert center_crop(x.numpy(), (10, 4)).shape == (1, 6, 4)  # too large: that dim stays whole
+    import fastmri.data.transforms as T
+
+    y = torch.randn(2, 7, 9)
+    assert torch.equal(center_crop(y, (4, 5)), T.center_crop(y, (4, 5)))  # fastMRI's convention

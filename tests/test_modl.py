@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-import recon.modl as modl_mod
+import recon.modl.network as modl_mod  # MoDL calls cg_solve from here
 from recon.cg import conjugate_gradient
 from recon.errors import InputError
 from recon.fft import fft2c

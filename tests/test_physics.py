@@ -1,4 +1,5 @@
-"""FFT conventions and the SENSE operator: fastMRI equality, adjointness, composition, shape errors, CUDA."""
+"""FFT conventions and the operators: fastMRI equality, SENSE adjointness and shapes, Sampling, fastMRI's mask
+layouts, shape errors, CUDA."""
 from __future__ import annotations
 
 import fastmri
@@ -8,7 +9,7 @@ import torch
 
 from recon.errors import InputError
 from recon.fft import centering_phases, fft2c, fft2c_np, ifft2c, ifft2c_np
-from recon.physics import FFT2C, CoilSensitivity, Identity, LinearOperator, Multiply, SenseOperator
+from recon.physics import LinearOperator, Sampling, SenseOperator, as_kspace, as_mask
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny FFT problems (conftest.py)
@@ -85,10 +86,10 @@ def test_sense_matches_reference_and_is_adjoint(mask_kind, hw):
     lhs, rhs = cdot(ax, y), cdot(x, ahy)
     assert abs(lhs - rhs) <= 1e-5 * abs(lhs)
     assert torch.allclose(op.normal(x), op.adjoint(op.forward(x)), atol=1e-5)
-    # the composition of the basic operators is the same operator
-    composed = Multiply(mask) @ FFT2C() @ CoilSensitivity(maps)
-    assert torch.allclose(composed(x), ax, atol=1e-5)
-    assert torch.allclose(composed.H(y), op.H(y), atol=1e-5)
+    # shapes, the adjoint operator and the sampling part M
+    assert op.in_shape == (b, *hw) and op.out_shape == (b, c, *hw)
+    assert op.H.in_shape == op.out_shape and op.H.out_shape == op.in_shape and op.H.H is op
+    assert torch.allclose(op.H(y), ahy) and torch.allclose(op.sampling(fft2c(x.unsqueeze(1) * maps)), ax, atol=1e-5)
 
 
 def test_adjoint_float32_precision_on_real_size():
@@ -162,16 +163,26 @@ def test_autograd_through_operator_gradcheck():
     assert torch.autograd.gradcheck(op.forward, (x,))
 
 
-def test_generic_operator_algebra():
-    w = torch.tensor([1.0 + 1.0j, 2.0 - 0.5j, 0.5j])
-    a, fft = Multiply(w), FFT2C()
-    x = crandn(2, 3, 3)
-    y = crandn(2, 3, 3)
-    for op in (a, a.H, 2.0 * a, a + Identity(), fft @ a, a * fft, (fft @ a).H, 3.0 * fft):
-        lhs, rhs = cdot(op(x), y), cdot(x, op.H(y))
-        assert abs(lhs - rhs) <= 1e-5 * abs(lhs), repr(op)
-        assert torch.allclose(op.normal(x), op.H(op(x)), atol=1e-5), repr(op)
-    assert a.H.H is a
+def test_sampling_operator_and_fastmri_layouts():
+    b, c, h, w = 2, 3, 6, 8
+    cols = torch.rand(b, 1, 1, w) > 0.5
+    k = crandn(b, c, h, w)
+    op = Sampling(cols.unsqueeze(-1), (b, c, h, w))  # fastMRI's bool [B, 1, 1, W, 1]
+    assert op.in_shape == op.out_shape == (b, c, h, w) and op.sampling is op and op.mask.dtype == torch.float32
+    assert torch.equal(op(k), k * cols.float()) and torch.equal(op.H(k), op(k)) and torch.equal(op.normal(k), op(k))
+    lhs, rhs = cdot(op(k), k), cdot(k, op.H(k))
+    assert abs(lhs - rhs) <= 1e-5 * abs(lhs)
+    # fastMRI's per-sample [1, 1, W, 1] and real-view k-space [B, C, H, W, 2]
+    assert as_mask(cols[:1, 0].unsqueeze(-1).float(), (1, c, h, w)).shape == (1, 1, 1, w)
+    assert torch.equal(as_kspace(torch.view_as_real(k)), k)
+    # a SenseOperator takes the same masks
+    maps = unit_maps(b, c, h, w)
+    x = crandn(b, h, w)
+    assert torch.allclose(SenseOperator(maps, cols.unsqueeze(-1))(x), SenseOperator(maps, cols.float())(x))
+    with pytest.raises(InputError, match="expected k-space"):
+        op(k[:, :2])
+    with pytest.raises(InputError, match="all zeros"):
+        as_mask(torch.zeros(1, 1, 1, w), (b, c, h, w))
     with pytest.raises(NotImplementedError):
         LinearOperator()(x)
 

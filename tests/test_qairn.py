@@ -104,7 +104,7 @@ def _photos(folder, n=3, size=(40, 44)):
 
 def _cfg(tmp_path, out, **extra):
     from mriqa.train_qairn import load_config
-    from mriqa.train_qf import _merge
+    from recon.config import merge
 
     data = _photos(tmp_path / "photos")
     cfg = load_config(
@@ -117,7 +117,7 @@ def _cfg(tmp_path, out, **extra):
                "threads": 0, "progress": False, "device": "cpu"},
         output_dir=str(out),
     )
-    return _merge(cfg, extra)
+    return merge(cfg, extra)
 
 
 def test_two_step_training_and_resume_equal_an_uninterrupted_run(tmp_path):

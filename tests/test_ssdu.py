@@ -92,10 +92,11 @@ def _consistent_batch(r=4.0, seed=0):
 
 
 def test_ssdu_lambda_loss_is_zero_for_the_true_image_and_one_for_zero():
-    """The loss batch of recon.train_step.ssdu_inputs gives the DC loss the acquired y, a float Lambda mask
-    [B, 1, H, W] outside the ACS and the model's maps: the true complex image scores ~0, the zero image 1."""
-    from mriqa.losses import dc_loss
-    from recon.train_step import ssdu_inputs
+    """The loss batch of recon.train_step.ssdu_inputs gives the DC loss the acquired y and a physics with a float
+    Lambda mask [B, 1, H, W] outside the ACS and the model's maps: the true complex image scores ~0, the zero
+    image 1."""
+    from recon.losses import dc_loss
+    from recon.train_step import batch_physics, ssdu_inputs
 
     x, sm, batch = _consistent_batch()
     net, lb = ssdu_inputs(batch, [5], ratio=0.4, selection="points", std_scale=4.0, keep_center="acs")
@@ -103,13 +104,15 @@ def test_ssdu_lambda_loss_is_zero_for_the_true_image_and_one_for_zero():
     assert lam.dtype == theta.dtype == torch.float32 and lam.shape == (1, 1, H, W)
     assert torch.equal(lam + theta, batch["mask"].expand(1, 1, H, W))
     assert torch.equal(net["masked_kspace"], batch["masked_kspace"] * theta)
-    assert torch.equal(lb["masked_kspace"], batch["masked_kspace"]) and lb["sens_maps"] is batch["sens_maps"]
+    assert torch.equal(lb["masked_kspace"], batch["masked_kspace"]) and torch.equal(lb["sens_maps"], batch["sens_maps"])
     col = sm.mask.reshape(-1).numpy() > 0
     lo = W // 2
     while col[lo - 1]:
         lo -= 1
     assert float(lam[..., lo:lo + sm.num_low_frequencies].sum()) == 0
-    kw = dict(masked_kspace=lb["masked_kspace"], mask=lam, sens_maps=lb["sens_maps"])
+    physics = batch_physics(lb)
+    assert torch.equal(physics.mask, lam) and physics.sens_maps is lb["sens_maps"]
+    kw = dict(physics=physics, y=lb["masked_kspace"])
     assert float(dc_loss(image=x, **kw)) < 1e-10
     assert float(dc_loss(image=torch.zeros_like(x), **kw)) == pytest.approx(1.0)
     # a magnitude-only image (phase lost) is far from consistent

@@ -6,10 +6,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from test_qairn import _photos  # tests/ is on sys.path under pytest
 
 from mriqa.train_qf import load_config, lr_at, train
 from mriqa.weights_io import load_qfnet
+from recon.config import merge
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 TINY = {
@@ -20,20 +21,8 @@ TINY = {
 }
 
 
-def _photos(folder, n=3, size=(60, 70)):
-    from scipy import ndimage
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        x = ndimage.gaussian_filter(rng.random((*size, 3)), (1.5, 1.5, 0))
-        x = (x - x.min()) / (x.max() - x.min())
-        Image.fromarray((x * 255).astype(np.uint8)).save(folder / f"img{i}.png")
-    return folder
-
-
 def _photo_cfg(tmp_path, out, **extra):
-    data = _photos(tmp_path / "photos")
+    data = _photos(tmp_path / "photos", size=(60, 70))
     cfg = load_config(
         None,
         name="tiny-rgb",
@@ -42,11 +31,7 @@ def _photo_cfg(tmp_path, out, **extra):
               "val": [{"type": "images", "path": str(data), "include": ["img0"]}]},
         output_dir=str(out),
     )
-    cfg = load_config(None, **{**cfg, **{k: v for k, v in TINY.items() if k not in cfg}})
-    from mriqa.train_qf import _merge
-
-    cfg = _merge(cfg, TINY)
-    return _merge(cfg, extra)
+    return merge(merge(cfg, TINY), extra)
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
@@ -176,12 +161,32 @@ def test_cli_train_qf_bad_config(tmp_path, capsys):
 
 
 def test_overrides_parse_numbers_yaml_reads_as_strings():
-    from mriqa.train_qf import apply_overrides
+    from recon.config import apply_overrides
 
-    cfg = apply_overrides({"train": {"lr": 0.1}}, ["train.lr=1e-3", "train.steps=7", "train.tag=abc",
-                                                   "train.flag=true", "train.sizes=[1, 2]"])
+    base = {"train": {"lr": 0.1, "steps": 1, "tag": None, "flag": False, "sizes": None}}
+    cfg = apply_overrides(base, ["train.lr=1e-3", "train.steps=7", "train.tag=abc", "train.flag=true",
+                                 "train.sizes=[1, 2]"])
     assert cfg["train"] == {"lr": 1e-3, "steps": 7, "tag": "abc", "flag": True, "sizes": [1, 2]}
     assert isinstance(cfg["train"]["steps"], int)
+
+
+def test_qf_config_is_strict_except_below_the_optional_blocks(tmp_path):
+    from recon.errors import InputError
+
+    with pytest.raises(InputError, match="unknown config key 'train.stpes'"):
+        load_config(None, ["train.stpes=3"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sampler:\n  pacth: 32\n")
+    with pytest.raises(InputError, match="bad.yaml: unknown config key 'sampler.pacth'"):
+        load_config(bad)
+    cfg = load_config(None, sampler={"noise": {"p": 0.5, "sigma_max": 0.05}}, calibrate={"max_images": 3})
+    assert cfg["sampler"]["noise"] == {"p": 0.5, "sigma_max": 0.05} and cfg["calibrate"] == {"max_images": 3}
+    # classification: the paper's five classes unless the config names others
+    from mriqa.train_qf import build_model
+
+    assert build_model(load_config(None, mode="classification", model={"width": 4})).num_classes == 5
+    custom = load_config(None, mode="classification", model={"width": 4, "num_classes": 3, "class_qfs": [0, 40, 80]})
+    assert build_model(custom).num_classes == 3
 
 
 def test_init_starts_from_earlier_weights_and_rejects_other_architectures(tmp_path):

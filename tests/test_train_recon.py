@@ -1,4 +1,5 @@
-"""recon.train / mriqa train-recon: resumable training, the loss interface, outputs, config errors."""
+"""recon.train / mriqa train-recon: resumable training on the shared step loop, the loss call, outputs, config
+errors, --set."""
 from __future__ import annotations
 
 import copy
@@ -11,7 +12,8 @@ import yaml
 from recon.errors import InputError
 from recon.fft import fft2c_np, ifft2c_np
 from recon.io.fastmri_h5 import write_fastmri_h5
-from recon.train import SupervisedLoss, Trainer, build_loss, load_config, train
+from recon.losses import SupervisedLoss
+from recon.train import Trainer, build_loss, load_config, train
 
 H = W = 32
 C = 1  # single-coil (maps of ones): no ESPIRiT, so the file stays fast; multi-coil maps are tested in test_transforms
@@ -62,20 +64,24 @@ def test_two_steps_then_resume_equals_uninterrupted(data_root, tmp_path):
     assert full.step == 2 and (tmp_path / "a" / "final.safetensors").is_file()
 
     first = train(_config(data_root, tmp_path / "b"), progress=False, stop_after=1)
-    assert first.step == 1 and (tmp_path / "b" / "last.pt").is_file()
+    assert first.step == 1 and (tmp_path / "b" / "checkpoint.pt").is_file()
     assert not (tmp_path / "b" / "final.safetensors").exists()
     resumed = Trainer(_config(data_root, tmp_path / "b"), progress=False)
     resumed.run()
     assert resumed.step == 2
     for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), name
-    assert [t["loss"] for t in full.history["train"]] == [t["loss"] for t in resumed.history["train"]]
-    assert [t["K"] for t in full.history["train"]] == [1, 2]  # warm start at K = 1, then K = full
+    assert [r["train_loss"] for r in full.history] == [r["train_loss"] for r in resumed.history]
+    assert [r["K"] for r in full.history] == [1, 2]  # warm start at K = 1, then K = full
     opt_a, opt_b = full.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
     for key in opt_a:
         assert torch.equal(opt_a[key]["exp_avg"], opt_b[key]["exp_avg"])
+    # the rows: validation against the reference and the CG-SENSE baseline on the same slices
+    row = resumed.history[-1]
+    for key in ("psnr_R3", "ssim_R3", "nmse_R3", "cg_sense_psnr_R3", "lam", "lr", "wall_s"):
+        assert key in row, key
     # outputs: curves, history, weights loadable by name-or-path
-    for f in ("curves.png", "history.json", "best.safetensors", "last.pt"):
+    for f in ("curves.png", "history.json", "best.safetensors", "checkpoint.pt"):
         assert (tmp_path / "b" / f).is_file(), f
     from recon.modl import load_modl, weights_metadata
 
@@ -83,30 +89,34 @@ def test_two_steps_then_resume_equals_uninterrupted(data_root, tmp_path):
     assert model.num_unrolls == 2 and model.config.channels == 8
     meta = weights_metadata(tmp_path / "b" / "final.safetensors")
     assert meta["extra"]["steps"] == 2 and "psnr_R3" in meta["extra"]["validation"]
+    assert weights_metadata(tmp_path / "b" / "best.safetensors")["extra"]["which"] == "best"
     # checkpoints are plain tensors/containers: weights_only loading works
-    torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
 
 
-def test_loss_interface_is_agnostic(data_root, tmp_path):
+def test_loss_call_is_agnostic(data_root, tmp_path):
     seen = []
 
     class ReferenceFree:
         requires_target = False
 
-        def __call__(self, output, target, data_range, **batch):
-            seen.append((tuple(output.shape), target, tuple(data_range.shape), sorted(batch)))
+        def __call__(self, output, target, **call):
+            seen.append((tuple(output.shape), target, call))
             # a consistency-only loss: needs no reference at all
-            return (output - output.detach().mean()).abs().mean() / data_range.mean()
+            return (output - output.detach().mean()).abs().mean() / call["data_range"].mean()
 
     cfg = _config(data_root, tmp_path / "rf", stages=[{"num_unrolls": 1, "steps": 1}])
     trainer = train(cfg, loss=ReferenceFree(), progress=False)
     assert trainer.step == 1
-    shape, target, dr_shape, keys = seen[0]
-    assert shape == (2, 1, H, W) and target is None and dr_shape == (2,)
-    for key in ("masked_kspace", "mask", "sens_maps", "acceleration", "fname", "num_low_frequencies"):
-        assert key in keys
+    shape, target, call = seen[0]
+    assert shape == (2, 1, H, W) and target is None and tuple(call["data_range"].shape) == (2,)
+    assert set(call) == {"physics", "y", "image", "pred_kspace", "data_range"}
+    # the physics of the batch: its maps and mask, the same k-space shape as y
+    physics = call["physics"]
+    assert physics.kspace_shape == tuple(call["y"].shape) == (2, C, H, W) and physics.mask.shape[-1] == W
+    assert call["image"].is_complex() and call["pred_kspace"] is None
     # a loss named in the config as a factory
-    loss = build_loss({"factory": "recon.train:SupervisedLoss", "kwargs": {"l1": 0.5, "ssim": 0.5}})
+    loss = build_loss({"factory": "recon.losses:SupervisedLoss", "kwargs": {"l1": 0.5, "ssim": 0.5}})
     assert isinstance(loss, SupervisedLoss) and loss.ssim == 0.5
     out = torch.rand(2, 1, H, W)
     assert float(loss(out, out.clone(), data_range=torch.ones(2))) == pytest.approx(0.0, abs=1e-5)
@@ -114,6 +124,7 @@ def test_loss_interface_is_agnostic(data_root, tmp_path):
         build_loss({"factory": "no_such_module:thing"})
     with pytest.raises(InputError, match="unknown train.loss"):
         build_loss({"l2": 1.0})
+    assert isinstance(build_loss(None), SupervisedLoss)  # the default: l1 = 1
 
 
 def test_cli_train_recon_and_config_errors(data_root, tmp_path, capsys):
@@ -127,6 +138,13 @@ def test_cli_train_recon_and_config_errors(data_root, tmp_path, capsys):
     assert "stopped; rerun to resume" in capsys.readouterr().out
     assert main(["train-recon", "--config", str(path), "--no-progress"]) == 0
     assert "done" in capsys.readouterr().out and (tmp_path / "exported.safetensors").is_file()
+
+    # --set reaches the trainer's config, strictly
+    assert main(["train-recon", "--config", str(path), "--no-progress", "--set", "train.learning_rate=1"]) == 2
+    err = capsys.readouterr().err
+    assert "learning_rate" in err and len(err.strip().splitlines()) == 1
+    cfg_set = load_config(path, ["train.stages.1.steps=3", "model.channels=4"])
+    assert cfg_set["train"]["stages"][1]["steps"] == 3 and cfg_set["model"]["channels"] == 4
 
     bad = copy.deepcopy(cfg)
     bad["train"]["learning_rate"] = 1.0

@@ -1,5 +1,5 @@
-"""recon.train_step: model adapters (MoDL / VarNet), the SSDU split as the loss sees it, the plain-PyTorch
-example."""
+"""recon.train_step: model adapters (MoDL / VarNet), the physics handed to the loss, the SSDU split as the loss
+sees it, fastMRI's batch layouts, the plain-PyTorch example."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +7,9 @@ import torch
 
 from examples.tiny_data import make_tiny_dataset
 from recon.errors import InputError
-from recon.train_step import build_model, forward_model, load_model, save_model, train_step
+from recon.losses import dc_loss
+from recon.physics import Sampling, SenseOperator
+from recon.train_step import as_batch, batch_physics, build_model, forward_model, load_model, save_model, train_step
 from recon.transforms import ModlDataTransform, collate, slice_dataset
 
 
@@ -23,8 +25,6 @@ def batch(tiny):
 
 
 def test_varnet_adapter_matches_varnet_forward(batch):
-    from mriqa.losses import dc_loss
-
     torch.manual_seed(0)
     net = build_model("varnet", {"num_cascades": 2, "chans": 4, "pools": 2, "sens_chans": 2, "sens_pools": 2}).eval()
     with torch.no_grad():
@@ -36,12 +36,21 @@ def test_varnet_adapter_matches_varnet_forward(batch):
     # the predicted k-space is VarNet's: its RSS is the output, and it agrees with y where sampled up to the
     # soft DC step (a finite relative residual)
     assert pred["pred_kspace"].shape == batch["masked_kspace"].shape
-    assert float(dc_loss(batch["masked_kspace"], batch["mask"], pred_kspace=pred["pred_kspace"])) < 1.0
+    assert float(dc_loss(batch_physics(batch), batch["masked_kspace"], pred_kspace=pred["pred_kspace"])) < 1.0
+    # fastMRI's own layout (VarNetDataTransform: real-view k-space, bool [B, 1, 1, W, 1] mask, no maps): the same
+    fm = {"masked_kspace": k, "mask": batch["mask"].unsqueeze(-1).bool(), "target": batch["target"],
+          "num_low_frequencies": batch["num_low_frequencies"], "max_value": batch["max_value"].double(),
+          "crop_size": [torch.tensor([32, 32]), torch.tensor([32, 32])], "fname": batch["fname"],
+          "slice_num": batch["slice_num"]}
+    with torch.no_grad():
+        again = forward_model(net, fm)
+    assert torch.equal(again["output"], pred["output"]) and torch.equal(again["pred_kspace"], pred["pred_kspace"])
+    nb = as_batch(fm)
+    assert nb["masked_kspace"].is_complex() and nb["mask"].shape == (2, 1, 1, 32) and nb["crop_size"] == (32, 32)
+    assert isinstance(batch_physics(nb), Sampling) and isinstance(batch_physics(batch), SenseOperator)
 
 
 def test_modl_adapter_gives_the_complex_image(batch):
-    from mriqa.losses import dc_loss
-
     net = build_model("modl", {"num_unrolls": 2, "cg_iters": 5, "channels": 4})
     with torch.no_grad():
         pred = forward_model(net, batch)
@@ -49,8 +58,14 @@ def test_modl_adapter_gives_the_complex_image(batch):
     assert torch.allclose(pred["output"][:, 0], ref, atol=1e-5)
     assert pred["image"].is_complex() and pred["image"].shape == (2, 32, 32)
     # untrained MoDL = regularised CG-SENSE: close to the data where sampled
-    assert float(dc_loss(batch["masked_kspace"], batch["mask"], image=pred["image"],
-                         sens_maps=batch["sens_maps"])) < 0.05
+    assert float(dc_loss(batch_physics(batch), batch["masked_kspace"], image=pred["image"])) < 0.05
+    # a magnitude-only model on a batch: the DC loss names what it needs instead of failing deep inside
+    magnitude_only = torch.nn.Module()
+    magnitude_only.forward = lambda k, m, nlf: k.square().sum((1, -1)).sqrt()
+    pred = forward_model(magnitude_only, batch)
+    assert pred["image"] is None and pred["pred_kspace"] is None and pred["output"].shape == (2, 1, 32, 32)
+    with pytest.raises(InputError, match="needs the complex reconstruction"):
+        dc_loss(batch_physics(batch), batch["masked_kspace"], image=pred["image"], pred_kspace=pred["pred_kspace"])
 
 
 def test_ssdu_step_network_sees_theta_loss_sees_lambda(batch):
@@ -59,18 +74,27 @@ def test_ssdu_step_network_sees_theta_loss_sees_lambda(batch):
     class Spy:
         requires_target = False
 
-        def __call__(self, output, target, data_range=None, **rest):
-            seen.update(rest, target=target)
-            return output.mean() * 0 + rest["image"].abs().mean()
+        def __call__(self, output, target, **call):
+            seen.update(call, target=target)
+            return output.mean() * 0 + call["image"].abs().mean()
 
     net = build_model("modl", {"num_unrolls": 1, "cg_iters": 2, "channels": 4})
+    unroll = net.unroll
+    net.unroll = lambda y, physics, num_unrolls=None: seen.setdefault("net_physics", physics) and \
+        unroll(y, physics, num_unrolls)
     opt = torch.optim.SGD(net.parameters(), lr=0.0)
     stats = train_step(net, batch, Spy(), opt, mode="ssdu", seeds=[1, 2])
     assert set(stats) == {"loss"} and seen["target"] is None
-    lam, theta, omega = seen["mask"], seen["input_mask"], batch["mask"].expand(2, 1, 32, 32)
+    assert set(seen) >= {"physics", "y", "image", "pred_kspace", "data_range"}
+    lam, theta, omega = seen["physics"].mask, seen["net_physics"].mask, batch["mask"].expand(2, 1, 32, 32)
     assert torch.equal(lam + theta, omega) and float((lam * theta).sum()) == 0
-    assert torch.equal(seen["masked_kspace"], batch["masked_kspace"])  # the loss compares with all acquired data
+    assert seen["physics"].sens_maps is seen["net_physics"].sens_maps  # the same maps, the two masks
+    assert torch.equal(seen["y"], batch["masked_kspace"])  # the loss compares with all acquired data
     assert float(lam.sum()) == pytest.approx(0.4 * float(omega.sum()), abs=2)
+    # without SSDU the network and the loss share one physics object, built once for the batch
+    seen.clear()
+    train_step(net, batch, Spy(), opt, mode="dc")
+    assert seen["physics"] is seen["net_physics"] and torch.equal(seen["physics"].mask, batch["mask"])
     with pytest.raises(InputError, match="mode must be one of"):
         train_step(net, batch, Spy(), opt, mode="gan")
     with pytest.raises(InputError, match="needs the reference"):

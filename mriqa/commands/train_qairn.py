@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from mriqa.commands.training_flags import add_training_flags, config_extra
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -12,12 +14,9 @@ def add_parser(subparsers) -> None:
         description="Train QAIRN on JPEG-compressed random patches (L1 + SSIM); resumes from the last checkpoint "
         "in the run's output_dir automatically and exports the best-validation weights.",
     )
-    p.add_argument("--config", required=True, help="YAML config (configs/qairn-cpu.yaml, configs/qairn.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.steps=100")
-    p.add_argument("--output-dir", help="run folder (checkpoints, curves); default: the config's output_dir")
-    p.add_argument("--export", help="where to write the best weights (safetensors); default: the config's export")
-    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint and start over")
+    add_training_flags(p, config_help="YAML config (configs/qairn-cpu.yaml, configs/qairn.yaml)",
+                       set_example="train.steps=100",
+                       export_help="where to write the best weights (safetensors); default: the config's export")
     p.add_argument("--select-pooling", action="store_true",
                    help="no training: choose the Minkowski exponent of Q1..Q3 on the config's validation images "
                         "and rewrite the weights (--weights, default: the config's export)")
@@ -26,16 +25,12 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from recon.errors import InputError
     from mriqa.train_qairn import REPO_ROOT, load_config, select_pooling_only, train
 
     config = Path(args.config)
     if not config.is_file() and not config.is_absolute() and (REPO_ROOT / config).is_file():
         config = REPO_ROOT / config  # a repo config named from outside the checkout
-    if not config.is_file():
-        raise InputError(config, "config file not found")
-    extra = {k: v for k, v in (("output_dir", args.output_dir), ("export", args.export)) if v}
-    cfg = load_config(config, args.overrides, **extra)
+    cfg = load_config(config, args.overrides, **config_extra(args))
     if args.select_pooling:
         select_pooling_only(cfg, args.weights)
         return 0

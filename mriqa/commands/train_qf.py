@@ -1,6 +1,8 @@
 """``mriqa train-qf --config CONFIG.yaml``: self-supervised JPEG-QF training (see ``mriqa/train_qf.py``)."""
 from __future__ import annotations
 
+from mriqa.commands.training_flags import add_training_flags, config_extra
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -9,18 +11,9 @@ def add_parser(subparsers) -> None:
         description="Train a QF predictor on JPEG-compressed random patches; resumes from the last checkpoint "
         "in the run's output_dir automatically.",
     )
-    p.add_argument("--config", required=True, help="YAML config (configs/qf-gray.yaml, qf-rgb.yaml, qf-fastmri.yaml)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.steps=100 --set data.train.0.path=/data/knee",
-    )
-    p.add_argument("--output-dir", help="run folder (checkpoints, curves); default: the config's output_dir")
-    p.add_argument("--export", help="where to write the best weights (safetensors); default: the config's export")
-    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint and start over")
+    add_training_flags(p, config_help="YAML config (configs/qf-gray.yaml, qf-rgb.yaml, qf-fastmri.yaml)",
+                       set_example="train.steps=100 --set data.train.0.path=/data/knee",
+                       export_help="where to write the best weights (safetensors); default: the config's export")
     p.add_argument("--calibrate-only", action="store_true",
                    help="no training: fit the output calibration of the run's best.safetensors and re-export it")
     p.set_defaults(func=run)
@@ -29,15 +22,9 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from mriqa.train_qf import calibrate_run, load_config, train
 
-    extra = {}
-    if args.output_dir:
-        extra["output_dir"] = args.output_dir
-    if args.export:
-        extra["export"] = args.export
-    cfg = load_config(args.config, args.overrides, **extra)
+    cfg = load_config(args.config, args.overrides, **config_extra(args))
     if args.calibrate_only:
-        cfg.setdefault("calibrate", None)
-        cfg["calibrate"] = cfg["calibrate"] or {}
+        cfg["calibrate"] = cfg["calibrate"] or {}  # the defaults of mriqa.train_qf.calibrate
         print(f"train-qf: calibrated {calibrate_run(cfg)}")
         return 0
     summary = train(cfg, resume=not args.no_resume)

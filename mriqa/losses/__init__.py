@@ -1,20 +1,18 @@
-"""Losses for training reconstruction networks with the QF predictor (issue 6), piq-style: one file per loss,
-each with a functional form and an ``nn.Module``.
+"""Quality losses for training reconstruction and restoration networks with the QF predictor (issue 6),
+piq-style: one file per loss, each with a functional form and an ``nn.Module``.
 
 - :class:`QFLoss` / :func:`qf_loss` (``qf_loss.py``): ``1 - QF`` of a frozen QF predictor (reference-free).
-- :class:`DataConsistencyLoss` / :func:`dc_loss` (``dc_loss.py``): ``||M F S x - y||^2 / ||M y||^2``.
-- :class:`CombinedLoss` (``combined.py``): a weighted sum, e.g. ``CombinedLoss({"dc": 1.0, "qf": 0.05})``.
+- :class:`CombinedLoss` (``combined.py``): named weighted sums on :class:`recon.losses.WeightedSum`, e.g.
+  ``CombinedLoss({"dc": 1.0, "qf": 0.05})`` (``dc`` is recon's :class:`recon.losses.DataConsistencyLoss`).
 
-All follow the loss call of ``recon.train`` and fastMRI: ``loss(output [B,1,H,W], target=None,
-data_range=None, **batch)``; reference-free losses have ``requires_target = False``. Nothing here imports
-``recon``.
+They follow recon's loss call (:mod:`recon.losses`): ``loss(output [B,1,H,W], target=None, *, physics, y,
+image, pred_kspace, data_range)``; the QF loss uses ``output`` only and ignores the rest
+(``requires_target = False``).
 """
 from mriqa.losses.combined import CombinedLoss, build_term
-from mriqa.losses.dc_loss import DataConsistencyLoss, dc_loss
 from mriqa.losses.qf_loss import QFLoss, normalize_for_qf, qf_loss
 
-__all__ = ["QFLoss", "qf_loss", "normalize_for_qf", "DataConsistencyLoss", "dc_loss", "CombinedLoss",
-           "build_term", "dc_plus_qf"]
+__all__ = ["QFLoss", "qf_loss", "normalize_for_qf", "CombinedLoss", "build_term", "dc_plus_qf"]
 
 
 def dc_plus_qf(qf_weight: float = 0.05, dc_weight: float = 1.0, qf: dict | None = None,

@@ -18,7 +18,8 @@ input                         taken as
 
 - ``kind="mri"``: negative values -> 0, divide by the 99.5th percentile of each 2-D image (``torch.quantile``,
   linear interpolation as ``numpy.percentile``; computed on the detached image, so the window is a constant
-  of the step and the gradient does not push the brightest pixels around), clip to [0, 1].
+  of the step and the gradient does not push the brightest pixels around; the maximum where that is 0, and
+  1 for an all-zero image, which is then scored as the black image it is), clip to [0, 1].
 - ``kind="photo"``: clip to [0, 1].
 - 8-bit quantisation (``round(x * 255) / 255``, as in training) with a straight-through gradient (the
   forward pass is exactly what the predictor saw in training; the backward pass is the identity).
@@ -35,8 +36,8 @@ on a parent module does not switch its batch norm to batch statistics), and it i
 input's device. An image smaller than the predictor's receptive field (28 x 28 px for QFNet) is a
 :class:`recon.errors.InputError`.
 
-Interface (fastMRI / ``recon.train`` loss calls): ``loss(output, target=None, data_range=None, **batch)``;
-``target`` and ``data_range`` are ignored (``requires_target = False``: a reference-free loss).
+Interface: recon's loss call (:mod:`recon.losses`), ``loss(output, target=None, *, physics, y, image,
+pred_kspace, data_range)``; only ``output`` is used (``requires_target = False``: a reference-free loss).
 """
 from __future__ import annotations
 
@@ -96,9 +97,8 @@ def normalize_for_qf(x: torch.Tensor, channels: int, kind: str | None = None,
         flat = mag.detach().flatten(1)
         scale = torch.quantile(flat.double(), ROBUST_PERCENTILE / 100.0, dim=1).to(mag.dtype)
         scale = torch.where(scale > 0, scale, flat.amax(1))
-        if not bool((scale > 0).all()):
-            bad = (scale <= 0).nonzero().flatten().tolist()
-            raise InputError(source, f"QFLoss: image(s) {bad} of the batch are all zero (nothing to score)")
+        # an all-zero image (a network's first steps) is legitimate: score it as the black image it is
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         unit = (mag / scale.reshape(-1, 1, 1, 1)).clamp(0, 1)
     else:
         unit = x.clamp(0, 1)
@@ -123,8 +123,9 @@ class QFLoss(nn.Module):
         pool: ``"mean"`` or ``"foreground"``.
         kind: ``None`` (auto: one channel -> ``"mri"``, three -> ``"photo"``), ``"mri"`` or ``"photo"``.
         reduction: ``"mean"`` (scalar) or ``"none"`` (``[B]``).
-    Call: ``loss(output, target=None, data_range=None, **batch) -> 0-d tensor`` (``[B]`` for
-    ``reduction="none"``), differentiable in ``output``; no gradient reaches the predictor.
+    Call: ``loss(output, target=None, **ignored) -> 0-d tensor`` (``[B]`` for ``reduction="none"``),
+    differentiable in ``output``; no gradient reaches the predictor; the other keywords of recon's loss call
+    (``physics``, ``y``, ...) are ignored.
     """
 
     requires_target = False
@@ -202,8 +203,7 @@ class QFLoss(nn.Module):
         weights[empty] = 1.0
         return pooling.weighted_mean(maps, np.ascontiguousarray(weights))
 
-    def forward(self, output: torch.Tensor, target: torch.Tensor | None = None, data_range=None,
-                **batch) -> torch.Tensor:
+    def forward(self, output: torch.Tensor, target: torch.Tensor | None = None, **_) -> torch.Tensor:
         loss = 1.0 - self.scores(output)
         return loss.mean() if self.reduction == "mean" else loss
 

@@ -2,7 +2,7 @@
 
 ::
 
-    python -m mriqa.restimate.train --config configs/r-learned.yaml [--set train.steps=600] [--no-resume]
+    mriqa train-r --config configs/r-learned.yaml [--set train.steps=600] [--no-resume] [--recalibrate WEIGHTS]
 
 Data: ``data/r128/<split>/<method>.h5`` from ``scripts/make_r_dataset.py`` (reconstructions of simulated
 multi-coil brain k-space at nominal R 2..12, random / equispaced / Poisson masks, zero-filled / CG-SENSE /
@@ -29,8 +29,8 @@ thresholds, see :mod:`mriqa.restimate.ood`) and exported with :func:`recon.io.we
 """
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from recon.files import atomic_path
-from recon.training.loop import RunState, resume_state, run_steps
+from recon.training.loop import run_steps, start_state
 from mriqa.train_qf import lr_at  # linear warm-up, then cosine (shared with the QF trainer)
 
 DEFAULTS = {
@@ -49,18 +49,20 @@ DEFAULTS = {
     "sampler": {"crop": 64, "p_foreground": 0.9, "flips": True},
     "model": {"head_scale": 0.1},
     "train": {"steps": 1200, "batch": 16, "lr": 1.0e-3, "lr_min": 1.0e-5, "warmup": 50, "eval_every": 150,
-              "checkpoint_every": 100, "threads": 1, "max_minutes": 12, "progress": True},
-    "calibrate": {"coverage": 0.9, "spread_quantile": 0.99, "spread_factor": 1.5, "correlation_factor": 0.5},
+              "checkpoint_every": 100, "threads": 1, "max_minutes": 12, "stop_at_step": None, "progress": True},
+    "calibrate": {"linear": True, "coverage": 0.9, "spread_quantile": 0.99, "spread_factor": 1.5,
+                  "correlation_factor": 0.5},
     "output_dir": "runs/r-learned",
     "export": "mriqa/weights/r-learned.safetensors",
 }
 
 
-def load_config(path: str | None, overrides: list[str] | None = None) -> dict:
-    from mriqa.train_qf import apply_overrides, layered_config
+def load_config(path: str | None = None, overrides: list[str] | None = None, **extra) -> dict:
+    """:data:`DEFAULTS` <- YAML file <- ``extra`` <- ``--set KEY=VALUE`` (:func:`recon.config.load_config`,
+    strict: every key has a default)."""
+    from recon.config import load_config as layered
 
-    return layered_config(DEFAULTS, path, overrides) if path else apply_overrides(json.loads(json.dumps(DEFAULTS)),
-                                                                                   overrides)
+    return layered(DEFAULTS, path, overrides, extra)
 
 
 def load_images(root: str, split: str, methods, predictor, every_nth: int = 1):
@@ -188,14 +190,10 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
         head.bias.fill_(float(y_tr.mean()))
     net.train()
     opt = torch.optim.Adam(net.parameters(), lr=float(tc["lr"]))
-    state = RunState()
-    ckpt = out / "checkpoint.pt"
-    if resume and ckpt.is_file():
-        state = resume_state(ckpt, net, opt)
-        log(f"[{cfg['name']}] resumed from {ckpt} at step {state.step}")
-        if state.config is not None and state.config["data"] != cfg["data"]:
-            state.best = None  # validation set changed: earlier scores are not comparable
-            log(f"[{cfg['name']}] data changed since the checkpoint: model selection restarts")
+    state = start_state(out, net, opt, resume, cfg["name"], log)
+    if state.config is not None and state.config["data"] != cfg["data"]:
+        state.best = None  # validation set changed: earlier scores are not comparable
+        log(f"[{cfg['name']}] data changed since the checkpoint: model selection restarts")
 
     def geometry_for(c):
         n = net.output_size(c)
@@ -260,7 +258,7 @@ def calibrate(net, x_va, y_va, info_va, cfg: dict) -> dict:
     raw, spread = predict(net, x_va)
 
     def fit(sel):
-        if not cc.get("linear", True):
+        if not cc["linear"]:
             return None
         b_, a_ = np.polyfit(raw[sel].astype(np.float64), y_va[sel].astype(np.float64), 1)
         return {"a": float(a_), "b": float(b_)}
@@ -314,22 +312,11 @@ def recalibrate(cfg: dict, weights: str, log=print) -> dict:
     return r_info
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="train the learned R estimator")
-    p.add_argument("--config", default=None)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--no-resume", action="store_true")
-    p.add_argument("--recalibrate", metavar="WEIGHTS", default=None,
-                   help="no training: refit the recalibration, half-widths and OOD thresholds of WEIGHTS on the "
-                        "config's validation split and rewrite the file")
-    args = p.parse_args(argv)
-    cfg = load_config(args.config, args.set)
-    log = lambda s: print(s, flush=True)  # noqa: E731
-    if args.recalibrate:
-        recalibrate(cfg, args.recalibrate, log=log)
-    else:
-        train(cfg, resume=not args.no_resume, log=log)
-    return 0
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mriqa.restimate.train ARGS`` = ``mriqa train-r ARGS``."""
+    from mriqa.cli import main as mriqa_main
+
+    return mriqa_main(["train-r", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

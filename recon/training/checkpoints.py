@@ -1,5 +1,5 @@
-"""Training checkpoints of the mriqa trainers (QF predictor, QAIRN, learned R estimator): one format, written atomically, read back
-without unpickling arbitrary objects.
+"""Training checkpoints of the step loop's trainers (QF predictor, QAIRN, learned R estimator, AR-CNN): one format,
+written atomically, read back without unpickling arbitrary objects.
 
 A checkpoint (``<output_dir>/checkpoint.pt``) holds the model and optimiser state, the step, the history (JSON
 text), the best-validation record, the wall time so far, the resolved config (JSON text) and, for a run that

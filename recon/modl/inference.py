@@ -1,0 +1,119 @@
+"""MoDL inference: a volume at a time (what ``recon.pipeline.reconstruct(method="modl")`` runs), and ESPIRiT coil
+maps for a batch that comes without them.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from recon.errors import InputError
+from recon.masks import acs_width
+from recon.modl.network import MoDL
+from recon.physics import SenseOperator, as_kspace, as_mask
+
+__all__ = ["estimate_sens_maps", "modl_reconstruct"]
+
+
+def estimate_sens_maps(masked_kspace: torch.Tensor, mask: torch.Tensor, num_low_frequencies=None,
+                       source: str | None = None, **espirit_params) -> torch.Tensor:
+    """ESPIRiT coil maps ``[B, C, H, W]`` per sample from the fully sampled centre of the masked k-space.
+
+    The calibration block is ``recon.pipeline.espirit_calibration`` of ``min(num_low_frequencies, the mask's
+    fully sampled centre)`` (as ``mriqa recon`` calibrates); fewer than ``MIN_ACS`` centre lines is an
+    ``InputError`` (pass ``sens_maps``). Single-coil (C = 1): maps of ones.
+    """
+    from recon.coils import espirit_maps
+    from recon.pipeline import espirit_calibration
+
+    b, c, h, w = masked_kspace.shape
+    if c == 1:
+        return torch.ones_like(masked_kspace)
+    maps = torch.empty_like(masked_kspace)
+    nlf = num_low_frequencies
+    if torch.is_tensor(nlf):
+        nlf = nlf.reshape(-1).tolist()
+    for i in range(b):
+        mi = mask[i if mask.shape[0] > 1 else 0]
+        acs = acs_width(mi)
+        if nlf is not None:
+            given = nlf[i if len(nlf) > 1 else 0] if isinstance(nlf, (list, tuple)) else nlf
+            if given is not None and int(given) > 0:
+                acs = min(acs, int(given)) if acs > 0 else 0
+        calib, kernel = espirit_calibration(min(acs, h), source, what="no coil maps given and only")
+        params = {"calib_width": calib, "kernel_width": kernel, **espirit_params}
+        k = (masked_kspace[i] * mi).detach().cpu().numpy()
+        est = espirit_maps(k, **params)
+        est = torch.as_tensor(np.asarray(est)).to(torch.complex64)
+        if est.ndim == 4:  # map sets: MoDL takes the first set
+            est = est[0]
+        maps[i] = est.to(masked_kspace.device)
+    return maps
+
+
+def modl_reconstruct(model: MoDL, kspace, mask, sens_maps=None, *, batch_size: int = 1,
+                     num_low_frequencies: int | None = None, source: str | None = None,
+                     device: str | torch.device | None = None, progress: bool = False) -> np.ndarray:
+    """Reconstruct a volume with MoDL: k-space ``[S, C, H, W]`` complex (numpy or torch) -> float32 ``[S, H, W]``.
+
+    Args:
+        model: a :class:`MoDL` (e.g. from :func:`load_modl`); run in eval mode, no gradients.
+        kspace: complex k-space ``[S, C, H, W]`` (single-coil: C = 1; a single slice ``[C, H, W]`` works too);
+            values where the mask is 0 are ignored.
+        mask: real 0/1 broadcastable to ``[S, C, H, W]``: ``[W]``, ``[1, 1, W]``, ``[S, 1, 1, W]``,
+            ``[1, H, W]``, ``[S, 1, H, W]``, or a ``recon.masks.SamplingMask``.
+        sens_maps: complex ``[S, C, H, W]``, or ``[S, M, C, H, W]`` for M ESPIRiT map sets (soft SENSE: the
+            magnitude is ``sqrt(sum_m |x_m|^2)``, as ``recon.baselines`` does); default:
+            ESPIRiT per slice from the fully sampled centre (needs >= ``MIN_ACS`` centre lines).
+        batch_size: slices per forward pass.
+        num_low_frequencies: width of the fully sampled centre, if known (else read from the mask).
+        source: file name for error messages.
+        device: where to run (default: where the model is; the model is moved there for the call).
+        progress: show a tqdm bar over the batches.
+    Returns: float32 numpy ``[S, H, W]`` magnitude on the RSS scale.
+    """
+    if isinstance(kspace, np.ndarray):
+        kspace = torch.from_numpy(kspace)
+    if torch.is_tensor(kspace) and kspace.ndim == 3 and kspace.is_complex():
+        kspace = kspace.unsqueeze(0)
+    k = as_kspace(kspace, source)
+    s_count = k.shape[0]
+    if hasattr(mask, "mask") and hasattr(mask, "kind"):
+        if num_low_frequencies is None:
+            num_low_frequencies = int(mask.num_low_frequencies) or None
+        mask = mask.mask
+    m = torch.from_numpy(np.asarray(mask)) if isinstance(mask, np.ndarray) else mask
+    if not torch.is_tensor(m):
+        raise InputError(source, f"sampling mask must be a numpy array or tensor, got {type(m).__name__}")
+    m = as_mask(m, tuple(k.shape), torch.device("cpu"), source)
+    if sens_maps is not None:
+        sm = torch.from_numpy(sens_maps) if isinstance(sens_maps, np.ndarray) else sens_maps
+        if torch.is_tensor(sm) and sm.ndim == 3 and s_count == 1:
+            sm = sm.unsqueeze(0)
+        sens_maps = sm
+    if int(batch_size) < 1:
+        raise InputError(source, f"batch_size must be >= 1, got {batch_size}")
+    out = np.empty((s_count, k.shape[2], k.shape[3]), dtype=np.float32)
+    was_training = model.training
+    old_device = model.log_lam.device
+    if device is not None:
+        model.to(device)
+    model.eval()
+    starts = range(0, s_count, int(batch_size))
+    if progress:
+        from tqdm import tqdm
+        starts = tqdm(starts, desc="MoDL", unit="batch")
+    device = model.log_lam.device
+    try:
+        with torch.no_grad():
+            for a in starts:
+                b = min(a + int(batch_size), s_count)
+                mb = m if m.shape[0] == 1 else m[a:b]
+                maps = None if sens_maps is None else sens_maps[a:b]
+                y, mm, maps = model.prepare_inputs(k[a:b].to(device), mb.to(device), num_low_frequencies, maps,
+                                                   source=source)
+                image = model.unroll(y * mm, SenseOperator(maps, mm))
+                out[a:b] = model.magnitude(image).float().cpu().numpy()
+    finally:
+        model.train(was_training)
+        model.to(old_device)
+    return out
