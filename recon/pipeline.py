@@ -110,7 +110,7 @@ def espirit_calibration(acs: int, source: str | os.PathLike | None = None,
     ``MIN_ACS`` lines is an ``InputError`` (``what`` starts its message)."""
     if acs < MIN_ACS:
         raise InputError(source, f"{what} {acs} fully sampled centre lines (ACS); ESPIRiT coil maps need at "
-                                 f"least {MIN_ACS}: give coil maps or sample a larger centre")
+                                 f"least {MIN_ACS}: give coil maps (mriqa recon --maps FILE) or sample a larger centre")
     calib = min(ESPIRIT_CALIB_WIDTH, acs)
     return calib, min(ESPIRIT_KERNEL_WIDTH, calib // 2)
 

@@ -18,7 +18,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--config", required=True, help="YAML config (e.g. configs/modl-cpu.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.stages.0.steps=10 --set train.qf_weight=0.02")
-    p.add_argument("--out-dir", default=None, help="run folder (default: out_dir in the config)")
+    p.add_argument("--output-dir", "--out-dir", dest="out_dir", default=None,
+                   help="run folder (default: out_dir in the config); the same flag as the other train-* commands")
     p.add_argument("--export", default=None,
                    help="also write the final weights here (default: export in the config, if any)")
     p.add_argument("--device", default=None, help="torch device (default: the config's; auto = cuda if present)")
