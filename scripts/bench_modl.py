@@ -20,6 +20,8 @@ Timing: median of ``--reps`` runs after one warm-up, ``torch.set_num_threads(--t
 
     python scripts/bench_modl.py                 # CPU (+ GPU when present), prints markdown tables
     python scripts/bench_modl.py --sizes 8x256x256 --reps 3
+
+``docs/recon/modl_bench.md`` holds the tables it printed (``python scripts/bench_modl.py``).
 """
 from __future__ import annotations
 
@@ -37,7 +39,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 SIZES = ["8x256x256", "15x640x368"]
 UNROLLS = [1, 5, 10]
@@ -128,19 +129,19 @@ def worker(spec: dict) -> dict:
     reps = int(spec["reps"])
     if spec.get("time", True):
         forward()
-        times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            forward()
-            times.append(time.perf_counter() - t0)
-        result["fwd_s"] = statistics.median(times)
-        times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            train_step()
-            times.append(time.perf_counter() - t0)
-        result["fwd_bwd_s"] = statistics.median(times)
+        result["fwd_s"] = _median_seconds(forward, reps)
+        result["fwd_bwd_s"] = _median_seconds(train_step, reps)
     return result
+
+
+def _median_seconds(step, reps: int) -> float:
+    """Median wall time of ``reps`` calls of ``step`` (already warmed up)."""
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def run_config(spec: dict) -> dict:

@@ -9,17 +9,17 @@ much on the machine at hand.
 
     python scripts/bench_qairn_train.py                          # configs/qairn.yaml's network, 16 x 96^2
     python scripts/bench_qairn_train.py --config configs/qairn-cpu.yaml --batch 8 --patch 48
+
+README.md and docs/qairn/notes.md quote its step times (``--config configs/qairn-deep.yaml`` for the deep model).
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def step_seconds(model_cfg: dict, batch: int, patch: int, bf16: bool, channels_last: bool, reps: int,

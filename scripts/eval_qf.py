@@ -20,7 +20,10 @@ Sections (see issue 4):
 5. Shift robustness (BlurPool question): std of the score over the 64 one-pixel shifts (0..7, 0..7) of the
    crop window of JPEG images, and held-out MAE, for every model given (``--compare``).
 
-Everything is deterministic (fixed seeds, fixed image lists). Runs on CPU in a few minutes.
+Everything is deterministic (fixed seeds, fixed image lists). Runs on CPU in a few minutes. The measurements
+are :mod:`mriqa.evaluation.qf`, the held-out images :mod:`mriqa.evaluation.heldout`; all five sections
+regenerate ``docs/qf/README-eval.md`` / ``.json`` and the figures ``docs/qf/pairs.png``,
+``docs/qf/generalisation-{rgb,gray}.png``.
 """
 from __future__ import annotations
 
@@ -32,227 +35,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage, stats
+
+from mriqa.evaluation.heldout import COLIN27, DATA, KODAK_TEST, SKIMAGE_TRAIN, kodak, mri_slices
+from mriqa.evaluation.qf import (LEVELS, QFModel, accuracy_rows, blockiness, fig_curves, fig_pairs,
+                                 generalisation, shift_std, summarize_accuracy)
+from mriqa.evaluation.tables import md_table
+from mriqa.normalize import to_unit_range
+from mriqa.qf_data import skimage_data_dir
+from recon.io.images import read_images
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from mriqa.imageio import read_images, read_volume  # noqa: E402
-from mriqa.jpeg import jpeg_compress  # noqa: E402
-from mriqa.normalize import convert_channels, quantize_8bit, to_unit_range  # noqa: E402
-from mriqa.qf_data import _fg_mask, skimage_data_dir  # noqa: E402
-from mriqa.weights_io import load_qfnet  # noqa: E402
-
-DATA = REPO.parent / "shared" / "data"
-KODAK_TEST = ["kodim04", "kodim08", "kodim12", "kodim16", "kodim20", "kodim24"]
-KODAK_VAL = ["kodim02", "kodim14", "kodim21"]
-SKIMAGE_TRAIN = ["coffee", "chelsea", "motorcycle_left", "motorcycle_right", "astronaut"]
-QFS = [10, 20] + list(range(30, 101, 5))
-BINS = [(0.0, 0.3), (0.3, 0.5), (0.5, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 1.0001)]
-BLUR = [0.0, 0.4, 0.7, 1.0, 1.5, 2.0, 3.0]
-NOISE = [0.0, 0.003, 0.006, 0.01, 0.02, 0.03, 0.05, 0.08]
-SALT = [0.0, 0.001, 0.003, 0.01, 0.02, 0.05, 0.1]
-
-
-# ----------------------------------------------------------------------------------------------- models
-class Model:
-    def __init__(self, name: str, path: Path):
-        self.name, self.path = name, path
-        self.net, self.meta = load_qfnet(path)
-        self.channels = self.net.in_channels
-
-    @torch.no_grad()
-    def qf_map(self, unit: np.ndarray) -> np.ndarray:
-        """[H, W(, C)] float on the 1/255 grid -> QF map."""
-        x = convert_channels(unit, self.channels)
-        t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].float()
-        return self.net(t)[0, 0].numpy()
-
-    def score(self, unit: np.ndarray) -> float:
-        return float(self.qf_map(unit).mean())
-
-
-# ----------------------------------------------------------------------------------------------- data
-def kodak(names):
-    out = []
-    for n in names:
-        rec = read_images(DATA / "rgb" / "Kodak24" / f"{n}.png")[0]
-        out.append((n, to_unit_range(rec.image, "photo")))
-    return out
-
-
-def bbox_crop(unit: np.ndarray, margin: int = 8) -> np.ndarray:
-    m = _fg_mask(unit)
-    ys, xs = np.nonzero(m)
-    y0, y1 = max(0, ys.min() - margin), min(unit.shape[0], ys.max() + margin + 1)
-    x0, x1 = max(0, xs.min() - margin), min(unit.shape[1], xs.max() + margin + 1)
-    return unit[y0:y1, x0:x1]
-
-
-def mri_slices(path: Path, per_axis: int = 4, crop: bool = True, name: str | None = None):
-    """Held-out MRI slices: ``per_axis`` evenly spaced slices in the central 60 % of each orientation."""
-    vol = read_volume(path)
-    out = []
-    for ax in range(3):
-        v = np.moveaxis(vol, ax, 0)
-        n = v.shape[0]
-        for i in np.linspace(0.3 * n, 0.7 * n, per_axis).astype(int):
-            u = to_unit_range(v[i], "mri")
-            out.append((f"{name or path.name}[{ax}:{i}]", bbox_crop(u) if crop else u))
-    return out
-
-
-# ----------------------------------------------------------------------------------------------- metrics
-def spearman(a, b) -> float:
-    if np.std(a) == 0 or np.std(b) == 0:
-        return float("nan")
-    return float(stats.spearmanr(a, b).statistic)
-
-
-def accuracy_rows(model: Model, images) -> list[dict]:
-    rows = []
-    for name, unit in images:
-        for q in QFS:
-            rows.append({"image": name, "true": q / 100, "pred": model.score(jpeg_compress(unit, q))})
-        rows.append({"image": name, "true": None, "pred": model.score(unit)})  # lossless
-    return rows
-
-
-def summarize_accuracy(rows) -> dict:
-    t = np.array([r["true"] for r in rows if r["true"] is not None])
-    p = np.array([r["pred"] for r in rows if r["true"] is not None])
-    lossless = np.array([r["pred"] for r in rows if r["true"] is None])
-    sel = t >= 0.3 - 1e-9
-    hi = t >= 0.8 - 1e-9
-    err = np.abs(p - t)
-    out = {
-        "n": int(sel.sum()),
-        "mae_30_100": float(err[sel].mean()),
-        "within_002_30_100": float((err[sel] <= 0.02).mean()),
-        "spearman_30_100": spearman(t[sel], p[sel]),
-        "mae_80_100": float(err[hi].mean()),
-        "mae_all": float(err.mean()),
-        "lossless_mean": float(lossless.mean()),
-        "bins": [],
-    }
-    for lo, up in BINS:
-        b = (t >= lo - 1e-9) & (t < up - 1e-9)
-        if b.any():
-            out["bins"].append({"bin": f"[{lo:.1f}, {min(up, 1.0):.1f}{']' if up > 1 else ')'}", "n": int(b.sum()),
-                                "mae": float(err[b].mean()), "bias": float((p[b] - t[b]).mean()),
-                                "within": float((err[b] <= 0.02).mean())})
-    return out
-
-
-def degrade(unit: np.ndarray, kind: str, level: float, seed: int) -> np.ndarray:
-    if level == 0:
-        return unit
-    rng = np.random.default_rng(seed)
-    if kind == "blur":
-        sig = (level, level, 0) if unit.ndim == 3 else level
-        return quantize_8bit(ndimage.gaussian_filter(unit.astype(np.float64), sig, mode="reflect"))
-    if kind == "noise":
-        return quantize_8bit(unit + rng.standard_normal(unit.shape) * level)
-    if kind == "salt":
-        out = unit.copy()
-        m = rng.random(unit.shape[:2])
-        out[m < level / 2] = 0.0
-        out[(m >= level / 2) & (m < level)] = 1.0
-        return out
-    raise ValueError(kind)
-
-
-LEVELS = {"blur": BLUR, "noise": NOISE, "salt": SALT}
-LABEL = {"blur": "Gaussian blur sigma (px)", "noise": "Gaussian noise sigma ([0,1] units)",
-         "salt": "salt-and-pepper density"}
-
-
-def generalisation(model: Model, images) -> dict:
-    res = {}
-    for kind, levels in LEVELS.items():
-        curves = np.array([[model.score(degrade(u, kind, lv, seed=1000 + i)) for lv in levels]
-                           for i, (_, u) in enumerate(images)])
-        rhos = [spearman(levels, c) for c in curves]
-        res[kind] = {"levels": levels, "curves": curves.tolist(), "spearman": rhos,
-                     "median_spearman": float(np.nanmedian(rhos))}
-    return res
-
-
-def blockiness(unit: np.ndarray) -> float:
-    g = unit.astype(np.float64)
-    if g.ndim == 3:
-        g = g @ [0.299, 0.587, 0.114]
-
-    def ratio(d):
-        idx = np.arange(len(d))
-        return d[idx % 8 == 7].mean() / d[idx % 8 != 7].mean()
-
-    return 0.5 * (ratio(np.abs(np.diff(g, axis=1)).mean(axis=0)) + ratio(np.abs(np.diff(g, axis=0)).mean(axis=1)))
-
-
-def shift_std(model: Model, images, qfs=(50, 80, 95), size: int = 192) -> dict:
-    """Median over (image, QF) of the std of the score over the 64 crop offsets (0..7)^2."""
-    stds, maes = [], []
-    for name, unit in images:
-        for q in qfs:
-            j = jpeg_compress(unit, q)
-            h0, w0 = (j.shape[0] - size - 8) // 2, (j.shape[1] - size - 8) // 2
-            s = [model.score(j[h0 + dy: h0 + dy + size, w0 + dx: w0 + dx + size])
-                 for dy in range(8) for dx in range(8)]
-            stds.append(np.std(s))
-            maes.append(abs(np.mean(s) - q / 100))
-    return {"median_std": float(np.median(stds)), "mean_std": float(np.mean(stds)), "mae": float(np.mean(maes))}
-
-
-# ----------------------------------------------------------------------------------------------- output
-def md_table(header, rows) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(out)
-
-
-def fig_pairs(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(3.6 * len(results), 3.4), dpi=72, squeeze=False)
-    for ax, (name, rows) in zip(axes[0], results.items()):
-        t = np.array([r["true"] for r in rows if r["true"] is not None])
-        p = np.array([r["pred"] for r in rows if r["true"] is not None])
-        ax.scatter(t, p, s=5, alpha=0.5)
-        ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-        ax.set_xlabel("true QF / 100")
-        ax.set_ylabel("predicted (mean of QF map)")
-        ax.set_title(name)
-        ax.set_xlim(0, 1.02)
-        ax.set_ylim(0, 1.02)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def fig_curves(gen: dict, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.0), dpi=72)
-    for ax, kind in zip(axes, ("blur", "noise", "salt")):
-        for name, g in gen.items():
-            c = np.array(g[kind]["curves"])
-            lv = g[kind]["levels"]
-            ax.errorbar(lv, c.mean(0), yerr=c.std(0), marker="o", ms=3, capsize=2,
-                        label=f"{name} (median rho {g[kind]['median_spearman']:.2f})")
-        ax.set_xlabel(LABEL[kind])
-        ax.set_ylabel("predicted QF / 100")
-        ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 def main(argv=None) -> int:
@@ -274,17 +66,17 @@ def main(argv=None) -> int:
     models = {"gray": [], "rgb": []}
     for kind, path in (("gray", Path(args.gray)), ("rgb", Path(args.rgb))):
         if path.is_file():
-            models[kind].append(Model(f"qf-{kind}", path))
+            models[kind].append(QFModel(f"qf-{kind}", path))
         else:
             print(f"eval_qf: {path} not found; skipping the {kind} model", file=sys.stderr)
     for item in args.compare:
         name, rest = item.split("=", 1)
         path, kind = rest.rsplit(":", 1)
-        models[kind].append(Model(name, Path(path)))
+        models[kind].append(QFModel(name, Path(path)))
 
     images = {
         "rgb": kodak(KODAK_TEST),
-        "gray": mri_slices(DATA / "mri/volumes/colin27/ch2.nii.gz", name="colin27"),
+        "gray": mri_slices(COLIN27, name="colin27"),
     }
     heldout_desc = {"rgb": "Kodak24 " + ", ".join(KODAK_TEST), "gray": "Colin27 ch2, 12 slices (4 per axis), head crop"}
     report: list[str] = []

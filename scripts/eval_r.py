@@ -19,7 +19,9 @@ equispaced outer lines), reconstructed by zero-filled, CG-SENSE and MoDL (ESPIRi
 centre), and both estimators are run on each.
 
 Writes ``docs/r/README.md`` (intro + these tables, as printed), ``docs/r/eval.json``, and the figures
-``docs/r/qf_vs_r.png`` (paper Fig. 14), ``docs/r/qf_maps.png`` (Fig. 15), ``docs/r/pred_vs_true.png``.
+``docs/r/qf_vs_r.png`` (paper Fig. 14), ``docs/r/qf_maps.png`` (Fig. 15), ``docs/r/pred_vs_true.png``, and the
+model card ``mriqa/weights/r-learned.md`` (shipped weights on the default data only). The measures are
+:mod:`mriqa.evaluation.r_estimation`, the figures :mod:`mriqa.evaluation.r_figures`.
 
     python scripts/eval_r.py
 """
@@ -31,7 +33,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -40,14 +41,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from mriqa.evaluation.r_estimation import (LABELS, MASKS, METHODS, POOLS, file_sha256, interval_metrics,
+                                           pooled_qf_scores, read_r_dataset, smallfov_masks, subset, volume_level)
+from mriqa.evaluation.r_figures import figure_maps, figure_qf_vs_r, figure_scatter
+from mriqa.iqa.correlation import srcc as spearman
 
-METHODS = ("zf", "sense", "modl")
-LABELS = {"zf": "zero-filled", "sense": "CG-SENSE", "modl": "MoDL"}
-MASKS = ("random", "equispaced", "poisson")
-POOLS = ("center", "mean", "foreground")
-POOL_LABELS = {"center": "center", "mean": "whole (mean)", "foreground": "foreground"}
+REPO = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv=None):
@@ -65,199 +64,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def load(path: Path) -> dict:
-    import h5py
-
-    with h5py.File(path, "r") as hf:
-        d = {k: hf[k][()] for k in hf}
-        d["attrs"] = dict(hf.attrs)
-    for k in ("mask_kind", "volume"):
-        d[k] = np.array([v.decode() if isinstance(v, bytes) else str(v) for v in d[k]])
-    return d
-
-
-def spearman(a, b) -> float:
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a, b).statistic)
-
-
-def metrics(r_true, res) -> dict:
-    r_true = np.asarray(r_true, float)
-    err = np.abs(res["r_est"] - r_true)
-    low = r_true <= 6
-    inside = (r_true >= res["r_low"] - 1e-9) & (r_true <= res["r_high"] + 1e-9)
-    return {"mae": float(err.mean()), "mae_2_6": float(err[low].mean()) if low.any() else float("nan"),
-            "coverage": float(inside.mean()), "width": float(np.median(res["r_high"] / res["r_low"])),
-            "ood": float(np.mean([o is not None for o in res["ood"]]))}
-
-
-def subset(res: dict, sel) -> dict:
-    return {k: (np.asarray(v)[sel] if k != "ood" else [v[i] for i in np.flatnonzero(sel)]) for k, v in res.items()}
-
-
-def volume_level(d: dict, res: dict, kind: str = "all") -> dict:
-    """MAE / coverage of volume estimates, one per (volume, mask kind, R) group of slices of ``kind``."""
-    from mriqa.restimate import volume_estimate
-
-    groups = {}
-    for i, key in enumerate(zip(d["volume"], d["mask_kind"], d["accel"])):
-        if kind in ("all", key[1]):
-            groups.setdefault(key, []).append(i)
-    r_true, est = [], {"r_est": [], "r_low": [], "r_high": [], "ood": []}
-    for (_, _, r), idx in groups.items():
-        v = volume_estimate(res["log_r"][idx], res["halfwidth"][idx], [res["ood"][i] for i in idx])
-        r_true.append(float(r))
-        for k in est:
-            est[k].append(v[k])
-    return metrics(r_true, {k: (np.asarray(v) if k != "ood" else v) for k, v in est.items()})
-
-
-def qf_scores(predictor, x):
-    """QF maps [N, h, w] and the three pooled scores for model inputs x [N, 1, H, W]."""
-    from mriqa import pooling
-
-    with torch.no_grad():
-        maps = torch.cat([predictor.predict_input(x[a:a + 32]) for a in range(0, len(x), 32)]).float().numpy()
-    geom = predictor.geometry(tuple(x.shape[-2:]), tuple(maps.shape[-2:]))
-    out = {}
-    for p in POOLS:
-        w = pooling.pool_weights(maps, p, image=x[:, 0].numpy(), geometry=geom)
-        w[w.sum(axis=(-2, -1)) <= 0] = 1.0
-        out[p] = np.asarray(pooling.weighted_mean(maps, w))
-    return maps, out, geom
-
-
-def figure_qf_vs_r(path, data, scores):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from recon.files import atomic_path
-
-    fig, axes = plt.subplots(3, 3, figsize=(12, 10), sharey=True)
-    for i, pool in enumerate(POOLS):
-        for j, m in enumerate(METHODS):
-            ax = axes[i, j]
-            d = data[m]
-            for kind in MASKS:
-                rs = sorted(set(d["accel"][d["mask_kind"] == kind]))
-                mu = [scores[m][pool][(d["mask_kind"] == kind) & (d["accel"] == r)].mean() * 100 for r in rs]
-                sd = [scores[m][pool][(d["mask_kind"] == kind) & (d["accel"] == r)].std() * 100 for r in rs]
-                ax.errorbar(rs, mu, yerr=sd, marker="o", ms=3, capsize=3, label=kind)
-            rho = spearman(scores[m][pool], d["accel"])
-            ax.set_title(f"{LABELS[m]}, {POOL_LABELS[pool]} pooling\nSpearman {rho:.3f} (all masks)", fontsize=9)
-            ax.set_xlabel("nominal R")
-            if j == 0:
-                ax.set_ylabel("predicted QF (mean +- sd over slices)")
-            ax.legend(fontsize=7)
-    fig.suptitle("Gray QF predictor vs acceleration on Colin27 (held out); cf. paper Fig. 14")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-
-
-def figure_maps(path, d, x, maps, geom, method, kind="random", accels=(2, 4, 8, 12)):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from recon.files import atomic_path
-    from mriqa.pooling import pool_weights
-
-    vol = d["volume"][0]
-    sl = sorted(set(d["slice"][d["volume"] == vol]))[len(set(d["slice"][d["volume"] == vol])) // 2]
-    fig, axes = plt.subplots(3, len(accels), figsize=(3.2 * len(accels), 9.6))
-    (y0, y1, x0, x1) = geom.cell_boxes()
-    extent = (x0[0] + (x1[0] - x0[0]) / 2 - geom.stride / 2, x0[-1] + (x1[-1] - x0[-1]) / 2 + geom.stride / 2,
-              y0[-1] + (y1[-1] - y0[-1]) / 2 + geom.stride / 2, y0[0] + (y1[0] - y0[0]) / 2 - geom.stride / 2)
-    for j, r in enumerate(accels):
-        i = np.flatnonzero((d["volume"] == vol) & (d["slice"] == sl) & (d["mask_kind"] == kind) & (d["accel"] == r))
-        if not len(i):
-            continue
-        i = int(i[0])
-        img = x[i, 0].numpy()
-        axes[0, j].imshow(img, cmap="gray", vmin=0, vmax=1)
-        axes[0, j].set_title(f"{LABELS[method]}, R = {r} ({kind})", fontsize=9)
-        for row, pool in ((1, "center"), (2, "foreground")):
-            w = pool_weights(maps[i], pool, image=img, geometry=geom)
-            score = float((maps[i] * w).sum() / max(w.sum(), 1e-12))
-            axes[row, j].imshow(img, cmap="gray", vmin=0, vmax=1)
-            shown = np.ma.masked_where(w <= 0, maps[i] * 100)
-            im = axes[row, j].imshow(shown, cmap="jet", vmin=20, vmax=100, alpha=0.6, extent=extent,
-                                     interpolation="nearest")
-            axes[row, j].set_title(f"QF map, {POOL_LABELS[pool]} cells: QF {100 * score:.1f}", fontsize=9)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.colorbar(im, ax=axes[1:, :].ravel().tolist(), shrink=0.6, label="QF")
-    fig.suptitle(f"Colin27 {vol} slice {sl}: QF maps at several R (cf. paper Fig. 15); row 2 centre cells, "
-                 f"row 3 foreground-weighted cells")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-
-
-def figure_scatter(path, data, results):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from recon.files import atomic_path
-
-    names = list(results)
-    fig, axes = plt.subplots(len(names), 3, figsize=(12, 3.8 * len(names)), squeeze=False)
-    rng = np.random.default_rng(0)
-    for i, name in enumerate(names):
-        for j, m in enumerate(METHODS):
-            ax = axes[i, j]
-            d, res = data[m], results[name][m]
-            for k, kind in enumerate(MASKS):
-                s = d["mask_kind"] == kind
-                jitter = (k - 1) * 0.18 + rng.uniform(-0.06, 0.06, s.sum())
-                ax.scatter(d["accel"][s] + jitter, res["r_est"][s], s=6, alpha=0.5, label=kind)
-            ax.plot([1, 13], [1, 13], "k--", lw=0.8)
-            ax.set_xlim(1, 13)
-            ax.set_ylim(1, 16)
-            mae = float(np.mean(np.abs(res["r_est"] - d["accel"])))
-            ax.set_title(f"{name}: {LABELS[m]} (MAE {mae:.2f})", fontsize=9)
-            ax.set_xlabel("true nominal R")
-            ax.set_ylabel("estimated R")
-            ax.legend(fontsize=7, markerscale=2)
-    fig.suptitle("Estimated vs true R on Colin27 (held out), per slice")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-
-
-def smallfov_masks(cols_sampled: np.ndarray, acs: tuple[int, int], width: int, targets):
-    """Subsets of the acquired lines at total R ~ ``targets``: a centre block (32 % of the kept lines, inside
-    the acquired ACS ``acs`` = (first, last)) plus equispaced outer lines -> list of (target, mask [W])."""
-    out = []
-    centre = (acs[0] + acs[1]) / 2
-    for r in targets:
-        keep = int(round(width / r))
-        n_c = max(8, int(round(0.32 * keep)))
-        c_lo = int(round(centre - n_c / 2))
-        centre_cols = np.arange(c_lo, c_lo + n_c)
-        outer = np.array([c for c in cols_sampled if c not in set(centre_cols)])
-        pick = outer[np.unique(np.round(np.linspace(0, len(outer) - 1, max(keep - n_c, 2))).astype(int))]
-        m = np.zeros(width, np.float32)
-        m[centre_cols] = 1
-        m[pick] = 1
-        out.append((r, m))
-    return out
-
-
 def smallfov_check(base: str, estimators: dict, lines: list[str], log) -> list[dict]:
     from recon import baselines
     from recon.modl import load_modl, modl_reconstruct
@@ -269,15 +75,13 @@ def smallfov_check(base: str, estimators: dict, lines: list[str], log) -> list[d
     acquired = undersample(volume, None)
     width = acquired.kspace.shape[-1]
     cols = np.flatnonzero(acquired.mask.mask.numpy().ravel())
-    run = [cols[0]]
-    c = width // 2
+    c = width // 2  # the acquired ACS: the run of sampled columns through the centre, [lo, hi]
     lo, hi = c, c
     m0 = acquired.mask.mask.numpy().ravel() > 0
     while lo > 0 and m0[lo - 1]:
         lo -= 1
     while hi < width - 1 and m0[hi + 1]:
         hi += 1
-    del run
     maps = estimate_maps(acquired.kspace, acquired.mask, volume.path, num_maps=1)
     model = load_modl("modl")
     rows = []
@@ -433,11 +237,14 @@ def main(argv=None) -> int:
     geom = None
     for m in METHODS:
         path = Path(args.data) / args.split / f"{m}.h5"
-        d = load(path)
+        d = read_r_dataset(path)
         data[m] = d
         x = torch.cat([predictor.prepare(d["images"][a:a + 64], kind="mri")[0] for a in range(0, len(d["images"]), 64)])
         xs[m] = x
-        maps[m], scores[m], geom = qf_scores(predictor, x)
+        with torch.no_grad():
+            maps[m] = torch.cat([predictor.predict_input(x[a:a + 32]) for a in range(0, len(x), 32)]).float().numpy()
+        geom = predictor.geometry(tuple(x.shape[-2:]), tuple(maps[m].shape[-2:]))
+        scores[m] = pooled_qf_scores(maps[m], x[:, 0].numpy(), geom)
         results["learned"][m] = estimators["learned"].estimate(x, recon_method=m)
         results["learned (any)"][m] = estimators["learned"].estimate(x, recon_method=None)
         results["learned (no recal.)"][m] = no_recal.estimate(x)
@@ -446,7 +253,7 @@ def main(argv=None) -> int:
         log(f"{m}: {len(x)} images ({time.perf_counter() - t0:.0f} s)")
     stale = ""
     modl_attrs = data["modl"]["attrs"]
-    current = sha256(REPO / "recon/weights/modl.safetensors")
+    current = file_sha256(REPO / "recon/weights/modl.safetensors")
     if str(modl_attrs.get("modl_weights_sha256")) != current:
         stale = ("**Warning: the MoDL reconstructions were made with MoDL weights that differ from the "
                  "current `recon/weights/modl.safetensors`; rerun `python scripts/make_r_dataset.py --methods "
@@ -503,7 +310,7 @@ def main(argv=None) -> int:
             d = data[m]
             for kind in MASKS + ("all",):
                 s = np.ones(len(d["accel"]), bool) if kind == "all" else d["mask_kind"] == kind
-                met = metrics(d["accel"][s], subset(per[m], s))
+                met = interval_metrics(d["accel"][s], subset(per[m], s))
                 met["mae_effective"] = float(np.mean(np.abs(per[m]["r_est"][s] - d["accel_effective"][s])))
                 summary["estimators"][f"{name}/{m}/{kind}"] = met
                 lines.append(f"| {name} | {LABELS[m]} | {kind} | {met['mae']:.3f} | {met['mae_2_6']:.3f} | "
@@ -514,7 +321,7 @@ def main(argv=None) -> int:
         r = np.concatenate([data[m]["accel"] for m in METHODS])
         res = {k: (np.concatenate([per[m][k] for m in METHODS]) if k != "ood" else sum((per[m]["ood"] for m in METHODS), []))
                for k in per["zf"]}
-        met = metrics(r, res)
+        met = interval_metrics(r, res)
         summary["estimators"][f"{name}/all/all"] = met
         lines.append(f"| {name} | {met['mae']:.3f} | {met['mae_2_6']:.3f} | {met['coverage']:.3f} |")
 

@@ -16,6 +16,9 @@ slice and their error maps (``docs/recon/modl_eval.png``), and reconstructs the 
 (``../shared/data/mri/kspace/smallfov-brain8ch/smallfov``: already undersampled, no reference) with
 zero-filled, CG-SENSE and MoDL (``docs/recon/modl_smallfov.png``).
 
+Volumes and maps: :mod:`recon.evaluation`. Regenerates ``docs/recon/modl_eval.md`` / ``.json`` / ``.png`` and
+``docs/recon/modl_smallfov.png``::
+
     python scripts/eval_recon.py                      # all slices of the test split
     python scripts/eval_recon.py --max-slices 12      # an evenly spaced subset per volume (faster)
 """
@@ -34,8 +37,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from recon.evaluation import calibration_maps, coil_support, read_eval_volume
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 METHODS = ("zf", "sense", "l1", "modl")
 LABELS = {"zf": "zero-filled", "sense": "CG-SENSE", "l1": "L1-wavelet", "modl": "MoDL"}
@@ -59,30 +63,9 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def evenly(n: int, k: int | None) -> list[int]:
-    if k is None or k >= n:
-        return list(range(n))
-    return sorted({int(round(i)) for i in np.linspace(0, n - 1, k)})
-
-
-def load_volume(path: Path, slices: list[int]):
-    import h5py
-
-    with h5py.File(path, "r") as hf:
-        kspace = hf["kspace"][slices].astype(np.complex64)
-        target = hf["reconstruction_rss"][slices].astype(np.float32)
-        maxval = float(hf.attrs["max"])
-    return kspace, target, maxval
-
-
-def full_maps(kspace: np.ndarray, path: Path, slices: list[int], calib: int) -> np.ndarray:
-    from recon.coils import espirit_maps_cached
-
-    return np.stack([espirit_maps_cached(kspace[i], path, s, calib_width=calib)
-                     for i, s in enumerate(slices)]).astype(np.complex64)
-
-
 def run_methods(model, kspace, mask, maps):
+    """``({method: magnitude [S, H, W]}, {method: seconds per slice})`` for fully sampled ``kspace`` under
+    ``mask``, every method with the same coil ``maps``."""
     from recon import baselines
     from recon.modl import modl_reconstruct
 
@@ -201,15 +184,11 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     n_slices = 0
     for path in files:
-        import h5py
-
-        with h5py.File(path, "r") as hf:
-            total = hf["kspace"].shape[0]
-        slices = evenly(total, args.max_slices)
-        kspace, target, maxval = load_volume(path, slices)
+        vol = read_eval_volume(path, args.max_slices)
+        slices, kspace, target, maxval = vol.slices, vol.kspace, vol.target, vol.maxval
         n_slices += len(slices)
-        maps = full_maps(kspace, path, slices, args.calib_width)
-        support = (np.abs(maps) ** 2).sum(1) > 0  # where the ESPIRiT maps are non-zero (crop 0.95)
+        maps = calibration_maps(kspace, path, slices, args.calib_width)
+        support = coil_support(maps)  # where the ESPIRiT maps are non-zero (crop 0.95)
         for r in args.accels:
             for kind in args.masks:
                 mask = make_mask(kind, kspace.shape[-2:], r, seed=mask_seed(args.seed, path.name)).mask

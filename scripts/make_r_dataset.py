@@ -4,14 +4,15 @@ For each split of the simulated multi-coil data (``data/sim128``: train = 3T MPR
 test = Colin27; split by volume), an evenly spaced subset of slices per volume is undersampled at every
 nominal R in ``--accels`` (default 2 3 4 5 6 8 10 12) with every mask kind in ``--masks`` (fastMRI ``random``
 and ``equispaced`` line masks, sigpy ``poisson`` 2-D masks; fastMRI centre fraction ``0.32 / R``; one mask per
-volume, kind and R, seeded from the split, the volume name, the kind and R) and reconstructed by each method in
-``--methods``:
+volume, kind and R, seeded from the split, the volume name, the kind and R: ``recon.pipeline.undersample``) and
+reconstructed by each method in ``--methods`` (``recon.pipeline.reconstruct``):
 
 - ``zf``: zero-filled RSS (``recon.baselines.zero_filled``),
 - ``sense``: CG-SENSE (``recon.baselines.cg_sense``, its defaults),
 - ``modl``: MoDL with the weights in ``--modl-weights`` (default the shipped ``modl``),
 
-using the same ESPIRiT maps as ``scripts/eval_recon.py`` (central 24 x 24 of the fully sampled k-space, cached).
+using the same ESPIRiT maps as ``scripts/eval_recon.py`` (central 24 x 24 of the fully sampled k-space, cached;
+``recon.evaluation.calibration_maps``).
 
 ``--augment SPLIT...`` (used for train and val): before masking, each (volume, mask kind, R) group of k-space
 gets its own acquisition variation, so that an estimator cannot read R off the source volume's sharpness or
@@ -27,7 +28,7 @@ at R = 2 for R = 4.5):
   noise std).
 
 Both are drawn from a seed of (``--seed``, split, volume, mask kind, R) and recorded per image (``apod_sigma``,
-``snr``). The test split is never augmented (it is the standard simulation, comparable across runs).
+``snr``); ``mriqa.evaluation.r_estimation.augment_kspace``. The test split is never augmented (it is the standard simulation, comparable across runs).
 Every reconstruction is scored by the grayscale QF predictor (one forward pass, three poolings);
 ``--rescore`` only redoes these scores in existing files (after a new gray model ships), then refit the QF-based
 calibration with ``python -m mriqa.restimate.qf_based fit``.
@@ -64,7 +65,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
-import hashlib
 import sys
 import time
 from pathlib import Path
@@ -72,19 +72,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mriqa.evaluation.r_estimation import (ACCELS, MASKS, METHODS, SIM_SNR, augment_kspace, file_sha256,
+                                           pooled_qf_scores, undersample_at)
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
-
-from eval_recon import evenly, full_maps, load_volume  # noqa: E402  (reused, not copied)
-
 SPLITS = {"train": "multicoil_train", "val": "multicoil_val", "test": "multicoil_test"}
-METHODS = ("zf", "sense", "modl")
-ACCELS = (2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0)
-MASKS = ("random", "equispaced", "poisson")
 # slices per volume (zf / sense); MoDL is ~10x slower on the CPU, so it gets fewer
 DEFAULT_SLICES = {"train": 8, "val": 4, "test": 6}
 DEFAULT_MODL_SLICES = {"train": 2, "val": 2, "test": 3}
+QF_WEIGHTS = REPO / "mriqa/weights/qf-gray.safetensors"
 
 
 def parse_args(argv=None):
@@ -110,83 +106,22 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def draw_mask(kind: str, shape, r: float, seed: int, tries: int = 20):
-    """``(seed used, SamplingMask)``: sigpy's Poisson-disk search sometimes fails for a seed (seen at R = 2 on
-    128 x 128); the next seeds are tried."""
-    from recon.errors import InputError
-    from recon.masks import make_mask
-
-    for k in range(tries):
-        try:
-            return seed + k, make_mask(kind, shape, r, seed=seed + k)
-        except InputError:
-            if k == tries - 1:
-                raise
-    raise AssertionError
-
-
-SIM_SNR = 40.0
-APOD_SIGMA = (0.0, 1.2)
-SNR_RANGE = (15.0, 40.0)
-
-
-def augment_kspace(kspace: np.ndarray, noise_std: np.ndarray, rng: np.random.Generator):
-    """One acquisition variation (see the module docstring) of fully sampled k-space ``[S, C, H, W]``;
-    ``noise_std`` ``[S]`` is the simulation's per-slice noise std. Returns ``(kspace, apod_sigma, snr)``; the
-    input is not modified."""
-    sigma = float(rng.uniform(*APOD_SIGMA))
-    snr = float(np.exp(rng.uniform(np.log(SNR_RANGE[0]), np.log(SNR_RANGE[1]))))
-    h, w = kspace.shape[-2:]
-    fh = np.fft.fftshift(np.fft.fftfreq(h))[:, None]
-    fw = np.fft.fftshift(np.fft.fftfreq(w))[None, :]
-    window = np.exp(-2 * np.pi ** 2 * sigma ** 2 * (fh ** 2 + fw ** 2)).astype(np.float32)
-    out = kspace * window
-    extra = np.asarray(noise_std, np.float64) * np.sqrt(max((SIM_SNR / snr) ** 2 - 1.0, 0.0))
-    noise = rng.standard_normal((2, *kspace.shape)).astype(np.float32) / np.float32(np.sqrt(2.0))
-    out = out + (extra[:, None, None, None] * (noise[0] + 1j * noise[1])).astype(np.complex64)
-    return out.astype(np.complex64), sigma, snr
-
-
-def reconstruct(method: str, kspace: np.ndarray, mask: torch.Tensor, maps: np.ndarray, model) -> np.ndarray:
-    """k-space ``[S, C, H, W]`` (fully sampled; the mask is applied here), mask ``[1, 1, W]`` or ``[1, H, W]``,
-    maps ``[S, C, H, W]`` -> float32 magnitude ``[S, H, W]`` on the RSS scale."""
-    from recon import baselines
-    from recon.modl import modl_reconstruct
-
-    masked = kspace * mask.numpy()
-    if method == "zf":
-        return baselines.zero_filled(masked, mask)
-    if method == "sense":
-        return baselines.cg_sense(masked, mask, maps)
-    return modl_reconstruct(model, masked, mask, sens_maps=maps, batch_size=8)
-
-
 def qf_scores(predictor, images: np.ndarray) -> dict[str, np.ndarray]:
-    """QF / 100 with the three poolings from one forward pass per batch. images ``[N, H, W]`` RSS scale."""
-    from mriqa import pooling
-
-    out = {p: [] for p in ("mean", "center", "foreground")}
+    """Gray QF / 100 with the three poolings, one forward pass per batch of 32; images ``[N, H, W]`` RSS scale."""
+    out = {}
     for a in range(0, len(images), 32):
         pred = predictor.evaluate(images[a:a + 32], pool="mean", kind="mri")
-        for p in out:
-            w = pooling.pool_weights(pred.maps, p, image=pred.images[..., 0], geometry=pred.geometry)
-            w[w.sum(axis=(-2, -1)) <= 0] = 1.0
-            out[p].append(pooling.weighted_mean(pred.maps, w))
+        for p, v in pooled_qf_scores(pred.maps, pred.images[..., 0], pred.geometry).items():
+            out.setdefault(p, []).append(v)
     return {p: np.concatenate(v).astype(np.float32) for p, v in out.items()}
 
 
-def build(split: str, method: str, args, predictor, model, log=print) -> Path:
+def build(split: str, method: str, args, predictor, log=print) -> Path:
     import h5py
 
+    from recon.evaluation import calibration_maps, read_eval_volume
     from recon.files import atomic_path
+    from recon.pipeline import reconstruct
     from recon.transforms import mask_seed
 
     table = dict(zip(SPLITS, args.modl_slices or DEFAULT_MODL_SLICES.values())) if method == "modl" else \
@@ -200,22 +135,21 @@ def build(split: str, method: str, args, predictor, model, log=print) -> Path:
     augment = split in args.augment
     t0 = time.perf_counter()
     for path in files:
-        with h5py.File(path, "r") as hf:
-            total = hf["kspace"].shape[0]
-            noise_std = np.asarray(hf.attrs["noise_std"], np.float64)  # per slice of the file
-        slices = evenly(total, k_per_vol)
-        noise_std = noise_std[slices]
-        kspace, _, _ = load_volume(path, slices)
-        maps = full_maps(kspace, path, slices, args.calib_width)
+        vol = read_eval_volume(path, k_per_vol)
+        slices, kspace = vol.slices, vol.kspace
+        noise_std = np.asarray(vol.attrs["noise_std"], np.float64)[slices]  # the attribute is per slice of the file
+        maps = calibration_maps(kspace, path, slices, args.calib_width)
         for r in args.accels:
             for kind in args.masks:
-                seed, m = draw_mask(kind, kspace.shape[-2:], r, mask_seed(args.seed, "r-estimation", split,
-                                                                     path.name, kind, r))
                 k_in, sigma, snr = kspace, 0.0, SIM_SNR
                 if augment:
                     rng = np.random.default_rng(mask_seed(args.seed, "r-augment", split, path.name, kind, r))
                     k_in, sigma, snr = augment_kspace(kspace, noise_std, rng)
-                img = reconstruct(method, k_in, m.mask, maps, model)
+                seed, sampled = undersample_at(k_in, kind, r, mask_seed(args.seed, "r-estimation", split,
+                                                                        path.name, kind, r), source=path)
+                m = sampled.mask
+                img = reconstruct(method, sampled.kspace, m, sens_maps=maps, weights=args.modl_weights,
+                                  batch_size=8)
                 n = len(slices)
                 rows["apod_sigma"] += [sigma] * n
                 rows["snr"] += [snr] * n
@@ -249,14 +183,14 @@ def build(split: str, method: str, args, predictor, model, log=print) -> Path:
                 "method": method, "split": split, "source": str(Path(args.data) / SPLITS[split]),
                 "accels": np.asarray(args.accels, np.float32), "masks": ",".join(args.masks),
                 "slices_per_volume": k_per_vol, "command": " ".join(sys.argv), "augmented": augment,
-                "qf_weights_sha256": sha256(REPO / "mriqa/weights/qf-gray.safetensors"),
+                "qf_weights_sha256": file_sha256(QF_WEIGHTS),
                 "seconds": time.perf_counter() - t0,
             })
             if method == "modl":
                 from recon.modl import _resolve_weights
 
                 wpath = _resolve_weights(args.modl_weights)
-                hf.attrs.update({"modl_weights": str(wpath), "modl_weights_sha256": sha256(wpath),
+                hf.attrs.update({"modl_weights": str(wpath), "modl_weights_sha256": file_sha256(wpath),
                                  "modl_weights_mtime": os.path.getmtime(wpath)})
     log(f"wrote {out}: {len(images)} images, {time.perf_counter() - t0:.0f} s")
     return out
@@ -279,7 +213,7 @@ def rescore(path: Path, predictor, log=print) -> None:
             for p, v in scores.items():
                 del hf[f"qf_{p}"]
                 hf[f"qf_{p}"] = v
-            hf.attrs["qf_weights_sha256"] = sha256(REPO / "mriqa/weights/qf-gray.safetensors")
+            hf.attrs["qf_weights_sha256"] = file_sha256(QF_WEIGHTS)
     log(f"rescored {path}: {len(images)} images")
 
 
@@ -296,14 +230,13 @@ def main(argv=None) -> int:
                 if path.is_file():
                     rescore(path, predictor)
         return 0
-    model = None
-    if "modl" in args.methods:
+    if "modl" in args.methods:  # a bad weights name fails here, before any work
         from recon.modl import load_modl
 
-        model = load_modl(args.modl_weights)
+        load_modl(args.modl_weights)
     for method in args.methods:  # cheap methods first
         for split in args.splits:
-            build(split, method, args, predictor, model, log=lambda s: print(s, flush=True))
+            build(split, method, args, predictor, log=lambda s: print(s, flush=True))
     return 0
 
 

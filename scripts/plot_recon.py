@@ -1,14 +1,14 @@
-"""Plot reconstruction h5 files (``mriqa recon`` outputs) side by side as one PNG.
+"""Plot reconstruction h5 files (``mriqa recon`` outputs) side by side as one PNG; prints the PNG's path.
+
+Each panel is the middle slice (or ``--slice N``) with its effective R. ``docs/smallfov-recon.png`` is made by
+the commands in README.md ("The real brain k-space")::
 
     python scripts/plot_recon.py OUT.png A.h5 [B.h5 ...] [--titles "a,b"] [--slice N]
 """
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> int:

@@ -7,16 +7,16 @@
 
 - ``generalisation``: the RGB QF predictor (``mriqa/weights/qf-rgb.safetensors``) and, beside it, QAIRN's Q2
   (``mriqa/weights/qairn.safetensors``) on the held-out Kodak24 images (kodim04, 08, 12, 16, 20, 24) degraded by
-  Gaussian blur, Gaussian noise and salt-and-pepper at the levels of ``scripts/eval_qf.py`` (its
-  ``generalisation`` / ``fig_curves`` are used as they are): mean +- std curves, per-image Spearman of the
-  score with the severity (median and worst). -> ``generalisation.png``, ``generalisation.md``.
+  Gaussian blur, Gaussian noise and salt-and-pepper at the levels of ``scripts/eval_qf.py``
+  (:func:`mriqa.evaluation.qf.generalisation` / ``fig_curves``): mean +- std curves, per-image Spearman of
+  the score with the severity (median and worst). -> ``generalisation.png``, ``generalisation.md``.
 - ``dataset-quality``: every folder of ``../shared/data/rgb`` and the scikit-image photos: mean +- std of the
   QF (rgb model, whole-image mean of the QF map) and of QAIRN's Q2, and the median 8 x 8 blockiness index
-  (``eval_qf.blockiness``). -> ``dataset-quality.png``, ``dataset-quality.md``.
+  (:func:`mriqa.evaluation.qf.blockiness`). -> ``dataset-quality.png``, ``dataset-quality.md``.
 - ``artifact-removal``: the held-out Kodak24 images (central crop) at JPEG QF 10 and 20 through the AR-CNNs
   trained reference-free with L1 consistency + w x QF loss (``runs/ar-rgb-w{0,0.1,1,10}``, see
   ``mriqa/train_ar.py``) and through QAIRN (supervised, for scale): PSNR, SSIM, QF, L1 to input and the
-  artifact indicators of ``scripts/eval_ar.py`` (its functions are used as they are).
+  artifact indicators of ``scripts/eval_ar.py`` (:mod:`mriqa.evaluation.restoration`).
   -> ``artifact-removal.png``, ``artifact-removal.md``.
 
 Every table is printed and written by the script (deterministic: fixed images, levels and seeds).
@@ -32,19 +32,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mriqa.evaluation.heldout import DATA, KODAK_TEST, SKIMAGE_TRAIN, grid_crop, kodak
+from mriqa.evaluation.qf import LEVELS, QFModel, blockiness, fig_curves, generalisation
+from mriqa.evaluation.restoration import evaluate, example_figure, load_models, results_table
+from mriqa.evaluation.tables import md_table, publish
+from mriqa.normalize import to_unit_range
+from mriqa.qf_data import skimage_data_dir
+from recon.files import atomic_path
+from recon.io.images import read_images
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
-
-from eval_ar import center_crop, evaluate, example_figure, load_models, results_table  # noqa: E402
-from eval_qf import (DATA, KODAK_TEST, LEVELS, SKIMAGE_TRAIN, Model, blockiness, fig_curves,  # noqa: E402
-                     generalisation, kodak, md_table)
-
-from recon.files import atomic_path  # noqa: E402
-from mriqa.imageio import read_images  # noqa: E402
-from mriqa.normalize import to_unit_range  # noqa: E402
-from mriqa.qf_data import skimage_data_dir  # noqa: E402
-
 QF_RGB = REPO / "mriqa/weights/qf-rgb.safetensors"
 QAIRN = REPO / "mriqa/weights/qairn.safetensors"
 RGB_SETS = ("Kodak24", "CBSD68", "BSD100", "Set5", "Set14")
@@ -72,7 +69,7 @@ class QAIRNScorer:
 
 def scorers(args) -> list:
     """The RGB QF model, plus QAIRN when its weights exist (``--qairn none`` leaves it out)."""
-    out = [Model("qf-rgb", Path(args.qf))]
+    out = [QFModel("qf-rgb", Path(args.qf))]
     if args.qairn != "none" and Path(args.qairn).is_file():
         out.append(QAIRNScorer(Path(args.qairn)))
     elif args.qairn != "none":
@@ -81,16 +78,12 @@ def scorers(args) -> list:
 
 
 def held_out(args) -> list[tuple[str, np.ndarray]]:
-    imgs = [(n, center_crop(u, args.crop)) for n, u in kodak(KODAK_TEST)]
+    imgs = [(n, grid_crop(u, args.crop)) for n, u in kodak(KODAK_TEST)]
     return imgs[: args.max_images] if args.max_images else imgs
 
 
 def write(out: Path, name: str, lines: list[str]) -> str:
-    text = "\n".join(lines) + "\n"
-    print(text)
-    with atomic_path(out / f"{name}.md") as tmp:
-        tmp.write_text(text)
-    return text
+    return publish("\n".join(lines), out / f"{name}.md")
 
 
 # ----------------------------------------------------------------------------------------------- figures

@@ -7,10 +7,11 @@ the validation split (never the test split: the weight is a hyper-parameter), ta
 Each weight trains from the same seed and data order (``--config`` with ``train.qf_weight`` replaced and the
 schedule shortened to ``--k1-steps`` at K = 1 and ``--k-steps`` at the config's last K) into
 ``<out>/w<weight>`` (resumable: rerunning continues unfinished runs and reuses finished ones), then
-``scripts/eval_training.py``'s evaluation runs on ``--split`` (default ``multicoil_val``) at ``--accels``.
+``scripts/eval_training.py``'s evaluation (:mod:`mriqa.evaluation.training_modes`) runs on ``--split`` (default
+``multicoil_val``) at ``--accels``.
 Weight 0 is the DC-only (or SSDU-only) baseline of the same schedule. Watch QF rising while PSNR/SSIM fall:
 the paper's warning (section 5.3) that an unbalanced QF term invents structure. Prints a markdown table
-(``--out FILE`` also writes it).
+(``--table FILE`` also writes it).
 """
 from __future__ import annotations
 
@@ -19,12 +20,9 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
-import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
 
 
 def parse_args(argv=None):
@@ -49,8 +47,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> str:
     args = parse_args(argv)
-    import eval_training
-
+    from mriqa.evaluation.tables import publish
+    from mriqa.evaluation.training_modes import EvalSettings, averages, evaluate
     from recon.train import Trainer, load_config
 
     base = load_config(args.config)
@@ -73,12 +71,10 @@ def main(argv=None) -> str:
             cfg["init"] = args.init
         trainer = Trainer(cfg, progress=not args.no_progress)
         trainer.run()
-        ev = eval_training.parse_args(["--data", args.data or cfg["data"]["root"], "--split", args.split,
-                                       "--modes", mode, "--run", f"{mode}={trainer.out_dir / 'final.safetensors'}",
-                                       "--no-baselines", "--max-slices", str(args.max_slices),
-                                       "--accels", *[str(a) for a in args.accels]])
-        rows = eval_training.evaluate(ev)[0]
-        results[w] = eval_training.averages(rows)
+        ev = EvalSettings(data=args.data or cfg["data"]["root"], split=args.split, modes=[mode],
+                          run={mode: str(trainer.out_dir / "final.safetensors")}, baselines=False,
+                          max_slices=args.max_slices, accels=list(args.accels))
+        results[w] = averages(evaluate(ev)[0])
     start = f"from {args.init}" if args.init else "from the config's init"
     lines = [f"QF-weight sweep: {args.config} (mode {mode}), {start}, K=1 x {args.k1_steps} + K={k_final} x "
              f"{args.k_steps} steps at lr {final_lr:g} per weight; evaluated on {args.split}, "
@@ -88,14 +84,7 @@ def main(argv=None) -> str:
         for (_, r), m in avg.items():
             lines.append(f"| {w:g} | {r:g} | {m['PSNR']:.2f} | {m['SSIM']:.4f} | {m['NMSE']:.4f} | {m['QF']:.1f} | "
                          f"{m['DC']:.2e} |")
-    text = "\n".join(lines)
-    print(text)
-    if args.table:
-        from recon.files import atomic_path
-
-        with atomic_path(args.table) as tmp:
-            Path(tmp).write_text(text + "\n")
-    return text
+    return publish("\n".join(lines), args.table)
 
 
 if __name__ == "__main__":

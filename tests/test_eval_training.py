@@ -1,16 +1,12 @@
-"""scripts/eval_training.py: in-support metrics and the issue-6 verdict lines computed from the table."""
+"""scripts/eval_training.py's evaluation (:mod:`mriqa.evaluation.training_modes`, :mod:`recon.evaluation`):
+in-support metrics, the held-out volume reader and the issue-6 verdict lines computed from the table."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
+import h5py
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-
-import eval_training  # noqa: E402
+from mriqa.evaluation import training_modes
 
 
 def test_support_metrics_ignore_the_background():
@@ -36,7 +32,7 @@ def _row(psnr, ssim, **kw):
 
 def test_checks_report_met_and_not_met():
     avg = {("zero-filled", 4.0): _row(24.0, 0.67, to_zf=200.0),
-           (eval_training.UNTRAINED, 4.0): _row(24.9, 0.77, dc=1e-3),
+           (training_modes.UNTRAINED, 4.0): _row(24.9, 0.77, dc=1e-3),
            ("dc", 4.0): _row(25.0, 0.77, dc=1e-4, to_u=45.0),
            ("supervised", 4.0): _row(30.4, 0.89, dc=1e-3),
            ("ssdu", 4.0): _row(29.3, 0.870, dc=1e-3),
@@ -44,7 +40,7 @@ def test_checks_report_met_and_not_met():
            ("supervised", 8.0): _row(23.4, 0.73, dc=1e-3),
            ("ssdu", 8.0): _row(22.4, 0.50, dc=1e-3),
            ("ssdu+qf", 8.0): _row(22.2, 0.49, dc=1e-3)}
-    lines = eval_training.checks(avg)
+    lines = training_modes.checks(avg)
     text = "\n".join(lines)
     assert "R = 4, DC only" in text and "+0.10 dB learnt" in text
     assert "fails: it stays at its own starting point" in text
@@ -53,7 +49,7 @@ def test_checks_report_met_and_not_met():
     assert "(met" in r4[1] and "0.90 dB below (within 1 dB" in r4[2]
     assert "NOT met" in r8[0] and "1.20 dB below (NOT within 1 dB" in r8[1]
     avg[("dc", 4.0)]["PSNR"] = 26.0  # 1.1 dB above its starting point: no failure claimed
-    assert "learns something beyond its starting point" in "\n".join(eval_training.checks(avg))
+    assert "learns something beyond its starting point" in "\n".join(training_modes.checks(avg))
 
 
 def test_figure_writes_a_png(tmp_path):
@@ -61,5 +57,28 @@ def test_figure_writes_a_png(tmp_path):
     ref = rng.random((16, 16))
     examples = {r: {"reference (RSS)": ref, "CG-SENSE": ref + 0.1 * rng.random((16, 16)), "ssdu": ref}
                 for r in (4.0, 8.0)}
-    eval_training.figure(tmp_path / "f.png", examples)
+    training_modes.figure(tmp_path / "f.png", examples)
     assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_read_eval_volume_takes_evenly_spaced_slices_and_names_a_wrong_file(tmp_path):
+    from recon.errors import InputError
+    from recon.evaluation import psnr_between, read_eval_volume
+
+    rng = np.random.default_rng(0)
+    kspace = (rng.standard_normal((5, 2, 8, 8)) + 1j * rng.standard_normal((5, 2, 8, 8))).astype(np.complex64)
+    rss = np.arange(5 * 64, dtype=np.float32).reshape(5, 8, 8) + 1
+    with h5py.File(tmp_path / "v.h5", "w") as hf:
+        hf["kspace"], hf["reconstruction_rss"] = kspace, rss
+        hf.attrs["max"], hf.attrs["noise_std"] = 320.0, np.arange(5, dtype=np.float32)
+    vol = read_eval_volume(tmp_path / "v.h5", 3)
+    assert vol.slices == [0, 2, 4] and np.array_equal(vol.kspace, kspace[[0, 2, 4]])
+    assert np.array_equal(vol.target, rss[[0, 2, 4]]) and vol.maxval == 320.0 and len(vol.attrs["noise_std"]) == 5
+    assert read_eval_volume(tmp_path / "v.h5").slices == [0, 1, 2, 3, 4]
+    with h5py.File(tmp_path / "no_target.h5", "w") as hf:
+        hf["kspace"] = kspace
+    with pytest.raises(InputError, match="no_target.h5.*reconstruction_rss"):
+        read_eval_volume(tmp_path / "no_target.h5")
+    a = rss[0]
+    assert psnr_between(a, a, 320.0) == float("inf")
+    assert psnr_between(a + 1.0, a, 320.0) == pytest.approx(10 * np.log10(320.0 ** 2 / 1.0))

@@ -1,4 +1,5 @@
-"""Readers (PNG/TIFF/JPEG/DICOM/NIfTI/h5/npy) and the one normalisation (mriqa.normalize)."""
+"""The one image reader (recon.io.images: PNG/TIFF/JPEG/DICOM/NIfTI/h5/npy records; recon.io.volumes with
+``axes="stored"``) and the one normalisation (mriqa.normalize)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,11 +8,17 @@ import torch
 from PIL import Image
 
 from recon.errors import InputError
-from mriqa.imageio import read_images, read_volume
+from recon.io.images import read_images
+from recon.io.volumes import read_volume as _read_volume
 from mriqa.normalize import as_model_input, quantize_8bit, to_unit_range
 
 
 # ----------------------------------------------------------------------------------------------- helpers
+def read_volume(path):
+    """The file's own array order (``axes="stored"``), as the QF training pools read volumes."""
+    return _read_volume(path, axes="stored").data
+
+
 def _write_dicom(path, pixels: np.ndarray, z: float, instance: int, slope: float = 1.0, intercept: float = 0.0):
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
@@ -142,8 +149,12 @@ def test_nifti_3d_4d(tmp_path):
     v4 = rng.random((8, 9, 5, 3)).astype(np.float32)
     nib.save(nib.Nifti1Image(v4, np.eye(4)), tmp_path / "v4.nii")
     recs4 = read_images(tmp_path / "v4.nii")
-    assert len(recs4) == 5  # first volume only (documented)
+    assert len(recs4) == 15  # every slice of every volume (documented)
+    assert [(r.volume, r.slice) for r in recs4[:6]] == [(0, 0), (0, 1), (0, 2), (0, 3), (0, 4), (1, 0)]
     np.testing.assert_array_equal(recs4[1].image, np.flipud(v4[:, :, 1, 0].T))
+    np.testing.assert_array_equal(recs4[7].image, np.flipud(v4[:, :, 2, 1].T))
+    with pytest.warns(UserWarning, match="first volume"):
+        assert read_volume(tmp_path / "v4.nii").shape == (5, 8, 9)  # a training volume: the first
 
     bad = v3.copy()
     bad[2, 3, 4] = np.nan

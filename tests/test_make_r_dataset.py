@@ -1,16 +1,17 @@
-"""scripts/make_r_dataset.py: the acquisition variation (``--augment``) of the R-estimation training data."""
+"""scripts/make_r_dataset.py's helpers (:mod:`mriqa.evaluation.r_estimation`): the acquisition variation
+(``--augment``) of the R-estimation training data and the mask draw that retries failing seeds."""
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
+import mriqa.evaluation.r_estimation as mrd
 
-import make_r_dataset as mrd  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _kspace(rng, s=2, c=3, n=64):
@@ -46,3 +47,34 @@ def test_augment_window_and_noise_have_the_stated_size(monkeypatch):
     x = np.arange(-8, 9)  # the central +-8 pixels: the window is cut at Nyquist, which rings faintly far out
     row = psf[n // 2, n // 2 - 8:n // 2 + 9] / psf[n // 2, n // 2 - 8:n // 2 + 9].sum()
     assert np.sqrt((row * x ** 2).sum()) == pytest.approx(1.0, rel=0.05)  # sqrt(2) or 2 pi slips fail
+
+
+def test_undersample_at_retries_failing_seeds(monkeypatch):
+    import recon.pipeline
+    from recon.errors import InputError
+
+    k = _kspace(np.random.default_rng(0), s=1, c=2, n=32)
+    seed, sampled = mrd.undersample_at(k, "random", 4.0, seed=7)
+    assert seed == 7 and sampled.retrospective and sampled.mask.acceleration == 4.0
+    assert np.array_equal(sampled.kspace, k * sampled.mask.mask.numpy())
+    real = recon.pipeline.undersample
+    tried = []
+
+    def flaky(volume, accel, kind, seed):  # the first two seeds fail, as sigpy's Poisson-disk search can
+        tried.append(seed)
+        if len(tried) < 3:
+            raise InputError(None, "Poisson-disk search failed")
+        return real(volume, accel, kind, seed=seed)
+
+    monkeypatch.setattr(recon.pipeline, "undersample", flaky)
+    assert mrd.undersample_at(k, "random", 4.0, seed=7)[0] == 9 and tried == [7, 8, 9]
+    tried.clear()
+    with pytest.raises(InputError):
+        mrd.undersample_at(k, "random", 4.0, seed=7, tries=2)
+    assert tried == [7, 8]
+
+
+def test_script_help_runs():
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "make_r_dataset.py"), "--help"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "--augment" in out.stdout

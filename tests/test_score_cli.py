@@ -203,7 +203,7 @@ def test_nan_in_an_h5_slice_is_a_clear_error(tmp_path, capsys, gray_model):
     assert not out_json.exists() and list(tmp_path.glob(".s.json*")) == []
 
 
-def test_4d_nifti_scores_its_first_volume(tmp_path, capsys, gray_model):
+def test_4d_nifti_is_scored_volume_by_volume(tmp_path, capsys, gray_model):
     first = np.stack([_anatomy((40, 44), s, 500) for s in range(3)], axis=-1)  # [X, Y, Z]
     data = np.stack([first, first * 0 + 7], axis=-1)  # [X, Y, Z, T=2]; the second volume differs
     nii4 = tmp_path / "fmri.nii.gz"
@@ -214,8 +214,9 @@ def test_4d_nifti_scores_its_first_volume(tmp_path, capsys, gray_model):
     assert _run(capsys, nii4, "--model", gray_model, "--json", j4)[0] == 0
     assert _run(capsys, nii3, "--model", gray_model, "--json", j3)[0] == 0
     r4, r3 = json.loads(j4.read_text()), json.loads(j3.read_text())
-    assert [r["slice"] for r in r4] == [0, 1, 2]
-    assert [r["qf"] for r in r4] == [r["qf"] for r in r3]
+    assert [r["slice"] for r in r4] == [0, 1, 2, 0, 1, 2]  # every volume, not only the first
+    assert [r["qf"] for r in r4[:3]] == [r["qf"] for r in r3]
+    assert [r["qf"] for r in r4[3:]] != [r["qf"] for r in r3]  # the second volume is another image
 
 
 def test_16bit_png_is_scored_as_uint16(tmp_path, capsys, gray_model):

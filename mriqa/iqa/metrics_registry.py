@@ -102,11 +102,10 @@ def unregister_metric(name: str) -> None:
 
 # ----------------------------------------------------------------------------------------------- builtins
 def psnr(image, reference) -> float:
-    """PSNR in dB, data range 1, over all channels; capped at 100 dB (MSE floor 1e-10)."""
-    a = np.asarray(image, dtype=np.float64)
-    b = np.asarray(reference, dtype=np.float64)
-    mse = float(np.mean((a - b) ** 2))
-    return 10.0 * math.log10(1.0 / max(mse, 1e-10))
+    """PSNR in dB, data range 1, over all channels; capped at 100 dB (MSE floor 1e-10): :func:`recon.metrics.psnr`."""
+    from recon.metrics import psnr as _psnr
+
+    return _psnr(reference, image, maxval=1.0, channel_axis=-1, max_db=100.0)
 
 
 def luma(image) -> np.ndarray:
@@ -120,14 +119,10 @@ def luma(image) -> np.ndarray:
 
 
 def ssim(image, reference) -> float:
-    """SSIM (Wang et al. 2004) on BT.601 luma, Gaussian sigma 1.5, data range 1 (scikit-image)."""
-    from skimage.metrics import structural_similarity
+    """SSIM (Wang et al. 2004) on BT.601 luma, Gaussian sigma 1.5, data range 1: :func:`recon.metrics.ssim`."""
+    from recon.metrics import ssim as _ssim
 
-    a, b = luma(image), luma(reference)
-    if min(a.shape) < 7:
-        raise InputError(None, f"SSIM needs images of at least 7 x 7 pixels, got {a.shape[0]} x {a.shape[1]}")
-    return float(structural_similarity(b, a, data_range=1.0, gaussian_weights=True, sigma=1.5,
-                                       use_sample_covariance=False))
+    return _ssim(luma(reference), luma(image), maxval=1.0, window="gaussian")
 
 
 def _qf_metric(model: str, name: str, device=None) -> Metric:
@@ -212,8 +207,8 @@ def get_metric(name: str, device=None) -> Metric:
 
 def read_image01(path) -> np.ndarray:
     """An image file -> float32 in [0, 1]: ``[H, W, 3]`` colour (alpha dropped) or ``[H, W]`` gray
-    (uint8 / 255, uint16 / 65535; read by :mod:`mriqa.imageio`, InputError for unreadable files)."""
-    from mriqa.imageio import read_photo
+    (uint8 / 255, uint16 / 65535; read by :func:`recon.io.images.read_photo`, InputError for unreadable files)."""
+    from recon.io.images import read_photo
     from mriqa.normalize import to_unit_range
 
     rec = read_photo(path)[0]

@@ -17,14 +17,16 @@ attrs                       ``max`` / ``norm`` (of the target volume), ``acquisi
 
 Our reconstruction files (``write_reconstruction_h5``) hold ``reconstruction`` float32 ``[slices, H, W]``
 (magnitude, on the scale of the RSS of the fully sampled k-space), an optional ``mask`` and attrs, like the
-files fastMRI's ``save_reconstructions`` writes plus the mask and the method's settings.
+files fastMRI's ``save_reconstructions`` writes plus the mask and the method's settings. The attributes' schema
+has one owner, :class:`ReconstructionAttrs` (written by ``write_reconstruction_h5``, parsed back typed by
+``read_reconstruction_attrs`` / ``Reconstruction.info``). The ISMRMRD header is built and parsed in
+:mod:`recon.io.ismrmrd`.
 
 Every user mistake raises :class:`recon.errors.InputError` naming the file.
 """
 from __future__ import annotations
 
 import os
-import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -33,7 +35,8 @@ import h5py
 import numpy as np
 
 from recon.errors import InputError
-from recon.files import atomic_path
+from recon.io.output import output_file
+from recon.io.ismrmrd import ismrmrd_header, parse_header as _parse_header
 
 __all__ = [
     "KspaceVolume",
@@ -41,13 +44,14 @@ __all__ = [
     "read_kspace",
     "check_kspace",
     "read_reconstruction",
+    "read_reconstruction_attrs",
+    "ReconstructionAttrs",
     "write_fastmri_h5",
     "write_reconstruction_h5",
     "ismrmrd_header",
     "TARGET_KEYS",
 ]
 
-ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
 # Keys searched, in order, for the reference image of a raw-data file.
 TARGET_KEYS = ("reconstruction_rss", "reconstruction_esc")
 # Keys searched, in order, for the image of a reconstruction (or target) file.
@@ -110,8 +114,63 @@ class Reconstruction:
     key: str
     path: Path
 
+    @property
+    def info(self) -> "ReconstructionAttrs":
+        """The typed method / acquisition attributes (:class:`ReconstructionAttrs`)."""
+        return ReconstructionAttrs.from_attrs(self.attrs)
+
 
 # --------------------------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class ReconstructionAttrs:
+    """The attributes of a reconstruction file, typed (the one place that knows the schema).
+
+    ``write_reconstruction_h5`` stores them (``mriqa recon``: :func:`recon.masks.describe_mask` + the method's
+    settings); :meth:`from_attrs` parses them back (None is stored as ``"none"``, booleans as 0/1). Each field
+    is None when the file does not have it. method: ``zf`` / ``sense`` / ``l1`` / ``modl``; acceleration:
+    nominal R asked for; acceleration_effective: total lines (or points) / sampled ones; mask_type: ``random`` / ``equispaced`` / ``poisson`` /
+    ``from_kspace``; center_fraction; num_low_frequencies: fully sampled centre lines; seed: mask seed (None
+    when the mask came from the data); retrospective: the input was fully sampled and undersampled here;
+    num_maps: ESPIRiT map sets; weights: MoDL weights used; input: the k-space file reconstructed.
+    """
+
+    method: str | None = None
+    acceleration: float | None = None
+    acceleration_effective: float | None = None
+    mask_type: str | None = None
+    center_fraction: float | None = None
+    num_low_frequencies: int | None = None
+    seed: int | None = None
+    retrospective: bool | None = None
+    num_maps: int | None = None
+    weights: str | None = None
+    input: str | None = None
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> "ReconstructionAttrs":
+        """Parse a file's attributes (plain values, as :class:`Reconstruction.attrs` holds them)."""
+        values = {}
+        for name, f in cls.__dataclass_fields__.items():
+            kind = {"str": str, "float": float, "int": int, "bool": bool}[str(f.type).split(" ")[0]]
+            v = attrs.get(name)
+            try:
+                if v is None or (isinstance(v, str) and v.lower() == "none"):
+                    values[name] = None
+                elif kind is bool:
+                    values[name] = v.lower() in ("1", "true", "yes") if isinstance(v, str) else bool(int(v))
+                else:
+                    values[name] = kind(v)
+            except (TypeError, ValueError):
+                values[name] = None  # a foreign file's attribute of that name, with another meaning
+        return cls(**values)
+
+    def to_attrs(self) -> dict[str, Any]:
+        """The attributes to store (every field that is not None)."""
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
 
 
 def _plain(value: Any) -> Any:
@@ -141,23 +200,6 @@ def _open(path: Path) -> h5py.File:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
-
-def _parse_header(text: str | bytes | None) -> tuple[tuple | None, tuple | None]:
-    """(encoding_size, recon_size) from an ismrmrd XML header, the way fastMRI's SliceDataset reads them."""
-    if text is None:
-        return None, None
-    try:
-        root = ElementTree.fromstring(text)
-        ns = {"i": ISMRMRD_NAMESPACE}
-
-        def size(space: str) -> tuple[int, int, int]:
-            base = f".//i:encoding//i:{space}//i:matrixSize//i:"
-            return tuple(int(root.find(base + axis, ns).text) for axis in "xyz")  # type: ignore[union-attr]
-
-        return size("encodedSpace"), size("reconSpace")
-    except (ElementTree.ParseError, AttributeError, TypeError, ValueError):
-        return None, None
 
 
 def _mask_to_convention(mask: np.ndarray, height: int, width: int, path: Path, key: str = "mask") -> np.ndarray:
@@ -260,9 +302,11 @@ def read_kspace(path: str | os.PathLike, slices: slice | Sequence[int] | None = 
                         single_coil=single_coil, encoding_size=encoding_size, recon_size=recon_size, header=header)
 
 
-def read_reconstruction(path: str | os.PathLike, key: str | None = None) -> Reconstruction:
+def read_reconstruction(path: str | os.PathLike, key: str | None = None, with_mask: bool = True) -> Reconstruction:
     """Read a magnitude volume: ``reconstruction`` (ours, fastMRI submissions), else ``reconstruction_rss``,
-    else ``reconstruction_esc`` (fastMRI raw-data targets); or the dataset named by ``key``.
+    else ``reconstruction_esc`` (fastMRI raw-data targets); or the dataset named by ``key``. Complex data is
+    returned as its magnitude. ``with_mask=False`` skips the ``mask`` dataset (image readers do not need it;
+    in raw-data files it matches the k-space width, not the cropped target's).
 
     Returns:
         :class:`Reconstruction` with ``image`` float32 ``[S, H, W]``.
@@ -275,17 +319,23 @@ def read_reconstruction(path: str | os.PathLike, key: str | None = None) -> Reco
             if found is None:
                 raise InputError(path, f"no {' / '.join(repr(k) for k in keys)} dataset "
                                        f"(found: {', '.join(sorted(hf.keys())) or 'nothing'})")
-            image = np.asarray(hf[found], dtype=np.float32)
+            if not isinstance(hf[found], h5py.Dataset):
+                raise InputError(path, f"'{found}' is a group, expected a dataset")
+            image = np.asarray(hf[found][()])
+            if image.dtype.kind not in "biufc":
+                raise InputError(path, f"'{found}' has dtype {image.dtype}, expected numbers")
+            image = (np.abs(image) if np.iscomplexobj(image) else image).astype(np.float32, copy=False)
             if image.ndim == 2:
                 image = image[None]
             if image.ndim != 3:
                 raise InputError(path, f"'{found}' has shape {image.shape}, expected [slices, H, W]")
             if image.size == 0:
                 raise InputError(path, f"'{found}' is empty")
-            if not np.all(np.isfinite(image)):
-                raise InputError(path, f"'{found}' contains NaN or Inf values")
+            finite = np.isfinite(image).reshape(image.shape[0], -1).all(axis=1)
+            if not finite.all():
+                raise InputError(path, f"slice {int(np.argmin(finite))} contains NaN or Inf values (in '{found}')")
             mask = None
-            if "mask" in hf:
+            if with_mask and "mask" in hf:
                 mask = _mask_to_convention(np.asarray(hf["mask"]), image.shape[-2], image.shape[-1], path)
             attrs = {k: _plain(v) for k, v in hf.attrs.items()}
         except OSError as exc:
@@ -293,62 +343,22 @@ def read_reconstruction(path: str | os.PathLike, key: str | None = None) -> Reco
     return Reconstruction(image=image, mask=mask, attrs=attrs, key=found, path=path)
 
 
+def read_reconstruction_attrs(path: str | os.PathLike) -> "ReconstructionAttrs":
+    """The typed acquisition / method attributes of a reconstruction file (no image is read)."""
+    path = Path(path)
+    with _open(path) as hf:
+        try:
+            return ReconstructionAttrs.from_attrs({k: _plain(v) for k, v in hf.attrs.items()})
+        except OSError as exc:
+            raise InputError(path, f"cannot read (truncated or corrupt?): {_first_line(exc)}") from None
+
+
 # --------------------------------------------------------------------------------------------- writing
 
 
-def ismrmrd_header(
-    encoding_size: tuple[int, int, int],
-    recon_size: tuple[int, int, int] | None = None,
-    num_slices: int = 1,
-    num_coils: int = 1,
-    field_of_view_mm: tuple[float, float, float] | None = None,
-    larmor_frequency_hz: int = 123_250_000,
-) -> str:
-    """A minimal valid ISMRMRD XML header for a 2-D Cartesian acquisition.
-
-    ``encoding_size`` / ``recon_size`` are ``(x, y, z)`` = (readout H, phase encode W, 1), as in fastMRI files.
-    ``kspace_encoding_step_1`` spans all W phase-encode lines with its centre at W // 2, so fastMRI's
-    ``SliceDataset`` computes ``padding_left = 0`` and ``padding_right = W`` (no zero-padded columns).
-    The default Larmor frequency is 3 T proton (123.25 MHz).
-    """
-    recon_size = recon_size or encoding_size
-    field_of_view_mm = field_of_view_mm or tuple(float(n) for n in encoding_size)
-    width = int(encoding_size[1])
-
-    def space(tag: str, size, fov) -> str:
-        return (f"<{tag}><matrixSize><x>{int(size[0])}</x><y>{int(size[1])}</y><z>{int(size[2])}</z></matrixSize>"
-                f"<fieldOfView_mm><x>{fov[0]:g}</x><y>{fov[1]:g}</y><z>{fov[2]:g}</z></fieldOfView_mm></{tag}>")
-
-    def limit(tag: str, maximum: int, center: int) -> str:
-        return f"<{tag}><minimum>0</minimum><maximum>{maximum}</maximum><center>{center}</center></{tag}>"
-
-    return (
-        '<?xml version="1.0" encoding="utf-8"?>\n'
-        f'<ismrmrdHeader xmlns="{ISMRMRD_NAMESPACE}" xmlns:xs="http://www.w3.org/2001/XMLSchema">'
-        f"<experimentalConditions><H1resonanceFrequency_Hz>{int(larmor_frequency_hz)}</H1resonanceFrequency_Hz>"
-        "</experimentalConditions>"
-        f"<acquisitionSystemInformation><receiverChannels>{int(num_coils)}</receiverChannels>"
-        "</acquisitionSystemInformation>"
-        "<encoding>"
-        + space("encodedSpace", encoding_size, field_of_view_mm)
-        + space("reconSpace", recon_size, field_of_view_mm)
-        + "<encodingLimits>"
-        + limit("kspace_encoding_step_1", width - 1, width // 2)
-        + limit("kspace_encoding_step_2", 0, 0)
-        + limit("slice", max(int(num_slices) - 1, 0), int(num_slices) // 2)
-        + "</encodingLimits><trajectory>cartesian</trajectory></encoding></ismrmrdHeader>"
-    )
-
-
 def _as_numpy(array: Any) -> np.ndarray:
-    try:
-        import torch
-
-        if torch.is_tensor(array):
-            return array.detach().cpu().numpy()
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
-    return np.asarray(array)
+    """numpy or torch (detached, moved to the CPU) -> numpy."""
+    return array.detach().cpu().numpy() if hasattr(array, "detach") else np.asarray(array)
 
 
 def _mask_for_file(mask: Any, height: int, width: int, path: Path) -> np.ndarray:
@@ -437,7 +447,7 @@ def write_fastmri_h5(
         all_attrs["norm"] = float(np.linalg.norm(main_target))
     all_attrs.update(attrs or {})
 
-    with atomic_path(path) as tmp:
+    with output_file(path, "the k-space file") as tmp:
         with h5py.File(tmp, "w") as hf:
             hf.create_dataset("kspace", data=kspace)
             for key, value in targets.items():
@@ -454,13 +464,17 @@ def write_reconstruction_h5(
     path: str | os.PathLike,
     reconstruction: np.ndarray,
     mask: np.ndarray | None = None,
-    attrs: Mapping[str, Any] | None = None,
+    attrs: "Mapping[str, Any] | ReconstructionAttrs | None" = None,
 ) -> Path:
     """Write a reconstruction file (atomically): ``reconstruction`` float32 ``[S, H, W]``, optional ``mask``
-    (stored as ``[W]`` for line masks, ``[H, W]`` for 2-D masks), and ``attrs`` (e.g. ``method``,
-    ``acceleration``, ``acceleration_effective``, ``mask_type``, ``center_fraction``, ``seed``; None is
-    stored as the string ``"none"``). A 2-D ``[H, W]`` image is stored as one slice.
+    (stored as ``[W]`` for line masks, ``[H, W]`` for 2-D masks), and ``attrs`` (a
+    :class:`ReconstructionAttrs`, or a mapping with its fields ``method``, ``acceleration``,
+    ``acceleration_effective``, ``mask_type``, ``center_fraction``, ``seed``, ... and any others; None is
+    stored as the string ``"none"``). A 2-D ``[H, W]`` image is stored as one slice. A failed write (no
+    space, read-only folder) is an InputError naming ``path``, and leaves no file.
     """
+    if isinstance(attrs, ReconstructionAttrs):
+        attrs = attrs.to_attrs()
     path = Path(path)
     image = _as_numpy(reconstruction)
     if np.iscomplexobj(image):
@@ -473,7 +487,7 @@ def write_reconstruction_h5(
     if not np.all(np.isfinite(image)):
         raise InputError(path, "reconstruction to write contains NaN or Inf values")
     stored_mask = None if mask is None else _mask_for_file(mask, image.shape[-2], image.shape[-1], path)
-    with atomic_path(path) as tmp:
+    with output_file(path, "the reconstruction") as tmp:
         with h5py.File(tmp, "w") as hf:
             hf.create_dataset("reconstruction", data=image)
             if stored_mask is not None:
