@@ -1,5 +1,10 @@
 """Coil sensitivity maps: ESPIRiT (sigpy) with a disk cache, birdcage (sigpy), and realistic simulated maps.
 
+ESPIRiT takes square or rectangular calibration regions and kernels (readout x phase encode, as BART's
+``ecalib``); anything but sigpy's square single-map case runs our exact per-pixel eigendecomposition
+(:func:`_espirit_eigh`), whose Gram matrices are built from the kernels' cross-correlations. Which region and
+kernel fit a given mask is :func:`recon.calibration.calibrate_maps`' business.
+
 All maps are complex64 ``[C, H, W]`` (``[M, C, H, W]`` for M ESPIRiT map sets) with the ESPIRiT normalisation
 ``sum_c |S_c|^2 = 1`` inside their support (ESPIRiT: where the eigenvalue exceeds ``crop``; birdcage and
 realistic maps: everywhere).
@@ -22,6 +27,7 @@ from recon.files import atomic_path
 __all__ = [
     "espirit_maps",
     "espirit_maps_cached",
+    "espirit_kernels",
     "default_cache_dir",
     "cache_limit_bytes",
     "prune_cache",
@@ -62,86 +68,136 @@ def normalize_maps(maps: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ ESPIRiT
 
 
+def _pair(value, what: str, source) -> tuple[int, int]:
+    """``n`` -> ``(n, n)``; ``(rows, cols)`` -> itself, as ints."""
+    if isinstance(value, (int, np.integer)):
+        return int(value), int(value)
+    try:
+        rows, cols = value
+        return int(rows), int(cols)
+    except (TypeError, ValueError):
+        raise InputError(source, f"ESPIRiT {what} must be an int or (rows, cols), got {value!r}") from None
+
+
 def espirit_maps(
     kspace: np.ndarray,
-    calib_width: int = 24,
+    calib_width: int | tuple[int, int] = 24,
     thresh: float = 0.02,
     crop: float = 0.95,
     num_maps: int = 1,
-    kernel_width: int = 6,
+    kernel_width: int | tuple[int, int] = 6,
     source: str | os.PathLike | None = None,
     image_shape: tuple[int, int] | None = None,
+    phase_coil: int = 0,
 ) -> np.ndarray:
     """ESPIRiT coil maps (Uecker et al., MRM 2014) from one slice of k-space.
 
     Args:
-        kspace: complex ``[C, H, W]`` (zero-filled if undersampled; the central ``calib_width`` x
-            ``calib_width`` block must be fully sampled).
-        calib_width: side of the central calibration block (k-space samples).
+        kspace: complex ``[C, H, W]`` (zero-filled if undersampled; the central calibration region must be
+            fully sampled).
+        calib_width: the central calibration region in k-space samples: ``n`` (an ``n x n`` square) or
+            ``(rows, cols)`` (readout x phase encode, as BART's ``ecalib -r``; centred as ``sigpy.resize``
+            crops: rows ``H // 2 - rows // 2`` on).
         thresh: singular values of the calibration matrix above ``thresh * max`` span the signal space.
         crop: maps are set to 0 where the eigenvalue is <= ``crop`` (0 keeps them everywhere).
-        num_maps: 1 -> ``sigpy.mri.app.EspiritCalib``; M > 1 -> the M leading eigenvectors per pixel (for a
-            field of view smaller than the object, where two map sets describe the fold-over).
-        kernel_width: ESPIRiT kernel size.
+        num_maps: M leading eigenvectors per pixel (M > 1 for a field of view smaller than the object, where
+            two map sets describe the fold-over).
+        kernel_width: ESPIRiT kernel size, ``k`` or ``(rows, cols)``; at most the calibration region along
+            each axis and smaller than it along one.
         source: file name for error messages.
-        image_shape: evaluate the maps on a coarser (or finer) ``(h, w)`` grid over the same field of view
-            (the kernels' images are computed at that size; uses the eigendecomposition path). Default (H, W).
+        image_shape: evaluate the maps on a coarser (or finer) ``(h, w)`` grid over the same field of view.
+            Default (H, W).
+        phase_coil: the coil whose phase the maps are relative to (its map is real >= 0).
+
+    Square region and kernel, one map, no ``image_shape``, ``phase_coil = 0``: ``sigpy.mri.app.EspiritCalib``;
+    anything else: :func:`_espirit_eigh` (the same operator, exact per-pixel eigendecomposition).
 
     Returns:
         complex64 ``[C, H, W]`` (num_maps = 1) or ``[M, C, H, W]`` (``image_shape`` replaces H, W when
-        given); phase relative to coil 0; each map set
-        has ``sum_c |S_c|^2 = 1`` where its eigenvalue > crop.
+        given); each map set has ``sum_c |S_c|^2 = 1`` where its eigenvalue > crop.
     """
     kspace = _check_kspace(kspace, source)
     num_coils, height, width = kspace.shape
-    if not 2 <= calib_width <= min(height, width):
+    calib = _pair(calib_width, "calibration width", source)
+    kernel = _pair(kernel_width, "kernel width", source)
+    if not (2 <= calib[0] <= height and 2 <= calib[1] <= width) or min(calib) < 1:
         raise InputError(source, f"ESPIRiT calibration width {calib_width} does not fit k-space {height}x{width}")
-    if kernel_width >= calib_width:
+    if min(kernel) < 1 or kernel[0] > calib[0] or kernel[1] > calib[1] or kernel == calib:
         raise InputError(source, f"ESPIRiT kernel width {kernel_width} must be smaller than calib width {calib_width}")
     if not 1 <= num_maps <= num_coils:
         raise InputError(source, f"num_maps = {num_maps} must be between 1 and the number of coils ({num_coils})")
+    if not 0 <= int(phase_coil) < num_coils:
+        raise InputError(source, f"phase_coil = {phase_coil} is not one of the {num_coils} coils")
     if image_shape is not None:
         image_shape = (int(image_shape[0]), int(image_shape[1]))
-        if min(image_shape) < calib_width:
+        if image_shape[0] < calib[0] or image_shape[1] < calib[1]:
             raise InputError(source, f"ESPIRiT image_shape {image_shape} is smaller than the calibration width")
-    if num_maps == 1 and image_shape is None:
+    square = calib[0] == calib[1] and kernel[0] == kernel[1]
+    if num_maps == 1 and image_shape is None and square and phase_coil == 0:
         import sigpy.mri
 
-        maps = sigpy.mri.app.EspiritCalib(kspace, calib_width=calib_width, thresh=thresh, kernel_width=kernel_width,
+        maps = sigpy.mri.app.EspiritCalib(kspace, calib_width=calib[0], thresh=thresh, kernel_width=kernel[0],
                                           crop=crop, show_pbar=False).run()
         return np.ascontiguousarray(maps, dtype=np.complex64)  # sigpy returns coil-last strides
-    maps = _espirit_eigh(kspace, calib_width, thresh, crop, num_maps, kernel_width, image_shape)
+    maps = _espirit_eigh(kspace, calib, thresh, crop, num_maps, kernel, image_shape, int(phase_coil))
     return maps[0] if num_maps == 1 else maps
 
 
-def _espirit_eigh(kspace: np.ndarray, calib_width: int, thresh: float, crop: float, num_maps: int,
-                  kernel_width: int, image_shape: tuple[int, int] | None = None) -> np.ndarray:
-    """ESPIRiT with an exact per-pixel eigendecomposition (same operator as sigpy's EspiritCalib);
-    ``[M, C, h, w]`` on the ``image_shape`` grid (default the k-space's)."""
-    import sigpy as sp
+def espirit_kernels(kspace: np.ndarray, calib: tuple[int, int], kernel: tuple[int, int],
+                    thresh: float) -> tuple[np.ndarray, np.ndarray]:
+    """The signal-space kernels of ESPIRiT's calibration matrix (sigpy's layout: sliding ``kernel`` blocks of the
+    centred ``calib`` region, all coils per row). Returns ``(kernels [n, C, kr, kc] complex128, singular values
+    of the calibration matrix, descending)``; ``n`` = the singular values above ``thresh * max``."""
+    num_coils, height, width = kspace.shape
+    r0, c0 = height // 2 - calib[0] // 2, width // 2 - calib[1] // 2
+    region = kspace[:, r0:r0 + calib[0], c0:c0 + calib[1]].astype(np.complex128)
+    blocks = np.lib.stride_tricks.sliding_window_view(region, kernel, axis=(1, 2))  # [C, nr, nc, kr, kc]
+    mat = blocks.transpose(1, 2, 0, 3, 4).reshape(-1, num_coils * kernel[0] * kernel[1])
+    # eigh of the (small) normal matrix: its eigenvectors are the right singular vectors
+    power, vectors = np.linalg.eigh(mat.conj().T @ mat)
+    singular = np.sqrt(np.maximum(power[::-1], 0))
+    vectors = vectors[:, ::-1]
+    keep = singular > thresh * singular[0]
+    return vectors[:, keep].conj().T.reshape(-1, num_coils, *kernel), singular
 
+
+def _espirit_eigh(kspace: np.ndarray, calib: tuple[int, int], thresh: float, crop: float, num_maps: int,
+                  kernel: tuple[int, int], image_shape: tuple[int, int] | None = None,
+                  phase_coil: int = 0) -> np.ndarray:
+    """ESPIRiT with an exact per-pixel eigendecomposition; ``[M, C, h, w]`` on the ``image_shape`` grid.
+
+    Same operator as sigpy's EspiritCalib: ``G(x) = sum_n v_n(x) v_n(x)^H / (kr kc)`` with ``v_n`` the image of
+    kernel ``n`` (zero-padded to the grid, centred inverse FFT). ``G`` is a trigonometric polynomial of degree
+    < kernel, so it is built from the kernels' cross-correlations (``[C, C, 2kr-1, 2kc-1]``) and evaluated with
+    two small DFT matrices, row chunk by row chunk: memory ``O(chunk x C^2)``, not ``O(kernels x C x H x W)``.
+    """
     num_coils = kspace.shape[0]
     height, width = image_shape or kspace.shape[1:]
-    calib = sp.resize(kspace, (num_coils, calib_width, calib_width))
-    blocks = sp.array_to_blocks(calib, [kernel_width] * 2, [1, 1])  # [C, nb1, nb2, k, k]
-    mat = blocks.reshape(num_coils, -1, kernel_width**2).transpose(1, 0, 2).reshape(-1, num_coils * kernel_width**2)
-    _, singular, vh = np.linalg.svd(mat, full_matrices=False)
-    kernels = vh[singular > thresh * singular.max()].reshape(-1, num_coils, kernel_width, kernel_width)
-
-    gram = np.zeros((height * width, num_coils, num_coils), dtype=np.complex128)
-    for start in range(0, len(kernels), 16):
-        chunk = sp.resize(kernels[start:start + 16], (len(kernels[start:start + 16]), num_coils, height, width))
-        images = sp.ifft(chunk, axes=(-2, -1)).reshape(len(chunk), num_coils, -1)  # [n, C, HW]
-        gram += np.einsum("nip,njp->pij", images, images.conj())
-    gram *= height * width / kernel_width**2
-    eigenvalues, eigenvectors = np.linalg.eigh(gram)  # ascending
-    eigenvalues = eigenvalues[:, ::-1][:, :num_maps]  # [HW, M]
-    vectors = eigenvectors[:, :, ::-1][:, :, :num_maps]  # [HW, C, M]
-    reference = vectors[:, :1, :]
-    phase = np.where(np.abs(reference) > 0, reference.conj() / np.maximum(np.abs(reference), 1e-30), 1)
-    vectors = vectors * phase * (eigenvalues[:, None, :] > crop)
-    return np.ascontiguousarray(vectors.transpose(2, 1, 0).reshape(num_maps, num_coils, height, width)
-                                .astype(np.complex64))
+    kernels, _ = espirit_kernels(kspace, calib, kernel, thresh)
+    size = (2 * kernel[0] - 1, 2 * kernel[1] - 1)
+    spectra = np.fft.fft2(kernels, s=size)  # [n, C, La, Lb]
+    corr = np.fft.ifft2(np.einsum("niab,njab->ijab", spectra, spectra.conj()))
+    corr = np.fft.fftshift(corr, axes=(-2, -1)) / (kernel[0] * kernel[1])  # lags -(k-1)..(k-1)
+    lags_r = np.arange(-(kernel[0] - 1), kernel[0])
+    lags_c = np.arange(-(kernel[1] - 1), kernel[1])
+    dft_r = np.exp(2j * np.pi * np.outer(np.arange(height) - height // 2, lags_r) / height)  # [h, La]
+    dft_c = np.exp(2j * np.pi * np.outer(np.arange(width) - width // 2, lags_c) / width)  # [w, Lb]
+    corr_rows = corr.transpose(2, 0, 1, 3).reshape(size[0], -1)  # [La, C*C*Lb]
+    out = np.zeros((num_maps, num_coils, height, width), dtype=np.complex64)
+    chunk = max(1, int(2**22 // (width * num_coils * num_coils)))
+    for r0 in range(0, height, chunk):
+        rows = slice(r0, min(r0 + chunk, height))
+        partial = (dft_r[rows] @ corr_rows).reshape(-1, size[1])  # [r*C*C, Lb]
+        gram = (partial @ dft_c.T).reshape(-1, num_coils, num_coils, width).transpose(0, 3, 1, 2)
+        gram = 0.5 * (gram + gram.conj().swapaxes(-1, -2))  # exactly Hermitian for eigh
+        eigenvalues, eigenvectors = np.linalg.eigh(gram)  # ascending, [r, w, C], [r, w, C, C]
+        eigenvalues = eigenvalues[..., ::-1][..., :num_maps]  # [r, w, M]
+        vectors = eigenvectors[..., ::-1][..., :num_maps]  # [r, w, C, M]
+        reference = vectors[..., phase_coil:phase_coil + 1, :]
+        phase = np.where(np.abs(reference) > 0, reference.conj() / np.maximum(np.abs(reference), 1e-30), 1)
+        vectors = vectors * phase * (eigenvalues[..., None, :] > crop)
+        out[:, :, rows, :] = vectors.transpose(3, 2, 0, 1)
+    return out
 
 
 CACHE_MAX_MB_DEFAULT = 2048

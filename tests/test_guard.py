@@ -1,0 +1,123 @@
+"""recon.guard: reconstructions that collapse are caught (coverage, data consistency, agreement with the fully
+sampled centre and with zero-filled) and fall back or raise one line. Built failures on the real 16-coil brain:
+maps from the issue's fixed 24 x 24 block, maps of another slice, a mask off by one line, a method that
+returns nothing like the data; a coil with no signal and too few centre lines are in test_calibration.py."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recon import baselines
+from recon.calibration import calibrate_maps, min_center_fraction
+from recon.coils import espirit_maps
+from recon.errors import InputError
+from recon.guard import (
+    MAX_ACS_DISAGREEMENT,
+    acs_disagreement,
+    check_reconstruction,
+    data_residual,
+    guarded,
+    mask_matching_data,
+    sense_image,
+)
+from recon.masks import default_center_fraction, make_mask
+from recon.metrics import psnr
+from test_calibration import load_brain16, rss_of
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def brain(shared_data):
+    """R = 6 random mask with the default centre (6 lines) on the real brain, as stored."""
+    full = load_brain16(shared_data)
+    mask = make_mask("random", (96, 96), 6, center_fraction=max(default_center_fraction(6),
+                                                                min_center_fraction(96)), seed=0)
+    k = full * mask.mask.numpy()
+    return full, k, mask, rss_of(full), baselines.zero_filled(k, mask.mask)
+
+
+def test_good_reconstruction_passes(brain):
+    full, k, mask, rss, zf = brain
+    maps, _ = calibrate_maps(k, mask)
+    image = sense_image(k, mask.mask, maps, max_iter=30)
+    complex_report = check_reconstruction(image, k, mask, maps, zf)
+    magnitude_report = check_reconstruction(baselines.cg_sense(k, mask.mask, maps), k, mask, maps)
+    for report in (complex_report, magnitude_report):
+        assert report.ok and not report.reasons
+        assert report.coverage > 0.95 and report.residual < 0.1 and report.acs_disagreement < 0.2
+    assert data_residual(image, k, mask.mask, maps)[0] == pytest.approx(complex_report.residual)
+    # the true RSS itself sits well inside the centre check (low-passing a magnitude is not the RSS of
+    # low-passed coil images, so it is not 0)
+    assert acs_disagreement(rss, k, mask)[0] < MAX_ACS_DISAGREEMENT / 2
+
+
+def test_fixed_24_block_collapse_is_caught_and_replaced(brain):
+    """The issue's failure: ESPIRiT's 24 x 24 block on a 6-line centre reads unsampled k-space as zeros;
+    CG-SENSE with those maps is far below zero-filled. The guard rejects them and the calibrated maps pass."""
+    full, k, mask, rss, zf = brain
+    square = espirit_maps(k[0], calib_width=24, kernel_width=3)[None]
+    bad = baselines.cg_sense(k, mask.mask, square)
+    assert psnr(rss, bad) < psnr(rss, zf) - 5  # measured 11.3 vs 21.1 dB
+    report = check_reconstruction(bad, k, mask, square, zf)
+    assert not report.ok and any("fully sampled centre" in r for r in report.reasons)
+    image, report, used, info = guarded(baselines.cg_sense, k, mask, maps=square)
+    assert report.ok and report.attempt == "calibrated" and info.method == "espirit"
+    assert any(w.startswith("given maps: rejected") for w in report.warnings)
+    assert psnr(rss, image) > psnr(rss, zf) + 1
+
+
+def test_maps_of_another_slice_are_caught(brain):
+    """Built failure: maps that belong elsewhere (shifted 20 px along readout, as from a neighbouring slice
+    position): the data-consistency and centre checks fail; the guard recalibrates."""
+    full, k, mask, rss, zf = brain
+    maps, _ = calibrate_maps(k, mask)
+    elsewhere = np.roll(maps, 20, axis=-2)
+    report = check_reconstruction(baselines.cg_sense(k, mask.mask, elsewhere), k, mask, elsewhere, zf)
+    assert not report.ok and report.residual > 0.5
+    assert any("unexplained" in r for r in report.reasons)
+    image, report, _, _ = guarded(lambda kk, m, s: baselines.cg_sense(kk, m, s), k, mask, maps=elsewhere)
+    assert report.attempt == "calibrated" and psnr(rss, image) > psnr(rss, zf) + 1
+
+
+def test_mask_off_by_one_line_recovers(brain):
+    """Built failure: the mask handed over is the sampling mask shifted by one line. The guard sees lines
+    marked sampled without data, uses the k-space's own pattern, and the reconstruction beats zero-filled."""
+    full, k, mask, rss, zf = brain
+    wrong = torch.roll(mask.mask, 1, dims=-1)
+    fixed, warning = mask_matching_data(k, wrong)
+    assert "off by a line" in warning and torch.equal(fixed.mask, mask.mask)
+    assert mask_matching_data(k, mask) == (mask, None)
+    image, report, _, info = guarded(baselines.cg_sense, k, wrong)
+    assert report.ok and any("off by a line" in w for w in report.warnings)
+    assert psnr(rss, image) > psnr(rss, zf) + 1
+
+
+def test_every_attempt_failing_raises_one_line(brain):
+    """A method whose output has nothing to do with the data: every fallback fails too -> InputError, one line,
+    naming the check that failed."""
+    full, k, mask, rss, zf = brain
+    rng = np.random.default_rng(0)
+
+    def noise(kk, m, s):
+        return rng.random((1, 96, 96)).astype(np.float32) * float(zf.max())
+
+    with pytest.raises(InputError) as err:
+        guarded(noise, k, mask, source="brain.mat")
+    message = str(err.value)
+    assert "collapse guard" in message and "fully sampled centre" in message and "\n" not in message
+    assert message.startswith("brain.mat")
+
+
+def test_too_few_lines_through_the_guard(shared_data):
+    """3 centre lines at R = 12 (0.32 / R on W = 96): the guard's first attempt already uses the refined
+    calibration and passes; CG-SENSE beats zero-filled."""
+    full = load_brain16(shared_data, transposed=True)
+    mask = make_mask("random", (96, 96), 12, seed=0)
+    assert mask.num_low_frequencies == 3
+    k = full * mask.mask.numpy()
+    rss = rss_of(full)
+    image, report, _, info = guarded(baselines.cg_sense, k, mask)
+    assert report.ok and info.method == "espirit-refined"
+    assert psnr(rss, image) > psnr(rss, baselines.zero_filled(k, mask.mask)) + 1  # measured +1.9 dB
