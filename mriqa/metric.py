@@ -54,7 +54,7 @@ class QFMetric(torch.nn.Module):
 
     ``metric(img_batch)`` -> float32 tensor ``[B]`` (on the input's device for torch input) of scores in
     [0, 1]; ``img_batch`` ``[B, C, H, W]`` (C = 1 or 3), ``[B, H, W]`` or one image (then ``B = 1``); a path
-    (str / PathLike) to an image file is read with :mod:`mriqa.imageio` (all its slices form the batch).
+    (str / PathLike) to an image file is read with :func:`recon.io.images.read_images` (all its slices form the batch).
     """
 
     lower_better = False
@@ -90,9 +90,9 @@ class QFMetric(torch.nn.Module):
         return torch.as_tensor(scores, dtype=torch.float32)
 
     def _score_file(self, path) -> torch.Tensor:
-        from mriqa import imageio
+        from recon.io.images import read_images
 
-        records = imageio.read_images(path)
+        records = read_images(path)
         scores = [
             self.predictor.score(r.image, pool=self.pool, kind=self.kind or _record_kind(r), source=str(path))
             for r in records

@@ -27,7 +27,7 @@ layout). The rules:
 3. **Channels** (:func:`as_model_input`): the grayscale model takes RGB images as ITU-R BT.601 luma
    ``0.299 R + 0.587 G + 0.114 B`` (then re-quantised to 8 bits, like Pillow's ``convert("L")``); the RGB
    model takes gray images repeated to three channels; an alpha channel (LA, RGBA) is dropped. CMYK and
-   palette images are converted to RGB by Pillow when read (:mod:`mriqa.imageio`).
+   palette images are converted to RGB by Pillow when read (:mod:`recon.io.images`).
 """
 from __future__ import annotations
 
@@ -104,10 +104,9 @@ def to_unit_range(image, kind: str = "photo", source: str | None = None, quantiz
     if kind == "photo":
         if arr.dtype == np.bool_:
             out = arr.astype(np.float32)
-        elif arr.dtype == np.uint8:
-            out = arr.astype(np.float32) / 255.0
-        elif arr.dtype == np.uint16:
-            out = arr.astype(np.float32) / 65535.0
+        elif arr.dtype in (np.uint8, np.uint16):
+            out = arr.astype(np.float32)
+            out /= 255.0 if arr.dtype == np.uint8 else 65535.0  # in place: big photos stay in bounded memory
         elif arr.dtype.kind in "iu":
             info = np.iinfo(arr.dtype)
             out = np.clip(arr.astype(np.float64), 0, None) / float(info.max)
@@ -121,15 +120,30 @@ def to_unit_range(image, kind: str = "photo", source: str | None = None, quantiz
                 )
             out = arr
     else:  # mri
-        mag = np.clip(arr.astype(np.float64), 0, None) if arr.dtype != np.bool_ else arr.astype(np.float64)
+        mag = arr.astype(np.float64)
+        if arr.dtype != np.bool_:
+            np.clip(mag, 0, None, out=mag)
         if mag.ndim == 3 and mag.shape[-1] in (3, 4):
             raise InputError(source, "kind='mri' expects a 2-D magnitude image, got a colour image")
         scale = robust_max(mag)
         if not scale > 0:
             raise InputError(source, "image is all zero (nothing to score)")
-        out = mag / scale
-    out = np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
-    return quantize_8bit(out) if quantize else out
+        mag /= scale
+        out = mag
+    if out is arr or out.dtype != np.float32:  # never modify the caller's array
+        out = np.asarray(out, dtype=np.float32)
+        out = out.copy() if out is arr else out
+    np.clip(out, 0.0, 1.0, out=out)
+    return _quantize_in_place(out) if quantize else out
+
+
+def _quantize_in_place(x: np.ndarray) -> np.ndarray:
+    """:func:`quantize_8bit` of a float32 array we own, without temporaries (the same numbers)."""
+    np.clip(x, 0.0, 1.0, out=x)
+    x *= 255.0
+    np.round(x, out=x)
+    x /= 255.0
+    return x
 
 
 def _channels_last(arr: np.ndarray, source) -> np.ndarray:

@@ -196,9 +196,23 @@ def foreground_mask(
     radius = max(1, int(round(min(height, width) / 64.0)))
     # closing with a border of background around the image, so that anatomy touching the edge is not eroded
     padded = np.pad(mask, radius, mode="constant")
-    padded = ndimage.binary_closing(padded, structure=_disk(radius))
-    mask = padded[radius:-radius, radius:-radius]
+    mask = disk_closing(padded, radius)[radius:-radius, radius:-radius]
     return ndimage.binary_fill_holes(mask)
+
+
+def disk_closing(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary closing of ``mask`` with the disk ``y^2 + x^2 <= radius^2``: the same pixels as
+    ``scipy.ndimage.binary_closing(mask, structure=_disk(radius))`` away from the array border (within
+    ``radius`` of it the erosion differs: ``foreground_mask`` pads first), in time linear in the pixels
+    (two exact Euclidean distance transforms) instead of pixels x disk area (minutes at 12 Mpx)."""
+    from scipy import ndimage
+
+    if not mask.any():
+        return np.zeros_like(mask, dtype=bool)
+    dilated = ndimage.distance_transform_edt(~mask) <= radius  # within radius of the mask
+    if dilated.all():
+        return dilated
+    return ndimage.distance_transform_edt(dilated) > radius  # no background within radius
 
 
 def receptive_field_coverage(mask, geometry: MapGeometry) -> np.ndarray:

@@ -39,8 +39,10 @@ model, repetition for the RGB model). NaN/Inf values, an image smaller than the 
 Outputs: the map is ``[h, w]`` for one image and ``[N, h, w]`` for a batch, numpy ``float32`` for numpy input
 and a torch ``float32`` tensor on the input's device for torch input; scores are a Python ``float`` for one
 image, ``[N]`` (numpy float64 / torch float32) for a batch. Map geometry and pooling: :mod:`mriqa.pooling`.
-Computation runs without gradients, ``batch_size`` images at a time, on ``device`` (``None``: CUDA when
-available, else CPU).
+Computation runs without gradients, ``batch_size`` images at a time (fewer when they would exceed
+``tile`` x ``tile`` pixels together), on ``device`` (``None``: CUDA when available, else CPU). An image larger
+than ``tile`` pixels on a side is run tile by tile (:func:`mriqa.tiling.valid_tiled_map`: the same map as the
+whole image, in bounded memory).
 """
 from __future__ import annotations
 
@@ -54,6 +56,7 @@ import numpy as np
 import torch
 
 from mriqa import pooling
+from mriqa.tiling import QF_TILE, valid_tiled_map
 from recon.errors import InputError
 
 #: names of the shipped models -> files in ``mriqa/weights/``.
@@ -133,10 +136,12 @@ def load_predictor(
     model: str | os.PathLike = "gray",
     device: str | torch.device | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    tile: int = QF_TILE,
 ) -> "QFPredictor":
     """Load a QF predictor: ``"gray"`` (MRI / grayscale model), ``"rgb"`` (photos) or a weights path.
 
-    ``device``: ``None`` = CUDA when available, else CPU. ``batch_size``: images per forward pass.
+    ``device``: ``None`` = CUDA when available, else CPU. ``batch_size``: images per forward pass. ``tile``:
+    the largest input side run in one piece (:mod:`mriqa.tiling`).
     A missing or unreadable file or an unknown name raises :class:`recon.errors.InputError`.
     """
     from mriqa.weights_io import load_qfnet
@@ -144,7 +149,7 @@ def load_predictor(
     path, name = resolve_weights(model)
     resolve_device(device)  # a bad device fails before the weights are read
     net, metadata = load_qfnet(path)
-    return QFPredictor(net, metadata=metadata, name=name, device=device, batch_size=batch_size)
+    return QFPredictor(net, metadata=metadata, name=name, device=device, batch_size=batch_size, tile=tile)
 
 
 @dataclass
@@ -175,6 +180,8 @@ class QFPredictor:
         name: how the model is reported (``"gray"``, ``"rgb"`` or the path given).
         device: ``None`` = CUDA when available, else CPU; the model is moved there.
         batch_size: images per forward pass.
+        tile: input side (pixels) up to which an image runs in one piece; larger ones run tile by tile when
+            the model is padding-free (it has ``output_size(n) == (n - receptive_field) // output_stride + 1``).
     """
 
     def __init__(
@@ -184,6 +191,7 @@ class QFPredictor:
         name: str | None = None,
         device: str | torch.device | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        tile: int = QF_TILE,
     ):
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -191,6 +199,9 @@ class QFPredictor:
         self.metadata = dict(metadata or {})
         self.name = name or type(model).__name__
         self.batch_size = int(batch_size)
+        if int(tile) < self.min_input_size:
+            raise ValueError(f"tile must be >= the minimum input size {self.min_input_size}, got {tile}")
+        self.tile = int(tile)
         self._check_normalization()
 
     def _check_normalization(self):
@@ -315,19 +326,31 @@ class QFPredictor:
         shapes = {tuple(t.shape) for t in tensors}
         if len(shapes) > 1:  # cannot happen for an array input; kept for safety
             raise InputError(None, f"images of different sizes in one batch: {sorted(shapes)}")
-        return torch.cat(tensors, dim=0), batched
+        return (tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=0)), batched
 
     # ----------------------------------------------------------------------------------------------- network
+    def _tileable(self) -> bool:
+        size = getattr(self.model, "output_size", None)
+        n = self.tile
+        return size is not None and size(n) == (n - self.receptive_field) // self.output_stride + 1
+
     def predict_input(self, x: torch.Tensor) -> torch.Tensor:
         """Model input ``[N, C, H, W]`` already in [0, 1] (see :meth:`prepare`) -> QF maps ``[N, h, w]``
-        (torch, on the model's device). Runs in ``batch_size`` chunks; no ``no_grad`` here, so a caller may
-        differentiate through it (call it under ``torch.no_grad()`` for inference)."""
+        (torch, on the model's device). Runs in chunks of at most ``batch_size`` images and ``tile**2`` pixels,
+        an image larger than ``tile`` tile by tile; no ``no_grad`` here, so a caller may differentiate
+        through it (call it under ``torch.no_grad()`` for inference)."""
         device = self.device
-        outs = [
-            self.model(x[i : i + self.batch_size].to(device=device, dtype=torch.float32))[:, 0]
-            for i in range(0, x.shape[0], self.batch_size)
-        ]
-        return torch.cat(outs, dim=0)
+
+        def run(t: torch.Tensor) -> torch.Tensor:
+            return self.model(t.to(device=device, dtype=torch.float32))
+
+        height, width = x.shape[-2:]
+        if max(height, width) > self.tile and self._tileable():
+            return torch.cat([valid_tiled_map(run, x[i: i + 1], self.output_stride, self.receptive_field,
+                                              self.model.output_size, self.tile)[:, 0]
+                              for i in range(x.shape[0])], dim=0)
+        step = max(1, min(self.batch_size, self.tile ** 2 // max(1, height * width)))
+        return torch.cat([run(x[i: i + step])[:, 0] for i in range(0, x.shape[0], step)], dim=0)
 
     def geometry(self, image_size: tuple[int, int], map_size: tuple[int, int]) -> pooling.MapGeometry:
         """Where the map cells lie in the image (:class:`mriqa.pooling.MapGeometry`)."""

@@ -55,6 +55,7 @@ import torch
 from recon.errors import InputError
 from recon.files import atomic_path
 from recon.fft import fft2c, ifft2c
+from recon.io.volumes import ORIENTATIONS
 
 __all__ = [
     "SimulationConfig",
@@ -71,7 +72,6 @@ __all__ = [
     "demo_slice",
 ]
 
-ORIENTATIONS = ("sagittal", "coronal", "axial")
 COIL_MAP_KINDS = ("birdcage", "espirit", "mixed")
 # name -> path relative to the data root (../shared/data)
 VOLUME_SOURCES = {

@@ -134,7 +134,7 @@ def test_ood_inputs_get_the_widest_interval(ood_inputs, tmp_path, capsys, method
     for r in records:
         assert (r["r_low"], r["r_high"]) == intervals.R_BOUNDS, r
         assert r["ood"], r
-    assert "colour" in records[0]["ood"]
+    assert "colour" in records[0]["ood"] and records[0]["r_est"] is None  # said at once: no network run
     assert "noise-like" in records[1]["ood"]
 
 
@@ -147,14 +147,15 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
     np.save(nan, a)
     zero = tmp_path / "zero.npy"
     np.save(zero, np.zeros((2, 64, 64), np.float32))
-    out = tmp_path / "never.json"
+    out = tmp_path / "failed.json"
     for bad, words in ((tmp_path / "missing.h5", "missing.h5"), (tiny, "smaller"), (nan, "NaN"),
                        (zero, "all slices are zero")):
         code, _, err = run_cli([bad, "--json", out], capsys)
         assert code == 2
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("mriqa: error:") and words in lines[0], err
-        assert not out.exists()
+        (record,) = json.loads(out.read_text())  # the failure is a record, with no estimate
+        assert record["input"] == str(bad) and "r_est" not in record and record["error"]
     with pytest.raises(SystemExit) as exc:
         main(["estimate-r", str(tiny), "--method", "nonsense"])
     assert exc.value.code == 2
@@ -229,7 +230,7 @@ def test_learned_uses_the_recon_methods_own_recalibration():
     est = learned.LearnedREstimator.load()
     info = dict(est.info, recalibration={"a": 0.0, "b": 1.0}, halfwidth=0.4,
                 recalibration_by_method={"zf": {"a": 0.5, "b": 1.0}}, halfwidth_by_method={"zf": 0.2})
-    est = learned.LearnedREstimator(est.wrapper.model.net, info)
+    est = learned.LearnedREstimator(est.predictor.model.net, info)
     assert est.calibration_for("zf") == ({"a": 0.5, "b": 1.0}, 0.2)
     assert est.calibration_for("sense") == ({"a": 0.0, "b": 1.0}, 0.4)  # no pair of its own: the pooled one
     assert est.calibration_for(None) == ({"a": 0.0, "b": 1.0}, 0.4)

@@ -243,3 +243,32 @@ def test_as_model_input_channels():
         as_model_input(np.zeros((4, 5, 6, 7)), 1)
     with pytest.raises(InputError):
         as_model_input(rgb.astype(np.float32), 1, kind="mri")
+
+
+def test_max_pixels_is_checked_from_the_header(tmp_path):
+    from PIL import Image as PILImage
+
+    PILImage.new("L", (300, 200)).save(tmp_path / "wide.png")
+    with pytest.raises(InputError, match=r"wide\.png: image is 300x200 = 0\.1 megapixels, more than the limit"):
+        read_images(tmp_path / "wide.png", max_pixels=50_000)
+    assert read_images(tmp_path / "wide.png", max_pixels=60_000)[0].image.shape == (200, 300)
+    np.save(tmp_path / "s.npy", np.ones((2, 300, 200), np.float32))
+    with pytest.raises(InputError, match=r"s\.npy \[slice 0\]: image is 200x300"):
+        read_images(tmp_path / "s.npy", max_pixels=50_000)
+
+
+def test_volume_axes_conventions(tmp_path):
+    """One reader, three documented conventions: "ras" (simulation), "stored" (QF training), display records."""
+    import nibabel as nib
+
+    from recon.io.volumes import read_volume as read
+
+    data = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    nib.save(nib.Nifti1Image(data, np.diag([-2.0, 1.0, 3.0, 1.0])), tmp_path / "v.nii.gz")  # LAS
+    np.testing.assert_array_equal(read(tmp_path / "v.nii.gz").data, data[::-1])  # RAS+
+    np.testing.assert_array_equal(read(tmp_path / "v.nii.gz", axes="stored").data, np.moveaxis(data, -1, 0))
+    np.testing.assert_array_equal(read_images(tmp_path / "v.nii.gz")[3].image, np.flipud(data[:, :, 3].T))
+    _write_h5(tmp_path / "r.h5", np.ones((2, 8, 8), np.float32), key="reconstruction")
+    assert read(tmp_path / "r.h5").data.shape == (2, 8, 8)
+    with pytest.raises(ValueError, match="axes"):
+        read(tmp_path / "v.nii.gz", axes="lps")

@@ -239,6 +239,43 @@ def test_reconstruction_round_trip(tmp_path):
         read_reconstruction(raw, key="reconstruction")
 
 
+def test_reconstruction_attrs_have_one_owner(tmp_path):
+    from recon.io.fastmri_h5 import ReconstructionAttrs, read_reconstruction_attrs
+
+    written = ReconstructionAttrs(method="sense", acceleration=4.0, acceleration_effective=3.37, mask_type="random",
+                                  center_fraction=0.08, num_low_frequencies=10, seed=None, retrospective=True,
+                                  num_maps=1)
+    path = write_reconstruction_h5(tmp_path / "r.h5", np.ones((1, 8, 8), np.float32), attrs=written)
+    assert read_reconstruction_attrs(path) == written  # typed back: float, int, bool, None
+    assert read_reconstruction(path).info == written
+    # a plain dict as mriqa recon writes it, "none" for None, 0/1 for booleans
+    write_reconstruction_h5(tmp_path / "d.h5", np.ones((8, 8), np.float32),
+                            attrs={"method": "zf", "acceleration": 2, "seed": None, "retrospective": False,
+                                   "other": "kept"})
+    info = read_reconstruction_attrs(tmp_path / "d.h5")
+    assert (info.method, info.acceleration, info.seed, info.retrospective) == ("zf", 2.0, None, False)
+    assert isinstance(info.acceleration, float) and info.mask_type is None
+    assert read_reconstruction(tmp_path / "d.h5").attrs["other"] == "kept"
+    assert ReconstructionAttrs.from_attrs({"acceleration": "fast"}).acceleration is None  # a foreign meaning
+    (tmp_path / "text.h5").write_text("not HDF5")
+    with pytest.raises(InputError, match="not an HDF5"):
+        read_reconstruction_attrs(tmp_path / "text.h5")
+
+
+def test_read_reconstruction_complex_and_nan_slice(tmp_path):
+    data = (np.random.default_rng(0).random((3, 6, 5)) + 1j).astype(np.complex64)
+    with h5py.File(tmp_path / "c.h5", "w") as hf:
+        hf["reconstruction"] = data
+    np.testing.assert_allclose(read_reconstruction(tmp_path / "c.h5").image, np.abs(data), rtol=1e-6)
+    bad = np.abs(data)
+    bad[1, 2, 2] = np.nan
+    with h5py.File(tmp_path / "n.h5", "w") as hf:
+        hf["reconstruction"] = bad
+        hf["mask"] = np.ones(99)  # a raw-data file's k-space-width mask: ignored with with_mask=False
+    with pytest.raises(InputError, match=r"n\.h5: slice 1 contains NaN or Inf values \(in 'reconstruction'\)"):
+        read_reconstruction(tmp_path / "n.h5", with_mask=False)
+
+
 # ----------------------------------------------------------------------------------------------- BART
 
 

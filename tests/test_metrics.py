@@ -96,3 +96,32 @@ def test_object_mask_finds_a_disc_with_its_holes_filled():
     inside = (xx**2 + yy**2) < 20**2
     assert mask[0][inside].all()  # the whole disc, edges included (smoothing widens it a little)
     assert not mask[0][(xx**2 + yy**2) > 24**2].any()
+
+
+def test_photo_conventions_are_options_of_the_same_functions():
+    """The IQA registry's psnr / ssim (data range 1, colour images) are recon.metrics with options, and give
+    the numbers of the formulas they always stood for."""
+    from skimage.metrics import structural_similarity
+
+    from mriqa.iqa.metrics_registry import luma
+    from mriqa.iqa.metrics_registry import psnr as registry_psnr
+    from mriqa.iqa.metrics_registry import ssim as registry_ssim
+
+    rng = np.random.default_rng(1)
+    ref = rng.random((40, 36, 3))
+    img = np.clip(ref + 0.05 * rng.standard_normal(ref.shape), 0, 1)
+    mse = np.mean((img - ref) ** 2)
+    assert registry_psnr(img, ref) == pytest.approx(10 * np.log10(1 / mse), rel=1e-12)
+    assert psnr(ref, img, maxval=1.0, channel_axis=-1) == registry_psnr(img, ref)
+    assert registry_psnr(ref, ref) == pytest.approx(100.0)  # capped, finite
+    assert psnr(np.zeros((8, 8)), np.zeros((8, 8)), maxval=1.0, max_db=100.0) == pytest.approx(100.0)
+    gauss = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0)
+    assert registry_ssim(img, ref) == pytest.approx(structural_similarity(luma(ref), luma(img), **gauss), rel=1e-12)
+    rgb = ssim(ref, img, maxval=1.0, channel_axis=-1, window="gaussian")
+    assert rgb == pytest.approx(structural_similarity(ref, img, channel_axis=-1, **gauss), rel=1e-12)
+    with pytest.raises(InputError, match="at least 11 x 11"):
+        ssim(ref[:9, :9], img[:9, :9], maxval=1.0, channel_axis=-1, window="gaussian")
+    with pytest.raises(InputError, match="unknown SSIM window"):
+        ssim(ref, img, maxval=1.0, window="box")
+    # with the data range given, a black reference is a valid image (the fastMRI default still refuses it)
+    assert np.isfinite(psnr(np.zeros((8, 8)), np.full((8, 8), 0.1), maxval=1.0))

@@ -197,3 +197,19 @@ def test_pool_fallback_and_errors():
         pooling.pool(q, "median")
     with pytest.raises(ValueError, match="needs the input image"):
         pooling.pool(q, "foreground")
+
+
+def test_disk_closing_equals_scipy_binary_closing():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        radius = int(rng.integers(1, 9))
+        level = 0.5 + 0.05 * rng.standard_normal()
+        mask = ndimage.gaussian_filter(rng.random(tuple(rng.integers(20, 80, 2))), 2) > level
+        mask = np.pad(mask, radius)
+        want = ndimage.binary_closing(mask, structure=pooling._disk(radius))
+        got = pooling.disk_closing(mask, radius)
+        inner = (slice(radius, -radius), slice(radius, -radius))
+        np.testing.assert_array_equal(got[inner], want[inner], err_msg=f"trial {trial}, radius {radius}")
+    assert not pooling.disk_closing(np.zeros((9, 9), bool), 2).any()

@@ -173,7 +173,7 @@ def test_all_zero_slice_is_skipped_with_a_note(tmp_path, capsys, gray_model):
 
 
 # ------------------------------------------------------------------------------------------------ awkward inputs
-def test_16x16_image_is_a_clear_error_and_no_partial_output(tmp_path, capsys, gray_model):
+def test_16x16_image_fails_alone_the_others_are_written(tmp_path, capsys, gray_model):
     good = tmp_path / "good.png"
     Image.fromarray(np.round(_anatomy() * 255).astype(np.uint8)).save(good)
     tiny = tmp_path / "tiny.png"
@@ -184,14 +184,16 @@ def test_16x16_image_is_a_clear_error_and_no_partial_output(tmp_path, capsys, gr
     assert rc == 2
     line = _one_line_error(err)
     assert "tiny.png" in line and "16x16" in line and "28x28" in line
-    assert not out_json.exists()
-    assert not maps.exists()  # the good image's map was not published either (and the folder was ours)
-    maps.mkdir()
-    rc, out, err = _run(capsys, good, tiny, "--model", gray_model, "--maps", maps)
-    assert rc == 2 and list(maps.iterdir()) == []  # an existing folder stays, empty
+    records = json.loads(out_json.read_text())
+    assert [r["input"] for r in records] == [str(good), str(tiny)]
+    assert set(records[0]) == KEYS and "error" not in records[0]
+    assert "qf" not in records[1] and "16x16" in records[1]["error"] and records[1]["slice"] is None
+    assert sorted(p.name for p in maps.iterdir()) == ["good.png"]  # the good image's map is published
+    rc, out, err = _run(capsys, tiny, "--model", gray_model, "--maps", tmp_path / "maps2")
+    assert rc == 2 and not (tmp_path / "maps2").exists()  # nothing scored: the folder we made is gone
 
 
-def test_nan_in_an_h5_slice_is_a_clear_error(tmp_path, capsys, gray_model):
+def test_nan_in_an_h5_slice_fails_that_input(tmp_path, capsys, gray_model):
     vol = np.stack([_anatomy(seed=i, scale=2e-4) for i in range(3)])
     vol[2, 10, 10] = np.nan
     h5 = _h5(tmp_path / "bad.h5", vol)
@@ -200,23 +202,27 @@ def test_nan_in_an_h5_slice_is_a_clear_error(tmp_path, capsys, gray_model):
     assert rc == 2
     line = _one_line_error(err)
     assert "bad.h5" in line and "slice 2" in line and "NaN" in line
-    assert not out_json.exists() and list(tmp_path.glob(".s.json*")) == []
+    (record,) = json.loads(out_json.read_text())
+    assert "slice 2" in record["error"] and "qf" not in record
+    assert list(tmp_path.glob(".s.json*")) == []
 
 
 def test_4d_nifti_is_scored_volume_by_volume(tmp_path, capsys, gray_model):
     first = np.stack([_anatomy((40, 44), s, 500) for s in range(3)], axis=-1)  # [X, Y, Z]
-    data = np.stack([first, first * 0 + 7], axis=-1)  # [X, Y, Z, T=2]; the second volume differs
+    second = np.stack([_anatomy((40, 44), s + 7, 90) for s in range(3)], axis=-1)
+    data = np.stack([first, second], axis=-1)  # [X, Y, Z, T=2]
     nii4 = tmp_path / "fmri.nii.gz"
     nib.save(nib.Nifti1Image(data, np.eye(4)), nii4)
-    nii3 = tmp_path / "first.nii.gz"
-    nib.save(nib.Nifti1Image(first, np.eye(4)), nii3)
     j4, j3 = tmp_path / "4.json", tmp_path / "3.json"
     assert _run(capsys, nii4, "--model", gray_model, "--json", j4)[0] == 0
-    assert _run(capsys, nii3, "--model", gray_model, "--json", j3)[0] == 0
-    r4, r3 = json.loads(j4.read_text()), json.loads(j3.read_text())
-    assert [r["slice"] for r in r4] == [0, 1, 2, 0, 1, 2]  # every volume, not only the first
-    assert [r["qf"] for r in r4[:3]] == [r["qf"] for r in r3]
-    assert [r["qf"] for r in r4[3:]] != [r["qf"] for r in r3]  # the second volume is another image
+    r4 = json.loads(j4.read_text())
+    assert [(r["volume"], r["slice"]) for r in r4] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    assert all(set(r) == KEYS | {"volume"} for r in r4)
+    for t, vol in enumerate((first, second)):
+        nii3 = tmp_path / f"v{t}.nii.gz"
+        nib.save(nib.Nifti1Image(vol, np.eye(4)), nii3)
+        assert _run(capsys, nii3, "--model", gray_model, "--json", j3)[0] == 0
+        assert [r["qf"] for r in r4 if r["volume"] == t] == [r["qf"] for r in json.loads(j3.read_text())]
 
 
 def test_16bit_png_is_scored_as_uint16(tmp_path, capsys, gray_model):

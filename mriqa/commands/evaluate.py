@@ -21,10 +21,12 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from recon.errors import InputError
-    from recon.files import atomic_path
     from recon.io.fastmri_h5 import read_reconstruction
+    from recon.io.output import check_writable, output_file
     from recon.metrics import nmse, psnr, ssim
 
+    if args.json:
+        check_writable(args.json, "--json")
     target = read_reconstruction(args.target)
     recon = read_reconstruction(args.recon, key="reconstruction")
     t, r = target.image, recon.image
@@ -39,13 +41,14 @@ def run(args: argparse.Namespace) -> int:
         "nmse": float(nmse(t, r)), "psnr": float(psnr(t, r)), "ssim": float(ssim(t, r)),
         "slices": int(t.shape[0]),
     }
+    info = recon.info  # the typed reconstruction attributes
     for key in ("method", "acceleration", "acceleration_effective", "mask_type"):
-        if key in recon.attrs:
-            result[key] = recon.attrs[key]
+        if getattr(info, key) is not None:
+            result[key] = getattr(info, key)
     print(f"NMSE {result['nmse']:.4f}  PSNR {result['psnr']:.2f} dB  SSIM {result['ssim']:.4f}  "
           f"({result['slices']} slices)")
     if args.json:
-        with atomic_path(args.json) as tmp:
+        with output_file(args.json, "--json") as tmp:
             tmp.write_text(json.dumps(result, indent=2))
     return 0
 

@@ -120,12 +120,11 @@ def _table(result: dict, with_ci: bool) -> str:
 def run(args) -> int:
     import importlib
     import json
-    from pathlib import Path
 
     import numpy as np
 
     from recon.errors import InputError
-    from recon.files import atomic_path
+    from recon.io.output import check_writable, output_file
     from mriqa.iqa.correlation import evaluate
     from mriqa.iqa.datasets import load_dataset
     from mriqa.iqa.metrics_registry import get_metric, read_image01
@@ -136,8 +135,8 @@ def run(args) -> int:
         raise InputError(None, f"--level must be in (0, 1), got {args.level}")
     if args.limit is not None and args.limit < 3:
         raise InputError(None, f"--limit must be >= 3 (correlations need points), got {args.limit}")
-    if args.json is not None and Path(args.json).is_dir():
-        raise InputError(args.json, "--json must name a file, not a folder")
+    if args.json is not None:
+        check_writable(args.json, "--json")
     for mod in args.plugin:
         try:
             importlib.import_module(mod)
@@ -215,7 +214,7 @@ def run(args) -> int:
                          "bootstrap": {"n": args.bootstrap, "seed": args.seed, "level": args.level}},
             "metrics": results,
         }
-        with atomic_path(args.json, suffix=".json") as tmp:
+        with output_file(args.json, "--json", suffix=".json") as tmp:
             tmp.write_text(json.dumps(_clean(doc), indent=1) + "\n")
         print(f"\nwrote {args.json}")
     return 0

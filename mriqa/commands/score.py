@@ -1,13 +1,14 @@
-"""``mriqa score``: reference-free QF scores of images and MRI slices.
+"""``mriqa score``: reference-free QF scores of images and MRI slices (the library: :mod:`mriqa.scoring`).
 
 ::
 
     mriqa score INPUT... [--model gray|rgb|PATH] [--pool mean|center|foreground] [--json OUT] [--maps DIR]
-                         [--batch-size N] [--device DEV] [--h5-key KEY]
+                         [--batch-size N] [--device DEV] [--h5-key KEY] [--max-pixels N]
 
-INPUT: PNG/TIFF/BMP/JPEG, a DICOM file or folder, NIfTI (.nii/.nii.gz), fastMRI-layout h5
-(``reconstruction`` / ``reconstruction_rss`` / ``reconstruction_esc``) or .npy, read by :mod:`mriqa.imageio`:
-one record per 2-D image (per slice of a volume, per frame of a multi-frame DICOM).
+INPUT: PNG/TIFF/BMP/JPEG (or a folder of them), a DICOM file or folder, NIfTI (.nii/.nii.gz), fastMRI-layout h5
+(``reconstruction`` / ``reconstruction_rss`` / ``reconstruction_esc``) or .npy, read by
+:func:`recon.io.images.read_images`: one record per 2-D image (per slice of a volume, per frame of a
+multi-frame DICOM, per slice of every volume of a 4-D NIfTI, which adds ``volume``).
 
 Model (``--model``): ``gray``, ``rgb`` or the path of a weights file. Without it each image gets a default:
 ``rgb`` for colour images (3 or 4 channels: RGB photos, and CMYK/palette files, which are read as RGB),
@@ -16,26 +17,28 @@ Model (``--model``): ``gray``, ``rgb`` or the path of a weights file. Without it
 Output: a table on stdout (input, slice, model, pool, qf); ``--json OUT`` writes a list of records
 ``{"input", "slice", "qf", "pool", "model"}`` (``slice`` null for single images, ``qf`` = QF / 100 in [0, 1]);
 ``--maps DIR`` writes one PNG overlay per record (:mod:`mriqa.overlay`), named ``<stem>.png`` or
-``<stem>_s<slice>.png`` (``-2``, ``-3``... appended on a name clash). All files are written only after every
-input was scored: a bad input leaves neither a JSON file nor maps behind.
+``<stem>_s<slice>.png`` (``-2``, ``-3``... appended on a name clash).
+
+Batches: every input is scored; one that fails (unreadable, NaN, smaller than the model's 28 x 28 minimum,
+larger than ``--max-pixels``) is reported as one line ``mriqa: error: FILE: problem`` on stderr and as a
+record ``{"input", "slice": null, "pool", "model", "error"}`` (no ``qf``) in the JSON; the others are written,
+and the exit code is 2 when any input failed. Problems of the whole run (unknown model, missing weights, an
+unwritable ``--json`` / ``--maps``) stop it before any input is read: one line, exit 2, nothing written.
 
 Documented handling of awkward inputs:
 
-- an image smaller than the model's minimum input (e.g. 16x16 < 28x28): error naming the file and sizes;
-- NaN/Inf anywhere (e.g. one bad slice of an h5 file): error naming the file and the slice;
-- a 4-D NIfTI: its first volume is scored (:mod:`mriqa.imageio`); a CMYK file: converted to RGB; a 16-bit
-  PNG: scored as uint16 (``/ 65535``);
+- NaN/Inf anywhere (e.g. one bad slice of an h5 file): that input fails, naming the file and the slice;
+- a CMYK file: converted to RGB; a 16-bit PNG: scored as uint16 (``/ 65535``);
 - an all-zero MRI slice (the empty end slices of a padded volume): skipped with a note on stderr (there is
-  nothing to score; the windowing is undefined); a file with no scorable image at all is an error;
-- ``--pool foreground`` on an image with no foreground: scored with ``mean``, with a note on stderr.
-
-Errors are :class:`recon.errors.InputError`: the CLI prints one line and exits 2.
+  nothing to score; the windowing is undefined); a file with no scorable image at all fails;
+- ``--pool foreground`` on an image with no foreground: scored with ``mean``, with a note on stderr;
+- a big image (up to ``--max-pixels``, default 64 Mpx) runs tile by tile in bounded memory (same scores).
 """
 from __future__ import annotations
 
 import argparse
-import os
-import sys
+
+from mriqa.commands.shared import add_max_pixels, exit_code, format_table, write_records
 
 POOLS = ("mean", "center", "foreground")
 
@@ -74,173 +77,39 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--h5-key", default=None, metavar="KEY", help="h5 dataset to read (default: the first of "
                    "reconstruction, reconstruction_rss, reconstruction_esc)")
+    add_max_pixels(p)
     p.set_defaults(func=run)
     return p
 
 
-def default_model(image) -> str:
-    """``"rgb"`` for a colour image ``[H, W, 3|4]``, ``"gray"`` otherwise."""
-    return "rgb" if image.ndim == 3 and image.shape[-1] in (3, 4) else "gray"
-
-
-def _map_stem(record) -> str:
-    name = os.path.basename(os.path.normpath(record.source))
-    for ext in (".nii.gz", ".nii", ".h5", ".hdf5", ".npy", ".dcm", ".png", ".tif", ".tiff", ".bmp", ".jpg",
-                ".jpeg", ".jpe", ".jfif", ".dicom", ".ima"):
-        if name.lower().endswith(ext):
-            name = name[: -len(ext)]
-            break
-    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "image"
-    return name if record.slice is None else f"{name}_s{record.slice:03d}"
-
-
-def _groups(records, model_of):
-    """Consecutive records with the same shape, dtype, kind and model -> lists (one forward batch each)."""
-    group, key = [], None
-    for r in records:
-        k = (r.image.shape, r.image.dtype.str, r.kind, model_of(r))
-        if group and k != key:
-            yield group
-            group = []
-        group.append(r)
-        key = k
-    if group:
-        yield group
-
-
 def _format_table(rows) -> str:
-    header = ("input", "slice", "model", "pool", "qf")
-    cells = [header] + [
-        (r["input"], "-" if r["slice"] is None else str(r["slice"]), r["model"], r["pool"], f"{r['qf']:.4f}")
-        for r in rows
-    ]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
-    lines = ["  ".join(c[i].ljust(widths[i]) if i < 4 else c[i].rjust(widths[i]) for i in range(5)) for c in cells]
-    return "\n".join(line.rstrip() for line in lines)
+    def where(r):
+        return "-" if r.slice is None else (str(r.slice) if r.volume is None else f"{r.volume}:{r.slice}")
+
+    return format_table(("input", "slice", "model", "pool", "qf"),
+                        [(r.input, where(r), str(r.model), str(r.pool), "error" if r.error else f"{r.qf:.4f}")
+                         for r in rows], left=4)
 
 
 def run(args) -> int:
-    import json
-    import shutil
-    import tempfile
-    from pathlib import Path
-
     import numpy as np
 
-    from recon.errors import InputError
-    from recon.files import atomic_path
-    from mriqa.imageio import read_images, record_name, records_with_signal
-    from mriqa.overlay import make_readable
-    from mriqa.predictor import load_predictor
+    from recon.io.output import check_writable, check_writable_dir
+    from mriqa.scoring import score_files
 
-    if args.batch_size < 1:
-        raise InputError(None, f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.json is not None and Path(args.json).is_dir():
-        raise InputError(args.json, "--json must name a file, not a folder")
-    if args.maps is not None and Path(args.maps).exists() and not Path(args.maps).is_dir():
-        raise InputError(args.maps, "--maps must name a folder")
-
-    predictors: dict[str, object] = {}
-
-    def predictor(name: str):
-        if name not in predictors:
-            predictors[name] = load_predictor(name, device=args.device, batch_size=args.batch_size)
-        return predictors[name]
-
-    if args.model is not None:
-        predictor(args.model)  # a bad --model fails before any input is read
-
-    def model_of(record) -> str:
-        return args.model if args.model is not None else default_model(record.image)
-
-    rows: list[dict] = []
-    notes: list[str] = []
-    staging = None
-    made_maps_dir = False
-    map_names: set[str] = set()
-    if args.maps is not None:
-        maps_dir = Path(args.maps)
-        made_maps_dir = not maps_dir.exists()
-        maps_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".mriqa-maps.", dir=maps_dir))
-    ok = False
-    try:
-        for path in args.inputs:
-            records = read_images(path, h5_key=args.h5_key)
-            scorable = records_with_signal(path, records, notes)
-            for group in _groups(scorable, model_of):
-                name = model_of(group[0])
-                qf = predictor(name)
-                first = group[0].image
-                if min(first.shape[:2]) < qf.min_input_size:
-                    raise InputError(
-                        record_name(group[0]),
-                        f"image is {first.shape[0]}x{first.shape[1]} pixels, smaller than the QF model's "
-                        f"minimum input {qf.min_input_size}x{qf.min_input_size} (its receptive field is "
-                        f"{qf.receptive_field} px)",
-                    )
-                for start in range(0, len(group), args.batch_size):
-                    chunk = group[start : start + args.batch_size]
-                    batch = np.stack([r.image for r in chunk])
-                    if batch.ndim == 3:
-                        batch = batch[..., None]  # [N, H, W, 1]: unambiguous channels-last batch
-                    pred = qf.evaluate(batch, pool=args.pool, kind=chunk[0].kind,
-                                       source=[record_name(r) for r in chunk])
-                    for j, r in enumerate(chunk):
-                        if pred.fallback[j]:
-                            notes.append(f"{record_name(r)}: no foreground found, scored with mean pooling")
-                        rows.append({
-                            "input": r.source,
-                            "slice": r.slice,
-                            "qf": round(float(pred.scores[j]), 6),
-                            "pool": args.pool,
-                            "model": name,
-                        })
-                        if staging is not None:
-                            _write_map(staging, r, pred, j, args.pool, name, map_names)
-        # every input scored: now publish the outputs
-        if staging is not None:
-            for f in sorted(staging.iterdir()):
-                os.replace(f, Path(args.maps) / f.name)
-        if args.json is not None:
-            with atomic_path(args.json, suffix=".json") as tmp:
-                tmp.write_text(json.dumps(rows, indent=2) + "\n")
-                make_readable(tmp)
-        ok = True
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-            if not ok and made_maps_dir:
-                try:
-                    os.rmdir(args.maps)  # we made it for this run; removed only if still empty
-                except OSError:
-                    pass
-
-    for note in notes:
-        print(f"mriqa: note: {note}", file=sys.stderr)
-    print(_format_table(rows))
-    if len(rows) > 1:
-        print(f"{len(rows)} images, mean qf {np.mean([r['qf'] for r in rows]):.4f}")
     if args.json is not None:
-        print(f"wrote {args.json}")
+        check_writable(args.json, "--json")
     if args.maps is not None:
-        print(f"wrote {len(rows)} QF-map overlays to {args.maps}")
-    return 0
-
-
-def _write_map(staging, record, pred, j, pool, model, used: set) -> None:
-    from mriqa.overlay import save_overlay
-
-    stem = _map_stem(record)
-    name, n = f"{stem}.png", 1
-    while name in used:
-        n += 1
-        name = f"{stem}-{n}.png"
-    used.add(name)
-    save_overlay(
-        staging / name,
-        pred.images[j],
-        pred.maps[j],
-        pred.geometry,
-        title=f"QF {pred.scores[j]:.3f} ({pool}, {os.path.basename(str(model))})",
-    )
+        check_writable_dir(args.maps, "--maps")
+    notes: list[str] = []
+    rows = score_files(args.inputs, model=args.model, pool=args.pool, batch_size=args.batch_size,
+                       device=args.device, h5_key=args.h5_key, max_pixels=args.max_pixels, maps_dir=args.maps,
+                       notes=notes)
+    failed = write_records(rows, args.json, notes)
+    print(_format_table(rows))
+    scored = [r.qf for r in rows if not r.error]
+    if len(scored) > 1:
+        print(f"{len(scored)} images, mean qf {np.mean(scored):.4f}")
+    if args.maps is not None:
+        print(f"wrote {len(scored)} QF-map overlays to {args.maps}")
+    return exit_code(rows, failed, args.json)

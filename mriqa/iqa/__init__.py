@@ -6,8 +6,9 @@
 >>> scores = [psnr(read_image01(it.image), read_image01(it.reference)) for it in ds.items]
 >>> evaluate(scores, ds.scores, ds.distortions, bootstrap=1000)  # SRCC/KRCC/PLCC, fits, NTIRE, breakdown, CIs
 
-Modules: :mod:`mriqa.iqa.correlation` (statistics), :mod:`mriqa.iqa.datasets` (published layouts),
-:mod:`mriqa.iqa.metrics_registry` (metrics by name). Command line: ``mriqa iqa-bench``.
+Modules: :mod:`mriqa.iqa.correlation` (statistics; ``srcc`` is THE Spearman correlation of the code base),
+:mod:`mriqa.iqa.datasets` (the rated-image list, CSV, ``KIND:PATH``), :mod:`mriqa.iqa.databases` (the published
+layouts), :mod:`mriqa.iqa.metrics_registry` (metrics by name). Command line: ``mriqa iqa-bench``.
 """
 from mriqa.iqa.correlation import (
     bootstrap_ci,

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -331,18 +332,21 @@ DIHEDRAL = tuple((k, flip) for k in range(4) for flip in (False, True))  # the 8
 
 
 @torch.no_grad()
-def restore_self_ensemble(model: QAIRN, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def restore_self_ensemble(model: QAIRN, x: torch.Tensor, tile: int | None = None
+                          ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Geometric self-ensemble ("x8", as EDSR+ / RCAN+): the mean of the restorations of the 8 rotated / flipped
     copies of ``x [B, 3, H, W]``, each turned back -> ``(restored [B, 3, H, W] float32, the attention maps of the
     unrotated pass)``. Costs 8 forward passes (the first is the plain one); the network was trained on all 8
     orientations and on every 8 x 8 JPEG grid phase (:mod:`mriqa.train_qairn`), so each copy is in its training
-    distribution."""
+    distribution. ``tile``: run each pass tile by tile (:func:`mriqa.tiling.qairn_tiled_forward`)."""
+    from mriqa.tiling import qairn_tiled_forward
+
     acc = torch.zeros_like(x, dtype=torch.float32)
     maps: list[torch.Tensor] = []
     for k, flip in DIHEDRAL:
         t = torch.rot90(x, k, dims=(-2, -1))
         t = torch.flip(t, dims=(-1,)) if flip else t
-        y, m = model(t)
+        y, m = model(t) if tile is None else qairn_tiled_forward(model, t, tile)
         if (k, flip) == (0, False):
             maps = m
         y = torch.flip(y.float(), dims=(-1,)) if flip else y.float()
@@ -350,24 +354,48 @@ def restore_self_ensemble(model: QAIRN, x: torch.Tensor) -> tuple[torch.Tensor, 
     return acc / len(DIHEDRAL), maps
 
 
+def unit_range(x: torch.Tensor) -> torch.Tensor:
+    """An image tensor in [0, 1] as float32: floats as they are, uint8 / 255 (in float32), uint16 / 65535 (in
+    float64, then float32), the same numbers as :mod:`mriqa.restoration` reading a photo file."""
+    if x.is_floating_point():
+        return x.float()
+    if x.dtype == torch.uint8:
+        return x.float() / 255.0
+    return (x.to(torch.float64) / 65535.0).float()
+
+
 @torch.no_grad()
-def run_qairn(model: QAIRN, image01, restore: bool = True, self_ensemble: bool = False
+def run_qairn(model: QAIRN, image01, restore: bool = True, self_ensemble: bool = False, tile: int | None = None
               ) -> tuple[np.ndarray | None, np.ndarray]:
-    """One image, numpy float in [0, 1] (``[H, W, 3]``, or ``[H, W]`` gray, repeated to RGB) ->
-    ``(restored float32 in [0, 1] of the input's shape, or None with restore=False; Q1..Q3 float64 [3])``.
-    A gray input's restoration is returned as the BT.601 luma of the RGB output. ``self_ensemble``: the
-    restoration is the x8 geometric self-ensemble (:func:`restore_self_ensemble`); Q1..Q3 always come from the
-    single pass on the image as given."""
-    arr = np.asarray(image01, dtype=np.float32)
+    """One image, numpy float in [0, 1] or uint8 / uint16 (:func:`unit_range`; ``[H, W, 3]``, or ``[H, W]``
+    gray, repeated to RGB) -> ``(restored float32 in [0, 1] of the input's shape, or None with restore=False;
+    Q1..Q3 float64 [3])``. A gray input's restoration is returned as the BT.601 luma of the RGB output.
+    ``self_ensemble``: the restoration is the x8 geometric self-ensemble (:func:`restore_self_ensemble`); Q1..Q3
+    always come from the single pass on the image as given. ``tile``: the largest input side run in one piece
+    (default :data:`mriqa.tiling.QAIRN_TILE`); larger images run tile by tile, converted to float tile by tile,
+    with the same result (:func:`mriqa.tiling.qairn_tiled_forward`)."""
+    from mriqa.tiling import QAIRN_TILE, qairn_tiled_forward
+
+    tile = QAIRN_TILE if tile is None else int(tile)
+    arr = np.asarray(image01)
+    if arr.dtype not in (np.uint8, np.uint16):
+        arr = arr.astype(np.float32, copy=False)
     gray = arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 1)
     rgb = np.repeat(arr.reshape(arr.shape[0], arr.shape[1], 1), 3, axis=-1) if gray else arr[..., :3]
     device = next(model.parameters()).device
-    x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None].to(device)
-    out, maps = restore_self_ensemble(model, x) if (restore and self_ensemble) else model(x)
+    with warnings.catch_warnings():  # a decoded photo is a read-only array; x is only read
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        x = torch.from_numpy(rgb).permute(2, 0, 1)[None]  # a view: tiles are converted and moved one by one
+    if max(arr.shape[:2]) <= tile or (restore and self_ensemble):
+        x = unit_range(x.contiguous().to(device))
+    if restore and self_ensemble:
+        out, maps = restore_self_ensemble(model, x, tile)
+    else:
+        out, maps = qairn_tiled_forward(model, x, tile)
     q = model.quality(maps)[0].double().cpu().numpy()
     if not restore:
         return None, q
-    res = out[0].clamp(0.0, 1.0).permute(1, 2, 0).float().cpu().numpy()
+    res = out[0].clamp_(0.0, 1.0).permute(1, 2, 0).float().cpu().numpy()
     if gray:
         res = res @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
         res = res.reshape(arr.shape)

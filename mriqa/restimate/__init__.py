@@ -1,16 +1,17 @@
 """Acceleration (R) estimation from reconstructed images alone (no k-space, no mask, no reference).
 
-Two estimators with one interface, ``estimate(x, colour=None, recon_method=None) -> dict of [N] arrays``
-(``r_est``, ``r_low``, ``r_high``, ``log_r``, ``halfwidth``, ``ood``), on model inputs ``x`` ``[N, 1, H, W]`` in
-[0, 1] normalised exactly as the QF predictor's (:meth:`mriqa.predictor.QFPredictor.prepare`, ``kind="mri"``
-for magnitudes):
+Two estimators with one interface, :class:`REstimator`: ``estimate(x, colour=None, recon_method=None) -> dict of
+[N] arrays`` (``r_est``, ``r_low``, ``r_high``, ``log_r``, ``halfwidth``, ``ood``), on model inputs ``x``
+``[N, 1, H, W]`` in [0, 1] made by the estimator's own ``predictor`` (a :class:`mriqa.predictor.QFPredictor`:
+``predictor.prepare(images, kind="mri")`` normalises exactly as the QF predictor does):
 
 - :class:`~mriqa.restimate.qf_based.QFREstimator` (``"qf"``): gray QF score, monotone calibration QF -> R;
 - :class:`~mriqa.restimate.learned.LearnedREstimator` (``"learned"``): QFNet backbone fine-tuned to log R.
 
 Intervals: split-conformal on log R (:mod:`mriqa.restimate.intervals`); inputs unlike the training data get
 ``[1, 16]`` with the reason in ``ood`` (:mod:`mriqa.restimate.ood`). :func:`volume_estimate` combines the
-slices of a volume. ``mriqa`` never imports ``recon``: this package works on images only.
+slices of a volume; :func:`mriqa.restimate.records.estimate_r_files` is the library under ``mriqa estimate-r``
+(files in, typed records out).
 
 >>> from mriqa.restimate import load_estimator, estimate_images
 >>> est = load_estimator("auto")                      # learned if its weights are installed, else qf
@@ -19,16 +20,39 @@ slices of a volume. ``mriqa`` never imports ``recon``: this package works on ima
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
 import numpy as np
 
 from recon.errors import InputError
 from mriqa.restimate.intervals import R_BOUNDS
 
+if TYPE_CHECKING:
+    from mriqa.predictor import QFPredictor
+
 ESTIMATORS = ("auto", "qf", "learned")
 MAX_OOD_FRACTION = 0.5
 
 
-def load_estimator(method: str = "auto"):
+@runtime_checkable
+class REstimator(Protocol):
+    """What an R estimator is (:class:`~mriqa.restimate.qf_based.QFREstimator` and
+    :class:`~mriqa.restimate.learned.LearnedREstimator` subclass it).
+
+    name: how records name it (``"qf"``, ``"learned"``). predictor: the QF predictor whose ``prepare`` makes the
+    model inputs (and whose ``min_input_size`` is the smallest image accepted). :meth:`estimate`: the dict of
+    ``[N]`` arrays of the module docstring."""
+
+    name: str
+    predictor: "QFPredictor"
+
+    def estimate(self, x, colour: list[bool] | None = None, recon_method: str | None = None) -> dict:
+        """R of model inputs ``x`` ``[N, 1, H, W]`` in [0, 1]; ``colour``: per-image flags
+        (:func:`mriqa.restimate.ood.is_colour`); ``recon_method``: the reconstruction method when known."""
+        ...
+
+
+def load_estimator(method: str = "auto") -> REstimator:
     """``"qf"``, ``"learned"`` or ``"auto"`` (learned when its weights are installed, else qf)."""
     from mriqa.restimate import learned, qf_based
 
@@ -42,8 +66,7 @@ def load_estimator(method: str = "auto"):
 def prepare(estimator, images, kind: str | None = "mri", source=None):
     """Raw images (``[H, W]``, ``[N, H, W]``, ``[H, W, C]``, ...; see :mod:`mriqa.predictor`) -> model inputs
     ``[N, 1, H, W]`` in [0, 1] with the QF predictor's normalisation (the estimator's own input handling)."""
-    pred = estimator.predictor if hasattr(estimator, "predictor") else estimator.wrapper
-    x, _ = pred.prepare(images, kind=kind, source=source)
+    x, _ = estimator.predictor.prepare(images, kind=kind, source=source)
     return x
 
 
@@ -57,18 +80,19 @@ def estimate_images(estimator, images, kind: str | None = "mri", recon_method: s
 def volume_estimate(log_r, halfwidth, ood) -> dict:
     """One estimate for a volume from its slices (same acquisition, so the same R).
 
-    log_r: per-slice log R ``[S]``; halfwidth: per-slice conformal half-widths ``[S]`` (log R); ood: per-slice
-    reasons (None = in distribution). The volume's log R is the mean over the in-distribution slices and its
-    interval is that mean +- the median half-width (slice errors of one acquisition are correlated, so we do
-    not shrink it). More than half of the slices out of distribution -> ``[1, 16]`` with a reason.
+    log_r: per-slice log R ``[S]`` (NaN for a slice that was not estimated: a colour image); halfwidth:
+    per-slice conformal half-widths ``[S]`` (log R); ood: per-slice reasons (None = in distribution). The
+    volume's log R is the mean over the in-distribution slices and its interval is that mean +- the median
+    half-width (slice errors of one acquisition are correlated, so we do not shrink it). More than half of the
+    slices out of distribution -> ``[1, 16]`` with a reason (and ``r_est`` None when no slice was estimated).
     Returns ``{"r_est", "r_low", "r_high", "ood"}``."""
     from mriqa.restimate.intervals import interval
 
     log_r = np.asarray(log_r, dtype=np.float64)
     ok = np.array([o is None for o in ood])
     if ok.sum() == 0 or (1 - ok.mean()) > MAX_OOD_FRACTION:
-        mean = float(np.mean(log_r))
-        r_est = float(np.clip(np.exp(mean), *R_BOUNDS))
+        known = log_r[np.isfinite(log_r)]
+        r_est = float(np.clip(np.exp(np.mean(known)), *R_BOUNDS)) if known.size else None
         return {"r_est": r_est, "r_low": R_BOUNDS[0], "r_high": R_BOUNDS[1],
                 "ood": f"{int((~ok).sum())} of {len(ok)} slices out of distribution"}
     mean = float(np.mean(log_r[ok]))

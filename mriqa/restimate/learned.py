@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from recon.errors import InputError
-from mriqa.restimate import intervals, ood
+from mriqa.restimate import REstimator, intervals, ood
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "r-learned.safetensors"
 TASK = "log-r"
@@ -78,8 +78,11 @@ def pooled(maps, x, geometry) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.sqrt(np.maximum(var, 0.0))
 
 
-class LearnedREstimator:
-    """The fine-tuned network with its interval and OOD thresholds (metadata ``r_estimation``)."""
+class LearnedREstimator(REstimator):
+    """The fine-tuned network with its interval and OOD thresholds (metadata ``r_estimation``).
+
+    ``predictor``: a :class:`mriqa.predictor.QFPredictor` around :class:`LogRNet` (its input handling, batching
+    and tiling; its "maps" are log R maps)."""
 
     name = "learned"
 
@@ -88,7 +91,12 @@ class LearnedREstimator:
 
         self.info = dict(info)
         self.training = dict(training or {})  # the weights' "training" metadata (config, data size)
-        self.wrapper = QFPredictor(LogRNet(qfnet), name="r-learned", device="cpu", batch_size=batch_size)
+        self.predictor = QFPredictor(LogRNet(qfnet), name="r-learned", device="cpu", batch_size=batch_size)
+
+    @property
+    def wrapper(self):
+        """The old name of :attr:`predictor` (scripts written before the R estimator protocol use it)."""
+        return self.predictor
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, batch_size: int = 16) -> "LearnedREstimator":
@@ -108,7 +116,7 @@ class LearnedREstimator:
     @torch.no_grad()
     def log_r_maps(self, x: torch.Tensor) -> np.ndarray:
         """log R maps ``[N, h, w]`` (numpy float32) of model inputs ``x`` ``[N, 1, H, W]`` in [0, 1]."""
-        return self.wrapper.predict_input(x).float().cpu().numpy()
+        return self.predictor.predict_input(x).float().cpu().numpy()
 
     def calibration_for(self, recon_method: str | None) -> tuple[dict | None, float]:
         """``(recalibration, conformal half-width)`` for inputs made by ``recon_method`` (``"zf"``, ``"sense"``,
@@ -126,7 +134,7 @@ class LearnedREstimator:
         arrays ``r_est``, ``r_low``, ``r_high``, ``log_r``, ``spread``, ``halfwidth`` and a list ``ood``
         (reason or None)."""
         maps = self.log_r_maps(x)
-        geom = self.wrapper.geometry(tuple(x.shape[-2:]), tuple(maps.shape[-2:]))
+        geom = self.predictor.geometry(tuple(x.shape[-2:]), tuple(maps.shape[-2:]))
         raw, spread = pooled(maps, x, geom)
         recal, halfwidth = self.calibration_for(recon_method)
         log_r = apply_recalibration(raw, recal)

@@ -25,15 +25,26 @@ MIN_FOREGROUND = 0.02
 COLOUR_TOL = 2.0 / 255.0
 
 
+COLOUR_REASON = "colour image (estimators are fitted on gray MRI magnitudes)"
+
+
 def is_colour(image) -> bool:
-    """``image`` as read, ``[H, W]`` or ``[H, W, C]``: True for 3/4 channels whose colour channels differ."""
+    """``image`` as read, ``[H, W]`` or ``[H, W, C]``: True for 3/4 channels whose colour channels differ
+    (by more than 2/255 of the full scale somewhere). Reads the image in blocks of rows (bounded memory)."""
     arr = np.asarray(image)
     if arr.ndim != 3 or arr.shape[-1] < 3:
         return False
-    rgb = arr[..., :3].astype(np.float64)
-    scale = 255.0 if arr.dtype == np.uint8 else (65535.0 if arr.dtype == np.uint16 else max(1.0, float(rgb.max())))
-    rgb = rgb / scale
-    return bool(np.max(np.abs(rgb - rgb.mean(axis=-1, keepdims=True))) > COLOUR_TOL)
+    if arr.dtype == np.uint8:
+        scale = 255.0
+    elif arr.dtype == np.uint16:
+        scale = 65535.0
+    else:
+        scale = max(1.0, float(arr[..., :3].max()))
+    for start in range(0, arr.shape[0], 256):
+        rgb = arr[start: start + 256, :, :3].astype(np.float64) / scale
+        if np.max(np.abs(rgb - rgb.mean(axis=-1, keepdims=True))) > COLOUR_TOL:
+            return True
+    return False
 
 
 def neighbour_correlation(x) -> np.ndarray:
@@ -75,7 +86,7 @@ def image_checks(x, colour: list[bool] | None, min_correlation: float) -> list[s
     reasons: list[str | None] = []
     for i in range(len(corr)):
         if colour is not None and colour[i]:
-            reasons.append("colour image (estimators are fitted on gray MRI magnitudes)")
+            reasons.append(COLOUR_REASON)
         elif corr[i] < min_correlation:
             reasons.append(f"noise-like image (neighbour correlation {corr[i]:.2f} < {min_correlation:.2f})")
         elif fg[i] < MIN_FOREGROUND:

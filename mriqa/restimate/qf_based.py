@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from recon.errors import InputError
-from mriqa.restimate import intervals, ood
+from mriqa.restimate import REstimator, intervals, ood
 
 POOLS = ("center", "mean", "foreground")
 METHODS = ("zf", "sense", "modl")
@@ -56,7 +56,7 @@ def is_monotone(curve: dict) -> bool:
     return bool(np.all(np.diff(x) > 0) and np.all(np.diff(y) <= 1e-12))
 
 
-class QFREstimator:
+class QFREstimator(REstimator):
     """QF score -> R with a conformal interval (see the module docstring).
 
     Args:
@@ -91,10 +91,9 @@ class QFREstimator:
 
     def scores(self, x) -> np.ndarray:
         """QF / 100 of model inputs ``x`` ``[N, 1, H, W]`` in [0, 1] with this estimator's pooling -> ``[N]``."""
-        from mriqa import pooling
-
-        maps = []
         import torch
+
+        from mriqa import pooling
 
         with torch.no_grad():
             maps = self.predictor.predict_input(x).float().cpu().numpy()

@@ -130,8 +130,8 @@ class ReconstructionAttrs:
     ``write_reconstruction_h5`` stores them (``mriqa recon``: :func:`recon.masks.describe_mask` + the method's
     settings); :meth:`from_attrs` parses them back (None is stored as ``"none"``, booleans as 0/1). Each field
     is None when the file does not have it. method: ``zf`` / ``sense`` / ``l1`` / ``modl``; acceleration:
-    nominal R asked for; acceleration_effective: total lines (or points) / sampled ones; mask_type: ``random`` / ``equispaced`` / ``poisson`` /
-    ``from_kspace``; center_fraction; num_low_frequencies: fully sampled centre lines; seed: mask seed (None
+    nominal R asked for; acceleration_effective: total lines (or points) / sampled ones; mask_type:
+    ``random`` / ``equispaced`` / ``poisson`` / ``from_kspace``; center_fraction; num_low_frequencies: fully sampled centre lines; seed: mask seed (None
     when the mask came from the data); retrospective: the input was fully sampled and undersampled here;
     num_maps: ESPIRiT map sets; weights: MoDL weights used; input: the k-space file reconstructed.
     """

@@ -45,9 +45,11 @@ from recon.errors import InputError
 from recon.io import volumes as _vol
 
 __all__ = ["ImageRecord", "Photo", "read_images", "read_photo", "read_photo_file", "image_folder_files",
-           "record_name", "records_with_signal", "check_pixels", "PHOTO_SUFFIXES"]
+           "record_name", "records_with_signal", "check_pixels", "PHOTO_SUFFIXES", "DEFAULT_MAX_PIXELS"]
 
 PHOTO_SUFFIXES = _vol.IMAGE_SUFFIXES
+#: the commands' default ``--max-pixels``: larger 2-D images are refused before they are decoded
+DEFAULT_MAX_PIXELS = 64_000_000
 
 
 @dataclass
