@@ -18,7 +18,9 @@
    ``InputError`` of one line. Coils without signal get zero maps (and a warning); single-coil data maps of 1.
 
 For retrospective masks :func:`min_center_fraction` gives the centre fraction that keeps
-:data:`MIN_CENTER_LINES` lines: the default should be ``max(default_center_fraction(R), min_center_fraction(W))``.
+:data:`MIN_CENTER_LINES` lines (it lives in :mod:`recon.masks`); ``recon.masks.center_fraction_for(R, W)`` =
+``max(default_center_fraction(R), min_center_fraction(W))`` is the default of ``recon.pipeline.undersample``,
+``mriqa demo`` and the MoDL training data.
 
 Measured on the real 16-coil SENSE-tutorial brain (96 x 96, both phase-encode orientations, random masks,
 R = 6 and 12, CG-SENSE PSNR against the RSS of the full data; zero-filled 17.4-21.1 dB): ESPIRiT on the narrow
@@ -36,12 +38,13 @@ import numpy as np
 import torch
 
 from recon.errors import InputError
+from recon.masks import MIN_ACS, min_center_fraction  # noqa: F401 - min_center_fraction re-exported
 
 __all__ = ["CalibrationInfo", "calibrate_maps", "calibration_region", "min_center_fraction", "refine_maps",
            "kernel_for", "MIN_CENTER_LINES", "MIN_ESPIRIT_LINES", "MIN_CALIB_LINES", "CALIB_READOUT_MAX",
            "SYNTH_LINES"]
 
-MIN_ESPIRIT_LINES = 6  # ESPIRiT alone from this many centre lines (measured, see the module docstring)
+MIN_ESPIRIT_LINES = MIN_ACS  # = 6: ESPIRiT alone from this many centre lines (measured, see the module docstring)
 MIN_CALIB_LINES = 3  # with the refinement step from this many; fewer is an InputError
 MIN_CENTER_LINES = MIN_ESPIRIT_LINES  # what retrospective masks must keep (min_center_fraction)
 CALIB_READOUT_MAX = 48  # readout rows of the calibration region (24 vs 48 vs 96: within 0.5 dB, 48 best)
@@ -104,16 +107,6 @@ class CalibrationInfo:
         if self.num_maps > 1:
             text += f" M{self.num_maps}"
         return text
-
-
-def min_center_fraction(width: int, lines: int = MIN_CENTER_LINES) -> float:
-    """The smallest centre fraction whose fully sampled centre (``round(width * cf)`` lines, as
-    ``recon.masks.make_mask`` counts it) holds at least ``lines`` lines: ``lines / width`` (1.0 when the
-    width is smaller). Use ``max(default_center_fraction(R), min_center_fraction(W))``."""
-    width = int(width)
-    if width < 1:
-        raise InputError(None, f"min_center_fraction: width {width} must be >= 1")
-    return min(1.0, float(lines) / width)
 
 
 def kernel_for(calib: tuple[int, int]) -> tuple[int, int]:

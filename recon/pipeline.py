@@ -6,11 +6,12 @@ them one at a time.
 - :func:`load_kspace` reads a fastMRI h5 or a BART ``.cfl``/``.hdr`` into a :class:`KspaceVolume`.
 - :func:`undersample` applies a retrospective mask (``--accel``) or, without one, reads the sampling pattern
   from the zeros of the k-space (:func:`recon.masks.mask_from_kspace`).
-- :func:`estimate_maps` runs ESPIRiT per slice on the fully sampled centre (ACS, :func:`recon.masks.acs_width`)
-  of the *undersampled* k-space, cached on disk by file + slice (:func:`recon.coils.espirit_maps_cached`);
-  :func:`espirit_calibration` is its calibration rule (MoDL's maps for a batch without them use it too).
-- :func:`reconstruct` dispatches to ``zf`` / ``sense`` / ``l1`` (``recon.baselines``) / ``modl``
-  (``recon.modl.modl_reconstruct``).
+- :func:`estimate_maps` calibrates coil maps on the fully sampled data of the *undersampled* k-space
+  (:func:`recon.calibration.calibrate_maps`: rectangular ESPIRiT region, a kernel that fits, a refinement step
+  for narrow centres), cached on disk (:func:`recon.coils.espirit_maps_cached`).
+- :func:`run_method` dispatches to ``zf`` / ``sense`` / ``l1`` (``recon.baselines``) / ``modl``
+  (``recon.modl.modl_reconstruct``), every method but ``zf`` under the collapse guard (:mod:`recon.guard`);
+  :func:`reconstruct` returns just its image.
 """
 from __future__ import annotations
 
@@ -25,14 +26,10 @@ from recon.errors import InputError
 from recon.io.fastmri_h5 import KspaceVolume
 from recon.masks import MIN_ACS, acs_width
 
-__all__ = ["METHODS", "MIN_ACS", "load_kspace", "undersample", "espirit_calibration", "estimate_maps",
-           "reconstruct", "Undersampled"]
+__all__ = ["METHODS", "MIN_ACS", "load_kspace", "undersample", "estimate_maps",
+           "reconstruct", "run_method", "Reconstruction", "Undersampled"]
 
 METHODS = ("zf", "sense", "l1", "modl")
-# ESPIRiT needs a fully sampled calibration block at least twice its kernel width (measured: kernel 4 on an
-# 8-line block recovers the maps, kernel 6 on it does not). Kernel 6 (sigpy's default) from 12 lines up.
-ESPIRIT_KERNEL_WIDTH = 6
-ESPIRIT_CALIB_WIDTH = 24
 # Fraction of a sampled column's points that must be non-zero for the pattern to count as Cartesian lines.
 CARTESIAN_MIN_COLUMN_FILL = 0.75
 
@@ -67,9 +64,9 @@ class Undersampled(NamedTuple):
 
 def undersample(volume: KspaceVolume, accel: float | None = None, mask_type: str = "random",
                 center_fraction: float | None = None, seed: int | None = 0) -> Undersampled:
-    """Retrospectively undersample ``volume`` at nominal R = ``accel`` (one mask for all slices), or, with
-    ``accel=None``, take the zeros of the k-space as the unsampled points (the file's own mask if it has one)."""
-    from recon.masks import make_mask, mask_from_kspace
+    """Retrospectively undersample ``volume`` at nominal R = ``accel`` (one mask for all slices; centre
+    fraction default :func:`recon.masks.center_fraction_for`: never fewer than ``MIN_ACS`` centre lines), or, with ``accel=None``, take the zeros of the k-space as the unsampled points (the file's own mask if it has one)."""
+    from recon.masks import center_fraction_for, make_mask, mask_from_kspace
 
     kspace = volume.kspace
     height, width = kspace.shape[-2:]
@@ -87,6 +84,8 @@ def undersample(volume: KspaceVolume, accel: float | None = None, mask_type: str
             two_d = _looks_2d(kspace)
             mask = mask_from_kspace(kspace, two_d=two_d, source=str(volume.path))
         return Undersampled(kspace * mask.mask.numpy(), mask, False)
+    if center_fraction is None:
+        center_fraction = center_fraction_for(accel, width)
     mask = make_mask(mask_type, (height, width), accel, center_fraction=center_fraction, seed=seed)
     return Undersampled(kspace * mask.mask.numpy(), mask, True)
 
@@ -103,70 +102,122 @@ def _looks_2d(kspace: np.ndarray) -> bool:
     return bool(points[:, columns].mean() < CARTESIAN_MIN_COLUMN_FILL)
 
 
-def espirit_calibration(acs: int, source: str | os.PathLike | None = None,
-                        what: str = "only") -> tuple[int, int]:
-    """``(calib_width, kernel_width)`` of ESPIRiT for a fully sampled centre of ``acs`` lines
-    (:func:`recon.masks.acs_width`): at most 24 lines, kernel at most 6 and at most half the block. Fewer than
-    ``MIN_ACS`` lines is an ``InputError`` (``what`` starts its message)."""
-    if acs < MIN_ACS:
-        raise InputError(source, f"{what} {acs} fully sampled centre lines (ACS); ESPIRiT coil maps need at "
-                                 f"least {MIN_ACS}: give coil maps (mriqa recon --maps FILE) or sample a larger centre")
-    calib = min(ESPIRIT_CALIB_WIDTH, acs)
-    return calib, min(ESPIRIT_KERNEL_WIDTH, calib // 2)
-
-
 def estimate_maps(kspace: np.ndarray, mask, source: str | os.PathLike | None = None, num_maps: int = 1,
                   cache_dir: str | os.PathLike | None = None) -> np.ndarray:
-    """ESPIRiT coil maps per slice from the fully sampled centre of undersampled k-space.
+    """Coil maps per slice, calibrated on the fully sampled data of undersampled k-space
+    (:func:`recon.calibration.calibrate_maps`; its :class:`~recon.calibration.CalibrationInfo` is dropped).
 
     Args:
         kspace: complex ``[S, C, H, W]`` (zero where not sampled).
-        mask: :class:`recon.masks.SamplingMask`; its fully sampled centre sets ESPIRiT's calibration width
-            (at most 24 lines).
-        source: file the k-space came from; with it, maps are cached on disk keyed by file + slice + settings.
+        mask: :class:`recon.masks.SamplingMask` or tensor (one mask for all slices).
+        source: file the k-space came from; with it, maps are cached on disk (:mod:`recon.coils`).
         num_maps: 1, or 2 when a small field of view folds over (soft SENSE).
     Returns: complex64 ``[S, C, H, W]`` (or ``[S, M, C, H, W]`` with ``num_maps > 1``).
     """
-    from recon.coils import espirit_maps, espirit_maps_cached
+    from recon.calibration import calibrate_maps
 
-    if kspace.shape[1] == 1:  # single-coil: the "map" is 1 everywhere
-        ones = np.ones_like(kspace, dtype=np.complex64)
-        return ones if num_maps == 1 else np.stack([ones] + [np.zeros_like(ones)] * (num_maps - 1), axis=1)
-    calib, kernel = espirit_calibration(acs_width(mask.mask), source)
-    maps = []
-    for s in range(kspace.shape[0]):
-        if source is not None:
-            maps.append(espirit_maps_cached(kspace[s], source, s, cache_dir=cache_dir, calib_width=calib,
-                                            kernel_width=kernel, num_maps=num_maps))
-        else:
-            maps.append(espirit_maps(kspace[s], calib_width=calib, kernel_width=kernel, num_maps=num_maps))
-    return np.stack(maps).astype(np.complex64)
+    return calibrate_maps(kspace, mask, num_maps=num_maps, source=source, cache_dir=cache_dir)[0]
 
 
-def reconstruct(method: str, kspace: np.ndarray, mask, *, sens_maps: np.ndarray | None = None,
-                source: str | os.PathLike | None = None, num_maps: int = 1, weights: str | None = None,
-                device: str | None = None, batch_size: int = 1) -> np.ndarray:
-    """Reconstruct undersampled multi-coil k-space ``[S, C, H, W]`` with ``method`` in :data:`METHODS`
-    (``batch_size``: MoDL's slices per forward pass).
+class Reconstruction(NamedTuple):
+    """What :func:`run_method` returns.
 
-    Returns: float32 magnitude ``[S, H, W]`` on the scale of the RSS of the fully sampled k-space.
+    Attributes:
+        image: float32 magnitude ``[S, H, W]`` on the scale of the RSS of the fully sampled k-space.
+        guard: per slice, the :class:`recon.guard.GuardReport` of the attempt returned (empty for ``zf``).
+        calibration: per slice, the :class:`recon.calibration.CalibrationInfo` of the maps used (None for
+            maps that were given and passed the guard; empty for ``zf``).
+    """
+
+    image: np.ndarray
+    guard: tuple
+    calibration: tuple
+
+    def notes(self) -> list[str]:
+        """One line per distinct warning of the guard and the calibration (slices named), for stderr."""
+        seen: dict[str, list[int]] = {}
+        for s, report in enumerate(self.guard):
+            for w in report.warnings:
+                seen.setdefault(w, []).append(s)
+            if report.attempt not in ("given maps", "calibrated"):
+                seen.setdefault(f"collapse guard: used the fallback '{report.attempt}'", []).append(s)
+        n = len(self.guard)
+        return [w if len(sl) == n else f"slice {_ranges(sl)}: {w}" for w, sl in seen.items()]
+
+    def summary(self) -> dict:
+        """Plain values for the reconstruction h5's attributes: ``calibration`` (short form of slice 0's, or
+        ``given``), ``guard_attempt`` (distinct attempts used) and ``guard`` (worst figures over slices)."""
+        if not self.guard:
+            return {}
+        attempts = sorted({r.attempt for r in self.guard})
+        info = next((c for c in self.calibration if c is not None), None)
+        return {"calibration": "given" if info is None else info.short(),
+                "guard_attempt": ",".join(attempts),
+                "guard": ("coverage {:.2f}, residual {:.3f}, centre disagreement {:.2f}".format(
+                    min(r.coverage for r in self.guard), max(r.residual for r in self.guard),
+                    max(r.acs_disagreement for r in self.guard)))}
+
+
+def _ranges(indices: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``0-2, 5``."""
+    parts, start = [], None
+    for i, s in enumerate(indices):
+        if start is None:
+            start = s
+        if i + 1 == len(indices) or indices[i + 1] != s + 1:
+            parts.append(str(start) if start == s else f"{start}-{s}")
+            start = None
+    return ", ".join(parts)
+
+
+def reconstruct(method: str, kspace: np.ndarray, mask, **kwargs) -> np.ndarray:
+    """:func:`run_method`'s image: float32 magnitude ``[S, H, W]`` (the guard's notes are dropped)."""
+    return run_method(method, kspace, mask, **kwargs).image
+
+
+def run_method(method: str, kspace: np.ndarray, mask, *, sens_maps: np.ndarray | None = None,
+               source: str | os.PathLike | None = None, num_maps: int = 1, weights: str | None = None,
+               device: str | None = None, cache_dir: str | os.PathLike | None = None) -> Reconstruction:
+    """Reconstruct undersampled multi-coil k-space ``[S, C, H, W]`` with ``method`` in :data:`METHODS`.
+
+    Every method but ``zf`` runs slice by slice under the collapse guard (:func:`recon.guard.guarded`): the
+    given ``sens_maps`` are tried first, then maps from :func:`recon.calibration.calibrate_maps` and its
+    fallbacks; a slice on which no attempt passes is an ``InputError`` naming the slice (one line, exit 2).
+    ``num_maps``: map sets for ``sense`` / ``l1`` (MoDL takes one); ``cache_dir``: the ESPIRiT cache (default
+    the user cache, :func:`recon.coils.default_cache_dir`).
     """
     from recon import baselines
+    from recon.guard import guarded
 
     if method not in METHODS:
         raise InputError(None, f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    mask_t = mask.mask
+    mask_t = getattr(mask, "mask", mask)
     if method == "zf":
-        return baselines.zero_filled(kspace, mask_t)
+        return Reconstruction(baselines.zero_filled(kspace, mask_t), (), ())
     if method == "modl":
         from recon.modl import load_modl, modl_reconstruct
 
         model = load_modl(weights or "modl")
-        if sens_maps is None:
-            sens_maps = estimate_maps(kspace, mask, source, num_maps=1)
-        return modl_reconstruct(model, kspace, mask_t, sens_maps=sens_maps, device=device, batch_size=batch_size)
-    if sens_maps is None:
-        sens_maps = estimate_maps(kspace, mask, source, num_maps=num_maps)
-    if method == "sense":
-        return baselines.cg_sense(kspace, mask_t, sens_maps, device=device)
-    return baselines.l1_wavelet(kspace, mask_t, sens_maps)
+
+        def solve(k, m, s):
+            return modl_reconstruct(model, k, m, sens_maps=s[:, 0] if s.ndim == 5 else s, device=device)
+        num_maps = 1
+    elif method == "sense":
+        def solve(k, m, s):
+            return baselines.cg_sense(k, m, s, device=device)
+    else:
+        def solve(k, m, s):
+            return baselines.l1_wavelet(k, m, s)
+    images, reports, infos = [], [], []
+    for s in range(kspace.shape[0]):
+        given = None if sens_maps is None else np.asarray(sens_maps[s:s + 1])
+        try:
+            image, report, _, info = guarded(solve, kspace[s:s + 1], mask, maps=given, num_maps=num_maps,
+                                             source=source, cache_dir=cache_dir, map_sets=method != "modl")
+        except InputError as exc:
+            where = f"slice {s}: " if kspace.shape[0] > 1 else ""
+            raise InputError(source, f"{method}: {where}{exc.problem}") from None
+        images.append(image[0])
+        reports.append(report)
+        infos.append(info)
+    return Reconstruction(np.stack(images).astype(np.float32), tuple(reports), tuple(infos))

@@ -11,13 +11,13 @@ so it plugs into ``fastmri.data.SliceDataset(root, challenge="multicoil", transf
   ``(seed, epoch, fname, slice_num)`` (call :meth:`ModlDataTransform.set_epoch` each epoch), so training
   is reproducible and resumable. Evaluation (``fixed=True``): one R (``accelerations[0]``), one kind and a mask
   seed from ``(seed, fname)``, so every slice of a volume shares a mask (fastMRI's ``use_seed``) and every run
-  sees the same masks. Centre fractions default to fastMRI's (``recon.masks.default_center_fraction``).
+  sees the same masks. Centre fractions default to fastMRI's (with ``maps="acs"`` never below the
+  calibration minimum, ``recon.masks.center_fraction_for``, as ``mriqa recon`` undersamples).
 - **Coil maps**, ESPIRiT via ``recon.coils.espirit_maps_cached`` (disk cache: computed once per slice):
   ``maps="full"`` (default) from the central ``calib_width`` x ``calib_width`` block of the fully sampled
   k-space (a calibration scan; independent of the mask, so one cache entry per slice); ``maps="acs"`` from
-  the fully sampled centre of the *undersampled* k-space only (``min(ACS, calib_width)``, as
-  ``mriqa recon`` does; one cache entry per slice and ACS width; fewer than ``recon.masks.MIN_ACS`` centre
-  lines is an ``InputError``). Single-coil data gets maps of ones.
+  the fully sampled data of the *undersampled* k-space only, by :func:`recon.calibration.calibrate_maps` as
+  ``mriqa recon`` does (one cache entry per slice and ACS width; too few centre lines is an ``InputError``). Single-coil data gets maps of ones.
 - **Target**: ``reconstruction_rss`` (the RSS of the fully sampled k-space) and ``max_value`` = the file's
   ``max`` attribute (the volume max, fastMRI's data range); the target's ``crop_size``.
 
@@ -85,7 +85,8 @@ class ModlDataTransform:
         accelerations: nominal R values; training draws from their range (``continuous``) or the list;
             evaluation (``fixed``) uses the first.
         mask_types: kinds from ``recon.masks.MASK_KINDS`` drawn uniformly (training) or the first (fixed).
-        center_fraction: fixed centre fraction, default fastMRI's ``0.32 / R``.
+        center_fraction: fixed centre fraction; default fastMRI's ``0.32 / R``, and with ``maps="acs"``
+            ``recon.masks.center_fraction_for(R, W)`` (at least ``MIN_ACS`` lines, as ``mriqa recon``).
         fixed: evaluation mode (one mask per volume, the same every run).
         continuous: draw R uniformly in ``[min, max]`` instead of from the list.
         seed: base seed of the mask draws.
@@ -132,7 +133,7 @@ class ModlDataTransform:
     # ------------------------------------------------------------------------------------------------
     def draw_mask(self, shape: tuple[int, int], fname: str, slice_num: int):
         """The :class:`recon.masks.SamplingMask` for this slice (see the class docstring)."""
-        from recon.masks import make_mask
+        from recon.masks import center_fraction_for, default_center_fraction, make_mask
 
         if self.fixed:
             accel, kind = self.accelerations[0], self.mask_types[0]
@@ -145,7 +146,10 @@ class ModlDataTransform:
                 accel = float(self.accelerations[int(rng.integers(len(self.accelerations)))])
             kind = self.mask_types[int(rng.integers(len(self.mask_types)))]
             seed = int(rng.integers(0, 2**31 - 1))
-        return make_mask(kind, shape, accel, center_fraction=self.center_fraction, seed=seed)
+        center = self.center_fraction
+        if center is None:  # maps from the undersampled data need the calibration's minimum centre
+            center = center_fraction_for(accel, shape[-1]) if self.maps == "acs" else default_center_fraction(accel)
+        return make_mask(kind, shape, accel, center_fraction=center, seed=seed)
 
     def _source(self, fname: str) -> str:
         return str(self.root / fname) if self.root is not None else str(fname)
@@ -153,7 +157,6 @@ class ModlDataTransform:
     def coil_maps(self, kspace: np.ndarray, sampling, fname: str, slice_num: int) -> np.ndarray:
         """ESPIRiT maps ``[C, H, W]`` for a fully sampled slice and its mask (cached on disk)."""
         from recon.coils import espirit_maps, espirit_maps_cached
-        from recon.masks import MIN_ACS, acs_width
 
         num_coils, height, width = kspace.shape
         if num_coils == 1:
@@ -162,16 +165,16 @@ class ModlDataTransform:
             calib = min(self.calib_width, height, width)
             calib_kspace = kspace
         else:
-            acs = acs_width(sampling.mask)
-            if acs < MIN_ACS:
-                raise InputError(fname, f"slice {slice_num}: only {acs} fully sampled centre lines at "
-                                        f"R = {sampling.acceleration:g}; ESPIRiT maps need >= {MIN_ACS} "
-                                        f"(use maps='full' or a larger centre fraction)")
-            calib = min(self.calib_width, acs, height)
-            # only the centre block matters to ESPIRiT: zero the rest so the cache key depends on it alone
-            calib_kspace = np.zeros_like(kspace)
-            r0, c0 = height // 2 - calib // 2, width // 2 - calib // 2
-            calib_kspace[:, r0:r0 + calib, c0:c0 + calib] = kspace[:, r0:r0 + calib, c0:c0 + calib]
+            from recon.calibration import calibrate_maps
+
+            try:
+                maps, _ = calibrate_maps((kspace * sampling.mask.numpy())[None], sampling,
+                                         source=self._source(fname), cache_dir=self.cache_dir,
+                                         **{k: v for k, v in self.espirit.items() if k in ("crop", "thresh")})
+            except InputError as exc:
+                raise InputError(fname, f"slice {slice_num}: R = {sampling.acceleration:g}: {exc.problem} "
+                                        f"(or use maps='full')") from None
+            return maps[0].astype(np.complex64, copy=False)
         params = {"calib_width": calib, **self.espirit}
         if self.cache_dir is False:
             maps = espirit_maps(calib_kspace, **params)

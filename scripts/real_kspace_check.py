@@ -3,11 +3,11 @@
 The real fully sampled 16-coil brain slice ``<data>/mri/kspace/sense-tutorial-brain16ch/raw_data.mat``
 (96 x 96; see its PROVENANCE.md) is undersampled retrospectively with random and equispaced line masks at
 R = 2, 3, 4, 6, 8, 10, 12 and the default centre fraction with the calibration minimum
-(``max(0.32 / R, recon.calibration.min_center_fraction(W))``), in both orientations (which axis is the
+(``recon.masks.center_fraction_for(R, W)``, the default of ``mriqa recon``), in both orientations (which axis is the
 phase encode is not documented: ``as-stored`` masks the file's last axis, ``transposed`` its first in-plane
 axis). Per row: zero-filled, CG-SENSE (``recon.baselines.cg_sense``), L1-wavelet (``recon.baselines.l1_wavelet``)
-and MoDL (``recon.pipeline.reconstruct("modl", ..., sens_maps=...)``, shipped weights), each with the maps of
-``recon.calibration.calibrate_maps`` run through ``recon.guard.guarded``; PSNR (dB) against the RSS of the
+and MoDL (shipped weights), each as ``mriqa recon`` runs it: ``recon.pipeline.run_method`` (maps of
+``recon.calibration.calibrate_maps``, under the collapse guard ``recon.guard.guarded``); PSNR (dB) against the RSS of the
 full data over the whole image and inside the object (``recon.metrics.object_mask``), the ACS width, the
 calibration used, the nominal and effective R, and whether CG-SENSE beats zero-filled by >= 1 dB.
 
@@ -43,26 +43,17 @@ def load_sense_tutorial(path: str | os.PathLike) -> np.ndarray:
     return (raw["real"] + 1j * raw["imag"])[:, 0].astype(np.complex64)
 
 
-def _methods(with_modl: bool):
-    from recon import baselines
-
-    methods = {"sense": lambda k, m, s: baselines.cg_sense(k, m, s),
-               "l1": lambda k, m, s: baselines.l1_wavelet(k, m, s)}
-    if with_modl:
-        from recon.pipeline import reconstruct
-
-        methods["modl"] = lambda k, m, s: reconstruct("modl", k, SimpleNamespace(mask=m), sens_maps=s)
-    return methods
+def _methods(with_modl: bool) -> tuple[str, ...]:
+    return ("sense", "l1", "modl") if with_modl else ("sense", "l1")
 
 
 def run(data_root: Path, orientations, with_modl: bool, seed: int = 0) -> list[dict]:
     from recon.baselines import zero_filled
-    from recon.calibration import min_center_fraction
     from recon.errors import InputError
     from recon.fft import ifft2c_np
-    from recon.guard import guarded
-    from recon.masks import default_center_fraction, make_mask
+    from recon.masks import center_fraction_for, make_mask
     from recon.metrics import object_mask, psnr, support_metrics
+    from recon.pipeline import run_method
 
     stored = load_sense_tutorial(data_root / RELATIVE)
     methods = _methods(with_modl)
@@ -79,16 +70,17 @@ def run(data_root: Path, orientations, with_modl: bool, seed: int = 0) -> list[d
 
         for kind in ("random", "equispaced"):
             for accel in ACCELERATIONS:
-                cf = max(default_center_fraction(accel), min_center_fraction(full.shape[-1]))
+                cf = center_fraction_for(accel, full.shape[-1])
                 mask = make_mask(kind, full.shape[-2:], accel, center_fraction=cf, seed=seed)
                 kspace = full * mask.mask.numpy()
                 row = {"orientation": orientation, "mask": kind, "R": accel, "R_eff": mask.acceleration_effective,
                        "acs": mask.num_low_frequencies, "zf": score(zero_filled(kspace, mask.mask))}
-                for name, method in methods.items():
+                for name in methods:
                     start = time.perf_counter()
                     try:
-                        image, report, _, info = guarded(method, kspace, mask)
-                        row[name] = score(image)
+                        result = run_method(name, kspace, mask)
+                        report, info = result.guard[0], result.calibration[0]
+                        row[name] = score(result.image)
                         row[name + "_attempt"] = report.attempt
                         row.setdefault("calib", info.short() if info is not None else "given")
                         if report.attempt != "calibrated":
@@ -126,7 +118,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     orientations = ("as-stored", "transposed") if args.orientation == "both" else (args.orientation,)
     methods = _methods(not args.no_modl)
-    print("PSNR dB whole/in-object against the RSS of the full data; every method through recon.guard.guarded")
+    print("PSNR dB whole/in-object against the RSS of the full data; every method through recon.pipeline.run_method (calibrate_maps + the collapse guard)")
     print(_header(methods))
     rows = run(args.data, orientations, not args.no_modl, args.seed)
     below = [r for r in rows if not r["sense"][0] - r["zf"][0] >= TARGET_DB]

@@ -98,7 +98,7 @@ def _bad_inputs(tmp_path):
         "all-zero mask": (_bad_h5(tmp_path, "zeromask.h5", kspace=good, mask=np.zeros(SIZE, np.float32)), []),
         "R < 1": (write_fastmri_h5(tmp_path / "ok.h5", good), ["--accel", "0.5"]),
         "no ACS for coil maps": (write_fastmri_h5(tmp_path / "ok2.h5", good),
-                                 ["--accel", "4", "--center-fraction", "0.05"]),
+                                 ["--accel", "4", "--center-fraction", "0.03"]),
         "missing file": (tmp_path / "does-not-exist.h5", []),
     }
 

@@ -119,7 +119,10 @@ def test_acs_maps_and_too_few_acs_lines(volume_dir):
     root, _ = volume_dir
     ok = slice_dataset(root, _tf(root, accelerations=[1.25], fixed=True, maps="acs"))[0]  # 0.256 * 32 = 8 lines
     assert ok.num_low_frequencies == 8 and ok.sens_maps.shape == (C, H, W)
-    bad = slice_dataset(root, _tf(root, accelerations=[8.0], fixed=True, maps="acs"))  # 1 line
+    # R = 8 at W = 32: the default centre keeps the 3 lines that fit (< W / R): maps refined from them
+    narrow = slice_dataset(root, _tf(root, accelerations=[8.0], fixed=True, maps="acs"))[0]
+    assert narrow.num_low_frequencies == 3 and torch.isfinite(narrow.sens_maps).all()
+    bad = slice_dataset(root, _tf(root, accelerations=[8.0], center_fraction=0.03, fixed=True, maps="acs"))  # 1
     with pytest.raises(InputError, match="centre lines"):
         bad[0]
 

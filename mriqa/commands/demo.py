@@ -40,9 +40,9 @@ def run(args: argparse.Namespace) -> int:
 
     from recon.errors import InputError
     from recon.files import atomic_path
-    from recon.masks import describe_mask, make_mask
+    from recon.masks import center_fraction_for, describe_mask, make_mask
     from recon.metrics import nmse, object_mask, psnr, ssim, support_metrics
-    from recon.pipeline import METHODS, MIN_ACS, estimate_maps, reconstruct
+    from recon.pipeline import METHODS, estimate_maps, run_method
 
     torch.manual_seed(args.seed)
     try:
@@ -65,16 +65,19 @@ def run(args: argparse.Namespace) -> int:
     rows, images = [], {}
     print(f"mriqa demo: {source}; {kspace.shape[1]} coils, {height}x{width}; methods {', '.join(methods)}")
     for accel in accels:
-        # fastMRI's centre fraction (0.32 / R), but never fewer centre lines than ESPIRiT needs for coil maps
-        center = max(0.32 / accel, MIN_ACS / width) if accel > 1 else None
+        # fastMRI's centre fraction (0.32 / R), but never fewer centre lines than coil calibration needs
+        center = center_fraction_for(accel, width) if accel > 1 else None
         mask = make_mask(args.mask_type, (height, width), accel, center_fraction=center, seed=args.seed)
         under = kspace * mask.mask.numpy()
         maps = estimate_maps(under, mask) if any(m != "zf" for m in methods) else None
         for method in methods:
             start = time.perf_counter()
-            image = reconstruct(method, under, mask, sens_maps=maps)
+            recon_out = run_method(method, under, mask, sens_maps=maps)
             seconds = time.perf_counter() - start
-            row = {"method": method, **describe_mask(mask), "seconds": round(seconds, 3),
+            image = recon_out.image
+            for note in recon_out.notes():
+                print(f"  note ({method}, R = {accel:g}): {note}")
+            row = {"method": method, **describe_mask(mask), **recon_out.summary(), "seconds": round(seconds, 3),
                    "psnr": float(psnr(reference, image)), "ssim": float(ssim(reference, image)),
                    "nmse": float(nmse(reference, image))}
             within = support_metrics(reference, image, inside, maxval=float(reference.max()), with_ssim=True)

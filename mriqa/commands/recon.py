@@ -52,13 +52,14 @@ def _slice_range(text: str | None, n: int) -> slice:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
     import time
 
     import torch
 
     from recon.io.fastmri_h5 import write_reconstruction_h5
     from recon.masks import describe_mask
-    from recon.pipeline import load_kspace, reconstruct, undersample
+    from recon.pipeline import load_kspace, run_method, undersample
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     volume = load_kspace(args.input)
@@ -71,10 +72,14 @@ def run(args: argparse.Namespace) -> int:
     volume.kspace = volume.kspace[selected]
     sampled = undersample(volume, args.accel, args.mask_type, args.center_fraction, args.seed)
     start = time.perf_counter()
-    image = reconstruct(args.method, sampled.kspace, sampled.mask, sens_maps=maps, source=volume.path,
+    result = run_method(args.method, sampled.kspace, sampled.mask, sens_maps=maps, source=volume.path,
                         num_maps=args.num_maps, weights=args.weights, device=device)
     seconds = time.perf_counter() - start
+    image = result.image
+    for note in result.notes():
+        print(f"mriqa: note: {note}", file=sys.stderr)
     attrs = describe_mask(sampled.mask)
+    attrs.update(result.summary())
     attrs.update(method=args.method, input=str(args.input), retrospective=sampled.retrospective,
                  num_maps=args.num_maps, weights=args.weights or ("modl" if args.method == "modl" else "none"))
     if not sampled.retrospective:

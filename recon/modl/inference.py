@@ -7,7 +7,6 @@ import numpy as np
 import torch
 
 from recon.errors import InputError
-from recon.masks import acs_width
 from recon.modl.network import MoDL
 from recon.physics import SenseOperator, as_kspace, as_mask
 
@@ -15,38 +14,25 @@ __all__ = ["estimate_sens_maps", "modl_reconstruct"]
 
 
 def estimate_sens_maps(masked_kspace: torch.Tensor, mask: torch.Tensor, num_low_frequencies=None,
-                       source: str | None = None, **espirit_params) -> torch.Tensor:
-    """ESPIRiT coil maps ``[B, C, H, W]`` per sample from the fully sampled centre of the masked k-space.
+                       source: str | None = None) -> torch.Tensor:
+    """Coil maps ``[B, C, H, W]`` per sample from masked k-space ``[B, C, H, W]`` and its mask (``[B|1, 1, 1|H, W]``),
+    by :func:`recon.calibration.calibrate_maps` (as ``mriqa recon`` and the training data calibrate).
 
-    The calibration block is ``recon.pipeline.espirit_calibration`` of ``min(num_low_frequencies, the mask's
-    fully sampled centre)`` (as ``mriqa recon`` calibrates); fewer than ``MIN_ACS`` centre lines is an
-    ``InputError`` (pass ``sens_maps``). Single-coil (C = 1): maps of ones.
+    ``num_low_frequencies`` (fastMRI's batch field) is not needed: the calibration measures the fully sampled
+    centre from the mask and the data. Too few centre lines is an ``InputError`` (pass ``sens_maps``).
+    Single-coil (C = 1): maps of ones.
     """
-    from recon.coils import espirit_maps
-    from recon.pipeline import espirit_calibration
+    from recon.calibration import calibrate_maps
 
     b, c, h, w = masked_kspace.shape
     if c == 1:
         return torch.ones_like(masked_kspace)
     maps = torch.empty_like(masked_kspace)
-    nlf = num_low_frequencies
-    if torch.is_tensor(nlf):
-        nlf = nlf.reshape(-1).tolist()
     for i in range(b):
         mi = mask[i if mask.shape[0] > 1 else 0]
-        acs = acs_width(mi)
-        if nlf is not None:
-            given = nlf[i if len(nlf) > 1 else 0] if isinstance(nlf, (list, tuple)) else nlf
-            if given is not None and int(given) > 0:
-                acs = min(acs, int(given)) if acs > 0 else 0
-        calib, kernel = espirit_calibration(min(acs, h), source, what="no coil maps given and only")
-        params = {"calib_width": calib, "kernel_width": kernel, **espirit_params}
-        k = (masked_kspace[i] * mi).detach().cpu().numpy()
-        est = espirit_maps(k, **params)
-        est = torch.as_tensor(np.asarray(est)).to(torch.complex64)
-        if est.ndim == 4:  # map sets: MoDL takes the first set
-            est = est[0]
-        maps[i] = est.to(masked_kspace.device)
+        k = (masked_kspace[i] * mi).detach().cpu().numpy()[None]
+        est, _ = calibrate_maps(k, mi.detach().cpu(), source=source, cache_dir=False)
+        maps[i] = torch.from_numpy(est[0]).to(masked_kspace.device)
     return maps
 
 
@@ -63,9 +49,9 @@ def modl_reconstruct(model: MoDL, kspace, mask, sens_maps=None, *, batch_size: i
             ``[1, H, W]``, ``[S, 1, H, W]``, or a ``recon.masks.SamplingMask``.
         sens_maps: complex ``[S, C, H, W]``, or ``[S, M, C, H, W]`` for M ESPIRiT map sets (soft SENSE: the
             magnitude is ``sqrt(sum_m |x_m|^2)``, as ``recon.baselines`` does); default:
-            ESPIRiT per slice from the fully sampled centre (needs >= ``MIN_ACS`` centre lines).
+            :func:`estimate_sens_maps` per slice.
         batch_size: slices per forward pass.
-        num_low_frequencies: width of the fully sampled centre, if known (else read from the mask).
+        num_low_frequencies: fastMRI's field, passed on (the calibration measures the centre itself).
         source: file name for error messages.
         device: where to run (default: where the model is; the model is moved there for the call).
         progress: show a tqdm bar over the batches.

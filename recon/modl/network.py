@@ -38,9 +38,10 @@ Choices (and where they differ from the paper):
 Entry point shaped like fastMRI's ``VarNet``: ``model(masked_kspace, mask, num_low_frequencies=None,
 sens_maps=None) -> [B, H, W]`` magnitude. ``masked_kspace`` may be complex ``[B, C, H, W]`` or fastMRI's
 real view ``[B, C, H, W, 2]``; ``mask`` ``[B|1, 1, 1, W]``, ``[B|1, 1, H, W]`` or fastMRI's
-``[B, 1, 1, W, 1]`` (bool or float). Without ``sens_maps`` they are estimated per slice with ESPIRiT from the
-fully sampled centre (``num_low_frequencies`` columns, or the run of sampled columns through the centre of the
-mask); with no usable centre that is a ``recon.errors.InputError``, as are mismatched shapes.
+``[B, 1, 1, W, 1]`` (bool or float). Without ``sens_maps`` they are calibrated per slice on the fully sampled
+data (:func:`recon.calibration.calibrate_maps`, which measures the centre from mask and data, so
+``num_low_frequencies`` is accepted for fastMRI's signature and not needed); with no usable centre that is a
+``recon.errors.InputError``, as are mismatched shapes.
 
 Modules: :mod:`recon.modl.network` (this network), :mod:`recon.modl.weights` (safetensors with the architecture
 in the metadata, ``save_modl`` / ``load_modl``; shipped weights live in ``recon/weights/<name>.safetensors``,
