@@ -11,7 +11,8 @@ stored as uint8 (the 1/255 grid the models see):
 - ``denoise: {h: 1.0, patch_size: 5, patch_distance: 6}`` (volumes and h5): the *pristine* (QF 100) version
   of each slice is an edge-preserving non-local-means denoised copy (scikit-image ``denoise_nl_means``,
   ``h = h * sigma`` with sigma estimated per slice by ``estimate_sigma``), computed slice by slice along the
-  first axis and cached in ``$MRIQA_CACHE`` (default ``./.mriqa-cache``). The acquired (noisy) slice is kept
+  first axis and cached in the user cache (:func:`recon.files.user_cache_dir` ``("qf-denoise")``:
+  ``~/.cache/mriqa/qf-denoise``, ``$MRIQA_CACHE/qf-denoise``, ``MRIQA_CACHE=off`` for none). The acquired (noisy) slice is kept
   beside it as a *degraded* version of the same content (``noise.p_native``), scored with the PSNR-matched QF
   like synthetic noise. Why: a single acquisition carries native noise; if that noise defined "pristine",
   cleaner images (averaged templates, denoised reconstructions) would look "JPEG-smoothed" and extra noise
@@ -61,7 +62,8 @@ import numpy as np
 from scipy import ndimage
 
 from recon.errors import InputError
-from mriqa.imageio import read_images, read_volume
+from recon.io.images import read_images
+from recon.io.volumes import read_volume
 from mriqa.jpeg import class_index, jpeg_compress, sample_qf
 from mriqa.normalize import convert_channels, robust_max, to_uint8, to_unit_range
 
@@ -107,8 +109,10 @@ def _fg_mask(unit: np.ndarray) -> np.ndarray:
     return ndimage.binary_dilation(m, iterations=4)
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("MRIQA_CACHE", Path.cwd() / ".mriqa-cache"))
+def _cache_dir() -> Path | None:
+    from recon.files import user_cache_dir
+
+    return user_cache_dir("qf-denoise")
 
 
 def denoise_volume(vol: np.ndarray, h: float = 1.0, patch_size: int = 5, patch_distance: int = 6,
@@ -117,9 +121,10 @@ def denoise_volume(vol: np.ndarray, h: float = 1.0, patch_size: int = 5, patch_d
     import hashlib
 
     path = None
-    if cache_key is not None:
+    folder = _cache_dir()
+    if cache_key is not None and folder is not None:
         digest = hashlib.sha1(f"{cache_key}|{vol.shape}|{h}|{patch_size}|{patch_distance}|v1".encode()).hexdigest()
-        path = _cache_dir() / "qf-denoise" / f"{digest[:20]}.npy"
+        path = folder / f"{digest[:20]}.npy"
         if path.is_file():
             cached = np.load(path, allow_pickle=False)
             if cached.shape == vol.shape:
@@ -219,7 +224,7 @@ def load_pool(spec: dict, channels: int) -> Pool:
     pool = Pool()
     if typ == "volume":
         path = resolve_path(spec["path"])
-        vol = read_volume(path)
+        vol = read_volume(path, axes="stored").data
         return _volume_pool(vol, spec, path.name, channels, spec.get("axes", [0, 1, 2]), _file_key(path))
     if typ == "h5":
         path = resolve_path(spec["path"])
@@ -228,7 +233,7 @@ def load_pool(spec: dict, channels: int) -> Pool:
             raise InputError(path, "no .h5 files found")
         files = files[: int(spec["max_files"])] if spec.get("max_files") else files
         for f in files:
-            vol = read_volume(f, spec.get("key"))
+            vol = read_volume(f, axes="stored", h5_key=spec.get("key")).data
             ms = spec.get("max_slices")
             if ms and vol.shape[0] > int(ms):
                 c, h = vol.shape[0] // 2, int(ms) // 2

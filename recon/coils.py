@@ -204,16 +204,12 @@ CACHE_MAX_MB_DEFAULT = 2048
 
 
 def default_cache_dir() -> Path | None:
-    """Where ESPIRiT maps are cached: ``$MRIQA_CACHE/espirit`` when MRIQA_CACHE is set (``off`` disables the
-    cache: None), else the user cache directory, ``$XDG_CACHE_HOME/mriqa/espirit`` (``~/.cache/mriqa/espirit``).
-    Never the current directory."""
-    root = os.environ.get("MRIQA_CACHE")
-    if root is not None and root.strip().lower() in ("off", "none", "0", ""):
-        return None
-    if root:
-        return Path(root) / "espirit"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "mriqa" / "espirit"
+    """Where ESPIRiT maps are cached: :func:`recon.files.user_cache_dir` ``("espirit")``: ``$MRIQA_CACHE/espirit``
+    when MRIQA_CACHE is set (``off`` disables the cache: None), else ``~/.cache/mriqa/espirit``
+    (``$XDG_CACHE_HOME/mriqa/espirit``). Never the current directory."""
+    from recon.files import user_cache_dir
+
+    return user_cache_dir("espirit")
 
 
 def cache_limit_bytes() -> int:

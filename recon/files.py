@@ -82,3 +82,16 @@ def remove_stale_temps(folder: str | os.PathLike, names: Iterable[str] | None = 
         except FileNotFoundError:  # removed meanwhile
             continue
     return sorted(removed)
+
+
+def user_cache_dir(name: str) -> Path | None:
+    """The cache folder ``name`` (e.g. ``espirit``, ``qf-denoise``): ``$MRIQA_CACHE/<name>`` when MRIQA_CACHE is
+    set (``off``, ``none``, ``0`` or empty: no cache, None), else the user cache directory,
+    ``$XDG_CACHE_HOME/mriqa/<name>`` (``~/.cache/mriqa/<name>``). Never the current directory."""
+    root = os.environ.get("MRIQA_CACHE")
+    if root is not None and root.strip().lower() in ("off", "none", "0", ""):
+        return None
+    if root:
+        return Path(root) / name
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "mriqa" / name

@@ -184,7 +184,7 @@ def write_model_card(path: Path, summary: dict, smallfov: list[dict]) -> None:
         "test Colin27 never read in training.", "",
         "## Training",
         f"```\n# data (train and val splits), as recorded in {train_file}:\n{data_command}\n"
-        f"python -m mriqa.restimate.train --config configs/{cfg.get('name', 'r-learned')}.yaml\n```",
+        f"mriqa train-r --config configs/{cfg.get('name', 'r-learned')}.yaml\n```",
         f"- {info.get('steps')} steps of batch {tc.get('batch')} crops {cfg.get('sampler', {}).get('crop')} px, "
         f"Adam lr {tc.get('lr')} cosine, {tc.get('threads')} CPU thread(s), {tr.get('wall_s', '?')} s wall; "
         f"best validation step {info.get('best_step')}.", "",

@@ -163,7 +163,7 @@ def cmd_artifact_removal(args, out: Path) -> str:
     models = load_models("rgb", Path(args.runs))
     if not models:  # writing the table without them would silently drop the rows the figure is about
         raise SystemExit(f"rgb_figures: error: no AR-CNN runs (ar-rgb-w*) under {args.runs}; train them first: "
-                         "python -m mriqa.train_ar --config configs/ar-rgb.yaml (and -w0.1, -w1, -w10)")
+                         "mriqa train-ar --config configs/ar-rgb.yaml (and -w0.1, -w1, -w10)")
     if args.qairn != "none" and Path(args.qairn).is_file():
         models["QAIRN (supervised)"] = QAIRNScorer(Path(args.qairn)).restore
     images = held_out(args)

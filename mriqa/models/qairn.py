@@ -295,7 +295,7 @@ def resolve_qairn_weights(path: str | os.PathLike | None = None) -> Path:
         if not SHIPPED_WEIGHTS.is_file():
             raise InputError(
                 SHIPPED_WEIGHTS,
-                "no trained QAIRN weights installed (train them with `python -m mriqa.train_qairn --config "
+                "no trained QAIRN weights installed (train them with `mriqa train-qairn --config "
                 "configs/qairn.yaml`, or pass --weights PATH to a .safetensors file)",
             )
         return SHIPPED_WEIGHTS

@@ -12,7 +12,7 @@ normalisation exactly (:mod:`mriqa.normalize`: MRI magnitude / its 99.5th percen
 quantised), so ``QFPredictor.prepare`` output feeds both estimators.
 
 Weights: ``mriqa/weights/r-learned.safetensors`` (safetensors, no pickle), trained by
-``python -m mriqa.restimate.train --config configs/r-learned-aug.yaml`` (:mod:`mriqa.restimate.train`); the metadata
+``mriqa train-r --config configs/r-learned-aug.yaml`` (:mod:`mriqa.restimate.train`); the metadata
 key ``r_estimation`` holds the conformal half-width, the OOD thresholds and the validation scores.
 """
 from __future__ import annotations
@@ -105,7 +105,7 @@ class LearnedREstimator(REstimator):
 
         path = Path(path) if path is not None else WEIGHTS
         if not path.is_file():
-            raise InputError(path, "learned R estimator weights not found (train: python -m mriqa.restimate.train "
+            raise InputError(path, "learned R estimator weights not found (train: mriqa train-r "
                                    "--config configs/r-learned-aug.yaml)")
         net, meta = load_qfnet(path)
         if meta.get("task") != TASK or not isinstance(meta.get("r_estimation"), dict):
