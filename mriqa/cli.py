@@ -25,6 +25,7 @@ COMMANDS = [
     "train_qairn",
     "train_ar",
     "train_r",
+    "reader_study",
 ]
 
 
