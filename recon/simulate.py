@@ -61,6 +61,9 @@ __all__ = [
     "SimulationConfig",
     "DEFAULT_SPLITS",
     "VOLUME_SOURCES",
+    "volume_source",
+    "split_preset",
+    "SPLIT_PRESETS",
     "ORIENTATIONS",
     "COIL_MAP_KINDS",
     "default_data_root",
@@ -80,6 +83,37 @@ VOLUME_SOURCES = {
     "colin27": "mri/volumes/colin27/ch2.nii.gz",
 }
 DEFAULT_SPLITS = {"train": ("trio-mprage-t1",), "val": ("mni152",), "test": ("colin27",)}
+IXI_FOLDER = "mri/volumes/ixi-t1"  # 40 subjects, IXI<id>-HH-<n>_T1.nii.gz; volume names "ixi/IXI<id>-HH-<n>"
+IXI_SPLIT = (30, 5, 5)  # subjects for train / val / test, in sorted file-name order
+SPLIT_PRESETS = ("default", "ixi")
+
+
+def volume_source(name: str) -> str | None:
+    """Path of volume ``name`` relative to the data root: :data:`VOLUME_SOURCES`, or ``ixi/<stem>`` ->
+    ``mri/volumes/ixi-t1/<stem>_T1.nii.gz``; None when the name is unknown."""
+    if name in VOLUME_SOURCES:
+        return VOLUME_SOURCES[name]
+    if name.startswith("ixi/") and "/" not in name[4:] and name[4:]:
+        return f"{IXI_FOLDER}/{name[4:]}_T1.nii.gz"
+    return None
+
+
+def split_preset(preset: str, data_root: str | os.PathLike | None = None) -> dict[str, list[str]]:
+    """Volumes per split. ``default``: :data:`DEFAULT_SPLITS`. ``ixi``: train = the 3T MPRAGE + the first 30
+    IXI subjects (sorted by file name), val = the next 5, test = the last 5 + Colin27: by subject, never by
+    slice (each IXI file is one subject)."""
+    if preset == "default":
+        return {k: list(v) for k, v in DEFAULT_SPLITS.items()}
+    if preset != "ixi":
+        raise InputError(None, f"unknown split preset {preset!r}; choose from {', '.join(SPLIT_PRESETS)}")
+    root = Path(data_root) if data_root is not None else default_data_root()
+    folder = root / IXI_FOLDER
+    stems = sorted(p.name[: -len("_T1.nii.gz")] for p in folder.glob("IXI*_T1.nii.gz"))
+    if len(stems) < sum(IXI_SPLIT):
+        raise InputError(folder, f"the ixi split needs {sum(IXI_SPLIT)} IXI subjects, found {len(stems)}")
+    names = [f"ixi/{s}" for s in stems]
+    a, b = IXI_SPLIT[0], IXI_SPLIT[0] + IXI_SPLIT[1]
+    return {"train": ["trio-mprage-t1", *names[:a]], "val": names[a:b], "test": [*names[b:b + IXI_SPLIT[2]], "colin27"]}
 FOREGROUND_LEVEL = 0.1  # foreground = normalised magnitude above this
 NORMALISATION_PERCENTILE = 99.5
 PHASE_FREQUENCIES = 5  # the smooth phase uses the PHASE_FREQUENCIES x PHASE_FREQUENCIES lowest frequencies
@@ -150,7 +184,7 @@ class SimulationConfig:
         names = [name for names in self.splits.values() for name in names]
         if len(names) != len(set(names)):
             raise InputError(None, "a volume appears in more than one split (splits must be by volume)")
-        unknown = [name for name in names if name not in VOLUME_SOURCES]
+        unknown = [name for name in names if volume_source(name) is None]
         if unknown:
             raise InputError(None, f"unknown volume(s) {unknown}; known: {', '.join(VOLUME_SOURCES)}")
 
@@ -321,7 +355,7 @@ def make_dataset(
     sources = {}
     for split, names in config.splits.items():
         for name in names:
-            source = data_root / VOLUME_SOURCES[name]
+            source = data_root / volume_source(name)
             if not source.exists():
                 raise InputError(source, f"volume {name!r} for split {split!r} not found")
             sources[name] = source
@@ -361,12 +395,12 @@ def make_dataset(
             targets.append(rss)
             noise.append(info["noise_std"])
             kinds.append(kind)
-        relative = Path(f"multicoil_{split}") / f"{name}_{orientation}.h5"
+        relative = Path(f"multicoil_{split}") / f"{name.replace('/', '-')}_{orientation}.h5"
         attrs = {
             "snr": float(config.snr),
             "coil_maps": ",".join(kinds),
             "seed": int(config.seed),
-            "source_volume": VOLUME_SOURCES[name],
+            "source_volume": volume_source(name),
             "orientation": orientation,
             "source_slices": np.asarray(indices, dtype=np.int64),
             "noise_std": np.asarray(noise, dtype=np.float64),
@@ -377,7 +411,7 @@ def make_dataset(
         size_bytes = written.stat().st_size
         total_bytes += size_bytes
         manifest_files[split].append({
-            "file": relative.as_posix(), "source_volume": VOLUME_SOURCES[name], "volume": name,
+            "file": relative.as_posix(), "source_volume": volume_source(name), "volume": name,
             "orientation": orientation, "num_slices": len(indices), "source_slices": indices,
             "coil_maps": kinds, "bytes": size_bytes,
         })

@@ -175,3 +175,24 @@ def test_cli_make_dataset(shared_data, tmp_path, capsys):
     assert main(["make-dataset", "--out", str(tmp_path / "bad"), "--data-root", str(tmp_path / "none")]) == 2
     assert "mriqa: error:" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_ixi_split_is_by_subject_and_writes_flat_files(shared_data, tmp_path):
+    """``--splits ixi``: MPRAGE + 30 IXI subjects train, 5 val, 5 + Colin27 test; no subject in two splits;
+    an IXI volume's files sit directly in ``multicoil_<split>`` (fastMRI's SliceDataset reads them)."""
+    from recon.simulate import split_preset, volume_source
+
+    splits = split_preset("ixi", shared_data)
+    assert [len(splits[k]) for k in ("train", "val", "test")] == [31, 5, 6]
+    names = [n for v in splits.values() for n in v]
+    assert len(names) == len(set(names)) and "trio-mprage-t1" in splits["train"] and "colin27" in splits["test"]
+    assert all((shared_data / volume_source(n)).is_file() for n in names if n.startswith("ixi/"))
+    assert volume_source("ixi/") is None and volume_source("nope") is None
+    with pytest.raises(InputError, match="unknown split preset"):
+        split_preset("kfold", shared_data)
+    one = {"val": splits["val"][:1]}
+    manifest = make_dataset(tmp_path / "sim", shared_data, _small_config(splits=one, orientations=("axial",)),
+                            progress=False)
+    entry = manifest["splits"]["val"][0]
+    assert entry["volume"] == splits["val"][0] and "/" not in entry["file"].split("/", 1)[1]
+    assert (tmp_path / "sim" / entry["file"]).is_file()

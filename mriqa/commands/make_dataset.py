@@ -28,16 +28,19 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-slices-per-file", type=int, default=36,
                    help="at most this many slices per volume and orientation (default 36: ~1.4 GB at 256/8 coils)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--splits", choices=["default", "ixi"], default="default",
+                   help="default: train = 3T MPRAGE, val = MNI152, test = Colin27; ixi: train = MPRAGE + 30 IXI "
+                   "subjects, val = 5 IXI subjects, test = 5 IXI subjects + Colin27 (by subject)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from recon.simulate import SimulationConfig, make_dataset
+    from recon.simulate import SimulationConfig, make_dataset, split_preset
 
     config = SimulationConfig(size=args.size, coils=args.coils, snr=args.snr, coil_maps=args.coil_maps,
                               slice_step=args.slice_step, max_slices_per_file=args.max_slices_per_file,
-                              seed=args.seed)
+                              seed=args.seed, splits=split_preset(args.splits, args.data_root))
     manifest = make_dataset(args.out, args.data_root, config, progress=not args.no_progress)
     for split, files in manifest["splits"].items():
         slices = sum(entry["num_slices"] for entry in files)
