@@ -381,7 +381,7 @@ def realistic_maps(
     from scipy.ndimage import zoom
 
     if data_root is None:
-        from recon.simulate import default_data_root
+        from recon.splits import default_data_root
 
         data_root = default_data_root()
     base = Path(data_root) / SMALLFOV_RELATIVE

@@ -3,7 +3,8 @@
 There is no fastMRI raw data here, so fully sampled multi-coil k-space is simulated from real volumes in
 ``<data root>/mri/volumes``. Every choice below is also written into the dataset's ``dataset.json``.
 
-Split (by subject/volume, never by slice) -- ``DEFAULT_SPLITS``:
+Split (by subject/volume, never by slice; :mod:`recon.splits`; ``--splits ixi`` adds 40 IXI subjects) --
+``DEFAULT_SPLITS``:
     train = the 3T MPRAGE DICOM series (``trio-mprage-t1``: one volunteer, single acquisition, native noise),
     val = the MNI ICBM152 2009a template (``pypi-bundled/mni_icbm152_...nii.gz``: average of 152 subjects),
     test = Colin27 (``colin27/ch2.nii.gz``: average of 27 scans of one subject; ``ch2better.nii.gz`` is the
@@ -53,6 +54,14 @@ import numpy as np
 import torch
 
 from recon.errors import InputError
+from recon.splits import (  # noqa: F401 - re-exported: recon.simulate was their home
+    DEFAULT_SPLITS,
+    SPLIT_PRESETS,
+    VOLUME_SOURCES,
+    default_data_root,
+    split_preset,
+    volume_source,
+)
 from recon.files import atomic_path
 from recon.fft import fft2c, ifft2c
 from recon.io.volumes import ORIENTATIONS
@@ -76,44 +85,6 @@ __all__ = [
 ]
 
 COIL_MAP_KINDS = ("birdcage", "espirit", "mixed")
-# name -> path relative to the data root (../shared/data)
-VOLUME_SOURCES = {
-    "trio-mprage-t1": "mri/volumes/trio-mprage-t1",
-    "mni152": "mri/volumes/pypi-bundled/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
-    "colin27": "mri/volumes/colin27/ch2.nii.gz",
-}
-DEFAULT_SPLITS = {"train": ("trio-mprage-t1",), "val": ("mni152",), "test": ("colin27",)}
-IXI_FOLDER = "mri/volumes/ixi-t1"  # 40 subjects, IXI<id>-HH-<n>_T1.nii.gz; volume names "ixi/IXI<id>-HH-<n>"
-IXI_SPLIT = (30, 5, 5)  # subjects for train / val / test, in sorted file-name order
-SPLIT_PRESETS = ("default", "ixi")
-
-
-def volume_source(name: str) -> str | None:
-    """Path of volume ``name`` relative to the data root: :data:`VOLUME_SOURCES`, or ``ixi/<stem>`` ->
-    ``mri/volumes/ixi-t1/<stem>_T1.nii.gz``; None when the name is unknown."""
-    if name in VOLUME_SOURCES:
-        return VOLUME_SOURCES[name]
-    if name.startswith("ixi/") and "/" not in name[4:] and name[4:]:
-        return f"{IXI_FOLDER}/{name[4:]}_T1.nii.gz"
-    return None
-
-
-def split_preset(preset: str, data_root: str | os.PathLike | None = None) -> dict[str, list[str]]:
-    """Volumes per split. ``default``: :data:`DEFAULT_SPLITS`. ``ixi``: train = the 3T MPRAGE + the first 30
-    IXI subjects (sorted by file name), val = the next 5, test = the last 5 + Colin27: by subject, never by
-    slice (each IXI file is one subject)."""
-    if preset == "default":
-        return {k: list(v) for k, v in DEFAULT_SPLITS.items()}
-    if preset != "ixi":
-        raise InputError(None, f"unknown split preset {preset!r}; choose from {', '.join(SPLIT_PRESETS)}")
-    root = Path(data_root) if data_root is not None else default_data_root()
-    folder = root / IXI_FOLDER
-    stems = sorted(p.name[: -len("_T1.nii.gz")] for p in folder.glob("IXI*_T1.nii.gz"))
-    if len(stems) < sum(IXI_SPLIT):
-        raise InputError(folder, f"the ixi split needs {sum(IXI_SPLIT)} IXI subjects, found {len(stems)}")
-    names = [f"ixi/{s}" for s in stems]
-    a, b = IXI_SPLIT[0], IXI_SPLIT[0] + IXI_SPLIT[1]
-    return {"train": ["trio-mprage-t1", *names[:a]], "val": names[a:b], "test": [*names[b:b + IXI_SPLIT[2]], "colin27"]}
 FOREGROUND_LEVEL = 0.1  # foreground = normalised magnitude above this
 NORMALISATION_PERCENTILE = 99.5
 PHASE_FREQUENCIES = 5  # the smooth phase uses the PHASE_FREQUENCIES x PHASE_FREQUENCIES lowest frequencies
@@ -187,11 +158,6 @@ class SimulationConfig:
         unknown = [name for name in names if volume_source(name) is None]
         if unknown:
             raise InputError(None, f"unknown volume(s) {unknown}; known: {', '.join(VOLUME_SOURCES)}")
-
-
-def default_data_root() -> Path:
-    """``../shared/data`` beside the checkout (relative to the repository root that holds ``recon/``)."""
-    return Path(__file__).resolve().parent.parent / ".." / "shared" / "data"
 
 
 # ------------------------------------------------------------------------------------------------ pieces
