@@ -82,6 +82,7 @@ __all__ = [
     "select_slices",
     "make_dataset",
     "demo_slice",
+    "fastmri_size_volume",
 ]
 
 COIL_MAP_KINDS = ("birdcage", "espirit", "mixed")
@@ -467,3 +468,29 @@ def demo_slice(size: int = DEMO_FIELD_OF_VIEW, coils: int = 8, snr: float = 40.0
         "snr": float(snr), "coil_maps": "birdcage", "seed": int(seed), "size": int(size), "coils": int(coils),
     })
     return kspace[None], rss[None], info
+
+
+def fastmri_size_volume(slices: int = 3, coils: int = 15, shape: tuple[int, int] = (640, 368), snr: float = 40.0,
+                        seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Fully sampled multi-coil k-space the size of a fastMRI knee volume, for benchmarks.
+
+    dipy's T1 slice (as :func:`demo_slice`) resized to ``(H / 2, W)`` and zero-padded to ``(H, W)`` along the
+    readout (fastMRI's 2x readout oversampling: the object fills the middle half), birdcage maps of ``coils``
+    coils, per slice its own smooth phase and noise at ``snr`` (the same anatomy in every slice).
+
+    Returns: (kspace complex64 ``[S, C, H, W]``, rss float32 ``[S, H, W]``).
+    """
+    from skimage.transform import resize
+
+    from recon.coils import birdcage_maps
+
+    height, width = int(shape[0]), int(shape[1])
+    image = np.clip(np.load(dipy_t1_slice_path(), allow_pickle=False).astype(np.float32), 0, None)
+    image = _head_square(image / float(np.percentile(image, NORMALISATION_PERCENTILE)), DEMO_FIELD_OF_VIEW)
+    inner = resize(image, (height // 2, width), order=1, mode="constant", preserve_range=True).astype(np.float32)
+    magnitude = np.zeros((height, width), np.float32)
+    magnitude[height // 4: height // 4 + height // 2] = inner
+    maps = birdcage_maps(int(coils), height, width, _slice_rng(seed, "fastmri-size", "coronal", 0))
+    out = [simulate_slice(magnitude, maps, snr, _slice_rng(seed, "fastmri-size", "coronal", s + 1))
+           for s in range(int(slices))]
+    return np.stack([k for k, _, _ in out]), np.stack([r for _, r, _ in out])

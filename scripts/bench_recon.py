@@ -22,6 +22,15 @@ is single-threaded whatever N is). On a GPU machine our solver also runs on CUDA
 sigpy on CPU as the peer.
 
     .venv/bin/python scripts/bench_recon.py [--iters 20] [--rounds 15] [--threads 1] [--lam 0.003]
+    .venv/bin/python scripts/bench_recon.py --fastmri-size [--slices 3] [--threads 2] [--rounds 3]
+
+``--fastmri-size``: a fastMRI-knee-size volume instead (``recon.simulate.fastmri_size_volume``: 15 coils,
+640 x 368, ``--slices`` slices, R = 4 equispaced with fastMRI's centre 0.08). Two parts: (1) ``mriqa recon``
+end to end with every method, each in its own subprocess (calibration, the collapse guard and the
+reconstruction, no ESPIRiT cache: ``MRIQA_CACHE=off``), wall time and peak resident memory
+(``ru_maxrss`` of that process); (2) per slice in this process, with the same calibrated maps: our CG-SENSE
+vs sigpy's ``SenseRecon`` (same problem, ``--iters`` iterations, tol 0) and a MoDL forward pass (shipped
+weights, K = 10). Exits 1 when a command fails or goes over 24 GB.
 
 Prints the agreement of the two solutions and a markdown table of milliseconds per slice (median, best, ratios);
 README.md's speed paragraph quotes ``--rounds 25``.
@@ -46,6 +55,9 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=15, help="timed rounds per peer (default 15)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch/BLAS (default 1)")
     p.add_argument("--lam", type=float, default=0.003, help="Tikhonov weight (default 0.003, cg_sense's)")
+    p.add_argument("--fastmri-size", action="store_true",
+                   help="benchmark a 15-coil 640 x 368 volume end to end instead (see the module docstring)")
+    p.add_argument("--slices", type=int, default=3, help="slices of the --fastmri-size volume (default 3)")
     return p.parse_args(argv)
 
 
@@ -53,6 +65,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(args.threads)
+    if args.fastmri_size:
+        return fastmri_size(args)
 
     import numpy as np
     import sigpy
@@ -168,6 +182,106 @@ def main(argv=None) -> int:
     print(f"acceptance (CPU): ours at least as fast as sigpy: {'yes' if ok_fast else 'NO'}; "
           f"within 3x of the FFT floor: {'yes' if ok_floor else 'NO'}")
     return 0 if ok_fast and ok_floor else 1
+
+
+RUNNER = """
+import json, resource, sys, time
+import torch
+torch.set_num_threads(int(sys.argv[3]))
+from mriqa.cli import main
+start = time.perf_counter()
+code = main(json.loads(sys.argv[1]))
+with open(sys.argv[2], "w") as fh:
+    json.dump({"code": code, "seconds": time.perf_counter() - start,
+               "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}, fh)
+"""
+LIMIT_MB = 24 * 1024
+
+
+def fastmri_size(args) -> int:
+    """The ``--fastmri-size`` benchmark (module docstring): prints two markdown tables."""
+    import json
+    import subprocess
+    import tempfile
+
+    import numpy as np
+    import sigpy.mri
+    import torch
+
+    from recon.calibration import calibrate_maps
+    from recon.cg import cg_solve
+    from recon.io.fastmri_h5 import write_fastmri_h5
+    from recon.masks import make_mask
+    from recon.modl import load_modl, modl_reconstruct
+    from recon.physics import SenseOperator
+    from recon.simulate import fastmri_size_volume
+
+    torch.set_num_threads(args.threads)
+    kspace, rss = fastmri_size_volume(slices=args.slices)
+    _, coils, h, w = kspace.shape
+    print(f"fastMRI-size benchmark: {args.slices} slices x {coils} coils x {h} x {w}, R = 4 equispaced (centre "
+          f"0.08), {args.threads} thread(s); torch {torch.__version__}, sigpy {sigpy.__version__}")
+    failed = False
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = write_fastmri_h5(Path(tmp) / "knee-size.h5", kspace, reconstruction_rss=rss)
+        env = dict(os.environ, MRIQA_CACHE="off")
+        print()
+        print("| `mriqa recon --method` | exit | wall s (all slices) | s / slice | peak MB |")
+        print("|---|---:|---:|---:|---:|")
+        for method in ("zf", "sense", "l1", "modl"):
+            report = Path(tmp) / f"{method}.json"
+            argv = ["recon", str(raw), "--method", method, "--accel", "4", "--mask", "equispaced",
+                    "--center-fraction", "0.08", "--out", str(Path(tmp) / f"{method}.h5")]
+            proc = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(argv), str(report), str(args.threads)],
+                                  env=env, cwd=REPO, capture_output=True, text=True)
+            got = json.loads(report.read_text()) if report.is_file() else {"code": proc.returncode,
+                                                                            "seconds": float("nan"),
+                                                                            "peak_mb": float("nan")}
+            failed |= got["code"] != 0 or not got["peak_mb"] <= LIMIT_MB
+            print(f"| {method} | {got['code']} | {got['seconds']:.1f} | {got['seconds'] / args.slices:.1f} | "
+                  f"{got['peak_mb']:.0f} |")
+            if got["code"] != 0:
+                print(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "(no output)")
+    mask = make_mask("equispaced", (h, w), 4, center_fraction=0.08, seed=0)
+    y = kspace[:1] * mask.mask.numpy()
+    t0 = time.perf_counter()
+    maps, info = calibrate_maps(y, mask, cache_dir=False)
+    t_maps = time.perf_counter() - t0
+    y_t, maps_t = torch.from_numpy(y), torch.from_numpy(maps)
+    mask_t = mask.mask.reshape(1, 1, 1, w)
+    w_np = mask.mask.numpy().reshape(w)
+    n, lam = args.iters, args.lam
+
+    def ours():
+        with torch.no_grad():
+            op = SenseOperator(maps_t, mask_t)
+            return cg_solve(op.normal, op.adjoint(y_t), lam, max_iter=n, tol=0.0)
+
+    def theirs():
+        return sigpy.mri.app.SenseRecon(y[0], maps[0], lamda=lam, weights=w_np, max_iter=n, show_pbar=False).run()
+
+    model = load_modl("modl")
+    peers = {"ours (torch CG-SENSE)": ours, "sigpy SenseRecon": theirs,
+             "MoDL forward (K = 10)": lambda: modl_reconstruct(model, y, mask, sens_maps=maps)}
+    for fn in peers.values():  # warm-up
+        fn()
+    times = {name: [] for name in peers}
+    names = list(peers)
+    for r in range(args.rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t0 = time.perf_counter()
+            peers[name]()
+            times[name].append(time.perf_counter() - t0)
+    med = {name: float(np.median(v)) for name, v in times.items()}
+    print()
+    print(f"per slice, same maps (calibrate_maps: {info.short()}, {t_maps:.1f} s), {n} CG iterations, lam = {lam}, "
+          f"median of {args.rounds} alternating rounds")
+    print()
+    print("| per slice | median s | sigpy / this |")
+    print("|---|---:|---:|")
+    for name in names:
+        print(f"| {name} | {med[name]:.2f} | {med['sigpy SenseRecon'] / med[name]:.2f}x |")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -60,20 +60,29 @@ def parse_args(argv=None):
     p.add_argument("--out-dir", default=str(REPO / "docs/recon"))
     p.add_argument("--smallfov", default=str(REPO.parent / "shared/data/mri/kspace/smallfov-brain8ch/smallfov"))
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--maps", choices=["calibration", "pipeline"], default="calibration",
+                   help="calibration: one set of maps from the central 24 x 24 of the fully sampled k-space for "
+                   "every method, fastMRI's centre 0.32 / R; pipeline: every method as mriqa recon runs it "
+                   "(recon.pipeline.run_method: calibrate_maps on the undersampled data + the collapse guard), "
+                   "centre recon.masks.center_fraction_for(R, W)")
     return p.parse_args(argv)
 
 
-def run_methods(model, kspace, mask, maps):
+def run_methods(model, kspace, mask, maps, weights: str | None = None):
     """``({method: magnitude [S, H, W]}, {method: seconds per slice})`` for fully sampled ``kspace`` under
-    ``mask``, every method with the same coil ``maps``."""
+    ``mask``, every method with the same coil ``maps``; ``maps=None``: every method through
+    ``recon.pipeline.run_method`` (its own calibration and the collapse guard; MoDL weights ``weights``)."""
     from recon import baselines
     from recon.modl import modl_reconstruct
+    from recon.pipeline import run_method
 
     masked = kspace * mask.numpy()
     out, secs = {}, {}
     for method in METHODS:
         t0 = time.perf_counter()
-        if method == "zf":
+        if maps is None:
+            out[method] = run_method(method, masked, mask, weights=weights).image
+        elif method == "zf":
             out[method] = baselines.zero_filled(masked, mask)
         elif method == "sense":
             out[method] = baselines.cg_sense(masked, mask, maps)
@@ -165,7 +174,7 @@ def smallfov_figure(model, base: str, out: Path) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    from recon.masks import make_mask
+    from recon.masks import center_fraction_for, make_mask
     from recon.metrics import evaluate_volume, support_metrics
     from recon.modl import load_modl, weights_metadata
     from recon.transforms import mask_seed
@@ -191,8 +200,11 @@ def main(argv=None) -> int:
         support = coil_support(maps)  # where the ESPIRiT maps are non-zero (crop 0.95)
         for r in args.accels:
             for kind in args.masks:
-                mask = make_mask(kind, kspace.shape[-2:], r, seed=mask_seed(args.seed, path.name)).mask
-                recons, secs = run_methods(model, kspace, mask, maps)
+                centre = center_fraction_for(r, kspace.shape[-1]) if args.maps == "pipeline" else None
+                mask = make_mask(kind, kspace.shape[-2:], r, center_fraction=centre,
+                                 seed=mask_seed(args.seed, path.name)).mask
+                recons, secs = run_methods(model, kspace, mask, maps if args.maps == "calibration" else None,
+                                           args.weights)
                 for method, img in recons.items():
                     scores = evaluate_volume(target, img, maxval)
                     scores.update(support_metrics(target, img, support, maxval))
@@ -201,15 +213,16 @@ def main(argv=None) -> int:
                 if not fig_done and r == args.figure_accel and kind == args.figure_mask:
                     mid = len(slices) // 2
                     figure(out_dir / "modl_eval.png", target[mid], {m: v[mid] for m, v in recons.items()},
-                           f"{path.stem} slice {slices[mid]}, R = {r:g} ({kind} mask, fastMRI centre fraction), "
-                           f"8 coils, 128x128; held-out volume")
+                           f"{path.stem} slice {slices[mid]}, R = {r:g} ({kind} mask), {kspace.shape[1]} coils, "
+                           f"{kspace.shape[-2]}x{kspace.shape[-1]}; held-out volume; maps: {args.maps}")
                     fig_done = True
                 msg = " ".join(f"{m}={evaluate_volume(target, recons[m], maxval)['PSNR']:.2f}" for m in METHODS)
                 print(f"  {path.name} R={r:g} {kind}: PSNR {msg}", file=sys.stderr, flush=True)
 
     lines = [f"Held-out simulated volumes: {len(files)} ({', '.join(p.stem for p in files)}), {n_slices} slices "
              f"in all; mean over volumes of the per-volume metric (fastMRI conventions). MoDL weights: "
-             f"`{args.weights}` ({meta.get('extra', {}).get('name', '?')}, K = {model.num_unrolls}).", "",
+             f"`{args.weights}` ({meta.get('extra', {}).get('name', '?')}, K = {model.num_unrolls}). Coil maps: "
+             f"{args.maps} (`python scripts/eval_recon.py --maps {args.maps}`).", "",
              "| R | mask | method | PSNR (dB) | SSIM | NMSE | PSNR in support (dB) | NMSE in support |",
              "|---|---|---|---|---|---|---|---|"]
     for r in args.accels:
@@ -224,7 +237,7 @@ def main(argv=None) -> int:
               "fully sampled k-space, which holds a noise floor outside the head). In support: only the pixels "
               "where the ESPIRiT maps (crop 0.95) are non-zero; CG-SENSE and L1-wavelet return 0 outside it, "
               "MoDL estimates it (``fill_background``)."]
-    lines += ["", "Seconds per slice (CPU, 1 thread): " + ", ".join(
+    lines += ["", f"Seconds per slice (CPU, {args.threads} thread(s)): " + ", ".join(
         f"{LABELS[m]} {np.mean(times[m]):.3f}" for m in METHODS)]
     table = "\n".join(lines)
     print(table)

@@ -148,8 +148,7 @@ def build(split: str, method: str, args, predictor, log=print) -> Path:
                 seed, sampled = undersample_at(k_in, kind, r, mask_seed(args.seed, "r-estimation", split,
                                                                         path.name, kind, r), source=path)
                 m = sampled.mask
-                img = reconstruct(method, sampled.kspace, m, sens_maps=maps, weights=args.modl_weights,
-                                  batch_size=8)
+                img = reconstruct(method, sampled.kspace, m, sens_maps=maps, weights=args.modl_weights)
                 n = len(slices)
                 rows["apod_sigma"] += [sigma] * n
                 rows["snr"] += [snr] * n
