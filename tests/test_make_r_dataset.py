@@ -78,3 +78,25 @@ def test_script_help_runs():
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "make_r_dataset.py"), "--help"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "--augment" in out.stdout
+
+
+def test_script_builds_a_split_end_to_end(tmp_path, phantom_kspace):
+    """The script's own path, not only its helpers: one volume, two R, one mask kind, CG-SENSE (through
+    ``recon.pipeline.reconstruct``, i.e. calibration and the collapse guard), then its scores."""
+    import h5py
+
+    from recon.io.fastmri_h5 import write_fastmri_h5
+
+    kspace, rss = phantom_kspace(slices=2, size=64, coils=4)
+    folder = tmp_path / "sim" / "multicoil_test"
+    folder.mkdir(parents=True)
+    write_fastmri_h5(folder / "phantom.h5", kspace, reconstruction_rss=rss, attrs={"noise_std": np.zeros(2)})
+    out = tmp_path / "r"
+    run = subprocess.run([sys.executable, str(REPO / "scripts" / "make_r_dataset.py"), "--data", str(tmp_path / "sim"),
+                          "--out", str(out), "--splits", "test", "--methods", "sense", "--accels", "2", "4",
+                          "--masks", "equispaced", "--slices", "1", "1", "2"], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    with h5py.File(out / "test" / "sense.h5") as hf:
+        assert hf["images"].shape == (4, 64, 64) and list(hf["accel"][()]) == [2, 2, 4, 4]
+        assert np.all((hf["qf_foreground"][()] >= 0) & (hf["qf_foreground"][()] <= 1))
