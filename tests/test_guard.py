@@ -19,6 +19,7 @@ from recon.guard import (
     data_residual,
     guarded,
     mask_matching_data,
+    noise_fraction,
     sense_image,
 )
 from recon.masks import default_center_fraction, make_mask
@@ -47,7 +48,8 @@ def test_good_reconstruction_passes(brain):
     for report in (complex_report, magnitude_report):
         assert report.ok and not report.reasons
         assert report.coverage > 0.95 and report.residual < 0.1 and report.acs_disagreement < 0.2
-    assert data_residual(image, k, mask.mask, maps)[0] == pytest.approx(complex_report.residual)
+    raw, noise = data_residual(image, k, mask.mask, maps)[0], noise_fraction(k, mask)[0]
+    assert 0 < noise < raw and complex_report.residual == pytest.approx(np.sqrt(raw**2 - noise**2), rel=1e-5)
     # the true RSS itself sits well inside the centre check (low-passing a magnitude is not the RSS of
     # low-passed coil images, so it is not 0)
     assert acs_disagreement(rss, k, mask)[0] < MAX_ACS_DISAGREEMENT / 2
@@ -154,3 +156,23 @@ def test_pipeline_names_the_slice_that_fails(brain):
     with pytest.raises(InputError, match=r"^brain\.h5: sense: slice 1: .*collapse guard") as err:
         run_method("sense", two, mask, sens_maps=given, source="brain.h5", cache_dir=False)
     assert "\n" not in str(err.value)
+
+
+def test_noisy_scan_passes_and_wrong_maps_still_fail(brain):
+    """A low-SNR scan leaves a data residual that is mostly its noise: the guard subtracts the noise estimated
+    from the outer k-space, so good maps pass where the raw residual is over the limit, and wrong maps (the
+    slice transposed) still fail."""
+    from recon.guard import MAX_RESIDUAL
+
+    full, _, mask, _, _ = brain
+    rng = np.random.default_rng(1)
+    sigma = 0.5 * float(np.sqrt(np.mean(np.abs(full) ** 2)))
+    noisy = full + (sigma / np.sqrt(2) * (rng.standard_normal(full.shape) + 1j * rng.standard_normal(full.shape)))
+    k = (noisy * mask.mask.numpy()).astype(np.complex64)
+    maps, _ = calibrate_maps(k, mask, cache_dir=False)
+    image = sense_image(k, mask.mask, maps, max_iter=30)
+    assert data_residual(image, k, mask.mask, maps)[0] > MAX_RESIDUAL  # the raw residual alone would reject it
+    assert noise_fraction(k, mask)[0] > 0.9 * data_residual(image, k, mask.mask, maps)[0]
+    assert check_reconstruction(image, k, mask, maps).ok
+    wrong = np.ascontiguousarray(maps.transpose(0, 1, 3, 2))
+    assert not check_reconstruction(sense_image(k, mask.mask, wrong), k, mask, wrong).ok
