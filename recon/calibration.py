@@ -116,11 +116,13 @@ def kernel_for(calib: tuple[int, int]) -> tuple[int, int]:
     Measured on the real 16-coil brain (``scripts/real_kspace_check.py``, R = 6, both orientations): with a
     kernel of about half the ACS width (sigpy's habit) the leading eigenvalue drops below the 0.95 crop over
     much of the head (coverage 0.1-0.8, CG-SENSE below zero-filled); ``acs / 3`` keeps coverage at 1.0 from 6
-    lines up. Readout: ``min(6, 2 x phase-encode kernel, rows - 1)`` (4 x 2 beats 6 x 2 by 1-2 dB at 6 lines).
+    lines up. Readout: ``min(6, 2 x phase-encode kernel, round(rows / 3), rows - 1)`` (4 x 2 beats 6 x 2 by 1-2 dB
+    at 6 lines; the rows / 3 term matters only for the small blocks of 2-D masks: on an 8 x 8 Poisson block
+    a 6 x 3 kernel left no map at all on the real brain, 3 x 3 works).
     """
     rows, acs = calib
     pe = int(min(KERNEL_MAX, max(2, round(acs / 3)), acs))
-    ro = int(max(1, min(KERNEL_MAX, 2 * pe, rows - 1)))
+    ro = int(max(1, min(KERNEL_MAX, 2 * pe, max(2, round(rows / 3)), rows - 1)))
     return ro, pe
 
 
@@ -287,10 +289,14 @@ def calibrate_maps(kspace, mask, *, num_maps: int = 1, source: str | os.PathLike
         return maps, CalibrationInfo("single-coil", calib, None, acs, num_maps, 0.0, 0, (), tuple(warnings))
     if not 1 <= num_maps <= num_coils:
         raise InputError(source, f"num_maps = {num_maps} must be between 1 and the number of coils ({num_coils})")
-    if acs < MIN_CALIB_LINES or calib[0] < 2:
+    if acs < MIN_CALIB_LINES:
         raise InputError(source, f"only {acs} fully sampled centre lines (ACS) hold data: coil maps need at least "
                                  f"{MIN_CALIB_LINES} ({MIN_ESPIRIT_LINES} without refinement); give coil maps or "
                                  f"sample a wider centre")
+    if calib[0] < 2:
+        raise InputError(source, f"the fully sampled centre block is only {calib[0]} x {acs} samples (readout x "
+                                 f"phase encode): coil maps need at least 2 x {MIN_CALIB_LINES}; give coil maps or "
+                                 f"sample a larger centre")
     energy = np.sum(np.abs(k[:, :, rows, cols]) ** 2, axis=(0, 2, 3))  # > 0: the region holds data
     dead = tuple(int(c) for c in np.flatnonzero(energy < DEAD_COIL_FRACTION * energy.max()))
     if dead:

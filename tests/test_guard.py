@@ -176,3 +176,17 @@ def test_noisy_scan_passes_and_wrong_maps_still_fail(brain):
     assert check_reconstruction(image, k, mask, maps).ok
     wrong = np.ascontiguousarray(maps.transpose(0, 1, 3, 2))
     assert not check_reconstruction(sense_image(k, mask.mask, wrong), k, mask, wrong).ok
+
+
+def test_poisson_mask_small_centre_block_passes(brain):
+    """A 2-D Poisson mask's fully sampled block is small: the centre-image check is measured against
+    zero-filled's own figure on that mask, so a good CG-SENSE passes (it failed at 0.77 > 0.30 before)."""
+    from recon.guard import MAX_ACS_DISAGREEMENT
+
+    full, _, _, reference, _ = brain
+    mask = make_mask("poisson", (96, 96), 6, center_fraction=0.08, seed=0)  # an 8 x 8 fully sampled block
+    k = full * mask.mask.numpy()
+    image, report, _, _ = guarded(lambda kk, m, s: baselines.cg_sense(kk, m, s), k, mask)
+    zf = baselines.zero_filled(k, mask.mask)
+    assert report.ok and psnr(reference, image) > psnr(reference, zf)
+    assert acs_disagreement(zf, k, mask)[0] > 0 and MAX_ACS_DISAGREEMENT == 0.3
