@@ -185,17 +185,16 @@ def calibration_region(kspace: np.ndarray, mask, source=None,
     centre_row = points[ch] if points[ch].any() else points[max(ch - 1, 0)]
     a, b = _run(centre_row, cw)
     best = (0, slice(ch, ch), slice(cw, cw))
-    # symmetric shrinks of the centre run: line masks keep the whole run, 2-D masks trade width for height
-    for shrink in range(0, max((b - a) // 2, 1)):
-        c0, c1 = a + shrink, b - shrink
-        if c1 - c0 < 1:
-            break
-        r0, r1 = _run(points[:, c0:c1].all(1), ch)
-        area = (r1 - r0) * (c1 - c0)
-        if area > best[0]:
-            best = (area, slice(r0, r1), slice(c0, c1))
-        if r1 - r0 == height:
-            break  # full readout already: shrinking the width only loses area
+    # every column interval inside the centre run, widest first: line masks keep the whole run (full readout at
+    # once); 2-D masks trade width for height, and their fully sampled block need not sit symmetric in the run
+    for width_ in range(b - a, 0, -1):
+        if width_ * height <= best[0]:
+            break  # no narrower interval can beat the best area
+        for c0 in range(a, b - width_ + 1):
+            r0, r1 = _run(points[:, c0:c0 + width_].all(1), ch)
+            area = (r1 - r0) * width_
+            if area > best[0]:
+                best = (area, slice(r0, r1), slice(c0, c0 + width_))
     _, rows, cols = best
     if max_rows is not None and rows.stop - rows.start > max_rows:
         start = min(max(height // 2 - max_rows // 2, rows.start), rows.stop - max_rows)

@@ -211,3 +211,17 @@ def test_real_dead_coil(shared_data):
     assert not np.any(maps[:, 0])
     rss = rss_of(full)
     assert psnr(rss, baselines.cg_sense(k, mask.mask, maps)) > psnr(rss, baselines.zero_filled(k, mask.mask)) + 1
+
+
+def test_region_finds_an_off_centre_block_inside_a_wider_run():
+    """A 2-D mask whose fully sampled 6 x 6 block sits asymmetric inside the centre row's run of sampled points
+    (random points beside it): the region is the block, not a 1-row strip of the run."""
+    from recon.calibration import calibration_region
+
+    h = w = 32
+    mask = np.zeros((1, h, w), np.float32)
+    mask[0, 13:19, 13:19] = 1  # the block: rows 13-18, columns 13-18
+    mask[0, 16, 19:23] = 1  # the centre row continues to the right
+    k = np.ones((1, 2, h, w), np.complex64) * mask
+    rows, cols, acs, _ = calibration_region(k, torch.from_numpy(mask))
+    assert (rows.start, rows.stop, cols.start, cols.stop, acs) == (13, 19, 13, 19, 6)
