@@ -25,6 +25,7 @@ COMMANDS = [
     "train_qairn",
     "train_ar",
     "train_r",
+    "train_rq",
     "reader_study",
 ]
 

@@ -1,4 +1,5 @@
-"""Metric interfaces of the QF predictor: a pyiqa-style object and a ``torchmetrics.Metric``.
+"""Metric interfaces of the QF predictor (and of the reconstruction-quality model): a pyiqa-style object and a
+``torchmetrics.Metric``.
 
 - :class:`QFMetric` follows pyiqa's inference-model conventions: ``metric = QFMetric("rgb")``,
   ``metric(img_batch) -> Tensor[B]`` with ``lower_better = False``, ``score_range = (0, 1)``,
@@ -11,6 +12,12 @@
 Both accept the inputs of :class:`mriqa.predictor.QFPredictor` (a batch ``[B, C, H, W]``/``[B, H, W]`` as numpy
 or torch; pyiqa's usual input is RGB float ``[B, 3, H, W]`` in [0, 1]) and its ``kind`` rule: ``None`` = auto,
 ``"mri"`` for magnitude images (reconstruction outputs on the fastMRI scale want ``kind="mri"``).
+
+``model="recon"`` (or an RQNet weights file or module) scores with the reconstruction-quality model
+(:mod:`mriqa.models.reconq`): the predicted SSIM of a reconstruction against the unseen fully sampled
+reference, in [0, 1], higher is better (``lower_better = False``); gray magnitudes ``[B, 1, H, W]`` /
+``[B, H, W]`` of any scale, real or complex (``kind`` is ignored: its normalisation is scale-free); the metric
+is then named ``"recon"``.
 """
 from __future__ import annotations
 
@@ -43,10 +50,12 @@ def _as_batch(img) -> Any:
 
 
 class QFMetric(torch.nn.Module):
-    """pyiqa-style no-reference metric: predicted JPEG quality factor / 100, higher is better.
+    """pyiqa-style no-reference metric: predicted JPEG quality factor / 100 (or, for ``model="recon"``, the
+    predicted SSIM of a reconstruction), higher is better.
 
     Args:
-        model: ``"gray"``, ``"rgb"``, a weights path, a QFNet module or a :class:`QFPredictor`.
+        model: ``"gray"``, ``"rgb"``, ``"recon"``, a weights path, a QFNet / RQNet module or a
+            :class:`QFPredictor`.
         pool: ``"mean"``, ``"center"`` or ``"foreground"`` (:mod:`mriqa.pooling`).
         kind: ``None`` (auto), ``"photo"`` or ``"mri"``; see :mod:`mriqa.predictor`.
         device: ``None`` = CUDA when available, else CPU.
@@ -75,11 +84,11 @@ class QFMetric(torch.nn.Module):
         predictor = _predictor(model, device, batch_size)
         # a plain attribute, not a registered sub-module: the metric carries no trainable state
         object.__setattr__(self, "predictor", predictor)
-        self.metric_name = f"qf-{predictor.name}" if predictor.name in ("gray", "rgb") else "qf"
+        self.metric_name = _metric_name(predictor)
 
     @property
     def net(self) -> torch.nn.Module:
-        """The QF network."""
+        """The QF (or reconstruction-quality) network."""
         return self.predictor.model
 
     def forward(self, img_batch, **kwargs) -> torch.Tensor:
@@ -103,6 +112,13 @@ class QFMetric(torch.nn.Module):
         return f"model={self.predictor.name!r}, pool={self.pool!r}, kind={self.kind!r}"
 
 
+def _metric_name(predictor: QFPredictor) -> str:
+    """``"qf-gray"`` / ``"qf-rgb"`` / ``"qf"`` (another QF model) / ``"recon"`` (a reconstruction-quality model)."""
+    if predictor.uses_magnitude:
+        return "recon"
+    return f"qf-{predictor.name}" if predictor.name in ("gray", "rgb") else "qf"
+
+
 def _record_kind(record) -> str | None:
     kind = getattr(record, "kind", None)
     return kind if kind in ("photo", "mri") else None
@@ -123,7 +139,8 @@ def _make_qfscore_class():
     torchmetrics = _torchmetrics()
 
     class QFScore(torchmetrics.Metric):
-        """Mean QF score of all images seen (a ``torchmetrics.Metric``; higher is better, range [0, 1]).
+        """Mean QF score of all images seen (a ``torchmetrics.Metric``; higher is better, range [0, 1]); with
+        ``model="recon"``, the mean predicted SSIM of the reconstruction-quality model.
 
         ``update(preds)``: ``preds`` ``[B, 1, H, W]``, ``[B, 3, H, W]`` or ``[B, H, W]`` (torch or numpy;
         no gradients are kept). ``compute()`` -> float32 scalar tensor, the mean over all images since the last

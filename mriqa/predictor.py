@@ -1,9 +1,14 @@
-"""The QF predictor: score images without a reference.
+"""The QF predictor and the reconstruction-quality predictor: score images without a reference.
 
 >>> import mriqa
->>> qf = mriqa.load_predictor("gray")              # or "rgb", or a path to a .safetensors file
->>> qf.qf_map(image)                                # [h, w] QF map (QF / 100, in [0, 1])
+>>> qf = mriqa.load_predictor("gray")              # or "rgb", "recon", or a path to a .safetensors file
+>>> qf.qf_map(image)                                # [h, w] quality map (QF / 100, in [0, 1])
 >>> qf.score(image, pool="foreground")              # one float in [0, 1]
+
+``"gray"`` / ``"rgb"``: QF predictors (JPEG quality factor / 100); ``"recon"``: the reconstruction-quality model
+(:mod:`mriqa.models.reconq`: predicted local SSIM against the unseen fully sampled reference, a
+``ceil(H / 8) x ceil(W / 8)`` map whose mean is the ``mean``-pooled score). A weights path is loaded by its
+metadata's ``arch`` (:func:`mriqa.weights_io.load_scoring_model`). Higher is better for all.
 
 Inputs (numpy or torch):
 
@@ -33,8 +38,14 @@ training, **image by image** (slice by slice for a volume), with ``kind``:
 
 Then the channels are matched to the model (:func:`mriqa.normalize.as_model_input`: BT.601 luma for the gray
 model, repetition for the RGB model). NaN/Inf values, an image smaller than the network's minimum input
-(its receptive field, 28 x 28 px for the default QFNet) or an unsupported shape raise
+(its receptive field, 28 x 28 px for the default QFNet; 32 x 32 px for RQNet) or an unsupported shape raise
 :class:`recon.errors.InputError` with the sizes in the message.
+
+The reconstruction-quality model (its network has ``input_normalization = "magnitude"``) takes instead the
+magnitude (complex -> ``abs``) of each image divided by its own 99.5th percentile and clipped to [0, 2], not
+quantised (:func:`mriqa.models.reconq.normalize_magnitude`, as in its training; scale-free, so ``kind`` is
+ignored). Gray magnitudes only: a colour image ``[H, W, 3|4]`` is an InputError (alpha of ``[H, W, 2]``
+dropped), and so is an all-zero image.
 
 Outputs: the map is ``[h, w]`` for one image and ``[N, h, w]`` for a batch, numpy ``float32`` for numpy input
 and a torch ``float32`` tensor on the input's device for torch input; scores are a Python ``float`` for one
@@ -42,7 +53,8 @@ image, ``[N]`` (numpy float64 / torch float32) for a batch. Map geometry and poo
 Computation runs without gradients, ``batch_size`` images at a time (fewer when they would exceed
 ``tile`` x ``tile`` pixels together), on ``device`` (``None``: CUDA when available, else CPU). An image larger
 than ``tile`` pixels on a side is run tile by tile (:func:`mriqa.tiling.valid_tiled_map`: the same map as the
-whole image, in bounded memory).
+whole image, in bounded memory). A network that is not padding-free (RQNet, whose global branch sees the
+whole image) always runs each image whole.
 """
 from __future__ import annotations
 
@@ -60,7 +72,7 @@ from mriqa.tiling import QF_TILE, valid_tiled_map
 from recon.errors import InputError
 
 #: names of the shipped models -> files in ``mriqa/weights/``.
-SHIPPED = {"gray": "qf-gray.safetensors", "rgb": "qf-rgb.safetensors"}
+SHIPPED = {"gray": "qf-gray.safetensors", "rgb": "qf-rgb.safetensors", "recon": "rq-recon.safetensors"}
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_BATCH_SIZE = 16
 _UNIT_TOL = 0.002  # the tolerance of mriqa.normalize for float photos slightly outside [0, 1]
@@ -107,19 +119,22 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def shipped_weights(name: str) -> Path:
-    """Path of a shipped model's weights (``"gray"`` or ``"rgb"``); it may not exist in a source checkout."""
+    """Path of a shipped model's weights (``"gray"``, ``"rgb"`` or ``"recon"``); it may not exist in a source
+    checkout."""
     return WEIGHTS_DIR / SHIPPED[name]
 
 
 def resolve_weights(model: str | os.PathLike) -> tuple[Path, str]:
-    """``"gray"`` / ``"rgb"`` / a path -> ``(weights path, display name)``; a clear InputError otherwise."""
+    """``"gray"`` / ``"rgb"`` / ``"recon"`` / a path -> ``(weights path, display name)``; a clear InputError
+    otherwise."""
     text = os.fspath(model)
     if text in SHIPPED:
         path = shipped_weights(text)
         if not path.is_file():
+            what, trainer = ("reconstruction-quality", "train-rq") if text == "recon" else ("QF", "train-qf")
             raise InputError(
                 path,
-                f"the shipped {text!r} QF model is not installed (train it with `mriqa train-qf` "
+                f"the shipped {text!r} {what} model is not installed (train it with `mriqa {trainer}` "
                 "or pass --model PATH to a .safetensors file)",
             )
         return path, text
@@ -128,7 +143,8 @@ def resolve_weights(model: str | os.PathLike) -> tuple[Path, str]:
         return path, text
     raise InputError(
         None,
-        f"unknown QF model {text!r}: expected 'gray', 'rgb' or the path of a .safetensors weights file",
+        f"unknown model {text!r}: expected 'gray', 'rgb' (QF predictors), 'recon' (reconstruction quality) "
+        "or the path of a .safetensors weights file",
     )
 
 
@@ -138,17 +154,19 @@ def load_predictor(
     batch_size: int = DEFAULT_BATCH_SIZE,
     tile: int = QF_TILE,
 ) -> "QFPredictor":
-    """Load a QF predictor: ``"gray"`` (MRI / grayscale model), ``"rgb"`` (photos) or a weights path.
+    """Load a predictor: ``"gray"`` (MRI / grayscale QF model), ``"rgb"`` (QF model for photos), ``"recon"`` (the
+    reconstruction-quality model, :mod:`mriqa.models.reconq`) or a weights path (a QFNet or an RQNet, by the
+    metadata's ``arch``).
 
     ``device``: ``None`` = CUDA when available, else CPU. ``batch_size``: images per forward pass. ``tile``:
     the largest input side run in one piece (:mod:`mriqa.tiling`).
     A missing or unreadable file or an unknown name raises :class:`recon.errors.InputError`.
     """
-    from mriqa.weights_io import load_qfnet
+    from mriqa.weights_io import load_scoring_model
 
     path, name = resolve_weights(model)
     resolve_device(device)  # a bad device fails before the weights are read
-    net, metadata = load_qfnet(path)
+    net, metadata = load_scoring_model(path)
     return QFPredictor(net, metadata=metadata, name=name, device=device, batch_size=batch_size, tile=tile)
 
 
@@ -156,8 +174,9 @@ def load_predictor(
 class Prediction:
     """Everything :meth:`QFPredictor.evaluate` computes for a batch of ``N`` images, as numpy.
 
-    maps: float32 ``[N, h, w]`` QF maps; scores: float64 ``[N]`` pooled scores; images: float32
-    ``[N, H, W, C]`` the model inputs in [0, 1] (C = the model's channels); geometry: where the cells lie
+    maps: float32 ``[N, h, w]`` QF (or quality) maps; scores: float64 ``[N]`` pooled scores; images: float32
+    ``[N, H, W, C]`` the model inputs (C = the model's channels; in [0, 1], in [0, 2] for the
+    reconstruction-quality model); geometry: where the cells lie
     (:class:`mriqa.pooling.MapGeometry`); pool: the pooling asked for; fallback: bool ``[N]``, True where
     ``foreground`` found no foreground and used ``mean``.
     """
@@ -171,13 +190,16 @@ class Prediction:
 
 
 class QFPredictor:
-    """A QF network with its input handling, batching and pooling (see the module docstring).
+    """A QF network (or the reconstruction-quality network) with its input handling, batching and pooling (see
+    the module docstring).
 
     Args:
         model: a QFNet (or any module with ``in_channels``, ``receptive_field``, ``output_stride``,
-            ``min_input_size`` and ``forward([B, C, H, W] in [0, 1]) -> [B, 1, h, w]``); put in eval mode.
+            ``min_input_size`` and ``forward([B, C, H, W] in [0, 1]) -> [B, 1, h, w]``); put in eval mode. A
+            module with ``input_normalization = "magnitude"`` (RQNet) gets
+            :func:`mriqa.models.reconq.normalize_magnitude` inputs instead (module docstring).
         metadata: the weights' metadata (kept as ``.metadata``).
-        name: how the model is reported (``"gray"``, ``"rgb"`` or the path given).
+        name: how the model is reported (``"gray"``, ``"rgb"``, ``"recon"`` or the path given).
         device: ``None`` = CUDA when available, else CPU; the model is moved there.
         batch_size: images per forward pass.
         tile: input side (pixels) up to which an image runs in one piece; larger ones run tile by tile when
@@ -208,6 +230,8 @@ class QFPredictor:
         from mriqa.normalize import NORMALIZATION
 
         norm = self.metadata.get("normalization")
+        if self.uses_magnitude:
+            return  # mriqa.normalize is not this model's normalisation
         if isinstance(norm, dict) and norm.get("name") not in (None, NORMALIZATION["name"]):
             warnings.warn(
                 f"QF model {self.name}: trained with normalisation {norm.get('name')!r}, "
@@ -226,6 +250,17 @@ class QFPredictor:
     @property
     def in_channels(self) -> int:
         return int(self.model.in_channels)
+
+    @property
+    def uses_magnitude(self) -> bool:
+        """Whether the model takes :func:`mriqa.models.reconq.normalize_magnitude` inputs (the
+        reconstruction-quality model) rather than :mod:`mriqa.normalize`'s (the QF models)."""
+        return getattr(self.model, "input_normalization", None) == "magnitude"
+
+    @property
+    def is_qf(self) -> bool:
+        """Whether the score is a predicted JPEG quality factor / 100 (a QF model)."""
+        return not self.uses_magnitude
 
     @property
     def receptive_field(self) -> int:
@@ -280,17 +315,19 @@ class QFPredictor:
         return "photo"
 
     def prepare(self, img, kind: str | None = None, source: str | Sequence[str] | None = None) -> tuple[torch.Tensor, bool]:
-        """Raw input -> ``(model input float32 [N, C, H, W] in [0, 1] on the CPU, batched?)``.
+        """Raw input -> ``(model input float32 [N, C, H, W] on the CPU, batched?)``: in [0, 1] for a QF model,
+        :func:`mriqa.models.reconq.normalize_magnitude`'s [0, 2] for the reconstruction-quality model.
 
-        ``kind``: ``None`` (auto), ``"photo"`` or ``"mri"`` (see the module docstring). ``source``: a name for
-        error messages, or one name per image.
+        ``kind``: ``None`` (auto), ``"photo"`` or ``"mri"`` (see the module docstring; ignored by the
+        reconstruction-quality model). ``source``: a name for error messages, or one name per image.
         """
         from mriqa.normalize import KINDS, as_model_input
 
         if kind is not None and kind not in KINDS:
             raise InputError(None, f"kind must be None or one of {KINDS}, got {kind!r}")
         images, batched = self._split_batch(img)
-        if kind is None and images:
+        magnitude = self.uses_magnitude
+        if kind is None and images and not magnitude:
             # one decision for the whole input, so that a volume's dim end slices are windowed like the rest
             kind = "mri" if any(self._auto_kind(a) == "mri" for a in images) else "photo"
             if kind == "photo" and images[0].dtype.kind == "f":
@@ -312,14 +349,21 @@ class QFPredictor:
                 raise ValueError(f"{len(names)} sources for {len(images)} images")
         tensors = []
         for arr, name in zip(images, names):
+            if magnitude:
+                arr = _gray_magnitude(arr, name)
             height, width = arr.shape[:2]
             if min(height, width) < self.min_input_size:
+                size = f"{self.min_input_size}x{self.min_input_size}"
                 raise InputError(
                     name,
-                    f"image is {height}x{width} pixels, smaller than the QF model's minimum input "
-                    f"{self.min_input_size}x{self.min_input_size} (its receptive field is "
-                    f"{self.receptive_field} px)",
+                    f"image is {height}x{width} pixels, smaller than the recon model's minimum input {size}"
+                    if magnitude else
+                    f"image is {height}x{width} pixels, smaller than the QF model's minimum input {size} "
+                    f"(its receptive field is {self.receptive_field} px)",
                 )
+            if magnitude:
+                tensors.append(_magnitude_input(arr, name))
+                continue
             if kind == "mri" and arr.ndim == 3 and arr.shape[-1] == 1:
                 arr = arr[..., 0]
             tensors.append(as_model_input(arr, self.in_channels, kind=kind, source=name))
@@ -363,8 +407,9 @@ class QFPredictor:
 
     # ----------------------------------------------------------------------------------------------- public
     def qf_map(self, img, kind: str | None = None, source: str | Sequence[str] | None = None):
-        """QF map(s) of ``img``: ``[h, w]`` for one image, ``[N, h, w]`` for a batch, values QF / 100 in
-        [0, 1]. Numpy in -> numpy float32 out; torch in -> torch float32 on the input's device."""
+        """QF map(s) of ``img`` (the quality map of the reconstruction-quality model: predicted local SSIM):
+        ``[h, w]`` for one image, ``[N, h, w]`` for a batch, values QF / 100 in [0, 1]. Numpy in -> numpy
+        float32 out; torch in -> torch float32 on the input's device."""
         _, maps, batched = self._maps(img, kind, source)
         maps = maps if batched else maps[0]
         if isinstance(img, torch.Tensor):
@@ -400,8 +445,9 @@ class QFPredictor:
         source: str | Sequence[str] | None = None,
         **pool_options,
     ):
-        """Pooled QF score(s) in [0, 1] (QF / 100): a ``float`` for one image, ``[N]`` for a batch (numpy
-        float64 for numpy input, torch float32 on the input's device for torch input).
+        """Pooled QF score(s) in [0, 1] (QF / 100; the predicted SSIM for the reconstruction-quality model,
+        whose ``mean`` pooling is :meth:`mriqa.models.reconq.RQNet.score`): a ``float`` for one image, ``[N]``
+        for a batch (numpy float64 for numpy input, torch float32 on the input's device for torch input).
 
         ``pool``: ``"mean"``, ``"center"`` or ``"foreground"`` (:mod:`mriqa.pooling`); for ``foreground``, an
         image without foreground is scored with ``mean`` and a :class:`mriqa.pooling.PoolingFallbackWarning`
@@ -420,3 +466,31 @@ class QFPredictor:
         if isinstance(img, torch.Tensor):
             return torch.as_tensor(pred.scores, dtype=torch.float32, device=img.device)
         return pred.scores
+
+
+# ------------------------------------------------------------------------------ the reconstruction-quality model
+def _gray_magnitude(arr: np.ndarray, name: str | None) -> np.ndarray:
+    """One image ``[H, W]`` / ``[H, W, 1|2]`` (real or complex) -> its magnitude ``[H, W]``; InputError for colour."""
+    if arr.ndim == 3:
+        if arr.shape[-1] in (3, 4):
+            raise InputError(name, f"the recon model scores gray MRI magnitudes, got a colour image "
+                                   f"{arr.shape[0]}x{arr.shape[1]}x{arr.shape[2]}")
+        arr = arr[..., 0]  # gray, or gray + alpha (alpha dropped)
+    return np.abs(arr) if np.iscomplexobj(arr) else arr
+
+
+def _magnitude_input(arr: np.ndarray, name: str | None) -> torch.Tensor:
+    """A gray magnitude ``[H, W]`` -> the reconstruction-quality model's input ``[1, 1, H, W]``
+    (:func:`mriqa.models.reconq.normalize_magnitude`); the caller's array is not modified."""
+    from mriqa.models.reconq import normalize_magnitude
+
+    if arr.dtype.kind not in "biuf":
+        raise InputError(name, f"unsupported pixel type {arr.dtype}")
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise InputError(name, "image contains NaN or Inf values")
+    mag = np.array(arr, dtype=np.float32)  # a copy
+    if not np.all(np.isfinite(mag)):
+        raise InputError(name, "image contains values too large for float32")
+    if not np.any(mag):
+        raise InputError(name, "image is all zero (nothing to score)")
+    return normalize_magnitude(torch.from_numpy(mag)[None, None])

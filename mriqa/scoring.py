@@ -2,15 +2,17 @@
 
 >>> from mriqa.scoring import score_files
 >>> records = score_files(["knee.h5", "photo.png"], pool="foreground")
->>> [r.to_json() for r in records]          # {"input", "slice", "qf", "pool", "model"} per 2-D image
+>>> [r.to_json() for r in records]          # {"input", "slice", "qf", "score", "pool", "model"} per 2-D image
 
 Every input is read with :func:`recon.io.images.read_images` (one record per 2-D image: per slice of a volume,
 per frame of a multi-frame DICOM, per image of a folder of photos; a 4-D NIfTI adds ``volume``) and scored by
 the QF predictor (:mod:`mriqa.predictor`), batched: consecutive images of one shape, dtype, kind and model
 form one forward batch of at most ``batch_size``; an image larger than the predictor's tile runs tile by tile.
 
-Model per image: ``model`` (``gray``, ``rgb`` or a weights path) or, when None, ``rgb`` for colour images
-(3 or 4 channels) and ``gray`` for everything single-channel. An all-zero MRI slice is skipped with a note; a
+Model per image: ``model`` (``gray``, ``rgb``, ``recon`` or a weights path) or, when None, ``rgb`` for colour
+images (3 or 4 channels) and ``gray`` for everything single-channel. Every record carries ``score``; a QF model's
+records also carry ``qf`` (the same value), the reconstruction-quality model's (``recon``, or an RQNet weights
+file) do not. An all-zero MRI slice is skipped with a note; a
 ``foreground`` pooling without foreground falls back to ``mean`` with a note (notes go to ``notes``).
 
 Failures are per input: an unreadable file, NaN, an image smaller than the model's minimum input or larger
@@ -42,11 +44,12 @@ _STEM_SUFFIXES = (".nii.gz", ".nii", ".h5", ".hdf5", ".npy", ".dcm", ".png", ".t
 
 @dataclass
 class ScoreRecord:
-    """The score of one 2-D image, or the failure of one input (``error`` set, ``qf`` None).
+    """The score of one 2-D image, or the failure of one input (``error`` set, ``qf`` and ``score`` None).
 
     input: the path given; slice: slice / frame index (None for single images); volume: the 4th index of a
-    4-D NIfTI (else None); qf: pooled QF / 100 in [0, 1]; pool: the pooling; model: ``gray`` / ``rgb`` / the
-    weights path used."""
+    4-D NIfTI (else None); qf: pooled QF / 100 in [0, 1] (QF models only, else None); pool: the pooling;
+    model: ``gray`` / ``rgb`` / ``recon`` / the weights path used; score: the pooled score in [0, 1] of any
+    model, higher is better (for a QF model the same value as ``qf``, which it defaults to)."""
 
     input: str
     slice: int | None = None
@@ -55,20 +58,27 @@ class ScoreRecord:
     model: str | None = None
     volume: int | None = None
     error: str | None = None
+    score: float | None = None
+
+    def __post_init__(self):
+        if self.score is None and self.qf is not None:
+            self.score = self.qf
 
     def error_message(self) -> str:
         """``FILE: problem`` of a failure."""
         return self.error if self.error.startswith(self.input) else f"{self.input}: {self.error}"
 
     def to_json(self) -> dict:
-        """``{"input", ["volume"], "slice", "qf", "pool", "model"}``; a failure: ``{"input", "slice", "pool",
-        "model", "error"}`` (``volume`` only for 4-D inputs)."""
+        """``{"input", ["volume"], "slice", ["qf"], "score", "pool", "model"}`` (``qf`` for QF models only); a
+        failure: ``{"input", "slice", "pool", "model", "error"}`` (``volume`` only for 4-D inputs)."""
         out: dict = {"input": self.input}
         if self.volume is not None:
             out["volume"] = self.volume
         out["slice"] = self.slice
         if self.error is None:
-            out["qf"] = self.qf
+            if self.qf is not None:
+                out["qf"] = self.qf
+            out["score"] = self.score
         out.update(pool=self.pool, model=self.model)
         if self.error is not None:
             out["error"] = self.error
@@ -128,7 +138,7 @@ def _map_stem(record) -> str:
     return name if record.slice is None else f"{name}_s{record.slice:03d}"
 
 
-def _write_map(staging: Path, record, pred, j: int, pool: str, model: str, used: set) -> Path:
+def _write_map(staging: Path, record, pred, j: int, pool: str, model: str, used: set, label: str = "QF") -> Path:
     from mriqa.overlay import save_overlay
 
     stem = _map_stem(record)
@@ -138,7 +148,7 @@ def _write_map(staging: Path, record, pred, j: int, pool: str, model: str, used:
         name = f"{stem}-{n}.png"
     used.add(name)
     save_overlay(staging / name, pred.images[j], pred.maps[j], pred.geometry,
-                 title=f"QF {pred.scores[j]:.3f} ({pool}, {os.path.basename(str(model))})")
+                 title=f"{label} {pred.scores[j]:.3f} ({pool}, {os.path.basename(str(model))})")
     return staging / name
 
 
@@ -169,9 +179,11 @@ def _score_input(path, predictor, model_of, pool, batch_size, h5_key, max_pixels
             for j, r in enumerate(chunk):
                 if pred.fallback[j]:
                     input_notes.append(f"{record_name(r)}: no foreground found, scored with mean pooling")
-                out.append(ScoreRecord(r.source, r.slice, round(float(pred.scores[j]), 6), pool, name, r.volume))
+                value = round(float(pred.scores[j]), 6)
+                out.append(ScoreRecord(r.source, r.slice, value if qf.is_qf else None, pool, name, r.volume,
+                                       score=value))
                 if on_map is not None:
-                    maps.append(on_map(r, pred, j, name))
+                    maps.append(on_map(r, pred, j, name, "QF" if qf.is_qf else "score"))
     notes += input_notes
     return out, maps
 
@@ -218,8 +230,8 @@ def score_files(paths: Sequence[str | os.PathLike], model: str | None = None, po
         Path(maps_dir).mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".mriqa-maps.", dir=maps_dir))
 
-    def on_map(record, pred, j, name):
-        return _write_map(staging, record, pred, j, pool, name, used)
+    def on_map(record, pred, j, name, label):
+        return _write_map(staging, record, pred, j, pool, name, used, label)
 
     records: list[ScoreRecord] = []
     try:

@@ -5,6 +5,8 @@ these are their training counterparts, computed on batches of real images on the
 
 - :func:`ssim`: mean SSIM (Wang et al. 2004) with an 11 x 11 Gaussian window (sigma 1.5), K1 = 0.01,
   K2 = 0.03, over the *valid* window positions only (no padding), averaged over channels, positions and batch.
+- :func:`ssim_map_uniform`: the SSIM map of :func:`recon.metrics.ssim` (scikit-image's defaults: 7 x 7 uniform
+  window, sample covariance), per image and position, so its mean over the valid positions is that SSIM.
 - :func:`psnr`: ``-10 log10(MSE / data_range^2)`` in dB, the MSE taken over every element of the batch
   (one number per batch, not a mean of per-image PSNRs), floored at ``eps`` so identical inputs stay finite.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["gaussian_window", "ssim", "psnr"]
+__all__ = ["gaussian_window", "ssim", "ssim_map_uniform", "psnr"]
 
 
 def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
@@ -45,6 +47,29 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, window_size:
     sab = filt(a * b) - mu_a * mu_b
     s = ((2 * mu_a * mu_b + c1) * (2 * sab + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (saa + sbb + c2))
     return s.mean()
+
+
+def ssim_map_uniform(a: torch.Tensor, b: torch.Tensor, data_range: torch.Tensor | float, win: int = 7,
+                     k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
+    """SSIM map ``[B, 1, H - win + 1, W - win + 1]`` of ``[B, 1, H, W]`` images with scikit-image's conventions
+    (``structural_similarity`` defaults: uniform ``win`` x ``win`` window, sample covariance, valid positions
+    only); ``data_range`` a float or ``[B]``. ``map.mean((1, 2, 3))`` equals :func:`recon.metrics.ssim` per
+    image."""
+    a, b = a.double(), b.double()
+    rng = torch.as_tensor(data_range, dtype=a.dtype, device=a.device).reshape(-1, 1, 1, 1)
+    c1, c2 = (k1 * rng) ** 2, (k2 * rng) ** 2
+
+    def filt(t):
+        return F.avg_pool2d(t, win, stride=1)
+
+    n = win * win
+    cov = n / (n - 1)
+    mu_a, mu_b = filt(a), filt(b)
+    saa = cov * (filt(a * a) - mu_a ** 2)
+    sbb = cov * (filt(b * b) - mu_b ** 2)
+    sab = cov * (filt(a * b) - mu_a * mu_b)
+    s = ((2 * mu_a * mu_b + c1) * (2 * sab + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (saa + sbb + c2))
+    return s.float()
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, eps: float = 1e-10) -> torch.Tensor:

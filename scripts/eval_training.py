@@ -72,15 +72,16 @@ def main(argv=None) -> str:
     files = sorted((Path(args.data) / args.split).glob("*.h5"))
     lines = [f"Held-out: {len(files)} volumes of {_rel(Path(args.data) / args.split)}, "
              f"{'all' if args.max_slices is None else args.max_slices} slices each, {args.mask} masks; "
-             f"QF = gray predictor, {args.qf_pool} pooling, x 100", "",
-             "| method | R | PSNR (dB) | SSIM | NMSE | PSNR in support | SSIM in support | QF | DC residual |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"QF = gray predictor, {args.qf_pool} pooling, x 100; recon = the reconstruction-quality score "
+             f"(--model recon), mean pooling, x 100", "",
+             "| method | R | PSNR (dB) | SSIM | NMSE | PSNR in support | SSIM in support | QF | recon | DC residual |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     avg_all = averages(rows)
     for (name, r), avg in avg_all.items():
         dc = "—" if avg["DC"] is None else f"{avg['DC']:.2e}"
         lines.append(f"| {name} | {r:g} | {avg['PSNR']:.2f} | {avg['SSIM']:.4f} | {avg['NMSE']:.4f} | "
-                     f"{avg['PSNR_in']:.2f} | {avg['SSIM_in']:.4f} | {avg['QF']:.1f} | {dc} |")
-    lines += ["", "Checks (issue 6):"] + (checks(avg_all) or ["- (no mode pair to compare)"])
+                     f"{avg['PSNR_in']:.2f} | {avg['SSIM_in']:.4f} | {avg['QF']:.1f} | {avg['RQ']:.1f} | {dc} |")
+    lines += ["", "Checks (issues 6 and 20):"] + (checks(avg_all) or ["- (no mode pair to compare)"])
     lines.append("")
     lines.append("weights: " + (", ".join(f"{m} = {_rel(p)}" for m, p in weights.items()) or "none"))
     lines.append("missing (not trained yet): " + (", ".join(missing) or "none"))

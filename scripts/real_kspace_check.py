@@ -16,31 +16,13 @@ Usage: ``python scripts/real_kspace_check.py [--data ../shared/data] [--orientat
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
-RELATIVE = Path("mri") / "kspace" / "sense-tutorial-brain16ch" / "raw_data.mat"
 ACCELERATIONS = (2, 3, 4, 6, 8, 10, 12)
 TARGET_DB = 1.0
-
-
-def load_sense_tutorial(path: str | os.PathLike) -> np.ndarray:
-    """The SENSE-tutorial k-space: h5py dataset ``raw`` ``(16, 1, 96, 96)`` compound real/imag -> complex64
-    ``[C, H, W]`` as stored (H = the file's first in-plane axis)."""
-    import h5py
-
-    from recon.errors import InputError
-
-    try:
-        with h5py.File(path, "r") as f:
-            raw = f["raw"][()]
-    except (OSError, KeyError) as exc:
-        raise InputError(path, f"cannot read dataset 'raw' ({exc})") from None
-    return (raw["real"] + 1j * raw["imag"])[:, 0].astype(np.complex64)
 
 
 def _methods(with_modl: bool) -> tuple[str, ...]:
@@ -52,11 +34,12 @@ def run(data_root: Path, orientations, with_modl: bool, seed: int = 0, masks=("r
     from recon.baselines import zero_filled
     from recon.errors import InputError
     from recon.fft import ifft2c_np
+    from recon.io.sense_tutorial import SENSE_TUTORIAL, read_sense_tutorial
     from recon.masks import center_fraction_for, make_mask
     from recon.metrics import object_mask, psnr, support_metrics
     from recon.pipeline import run_method
 
-    stored = load_sense_tutorial(data_root / RELATIVE)
+    stored = read_sense_tutorial(data_root / SENSE_TUTORIAL)
     methods = _methods(with_modl)
     rows = []
     for orientation in orientations:

@@ -171,8 +171,8 @@ def test_library_apis_return_typed_records(tmp_path, gray_model):
     notes: list[str] = []
     scores = score_files([good, bad], model=gray_model, pool="center", notes=notes)
     assert all(isinstance(r, ScoreRecord) for r in scores)
-    assert scores[0].to_json() == {"input": str(good), "slice": None, "qf": scores[0].qf, "pool": "center",
-                                   "model": gray_model}
+    assert scores[0].to_json() == {"input": str(good), "slice": None, "qf": scores[0].qf, "score": scores[0].qf,
+                                   "pool": "center", "model": gray_model}
     assert scores[1].error == "file not found" and scores[1].error_message() == f"{bad}: file not found"
     est = load_estimator("qf")
     assert isinstance(est, REstimator) and isinstance(load_estimator("learned"), REstimator)

@@ -22,19 +22,14 @@ from recon.fft import fft2c_np, ifft2c_np
 from recon.masks import default_center_fraction, make_mask
 from recon.metrics import psnr
 
-BRAIN16 = ("mri", "kspace", "sense-tutorial-brain16ch", "raw_data.mat")
-
-
 def load_brain16(shared_data, transposed: bool = False) -> np.ndarray:
-    """The real 16-coil k-space ``[1, 16, 96, 96]`` (h5py ``raw`` (16, 1, 96, 96), compound real/imag). As stored,
-    the masks select the file's last axis (MATLAB's first: the axis the tutorial itself undersamples);
-    ``transposed`` masks the other."""
-    import h5py
+    """The real 16-coil k-space ``[1, 16, 96, 96]`` (:mod:`recon.io.sense_tutorial`). As stored, the masks select
+    the file's last axis (MATLAB's first: the axis the tutorial itself undersamples); ``transposed`` masks the
+    other."""
+    from recon.io.sense_tutorial import SENSE_TUTORIAL, read_sense_tutorial, sense_tutorial_orientations
 
-    with h5py.File(shared_data.joinpath(*BRAIN16), "r") as f:
-        raw = f["raw"][()]
-    k = (raw["real"] + 1j * raw["imag"]).astype(np.complex64)[:, 0]
-    return np.ascontiguousarray(k.transpose(0, 2, 1) if transposed else k)[None]
+    k = read_sense_tutorial(shared_data / SENSE_TUTORIAL)
+    return sense_tutorial_orientations(k)["transposed" if transposed else "as-stored"][None]
 
 
 def rss_of(kspace: np.ndarray) -> np.ndarray:

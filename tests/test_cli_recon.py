@@ -147,9 +147,12 @@ def test_demo_runs_on_a_users_file_and_writes_the_report(tmp_path, raw_file, cap
     assert all(np.isfinite(r["psnr"]) and np.isfinite(r["psnr_in"]) and 0 < r["ssim_in"] <= 1
                for r in result["rows"])
     assert 0 < result["object_fraction"] < 1
-    for name in ("report.html", "panels.png", "errors.png"):
+    for name in ("report.html", "panels.png", "errors.png", "quality_maps.png"):
         assert (out / name).stat().st_size > 0
-    assert "PSNR" in stdout and "in object" in stdout
+    assert "PSNR" in stdout and "in object" in stdout and "recon score" in stdout
+    # the reference-free recon score sits beside PSNR / SSIM, with its maps
+    assert all(0 <= r["recon_score"] <= 1 for r in result["rows"])
     report = (out / "report.html").read_text()
-    for column in ("PSNR in obj.", "SSIM in obj.", "R eff.", "What the columns mean", "higher is better"):
+    for column in ("PSNR in obj.", "SSIM in obj.", "R eff.", "What the columns mean", "higher is better",
+                   "recon score", "quality_maps.png"):
         assert column in report

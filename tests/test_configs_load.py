@@ -8,7 +8,7 @@ import pytest
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 FAMILIES = {"qf-*.yaml": "qf", "qairn*.yaml": "qairn", "ar-*.yaml": "ar", "r-learned*.yaml": "r",
-            "modl-*.yaml": "recon"}
+            "modl-*.yaml": "recon", "rq*.yaml": "rq"}
 
 
 def _configs(pattern: str) -> list[Path]:
@@ -79,3 +79,15 @@ def test_every_mriqa_trainer_has_the_same_flags_and_refuses_unknown_keys(command
     assert main([command, "--config", str(CONFIGS / config), "--set", "train.stpes=1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("mriqa: error:") and "unknown config key 'train.stpes'" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("path", _configs("rq*.yaml"), ids=lambda p: p.name)
+def test_rq_configs(path):
+    from mriqa.models.reconq import RQNet
+    from mriqa.train_rq import load_config
+
+    cfg = load_config(path)
+    assert cfg["name"] == path.stem and cfg["data"]["train"] and cfg["data"]["val"]
+    # split by subject: no file is both a training and a validation file
+    assert not set(cfg["data"]["train"]) & set(cfg["data"]["val"])
+    RQNet(cfg["model"])

@@ -27,7 +27,7 @@ def test_support_metrics_ignore_the_background():
 
 def _row(psnr, ssim, **kw):
     return {"PSNR": psnr, "SSIM": ssim, "NMSE": 0.0, "PSNR_in": psnr - 1, "SSIM_in": ssim - 0.01, "QF": 50.0,
-            "DC": kw.get("dc"), "PSNR_to_zf": kw.get("to_zf", 0.0), "PSNR_to_untrained": kw.get("to_u")}
+            "RQ": kw.get("rq", 60.0), "DC": kw.get("dc"), "PSNR_to_zf": kw.get("to_zf", 0.0), "PSNR_to_untrained": kw.get("to_u")}
 
 
 def test_checks_report_met_and_not_met():
@@ -50,6 +50,16 @@ def test_checks_report_met_and_not_met():
     assert "NOT met" in r8[0] and "1.20 dB below (NOT within 1 dB" in r8[1]
     avg[("dc", 4.0)]["PSNR"] = 26.0  # 1.1 dB above its starting point: no failure claimed
     assert "learns something beyond its starting point" in "\n".join(training_modes.checks(avg))
+
+
+def test_quality_loss_checks_compare_with_the_mode_alone():
+    avg = {("ssdu", 4.0): _row(29.3, 0.870), ("ssdu+rq", 4.0): _row(29.4, 0.869, rq=70.0),
+           ("dc", 4.0): _row(25.0, 0.77), ("dc+rq", 4.0): _row(25.0, 0.70)}
+    text = "\n".join(training_modes.checks(avg))
+    # SSDU + quality must keep PSNR and SSIM; DC + quality only PSNR (blurring would trade SSIM first)
+    assert "SSDU+RQ vs SSDU alone: PSNR 29.40 vs 29.30 dB, SSIM 0.8690 vs 0.8700" in text
+    assert "PSNR and SSIM below (NOT met)" in text
+    assert "DC+RQ vs DC alone" in text and "PSNR not below (met)" in text
 
 
 def test_figure_writes_a_png(tmp_path):

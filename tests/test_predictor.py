@@ -66,7 +66,7 @@ def test_load_by_path_and_lazy_attribute(gray_path):
 
 
 def test_load_unknown_name_and_bad_file(tmp_path):
-    with pytest.raises(InputError, match=r"unknown QF model 'grey'.*'gray', 'rgb'"):
+    with pytest.raises(InputError, match=r"unknown model 'grey'.*'gray', 'rgb'"):
         load_predictor("grey")
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a safetensors file at all")

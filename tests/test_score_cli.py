@@ -16,7 +16,7 @@ from mriqa.cli import main
 from mriqa.models import QFNet
 from recon.io.weights import save_weights
 
-KEYS = {"input", "slice", "qf", "pool", "model"}
+KEYS = {"input", "slice", "qf", "score", "pool", "model"}
 
 
 def _net(in_channels, seed):
@@ -256,7 +256,7 @@ def test_cmyk_file_is_converted_to_rgb(tmp_path, capsys, weights_dir, monkeypatc
     "argv,needle",
     [
         (["missing.png"], "file not found"),
-        (["{png}", "--model", "grey"], "unknown QF model 'grey'"),
+        (["{png}", "--model", "grey"], "unknown model 'grey'"),
         (["{png}", "--model", "{png}"], "not a readable safetensors"),
         (["{png}", "--batch-size", "0"], "--batch-size must be >= 1"),
         (["{png}", "--device", "gpu0"], "unknown torch device 'gpu0'"),

@@ -60,9 +60,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     scorer = _quality_scorer()
+    recon_scorer = _recon_scorer()
     inside = object_mask(reference)
 
-    rows, images = [], {}
+    rows, images, quality_maps = [], {}, {}
     print(f"mriqa demo: {source}; {kspace.shape[1]} coils, {height}x{width}; methods {', '.join(methods)}")
     for accel in accels:
         # fastMRI's centre fraction (0.32 / R), but never fewer centre lines than coil calibration needs
@@ -84,19 +85,24 @@ def run(args: argparse.Namespace) -> int:
             row.update(psnr_in=within["PSNR_in"], ssim_in=within["SSIM_in"])
             if scorer is not None:
                 row["qf"] = float(scorer(image[0]))
+            if recon_scorer is not None:
+                row["recon_score"], quality_maps[(accel, method)] = recon_scorer(image[0])
             rows.append(row)
             images[(accel, method)] = image[0]
             print(_format_row(row))
 
     _write_figures(out, reference[0], images, accels, methods)
+    if quality_maps:
+        _write_quality_maps(out, quality_maps, accels, methods)
     result = {"source": source, "shape": [int(kspace.shape[1]), int(height), int(width)], "rows": rows,
               "reference": "RSS of the fully sampled k-space", "mask_type": args.mask_type,
               "object_fraction": float(inside.mean())}
     with atomic_path(out / "results.json") as tmp:
         tmp.write_text(json.dumps(result, indent=2))
     with atomic_path(out / "report.html") as tmp:
-        tmp.write_text(_html(result, scorer is not None))
-    print(f"wrote {out / 'report.html'}, panels.png, errors.png, results.json")
+        tmp.write_text(_html(result, scorer is not None, bool(quality_maps)))
+    print(f"wrote {out / 'report.html'}, panels.png, errors.png{', quality_maps.png' if quality_maps else ''}, "
+          "results.json")
     return 0
 
 
@@ -125,6 +131,22 @@ def _quality_scorer():
     return lambda image: float(predictor.score(image, pool="foreground", kind="mri"))
 
 
+def _recon_scorer():
+    """The reconstruction-quality model (``--model recon``): ``image -> (score, quality map)``, when shipped."""
+    try:
+        from mriqa.predictor import load_predictor
+
+        predictor = load_predictor("recon")
+    except Exception as exc:  # noqa: BLE001 - the recon score is an optional column of the demo
+        print(f"(no recon-score column: {str(exc).splitlines()[0]})")
+        return None
+
+    def score(image):
+        pred = predictor.evaluate(image, pool="mean", kind="mri")
+        return float(pred.scores[0]), pred.maps[0]
+    return score
+
+
 def _load(args):
     """-> (fully sampled k-space [1, C, H, W], reference RSS [1, H, W], description)."""
     import numpy as np
@@ -150,6 +172,7 @@ def _load(args):
 
 def _format_row(row: dict) -> str:
     qf = f"  QF {row['qf']:.3f}" if "qf" in row else ""
+    qf += f"  recon score {row['recon_score']:.3f}" if "recon_score" in row else ""
     return (f"  R {row['acceleration']:>4g} (eff {row['acceleration_effective']:5.2f})  {row['method']:<6}"
             f"PSNR {row['psnr']:6.2f} dB ({row['psnr_in']:6.2f} in object)  SSIM {row['ssim']:.4f} "
             f"({row['ssim_in']:.4f})  NMSE {row['nmse']:.4f}{qf}  {row['seconds']:.2f} s")
@@ -198,6 +221,35 @@ def _write_figures(out, reference, images, accels, methods) -> None:
         plt.close(fig)
 
 
+def _write_quality_maps(out, maps, accels, methods) -> None:
+    """The recon model's quality maps (predicted local SSIM, one cell per 8 x 8 pixels), R by method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from recon.files import atomic_path
+
+    fig, axes = plt.subplots(len(accels), len(methods), figsize=(2.0 * len(methods) + 0.8, 2.0 * len(accels)),
+                             squeeze=False)
+    shown = None
+    for i, accel in enumerate(accels):
+        for j, method in enumerate(methods):
+            ax = axes[i, j]
+            qmap = maps[(accel, method)]
+            shown = ax.imshow(qmap, cmap="viridis", vmin=0, vmax=1)
+            ax.set_title(f"{method} R={accel:g}: {qmap.mean():.2f}", fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout(rect=(0, 0, 1 - 0.8 / fig.get_figwidth(), 1))
+    bar = fig.colorbar(shown, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01)
+    bar.set_label("predicted local SSIM (recon model)", fontsize=7)
+    bar.ax.tick_params(labelsize=7)
+    with atomic_path(out / "quality_maps.png") as tmp:
+        fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+
+
 COLUMNS = [
     ("R", "nominal acceleration: the R asked for"),
     ("R eff.", "effective acceleration: phase-encode lines in the image / lines sampled (the fully sampled centre "
@@ -217,14 +269,18 @@ COLUMNS = [
            "foreground. It measures how JPEG-compressed the image looks (higher = fewer blocking and ringing "
            "artefacts), not reconstruction fidelity: a blurred zero-filled image can score high. Shown as the "
            "paper's baseline, not as a verdict"),
+    ("recon score", "reference-free: the reconstruction-quality model (--model recon) - the SSIM against a fully "
+                    "sampled reference that it predicts from the image alone, mean of its quality map; higher is "
+                    "better. Trained on simulated IXI reconstructions (see README, 'Reference-free "
+                    "reconstruction quality' for what it ranks well and where it fails)"),
     ("time (s)", "wall time of the reconstruction on this machine"),
 ]
 
 
-def _html(result: dict, with_qf: bool) -> str:
+def _html(result: dict, with_qf: bool, with_recon: bool = False) -> str:
     import html
 
-    columns = [c for c in COLUMNS if with_qf or c[0] != "QF"]
+    columns = [c for c in COLUMNS if (with_qf or c[0] != "QF") and (with_recon or c[0] != "recon score")]
     head = "<tr>" + "".join(f"<th>{html.escape(name)}</th>" for name, _ in columns) + "</tr>"
     body = []
     for r in result["rows"]:
@@ -233,6 +289,8 @@ def _html(result: dict, with_qf: bool) -> str:
                  f"{r['nmse']:.4f}"]
         if with_qf:
             cells.append(f"{r['qf']:.3f}")
+        if with_recon:
+            cells.append(f"{r['recon_score']:.3f}")
         cells.append(f"{r['seconds']:.2f}")
         body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     legend = "".join(f"<dt>{html.escape(name)}</dt><dd>{html.escape(text)}</dd>" for name, text in columns)
@@ -250,5 +308,8 @@ td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}dt{{font-weight:b
 <h2>Reconstructions</h2><img src="panels.png" alt="reconstructions">
 <h2>Error maps</h2><p>|reconstruction - reference|, scaled by the reference's 99.5th percentile (colour bar).</p>
 <img src="errors.png" alt="error maps">
+{'<h2>Quality maps (reference-free)</h2><p>The recon model&#39;s map: predicted local SSIM, one cell per 8 x 8 '
+ 'pixels; the title gives its mean, the recon score.</p><img src="quality_maps.png" alt="quality maps">'
+ if with_recon else ''}
 </body></html>
 """

@@ -7,9 +7,9 @@
 
 ``--dataset``: ``live``, ``live-realigned``, ``csiq``, ``tid2013``, ``kadid10k``, ``pipal`` or ``csv`` and the
 database's folder (the CSV file for ``csv``); layouts in :mod:`mriqa.iqa.datasets`. ``--metric``: a name of
-:mod:`mriqa.iqa.metrics_registry` (``qf-gray``, ``qf-rgb``, ``qf:PATH``, ``qairn``, ``qairn:PATH``, ``psnr``,
-``ssim``, or one registered by ``--plugin MODULE``, a Python module imported first that calls
-:func:`mriqa.iqa.register_metric`).
+:mod:`mriqa.iqa.metrics_registry` (``qf-gray``, ``qf-rgb``, ``qf:PATH``, ``recon``, ``recon:PATH``, ``qairn``,
+``qairn:PATH``, ``psnr``, ``ssim``, or one registered by ``--plugin MODULE``, a Python module imported first
+that calls :func:`mriqa.iqa.register_metric`).
 
 Orientation: before any statistic both sides are turned "higher = better quality": DMOS scores (LIVE, CSIQ,
 a CSV ``dmos`` column) and the scores of lower-is-better metrics are negated. A metric that agrees with the
@@ -49,7 +49,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="live | live-realigned | csiq | tid2013 | kadid10k | pipal | csv, and the database folder "
                    "(the CSV file for csv)")
     p.add_argument("--metric", required=True, action="append", metavar="NAME",
-                   help="qf-gray, qf-rgb, qf:PATH, qairn, qairn:PATH, psnr, ssim or a registered name "
+                   help="qf-gray, qf-rgb, qf:PATH, recon, recon:PATH, qairn, qairn:PATH, psnr, ssim or a registered name "
                    "(repeat for several)")
     p.add_argument("--json", metavar="OUT", default=None, help="write the results (and per-image scores) as JSON")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N",

@@ -43,18 +43,21 @@ APOD_SIGMA = (0.0, 1.2)
 SNR_RANGE = (15.0, 40.0)
 
 
-def augment_kspace(kspace: np.ndarray, noise_std: np.ndarray, rng: np.random.Generator):
+def augment_kspace(kspace: np.ndarray, noise_std: np.ndarray, rng: np.random.Generator,
+                   sim_snr: float = SIM_SNR, snr_range: tuple[float, float] = SNR_RANGE):
     """One acquisition variation (module docstring) of fully sampled k-space ``[S, C, H, W]``; ``noise_std``
-    ``[S]`` is the simulation's per-slice noise std. Returns ``(kspace, apod_sigma, snr)``; the input is not
-    modified."""
+    ``[S]`` is the simulation's per-slice noise std at its SNR ``sim_snr``; the new SNR is log-uniform in
+    ``snr_range`` (never above ``sim_snr``: noise can be added, not removed). Returns ``(kspace, apod_sigma,
+    snr)``; the input is not modified."""
     sigma = float(rng.uniform(*APOD_SIGMA))
-    snr = float(np.exp(rng.uniform(np.log(SNR_RANGE[0]), np.log(SNR_RANGE[1]))))
+    lo, hi = min(snr_range[0], sim_snr), min(snr_range[1], sim_snr)
+    snr = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
     h, w = kspace.shape[-2:]
     fh = np.fft.fftshift(np.fft.fftfreq(h))[:, None]
     fw = np.fft.fftshift(np.fft.fftfreq(w))[None, :]
     window = np.exp(-2 * np.pi ** 2 * sigma ** 2 * (fh ** 2 + fw ** 2)).astype(np.float32)
     out = kspace * window
-    extra = np.asarray(noise_std, np.float64) * np.sqrt(max((SIM_SNR / snr) ** 2 - 1.0, 0.0))
+    extra = np.asarray(noise_std, np.float64) * np.sqrt(max((sim_snr / snr) ** 2 - 1.0, 0.0))
     noise = rng.standard_normal((2, *kspace.shape)).astype(np.float32) / np.float32(np.sqrt(2.0))
     out = out + (extra[:, None, None, None] * (noise[0] + 1j * noise[1])).astype(np.complex64)
     return out.astype(np.complex64), sigma, snr

@@ -30,7 +30,9 @@ __all__ = ["UNTRAINED", "MODES", "EvalSettings", "find_weights", "evaluate", "av
 
 UNTRAINED = "MoDL untrained (D = identity)"
 MODES = {"supervised": "modl-cpu-ft2", "dc": "modl-dc", "ssdu": "modl-ssdu-ft", "dc+qf": "modl-dc-qf",
-         "ssdu+qf": "modl-ssdu-qf-ft"}
+         "ssdu+qf": "modl-ssdu-qf-ft", "dc+rq": "modl-dc-rq", "ssdu+rq": "modl-ssdu-rq"}
+#: quality-loss mode -> the mode without the quality term it must not fall below (issue 20)
+RQ_PAIRS = {"ssdu+rq": "ssdu", "dc+rq": "dc"}
 REFERENCE = "reference (RSS)"
 
 
@@ -128,6 +130,7 @@ def evaluate(settings: EvalSettings) -> tuple[dict, dict, list, dict]:
         missing = [m for m in missing if m.split(" ")[0] in settings.modes]
     models = _models(weights)
     qf = mriqa.load_predictor("gray", device="cpu")
+    rq = mriqa.load_predictor("recon", device="cpu")
     files = sorted((Path(settings.data) / settings.split).glob("*.h5"))
     if not files:
         raise InputError(Path(settings.data) / settings.split, "no .h5 files (run mriqa make-dataset first)")
@@ -139,6 +142,7 @@ def evaluate(settings: EvalSettings) -> tuple[dict, dict, list, dict]:
         maps = calibration_maps(vol.kspace, path, vol.slices, settings.calib_width)
         support = coil_support(maps)
         qf_ref = float(np.mean(qf.score(target, pool=settings.qf_pool, kind="mri")))
+        rq_ref = float(np.mean(rq.score(target, pool="mean", kind="mri")))
         for r in settings.accels:
             sm = make_mask(settings.mask, vol.kspace.shape[-2:], r, seed=mask_seed(settings.seed, path.name))
             mask = sm.mask  # [1, 1, W]
@@ -168,6 +172,8 @@ def evaluate(settings: EvalSettings) -> tuple[dict, dict, list, dict]:
                 m["PSNR_to_untrained"] = None if untrained is None else psnr_between(img, untrained, maxval)
                 m["QF"] = 100 * (qf_ref if name == REFERENCE else
                                  float(np.mean(qf.score(img, pool=settings.qf_pool, kind="mri"))))
+                m["RQ"] = 100 * (rq_ref if name == REFERENCE else
+                                 float(np.mean(rq.score(img, pool="mean", kind="mri"))))
                 m["DC"] = resid
                 rows.setdefault((name, r), []).append(m)
     return rows, weights, missing, examples
@@ -206,6 +212,15 @@ def checks(avg: dict) -> list[str]:
             lines.append(f"- R = {r:g}, PSNR of SSDU+QF {q['PSNR']:.2f} dB vs supervised {s['PSNR']:.2f}: "
                          f"{gap:.2f} dB below ({'within' if gap <= 1 else 'NOT within'} 1 dB; in support "
                          f"{s['PSNR_in'] - q['PSNR_in']:.2f} dB below).")
+        for mode, base in RQ_PAIRS.items():
+            if mode in row and base in row:
+                q, u = row[mode], row[base]
+                need = ("PSNR", "SSIM") if base == "ssdu" else ("PSNR",)
+                ok = all(q[k] >= u[k] for k in need)
+                lines.append(f"- R = {r:g}, {mode.upper()} vs {base.upper()} alone: PSNR {q['PSNR']:.2f} vs "
+                             f"{u['PSNR']:.2f} dB, SSIM {q['SSIM']:.4f} vs {u['SSIM']:.4f}, recon score "
+                             f"{q['RQ']:.1f} vs {u['RQ']:.1f}: {' and '.join(need)} "
+                             f"{'not below (met)' if ok else 'below (NOT met)'}.")
     return lines
 
 

@@ -12,6 +12,9 @@ name            kind  better   what
 ``qf-gray``     NR    higher   shipped gray QF predictor (:func:`mriqa.load_predictor`), mean-pooled QF / 100
 ``qf-rgb``      NR    higher   shipped RGB QF predictor, mean-pooled
 ``qf:PATH``     NR    higher   a QF predictor from a weights file
+``recon``       NR    higher   shipped reconstruction-quality model (:mod:`mriqa.models.reconq`): predicted SSIM
+                               against the unseen reference, the mean of its map, in [0, 1]; on BT.601 luma of
+                               a colour image (it scores gray magnitudes); ``recon:PATH`` for a weights file
 ``qairn``       NR    higher   QAIRN's Q2 (:mod:`mriqa.models.qairn`, shipped weights); ``qairn-q1``,
                                ``qairn-q3`` for Q1 / Q3; ``qairn:PATH`` (Q2) for a weights file
 ``psnr``        FR    higher   PSNR over all channels, data range 1, ``10 log10(1 / max(MSE, 1e-10))`` (capped at
@@ -129,11 +132,29 @@ def _qf_metric(model: str, name: str, device=None) -> Metric:
     from mriqa.predictor import load_predictor
 
     predictor = load_predictor(model, device=device)
+    if predictor.uses_magnitude:
+        raise InputError(model, f"metric {name!r} needs a QF model; use 'recon:PATH' for reconstruction-quality "
+                                "(rqnet) weights")
 
     def fn(image):
         return predictor.score(np.asarray(image, dtype=np.float32), pool="mean", kind="photo")
 
     return Metric(name, fn, "NR", True, f"QF predictor {model} (mean-pooled QF / 100)", builtin=True)
+
+
+def _recon_metric(model: str, name: str, device=None) -> Metric:
+    from mriqa.predictor import load_predictor
+
+    predictor = load_predictor(model, device=device)
+    if not predictor.uses_magnitude:
+        raise InputError(None if model == "recon" else model,
+                         f"metric {name!r} needs a reconstruction-quality (rqnet) model, not a QF model")
+
+    def fn(image):
+        return predictor.score(luma(image).astype(np.float32), pool="mean")
+
+    return Metric(name, fn, "NR", True, f"reconstruction-quality model {model} (predicted SSIM, mean of the map)",
+                  builtin=True)
 
 
 def _qairn_metric(weights, index: int, name: str, device=None) -> Metric:
@@ -152,6 +173,7 @@ def _qairn_metric(weights, index: int, name: str, device=None) -> Metric:
 BUILTINS: dict[str, tuple[str, str]] = {
     "qf-gray": ("NR", "shipped gray QF predictor, mean-pooled QF / 100"),
     "qf-rgb": ("NR", "shipped RGB QF predictor, mean-pooled QF / 100"),
+    "recon": ("NR", "shipped reconstruction-quality model, predicted SSIM (mean of its map)"),
     "qairn": ("NR", "QAIRN Q2 (shipped weights)"),
     "qairn-q1": ("NR", "QAIRN Q1 (shipped weights)"),
     "qairn-q3": ("NR", "QAIRN Q3 (shipped weights)"),
@@ -161,10 +183,11 @@ BUILTINS: dict[str, tuple[str, str]] = {
 
 
 def list_metrics() -> dict[str, str]:
-    """``{name: "KIND: description"}`` of the built-in and registered metrics (plus the ``qf:PATH`` and
-    ``qairn:PATH`` forms)."""
+    """``{name: "KIND: description"}`` of the built-in and registered metrics (plus the ``qf:PATH``,
+    ``recon:PATH`` and ``qairn:PATH`` forms)."""
     out = {k: f"{kind}: {d}" for k, (kind, d) in BUILTINS.items()}
     out["qf:PATH"] = "NR: a QF predictor weights file"
+    out["recon:PATH"] = "NR: a reconstruction-quality (rqnet) weights file"
     out["qairn:PATH"] = "NR: QAIRN Q2 from a weights file"
     for k, m in _USER.items():
         desc = m.description.strip().splitlines()[0] if m.description.strip() else "registered callable"
@@ -173,7 +196,8 @@ def list_metrics() -> dict[str, str]:
 
 
 def get_metric(name: str, device=None) -> Metric:
-    """The metric called ``name`` (registered first, then built-in, then ``qf:PATH`` / ``qairn:PATH``)."""
+    """The metric called ``name`` (registered first, then built-in, then ``qf:PATH`` / ``recon:PATH`` /
+    ``qairn:PATH``)."""
     if name in _USER:
         return _USER[name]
     key = (name, None if device is None else str(device))
@@ -185,6 +209,8 @@ def get_metric(name: str, device=None) -> Metric:
         m = Metric("ssim", ssim, "FR", True, BUILTINS["ssim"][1], builtin=True)
     elif name in ("qf-gray", "qf-rgb"):
         m = _qf_metric(name.split("-", 1)[1], name, device)
+    elif name == "recon":
+        m = _recon_metric("recon", name, device)
     elif name in ("qairn", "qairn-q1", "qairn-q2", "qairn-q3"):
         index = {"qairn": 1, "qairn-q1": 0, "qairn-q2": 1, "qairn-q3": 2}[name]
         m = _qairn_metric(None, index, name, device)
@@ -193,6 +219,11 @@ def get_metric(name: str, device=None) -> Metric:
         if not path.is_file():
             raise InputError(path, "QF weights file not found")
         m = _qf_metric(str(path), name, device)
+    elif name.startswith("recon:"):
+        path = Path(os.path.expanduser(name[6:]))
+        if not path.is_file():
+            raise InputError(path, "reconstruction-quality weights file not found")
+        m = _recon_metric(str(path), name, device)
     elif name.startswith("qairn:"):
         path = Path(os.path.expanduser(name[6:]))
         if not path.is_file():

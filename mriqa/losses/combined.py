@@ -1,8 +1,9 @@
 """Named weighted sums of losses: ``CombinedLoss({"dc": 1.0, "qf": 0.05})``, built on recon's one combiner
 (:class:`recon.losses.WeightedSum`: the call, ``requires_target``, ``.last``).
 
-Names: ``dc`` (:class:`recon.losses.DataConsistencyLoss`), ``qf`` (:class:`mriqa.losses.QFLoss`), ``l1``
-(:class:`recon.losses.SupervisedLoss` with ``l1=1``, the supervised term); ``options[name]`` are the keyword
+Names: ``dc`` (:class:`recon.losses.DataConsistencyLoss`), ``qf`` (:class:`mriqa.losses.QFLoss`), ``recon``
+(:class:`mriqa.losses.ReconQualityLoss`), ``l1`` (:class:`recon.losses.SupervisedLoss` with ``l1=1``, the
+supervised term); ``options[name]`` are the keyword
 arguments of a named term, and ``losses[name]`` a ready loss for any name (e.g. a shared ``QFLoss``). A term
 of weight 0 is not built (no QF predictor is loaded for nothing).
 """
@@ -15,11 +16,11 @@ from recon.losses import WeightedSum
 
 __all__ = ["CombinedLoss", "build_term", "TERMS"]
 
-TERMS = ("dc", "qf", "l1")
+TERMS = ("dc", "qf", "recon", "l1")
 
 
 def build_term(name: str, **kwargs) -> Callable:
-    """One named term: ``dc``, ``qf`` or ``l1`` (see the module docstring)."""
+    """One named term: ``dc``, ``qf``, ``recon`` or ``l1`` (see the module docstring)."""
     if name == "dc":
         from recon.losses import DataConsistencyLoss
 
@@ -28,6 +29,10 @@ def build_term(name: str, **kwargs) -> Callable:
         from mriqa.losses.qf_loss import QFLoss
 
         return QFLoss(**kwargs)
+    if name == "recon":
+        from mriqa.losses.recon_quality_loss import ReconQualityLoss
+
+        return ReconQualityLoss(**kwargs)
     if name == "l1":
         from recon.losses import SupervisedLoss
 
@@ -39,7 +44,7 @@ class CombinedLoss(WeightedSum):
     """``sum_i w_i * loss_i`` of named terms (see the module docstring).
 
     Args:
-        weights: ``{name: weight}``; a name is ``dc``, ``qf`` or ``l1``, or any key of ``losses``.
+        weights: ``{name: weight}``; a name is ``dc``, ``qf``, ``recon`` or ``l1``, or any key of ``losses``.
         losses: ``{name: callable}`` ready losses.
         options: ``{name: kwargs}`` for the named terms (e.g. ``{"qf": {"model": "gray", "pool": "mean"}}``).
     """

@@ -1,0 +1,147 @@
+"""Reconstruction-quality loss: ``1 - score`` of the frozen reconstruction-quality model, differentiable in the
+image.
+
+The reconstruction-quality model (:mod:`mriqa.models.reconq`, ``RQNet``, shipped as ``"recon"``) maps an MRI
+magnitude to a map of predicted local SSIM against the fully sampled reference it never sees; its score is the
+mean of the map, in [0, 1], higher = better. A reconstruction network trained to *raise* that score minimises
+
+    ``loss = mean over the batch of (1 - score)``  in [0, 1], **lower = better**
+
+(the sign is handled here, as :class:`mriqa.losses.QFLoss` does for the QF predictor).
+
+Input handling: ``[B, 1, H, W]`` or ``[B, H, W]``, real or complex (complex -> ``abs``), any scale; normalised by
+:func:`mriqa.models.reconq.normalize_magnitude`, exactly as in the model's training and in
+:class:`mriqa.predictor.QFPredictor` (magnitude / its own 99.5th percentile, clipped to [0, 2], no quantisation).
+That normalisation is differentiable (``kthvalue``, division, ``clamp``), including through the percentile, so
+the score is invariant to the scale of the output and the gradient knows it. An all-zero output (a network's
+first steps) gives a finite loss and a finite (zero) gradient. NaN/Inf, more than one channel, or an image
+smaller than the model's minimum input (32 x 32 px for RQNet) are :class:`recon.errors.InputError`.
+
+The model is frozen: its parameters have ``requires_grad=False``, it stays in eval mode (``.train()`` on a parent
+module does not change that), runs in float32 outside autocast and is moved lazily to the input's device. As a
+submodule of a Lightning module it is replicated by DDP like :class:`QFLoss`'s predictor.
+
+Interface: recon's loss call (:mod:`recon.losses`), ``loss(output, target=None, *, physics, y, image,
+pred_kspace, data_range)``; only ``output`` is used (``requires_target = False``: a reference-free loss). In a
+config: ``qf_loss: {factory: "mriqa.losses:ReconQualityLoss", kwargs: {model: recon}}`` (``train.qf_loss`` of
+the ``+qf`` modes); in code, ``CombinedLoss({"dc": 1.0, "recon": 0.05})`` or ``{"qf": (0.05,
+ReconQualityLoss())}``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from recon.errors import InputError
+
+__all__ = ["ReconQualityLoss", "recon_quality_loss"]
+
+
+def _as_b1hw(x: torch.Tensor) -> torch.Tensor:
+    """Input -> real float32 magnitude ``[B, 1, H, W]`` (differentiable)."""
+    if not torch.is_tensor(x):
+        raise InputError(None, f"ReconQualityLoss expects a torch tensor, got {type(x).__name__}")
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise InputError(None, f"ReconQualityLoss expects [B, 1, H, W] or [B, H, W] magnitudes (real or complex), "
+                               f"got shape {tuple(x.shape)}")
+    if x.is_complex():
+        x = x.abs()
+    if not x.is_floating_point():
+        raise InputError(None, f"ReconQualityLoss expects a float or complex tensor, got {x.dtype}")
+    if not bool(torch.isfinite(x.detach()).all()):
+        raise InputError(None, "ReconQualityLoss input has NaN/Inf values")
+    return x.float()
+
+
+def _resolve(model: Any) -> tuple[nn.Module, str]:
+    if isinstance(model, (str, os.PathLike)):
+        from mriqa.predictor import load_predictor
+
+        predictor = load_predictor(model, device="cpu")
+        net, name = predictor.model, predictor.name
+    elif isinstance(model, nn.Module):
+        net, name = model, type(model).__name__
+    elif hasattr(model, "model") and isinstance(model.model, nn.Module):  # a QFPredictor
+        net, name = model.model, getattr(model, "name", "predictor")
+    else:
+        raise InputError(None, f"ReconQualityLoss model must be 'recon', a weights path, a predictor or a module, "
+                               f"got {type(model).__name__}")
+    if getattr(net, "input_normalization", None) != "magnitude":
+        raise InputError(None, f"ReconQualityLoss needs a reconstruction-quality model (rqnet), got "
+                               f"{type(net).__name__} ({name}); use QFLoss for a QF model")
+    return net, name
+
+
+class ReconQualityLoss(nn.Module):
+    """``mean_b (1 - score_b)`` of the frozen reconstruction-quality model, lower = better (module docstring).
+
+    Args:
+        model: ``"recon"`` (shipped weights), an rqnet ``.safetensors`` path, a loaded predictor
+            (:func:`mriqa.load_predictor`) of one, or an RQNet-like module (``input_normalization =
+            "magnitude"``; normalised ``[B, 1, H, W]`` -> map ``[B, 1, h, w]`` in [0, 1]).
+        reduction: ``"mean"`` (scalar) or ``"none"`` (``[B]``).
+    Call: ``loss(output, target=None, **ignored) -> 0-d tensor`` (``[B]`` for ``reduction="none"``),
+    differentiable in ``output``; no gradient reaches the model.
+    """
+
+    requires_target = False
+
+    def __init__(self, model: Any = "recon", reduction: str = "mean"):
+        super().__init__()
+        if reduction not in ("mean", "none"):
+            raise InputError(None, f"ReconQualityLoss reduction must be 'mean' or 'none', got {reduction!r}")
+        net, self.model_name = _resolve(model)
+        for p in net.parameters():
+            p.requires_grad_(False)
+        self.net = net.eval()
+        self.reduction = reduction
+
+    # the model is frozen: parent.train() must not switch it to training mode
+    def train(self, mode: bool = True) -> "ReconQualityLoss":
+        super().train(mode)
+        self.net.eval()
+        return self
+
+    @property
+    def min_input_size(self) -> int:
+        return int(getattr(self.net, "min_input_size", 1))
+
+    def quality_maps(self, output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(normalised input ``[B, 1, H, W]``, quality maps ``[B, h, w]`` in [0, 1]), differentiable in
+        ``output``."""
+        from mriqa.models.reconq import normalize_magnitude
+
+        x = _as_b1hw(output)
+        h, w = x.shape[-2:]
+        if min(h, w) < self.min_input_size:
+            raise InputError(None, f"ReconQualityLoss: image is {h}x{w} pixels, smaller than the recon model's "
+                                   f"minimum input {self.min_input_size}x{self.min_input_size}")
+        device = x.device
+        first = next(self.net.parameters(), None)
+        if first is not None and first.device != device:
+            self.net.to(device)
+        with torch.autocast(device_type=device.type, enabled=False):
+            unit = normalize_magnitude(x)
+            maps = self.net(unit.float())[:, 0]
+        return unit, maps
+
+    def scores(self, output: torch.Tensor) -> torch.Tensor:
+        """Scores ``[B]`` in [0, 1] (the mean of each map; higher = better), differentiable in ``output``."""
+        return self.quality_maps(output)[1].mean(dim=(-2, -1))
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor | None = None, **_) -> torch.Tensor:
+        loss = 1.0 - self.scores(output)
+        return loss.mean() if self.reduction == "mean" else loss
+
+    def extra_repr(self) -> str:
+        return f"model={self.model_name!r}, reduction={self.reduction!r}"
+
+
+def recon_quality_loss(output: torch.Tensor, model: Any = "recon", reduction: str = "mean") -> torch.Tensor:
+    """Functional form of :class:`ReconQualityLoss` (builds the loss each call; keep a module in a loop)."""
+    return ReconQualityLoss(model, reduction=reduction)(output)

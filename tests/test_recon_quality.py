@@ -1,0 +1,184 @@
+"""The reconstruction-quality pipeline (issue 20): the data builder and its file layout, the SSIM targets, the
+batches, RQNet's geometry, training (smoke + resume), the ranking report, and the shipped model on the real
+16-coil k-space (shared data)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mriqa.evaluation.recon_quality import ranking_report, subject_of
+from mriqa.models.reconq import RQNet, normalize_magnitude, receptive_field
+from mriqa.recon_quality.data import (build_quality_split, mask_groups, read_quality_set, real_kspace_set,
+                                      write_quality_set)
+from recon.errors import InputError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def tiny_split(tmp_path_factory, phantom_kspace):
+    """A fully sampled 4-coil phantom volume in fastMRI layout under ``multicoil_test``, built into a quality
+    set with zero-filled and CG-SENSE at R = 2 and 6 (equispaced)."""
+    from recon.io.fastmri_h5 import write_fastmri_h5
+
+    root = tmp_path_factory.mktemp("rqdata")
+    kspace, rss = phantom_kspace(slices=2, size=64, coils=4)
+    write_fastmri_h5(root / "multicoil_test" / "phantom.h5", kspace, reconstruction_rss=rss)
+    out = build_quality_split(root, "test", root / "q.h5", methods=("zf", "sense"), accels=(2.0, 6.0),
+                              masks=("equispaced",), slices=1, log=lambda s: None)
+    return out, rss
+
+
+def test_builder_writes_every_method_and_r_with_exact_figures(tiny_split):
+    from recon.metrics import ssim
+
+    path, _ = tiny_split
+    d = read_quality_set([path])
+    assert sorted(set(d["method"])) == ["sense", "zf"] and sorted(set(d["accel"].tolist())) == [2.0, 6.0]
+    assert d["images"].shape == (4, 64, 64) and d["images"].dtype == np.float32
+    assert d["references"].shape == (2, 64, 64) and set(d["volume"]) == {"phantom"}
+    for i in range(len(d["images"])):
+        ref = d["references"][d["ref_index"][i]]
+        assert d["ssim"][i] == pytest.approx(ssim(ref[None], d["images"][i][None]), abs=1e-5)
+    # more undersampling, worse zero-filled image; CG-SENSE beats zero-filled at R = 6 on this phantom
+    zf = {a: s for a, s, m in zip(d["accel"], d["ssim"], d["method"]) if m == "zf"}
+    sense = {a: s for a, s, m in zip(d["accel"], d["ssim"], d["method"]) if m == "sense"}
+    assert zf[2.0] > zf[6.0] and sense[6.0] > zf[6.0]
+    # nominal and effective R both recorded (64 lines: R = 6 equispaced keeps 10 lines, effective 6.4)
+    assert np.allclose(d["accel_effective"], np.where(d["accel"] == 6.0, 6.4, d["accel"]), atol=0.05)
+
+
+def test_read_joins_shards_and_write_round_trips(tiny_split, tmp_path):
+    path, _ = tiny_split
+    d = read_quality_set([path])
+    copy = write_quality_set(tmp_path / "copy.h5", d, {"source": "test"})
+    joined = read_quality_set([path, copy])
+    assert len(joined["images"]) == 2 * len(d["images"]) and len(joined["references"]) == 2 * len(d["references"])
+    # the second shard's images still point at their own references
+    half = len(d["images"])
+    assert np.array_equal(joined["references"][joined["ref_index"][half:]], d["references"][d["ref_index"]])
+    for k in ("method", "mask_kind", "volume"):
+        assert list(joined[k][half:]) == list(d[k])
+
+
+def test_read_names_a_bad_file(tmp_path):
+    bad = tmp_path / "notes.h5"
+    bad.write_text("not hdf5")
+    with pytest.raises(InputError) as err:
+        read_quality_set([bad])
+    assert "notes.h5" in str(err.value) and "reconstruction-quality" in str(err.value)
+    with pytest.raises(InputError):
+        read_quality_set([])
+
+
+def test_mask_groups_cover_the_grid_or_draw_from_it():
+    grid = mask_groups(None, (2.0, 4.0, 8.0), ("random", "poisson"), None)
+    # Poisson-disk masks start at R = 4 (sigpy's search does not end below)
+    assert (2.0, "poisson") not in grid and len(grid) == 5
+    drawn = mask_groups(np.random.default_rng(0), (2.0, 4.0, 8.0), ("random", "poisson"), 3)
+    assert len(drawn) == 3 and set(drawn) <= set(grid)
+
+
+def test_ssim_targets_match_skimage_and_handle_crops():
+    from mriqa.train_rq import ssim_targets
+    from recon.metrics import ssim
+
+    rng = np.random.default_rng(0)
+    ref = rng.random((2, 40, 56)).astype(np.float32)
+    img = (ref + 0.1 * rng.standard_normal(ref.shape)).astype(np.float32)
+    cells, score = ssim_targets(torch.from_numpy(img), torch.from_numpy(ref))
+    assert cells.shape == (2, 1, 5, 7)
+    for i in range(2):
+        assert score[i].item() == pytest.approx(ssim(ref[i][None], img[i][None]), abs=1e-5)
+
+
+def test_batches_crop_pairs_alike_and_mix_in_references():
+    from mriqa.train_rq import QualityBatches
+
+    rng = np.random.default_rng(0)
+    refs = rng.random((3, 64, 64)).astype(np.float32)
+    data = {"images": refs[[0, 1, 2, 0]] * 0.5, "references": refs, "ref_index": np.array([0, 1, 2, 0])}
+    batches = QualityBatches(data, reference_fraction=0.25, crop_probability=1.0, crop_min=32)
+    imgs, out_refs = batches.draw(rng, 8)
+    assert imgs.shape == out_refs.shape and 32 <= imgs.shape[-1] <= 64 and imgs.shape[-1] == imgs.shape[-2]
+    # the six reconstructions are half their reference, wherever the window and flip fell
+    assert np.allclose(imgs[:6], 0.5 * out_refs[:6])
+    plain = QualityBatches(data, reference_fraction=0.0)
+    assert plain.draw(rng, 4)[0].shape == (4, 64, 64)
+
+
+def test_rqnet_sees_aliasing_replicas_and_keeps_the_map_geometry():
+    model = RQNet(width=8).eval()
+    # an equispaced R = 2 replica of a 128 px image lies 64 px away: the window of one 8 px map cell holds both
+    # copies (farther replicas, on larger images, reach it through the global branch)
+    assert receptive_field(model) == model.receptive_field == 119 >= 64 + 8
+    with torch.no_grad():
+        qmap = model(normalize_magnitude(torch.rand(2, 70, 96)))
+    assert qmap.shape == (2, 1, 9, 12) and float(qmap.min()) >= 0 and float(qmap.max()) <= 1
+    # the normalisation makes the score scale-free
+    x = torch.rand(1, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model(normalize_magnitude(x)), model(normalize_magnitude(1000 * x)), atol=1e-6)
+
+
+def test_ranking_report_reads_perfect_and_reversed_scores():
+    rows = []
+    for vol in ("ixi-A_axial", "ixi-A_coronal", "colin27_axial"):
+        for method, base in (("zf", 0.5), ("modl", 0.8)):
+            for r in (2.0, 4.0, 8.0):
+                rows.append((vol, method, r, base - 0.03 * r))
+    d = {"volume": np.array([r[0] for r in rows]), "method": np.array([r[1] for r in rows]),
+         "accel": np.array([r[2] for r in rows]), "mask_kind": np.array(["random"] * len(rows)),
+         "ssim": np.array([r[3] for r in rows])}
+    assert subject_of("ixi-A_axial") == "ixi-A" and subject_of("colin27_axial") == "colin27"
+    good = ranking_report(d, d["ssim"] + 0.01)
+    assert good["pooled_srcc"] == pytest.approx(1.0) and set(good["per_subject_srcc"]) == {"ixi-A", "colin27"}
+    assert good["pair_order_agreement"] == 1.0 and good["zf_above_modl"] == 0
+    bad = ranking_report(d, -d["ssim"])
+    assert bad["pooled_srcc"] == pytest.approx(-1.0) and bad["pair_order_agreement"] == 0.0
+    assert bad["zf_above_modl"] == bad["zf_modl_groups"] == 9
+
+
+def test_training_smoke_and_resume(tiny_split, tmp_path):
+    from mriqa.predictor import load_predictor
+    from mriqa.train_rq import load_config, train
+
+    path, _ = tiny_split
+    cfg = load_config(None, [f"data.train=[{path}]", f"data.val=[{path}]", f"output_dir={tmp_path / 'run'}",
+                             "model.width=8", "train.steps=4", "train.batch=4", "train.eval_every=2",
+                             "train.checkpoint_every=2", "train.progress=false", "data.crop_probability=0.5"])
+    first = train(cfg, log=lambda s: None)
+    assert first["step"] == 4 and (tmp_path / "run" / "best.safetensors").exists()
+    cfg["train"]["steps"] = 6
+    again = train(cfg, log=lambda s: None)  # resumes from the checkpoint at step 4
+    assert again["step"] == 6
+    scores = load_predictor(again["weights"], device="cpu").score(read_quality_set([path])["images"])
+    assert scores.shape == (4,) and np.all((scores >= 0) & (scores <= 1))
+
+
+@pytest.fixture(scope="module")
+def real_set(shared_data):
+    return real_kspace_set(shared_data, methods=("zf", "sense"), accels=(2, 8), masks=("equispaced",),
+                           log=lambda s: None)
+
+
+def test_real_kspace_set_layout(real_set):
+    assert set(real_set["volume"]) == {"sense-tutorial_as-stored", "sense-tutorial_transposed"}
+    assert real_set["images"].shape[1:] == (96, 96) and len(real_set["references"]) == 2
+    assert len(real_set["images"]) == 2 * 2 * 2  # orientations x R x methods
+    # the reference's own figures: CG-SENSE at R = 2 is close to it
+    sel = (real_set["method"] == "sense") & (real_set["accel"] == 2)
+    assert np.all(real_set["ssim"][sel] > 0.9)
+
+
+def test_shipped_model_ranks_real_zero_filled_by_r(real_set):
+    """The shipped recon model on the real 16-coil k-space (never seen in training): zero-filled R = 2 scores
+    above R = 8 in both orientations (the gray QF scores them the other way round)."""
+    import mriqa
+
+    recon = mriqa.load_predictor("recon", device="cpu").score(real_set["images"], pool="mean", kind="mri")
+    for vol in set(real_set["volume"]):
+        zf = {a: s for a, s, m, v in zip(real_set["accel"], recon, real_set["method"], real_set["volume"])
+              if m == "zf" and v == vol}
+        assert zf[2.0] > zf[8.0] + 0.05, (vol, zf)
