@@ -9,6 +9,10 @@ mean of the map, in [0, 1], higher = better. A reconstruction network trained to
 
 (the sign is handled here, as :class:`mriqa.losses.QFLoss` does for the QF predictor).
 
+It can be gamed: as the only term beside data consistency (mode ``dc+qf`` with this loss,
+``configs/modl-dc-rq.yaml``) MoDL learned to paint gyrus-like stripes that the model scores 95-97 while PSNR fell
+10 dB (``docs/recon/training_eval_rq.md``). Use it beside a loss that anchors the image (SSDU, supervision).
+
 Input handling: ``[B, 1, H, W]`` or ``[B, H, W]``, real or complex (complex -> ``abs``), any scale; normalised by
 :func:`mriqa.models.reconq.normalize_magnitude`, exactly as in the model's training and in
 :class:`mriqa.predictor.QFPredictor` (magnitude / its own 99.5th percentile, clipped to [0, 2], no quantisation).
