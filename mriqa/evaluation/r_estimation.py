@@ -44,11 +44,14 @@ SNR_RANGE = (15.0, 40.0)
 
 
 def augment_kspace(kspace: np.ndarray, noise_std: np.ndarray, rng: np.random.Generator,
-                   sim_snr: float = SIM_SNR, snr_range: tuple[float, float] = SNR_RANGE):
+                   sim_snr: float | None = None, snr_range: tuple[float, float] | None = None):
     """One acquisition variation (module docstring) of fully sampled k-space ``[S, C, H, W]``; ``noise_std``
     ``[S]`` is the simulation's per-slice noise std at its SNR ``sim_snr``; the new SNR is log-uniform in
     ``snr_range`` (never above ``sim_snr``: noise can be added, not removed). Returns ``(kspace, apod_sigma,
-    snr)``; the input is not modified."""
+    snr)``; the input is not modified. ``sim_snr`` / ``snr_range`` default to :data:`SIM_SNR` / :data:`SNR_RANGE`,
+    read at call time."""
+    sim_snr = SIM_SNR if sim_snr is None else float(sim_snr)
+    snr_range = SNR_RANGE if snr_range is None else snr_range
     sigma = float(rng.uniform(*APOD_SIGMA))
     lo, hi = min(snr_range[0], sim_snr), min(snr_range[1], sim_snr)
     snr = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
