@@ -7,7 +7,9 @@ reference slice's max: :func:`recon.metrics_torch.ssim_map_uniform`), as a map (
 output cells) and as the whole-image number. A quarter of each batch (``data.reference_fraction``) are the
 references themselves, clean or blurred, noised or JPEG-compressed (so that the model also knows a good
 image and the classical degradations); every image is flipped / transposed at random (the phase-encode
-direction is not known to the model).
+direction is not known to the model). ``data.crop_probability``: that share of batches is cut to one random square
+window (``crop_min``..H px) of image and reference alike; ``data.slice_probability``: that share of batches is
+drawn from two slices only, so the ranking pairs compare methods and R on the same anatomy.
 
 Loss per batch: ``L1(map, SSIM map) + L1(score, SSIM) + rank_weight * logistic ranking loss`` over the pairs of
 the batch whose SSIM differs by more than 0.02 (Spearman is what the model is judged by).
@@ -36,7 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "model": {"width": 32},
     "data": {"train": ["data/rq128/train.0of2.h5", "data/rq128/train.1of2.h5"], "val": ["data/rq128/val.h5"],
-             "reference_fraction": 0.25, "crop_probability": 0.0, "crop_min": 64},
+             "reference_fraction": 0.25, "crop_probability": 0.0, "crop_min": 64, "slice_probability": 0.0},
     "loss": {"map_weight": 1.0, "score_weight": 1.0, "rank_weight": 0.5},
     "train": {"steps": 3000, "batch": 16, "lr": 1.0e-3, "lr_min_factor": 0.05, "pretrain_jpeg_steps": 0,
               "eval_every": 250, "checkpoint_every": 250, "threads": 1, "max_minutes": None,
@@ -105,13 +107,27 @@ class QualityBatches:
     """Draws training batches from a reconstruction-quality data set (``mriqa.recon_quality.data``)."""
 
     def __init__(self, data: dict[str, np.ndarray], reference_fraction: float, crop_probability: float = 0.0,
-                 crop_min: int = 64):
+                 crop_min: int = 64, slice_probability: float = 0.0):
         self.images = data["images"]
         self.refs = data["references"]
         self.ref_index = data["ref_index"]
         self.reference_fraction = float(reference_fraction)
         self.crop_probability = float(crop_probability)
         self.crop_min = int(crop_min)
+        self.slice_probability = float(slice_probability)
+        self.slices: list[np.ndarray] = []
+        if self.slice_probability > 0:
+            keys = [f"{v}/{s}" for v, s in zip(data["volume"], data["slice"])]
+            _, inverse = np.unique(keys, return_inverse=True)
+            self.slices = [np.flatnonzero(inverse == k) for k in range(inverse.max() + 1)]
+
+    def _rows(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` image rows: uniform, or (with probability ``slice_probability``) from two slices only, so that the
+        batch's ranking pairs compare methods and R on the same anatomy (what the score is judged on)."""
+        if not self.slices or rng.random() >= self.slice_probability:
+            return rng.integers(len(self.images), size=n)
+        pool = np.concatenate([self.slices[i] for i in rng.choice(len(self.slices), size=2, replace=False)])
+        return rng.choice(pool, size=n, replace=n > len(pool))
 
     def _crop(self, rng: np.random.Generator, imgs: list, refs: list) -> tuple[list, list]:
         """With probability ``crop_probability``, one square side in ``[crop_min, H]`` for the batch and a random
@@ -132,7 +148,7 @@ class QualityBatches:
     def draw(self, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray]:
         """``(images, references)``, float32 ``[batch, H, W]`` each."""
         n_ref = int(round(batch * self.reference_fraction))
-        rows = rng.integers(len(self.images), size=batch - n_ref)
+        rows = self._rows(rng, batch - n_ref)
         imgs = [self.images[i] for i in rows]
         refs = [self.refs[self.ref_index[i]] for i in rows]
         for g in rng.integers(len(self.refs), size=n_ref):
@@ -216,7 +232,8 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
     log(f"[{cfg['name']}] train {len(train_data['images'])} images ({len(np.unique(train_data['volume']))} files), "
         f"val {len(val_data['images'])}")
     dc = cfg["data"]
-    batches = QualityBatches(train_data, dc["reference_fraction"], dc["crop_probability"], dc["crop_min"])
+    batches = QualityBatches(train_data, dc["reference_fraction"], dc["crop_probability"], dc["crop_min"],
+                             dc["slice_probability"])
     torch.manual_seed(int(cfg["seed"]))
     model = RQNet(cfg["model"])
     opt = torch.optim.Adam(model.parameters(), lr=float(tc["lr"]))

@@ -108,6 +108,21 @@ def test_batches_crop_pairs_alike_and_mix_in_references():
     assert plain.draw(rng, 4)[0].shape == (4, 64, 64)
 
 
+def test_slice_batches_compare_methods_on_the_same_anatomy():
+    from mriqa.train_rq import QualityBatches
+
+    n = 6 * 8  # 6 slices x 8 reconstructions, each image tagged with its slice number
+    images = np.repeat(np.arange(6, dtype=np.float32), 8)[:, None, None] * np.ones((1, 32, 32), np.float32)
+    data = {"images": images, "references": np.ones((n, 32, 32), np.float32), "ref_index": np.arange(n),
+            "volume": np.array(["v"] * n), "slice": np.repeat(np.arange(6), 8)}
+    rng = np.random.default_rng(0)
+    grouped = QualityBatches(data, 0.0, slice_probability=1.0)
+    for _ in range(5):
+        assert len(np.unique(grouped.draw(rng, 12)[0][:, 0, 0])) <= 2
+    mixed = QualityBatches(data, 0.0)
+    assert max(len(np.unique(mixed.draw(rng, 12)[0][:, 0, 0])) for _ in range(5)) > 2
+
+
 def test_rqnet_sees_aliasing_replicas_and_keeps_the_map_geometry():
     model = RQNet(width=8).eval()
     # an equispaced R = 2 replica of a 128 px image lies 64 px away: the window of one 8 px map cell holds both
