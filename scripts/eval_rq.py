@@ -33,13 +33,13 @@ LABELS = {"zf": "zero-filled", "sense": "CG-SENSE", "l1": "L1-wavelet", "modl": 
 COLORS = {"zf": "tab:gray", "sense": "tab:orange", "l1": "tab:green", "modl": "tab:blue"}
 
 
-def model_scores(model: str, images: np.ndarray) -> np.ndarray:
+def model_scores(model: str, images: np.ndarray, pool: str = "mean") -> np.ndarray:
     """Whole-image scores of ``images`` ``[N, H, W]`` (RSS scale) by a predictor (``recon``, ``gray`` or a path),
-    mean pooling, MRI windowing."""
+    ``pool`` pooling (``mriqa.pooling``), MRI windowing."""
     import mriqa
 
     predictor = mriqa.load_predictor(model, device="cpu", batch_size=64)
-    return np.concatenate([predictor.score(images[a:a + 64], pool="mean", kind="mri")
+    return np.concatenate([predictor.score(images[a:a + 64], pool=pool, kind="mri")
                            for a in range(0, len(images), 64)])
 
 
@@ -93,6 +93,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="also write the printed tables here (markdown)")
     p.add_argument("--figure", default=None)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--pool", default="mean", choices=["mean", "foreground"],
+                   help="pooling of the recon model's map: mean (the model's score) or foreground (the image's "
+                        "own object cells, mriqa.pooling; the gray QF comparison keeps mean)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -116,9 +119,9 @@ def main(argv=None) -> int:
     out_lines: list[str] = []
     figure_sets = {}
     for title, data in sets.items():
-        scores = model_scores(args.weights, data["images"])
+        scores = model_scores(args.weights, data["images"], args.pool)
         report = ranking_report(data, scores)
-        ref_scores = model_scores(args.weights, data["references"])
+        ref_scores = model_scores(args.weights, data["references"], args.pool)
         report["reference_mean_score"] = float(ref_scores.mean())
         out_lines.append(format_report(f"{title}: recon score", report, LABELS)
                          + f"\nThe fully sampled references ({len(ref_scores)}) score {ref_scores.mean():.3f} on "
@@ -146,7 +149,7 @@ def main(argv=None) -> int:
     print(out_lines[-1], flush=True)
     if args.out:
         header = (f"Printed by `python scripts/eval_rq.py{' ' + ' '.join(argv if argv is not None else sys.argv[1:])}"
-                  f"`; weights: {args.weights}.\n")
+                  f"`; weights: {args.weights}, {args.pool} pooling.\n")
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(args.out) as tmp:
             Path(tmp).write_text("\n".join([header, *out_lines]) + "\n")
