@@ -72,7 +72,8 @@ def scatter(sets: dict[str, tuple[dict, np.ndarray]], path: Path) -> None:
 def main(argv=None) -> int:
     import torch
 
-    from mriqa.evaluation.recon_quality import format_report, ranking_report
+    from mriqa.evaluation.recon_quality import format_report, in_object_ssim, ranking_report
+    from mriqa.iqa.correlation import srcc
     from mriqa.recon_quality.data import (build_quality_split, other_anatomy_files, read_quality_set,
                                           real_kspace_set, write_quality_set)
     from recon.files import atomic_path
@@ -123,9 +124,11 @@ def main(argv=None) -> int:
         report = ranking_report(data, scores)
         ref_scores = model_scores(args.weights, data["references"], args.pool)
         report["reference_mean_score"] = float(ref_scores.mean())
+        report["srcc_in_object_ssim"] = float(srcc(scores, in_object_ssim(data)))
         out_lines.append(format_report(f"{title}: recon score", report, LABELS)
                          + f"\nThe fully sampled references ({len(ref_scores)}) score {ref_scores.mean():.3f} on "
-                         f"average (min {ref_scores.min():.3f}).\n")
+                         f"average (min {ref_scores.min():.3f}). Spearman(score, SSIM inside the reference's object) "
+                         f"= {report['srcc_in_object_ssim']:.3f}.\n")
         print(out_lines[-1], flush=True)
         summary["sets"][title] = {"recon": report}
         figure_sets[title] = (data, scores)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mriqa.evaluation.recon_quality import ranking_report, subject_of
+from mriqa.evaluation.recon_quality import in_object_ssim, ranking_report, subject_of
 from mriqa.models.reconq import RQNet, normalize_magnitude, receptive_field
 from mriqa.recon_quality.data import (build_quality_split, mask_groups, read_quality_set, real_kspace_set,
                                       write_quality_set)
@@ -153,6 +153,19 @@ def test_ranking_report_reads_perfect_and_reversed_scores():
     bad = ranking_report(d, -d["ssim"])
     assert bad["pooled_srcc"] == pytest.approx(-1.0) and bad["pair_order_agreement"] == 0.0
     assert bad["zf_above_modl"] == bad["zf_modl_groups"] == 9
+
+
+def test_in_object_ssim_ignores_the_background_convention(phantom_kspace):
+    from recon.metrics import ssim
+
+    _, rss = phantom_kspace(slices=1, size=64, coils=4)
+    ref = rss[0]
+    zero_background = np.where(ref > 0.2 * ref.max(), ref, 0.0).astype(np.float32)
+    data = {"references": ref[None], "images": np.stack([ref, zero_background]), "ref_index": np.array([0, 0])}
+    inside = in_object_ssim(data)
+    assert inside[0] == pytest.approx(1.0)
+    # the zero background costs whole-image SSIM, much less inside the object
+    assert 1.0 - inside[1] < 0.5 * (1.0 - ssim(ref[None], zero_background[None]))
 
 
 def test_training_smoke_and_resume(tiny_split, tmp_path):

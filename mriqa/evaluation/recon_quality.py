@@ -18,7 +18,7 @@ import numpy as np
 
 from mriqa.iqa.correlation import srcc
 
-__all__ = ["subject_of", "ranking_report", "format_report"]
+__all__ = ["subject_of", "ranking_report", "format_report", "in_object_ssim", "out_of_domain_scores"]
 
 TIE = 0.005
 
@@ -128,3 +128,15 @@ def out_of_domain_scores(predictor, data_root, qualities=(10, 30, 50, 70, 90), n
             "photo_srcc_with_jpeg_qf": float(srcc(np.asarray(pairs_score), np.asarray(pairs_qf, np.float64))),
             "noise_images": noise_images, "noise_mean_score": float(noise_scores.mean()),
             "noise_max_score": float(noise_scores.max())}
+
+
+def in_object_ssim(data: dict) -> np.ndarray:
+    """``[N]`` SSIM of each image inside its reference's object (``recon.metrics.object_mask`` of the reference,
+    mean of the SSIM map there; data range the reference's max): the figure without the background convention
+    (zero vs the RSS noise floor) that the whole-image SSIM rewards."""
+    from recon.metrics import object_mask, support_metrics
+
+    masks = [object_mask(ref[None]) for ref in data["references"]]
+    return np.asarray([support_metrics(data["references"][g][None], image[None], masks[g],
+                                       maxval=float(data["references"][g].max()), with_ssim=True)["SSIM_in"]
+                       for image, g in zip(data["images"], data["ref_index"])], np.float64)
