@@ -6,7 +6,8 @@ The recording (``tests/data/behaviour.json``) was made before the "One house" re
     python tests/test_behaviour_unchanged.py --record tests/data/behaviour.json
 
 and is compared here to 1e-6 relative (1.5e-6 absolute: the commands print six decimals, so a last-digit
-flip from a moved floating-point order still passes).
+flip from a moved floating-point order still passes); figures computed from the iterative reconstructions to
+5e-3 relative (:data:`DOWNSTREAM`: they amplify solver last-bit differences between CPU types).
 Paths, timings and version strings are dropped before the comparison.
 """
 from __future__ import annotations
@@ -126,6 +127,14 @@ def run_all(tmp: Path) -> dict:
     return out
 
 
+#: outputs computed *from* the CG-SENSE / L1 reconstructions, not the reconstructions themselves: their figures
+#: amplify the last-bit differences of iterative solvers between CPUs (the reconstructions' own sums agree to
+#: 1e-6): PSNR by ~3e-6, the QF scores (8-bit quantised input) by ~3e-4, the learned R estimate by up to 1.7e-3
+#: (measured on an AMD EPYC machine against the recording, which another machine type reproduces exactly).
+DOWNSTREAM = {"evaluate-sense", "evaluate-l1", "evaluate-modl", "score-recons", "estimate-r-learned", "estimate-r-qf"}
+DOWNSTREAM_REL_TOL = 5e-3
+
+
 def _compare(got, want, where: str = "") -> list[str]:
     if isinstance(want, dict):
         if not isinstance(got, dict):
@@ -145,7 +154,8 @@ def _compare(got, want, where: str = "") -> list[str]:
             return [] if want is got else [f"{where}: {got} != {want}"]
         if isinstance(want, float) and math.isnan(want):
             return [] if isinstance(got, float) and math.isnan(got) else [f"{where}: {got} != nan"]
-        return [] if math.isclose(got, want, rel_tol=1e-6, abs_tol=1.5e-6) else [f"{where}: {got!r} != {want!r}"]
+        rel = DOWNSTREAM_REL_TOL if where.split(".")[1].split("[")[0] in DOWNSTREAM else 1e-6
+        return [] if math.isclose(got, want, rel_tol=rel, abs_tol=1.5e-6) else [f"{where}: {got!r} != {want!r}"]
     return [] if got == want else [f"{where}: {got!r} != {want!r}"]
 
 
