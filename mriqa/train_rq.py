@@ -13,6 +13,9 @@ drawn from two slices only, so the ranking pairs compare methods and R on the sa
 
 Loss per batch: ``L1(map, SSIM map) + L1(score, SSIM) + rank_weight * logistic ranking loss`` over the pairs of
 the batch whose SSIM differs by more than 0.02 (Spearman is what the model is judged by).
+``loss.target_region``: ``"image"`` (the whole-image SSIM, the shipped model) or ``"object"`` (the SSIM inside
+the reference's object, the score an object-weighted mean of the map: no reward for copying the reference's
+background convention; use ``pool="foreground"`` with such a model).
 
 ``pretrain_jpeg_steps`` (the paper's self-supervision as pre-training): first that many steps regressing
 ``QF / 100`` of JPEG-compressed references (QF uniform in 5..95) as a constant map, then the SSIM training.
@@ -39,7 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "model": {"width": 32},
     "data": {"train": ["data/rq128/train.0of2.h5", "data/rq128/train.1of2.h5"], "val": ["data/rq128/val.h5"],
              "reference_fraction": 0.25, "crop_probability": 0.0, "crop_min": 64, "slice_probability": 0.0},
-    "loss": {"map_weight": 1.0, "score_weight": 1.0, "rank_weight": 0.5},
+    "loss": {"map_weight": 1.0, "score_weight": 1.0, "rank_weight": 0.5, "target_region": "image"},
     "train": {"steps": 3000, "batch": 16, "lr": 1.0e-3, "lr_min_factor": 0.05, "pretrain_jpeg_steps": 0,
               "eval_every": 250, "checkpoint_every": 250, "threads": 1, "max_minutes": None,
               "stop_at_step": None, "progress": True, "ema": 0.0},
@@ -167,18 +170,35 @@ class QualityBatches:
         return np.stack(imgs), qfs.astype(np.float32) / 100.0
 
 
-def ssim_targets(images: torch.Tensor, refs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(target map [B, 1, ceil(H/8), ceil(W/8)], SSIM [B])`` of images against references ``[B, H, W]``: the
-    valid SSIM map padded back to H x W by edge replication and averaged over 8 x 8 cells; the scalar is the
-    exact whole-image SSIM (:func:`recon.metrics.ssim`)."""
+def ssim_targets(images: torch.Tensor, refs: torch.Tensor, region: str = "image"
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(target map [B, 1, ceil(H/8), ceil(W/8)], SSIM [B], cell weights [B, 1, ceil(H/8), ceil(W/8)])`` of
+    images against references ``[B, H, W]``: the valid SSIM map padded back to H x W by edge replication and
+    averaged over 8 x 8 cells. ``region="image"``: the scalar is the exact whole-image SSIM
+    (:func:`recon.metrics.ssim`), the weights are 1. ``"object"``: the scalar is the mean of the SSIM map inside
+    the reference's object (:func:`recon.metrics.object_mask`, as ``support_metrics``' SSIM_in) and the weights
+    are each cell's object fraction (the score the model is trained to give is then the object-weighted mean of
+    its map, which ``pool="foreground"`` approximates at inference from the image itself)."""
     peak = refs.flatten(1).amax(1)
     smap = ssim_map_uniform(images[:, None], refs[:, None], peak)
-    score = smap.flatten(1).mean(1)
     pad_h = (images.shape[-2] - smap.shape[-2]) // 2
     pad_w = (images.shape[-1] - smap.shape[-1]) // 2
     full = F.pad(smap, (pad_w, pad_w, pad_h, pad_h), mode="replicate")
     cells = F.avg_pool2d(full, OUTPUT_STRIDE, ceil_mode=True)
-    return cells, score
+    if region == "image":
+        return cells, smap.flatten(1).mean(1), torch.ones_like(cells)
+    from recon.metrics import object_mask
+
+    mask = torch.from_numpy(object_mask(refs.numpy()).astype(np.float32))[:, None]
+    score = (full * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1.0)
+    return cells, score, F.avg_pool2d(mask, OUTPUT_STRIDE, ceil_mode=True)
+
+
+def weighted_score(qmap: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``[B]`` weighted mean of a quality map ``[B, 1, h, w]`` (weights of the same shape; all-zero -> mean)."""
+    total = weights.flatten(1).sum(1)
+    weights = torch.where(total[:, None, None, None] > 0, weights, torch.ones_like(weights))
+    return (qmap * weights).flatten(1).sum(1) / weights.flatten(1).sum(1)
 
 
 def ranking_loss(pred: torch.Tensor, target: torch.Tensor, margin: float = 0.02, temperature: float = 0.05) -> torch.Tensor:
@@ -193,26 +213,39 @@ def ranking_loss(pred: torch.Tensor, target: torch.Tensor, margin: float = 0.02,
 
 
 # ------------------------------------------------------------------------------------------------- training
-def evaluate(model: RQNet, data: dict[str, np.ndarray], batch: int = 64) -> dict[str, float]:
-    """Validation: per-volume Spearman(score, SSIM) (mean over volumes), pooled Spearman and MAE."""
+def evaluate(model: RQNet, data: dict[str, np.ndarray], batch: int = 64, region: str = "image") -> dict[str, float]:
+    """Validation: per-volume Spearman(score, target) (mean over volumes), pooled Spearman and MAE; the target is
+    the whole-image SSIM (``region="image"``) or the in-object SSIM with object-weighted scores (``"object"``)."""
     from mriqa.iqa.correlation import srcc
 
-    scores = predict_scores(model, data["images"], batch)
-    ssim = data["ssim"]
-    per_volume = [srcc(scores[data["volume"] == v], ssim[data["volume"] == v]) for v in np.unique(data["volume"])]
-    return {"val_srcc_volume": float(np.mean(per_volume)), "val_srcc": float(srcc(scores, ssim)),
-            "val_mae": float(np.mean(np.abs(scores - ssim)))}
+    if region == "object":
+        from mriqa.evaluation.recon_quality import in_object_ssim
+        from recon.metrics import object_mask
+
+        if "_ssim_in" not in data:  # computed once per validation set
+            data["_ssim_in"] = in_object_ssim(data)
+            masks = torch.from_numpy(object_mask(data["references"]).astype(np.float32))[:, None]
+            data["_cells"] = F.avg_pool2d(masks, OUTPUT_STRIDE, ceil_mode=True)[torch.from_numpy(data["ref_index"])]
+        scores, target = predict_scores(model, data["images"], batch, data["_cells"]), data["_ssim_in"]
+    else:
+        scores, target = predict_scores(model, data["images"], batch), data["ssim"]
+    per_volume = [srcc(scores[data["volume"] == v], target[data["volume"] == v]) for v in np.unique(data["volume"])]
+    return {"val_srcc_volume": float(np.mean(per_volume)), "val_srcc": float(srcc(scores, target)),
+            "val_mae": float(np.mean(np.abs(scores - target)))}
 
 
-def predict_scores(model: RQNet, images: np.ndarray, batch: int = 64) -> np.ndarray:
-    """Whole-image scores ``[N]`` of magnitude images ``[N, H, W]`` (any scale), in eval mode, no gradients."""
+def predict_scores(model: RQNet, images: np.ndarray, batch: int = 64, weights: torch.Tensor | None = None
+                   ) -> np.ndarray:
+    """Scores ``[N]`` of magnitude images ``[N, H, W]`` (any scale), in eval mode, no gradients: the map's mean,
+    or its ``weights``-weighted mean (``[N, 1, h, w]``)."""
     was = model.training
     model.eval()
     out = []
     with torch.inference_mode():
         for a in range(0, len(images), batch):
             x = normalize_magnitude(torch.from_numpy(np.ascontiguousarray(images[a:a + batch])))
-            out.append(RQNet.score(model(x)).numpy())
+            qmap = model(x)
+            out.append((RQNet.score(qmap) if weights is None else weighted_score(qmap, weights[a:a + batch])).numpy())
     model.train(was)
     return np.concatenate(out)
 
@@ -240,6 +273,11 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
     state = start_state(out, model, opt, resume, cfg["name"], log)
     model.train()
     batch, pre = int(tc["batch"]), int(tc["pretrain_jpeg_steps"])
+    region = str(lc["target_region"])
+    if region not in ("image", "object"):
+        from recon.errors import InputError
+
+        raise InputError(None, f"loss.target_region must be 'image' or 'object', got {region!r}")
 
     def train_step(rng):
         if state.step < pre:
@@ -250,10 +288,11 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
         imgs, refs = batches.draw(rng, batch)
         x, r = torch.from_numpy(imgs), torch.from_numpy(refs)
         with torch.no_grad():
-            target_map, target = ssim_targets(x, r)
+            target_map, target, cell_w = ssim_targets(x, r, region)
         qmap = model(normalize_magnitude(x))
-        score = RQNet.score(qmap)
-        l_map = F.l1_loss(qmap, target_map)
+        score = weighted_score(qmap, cell_w)
+        map_w = cell_w + 0.1  # object cells count most; the background is still asked to look like its SSIM
+        l_map = ((qmap - target_map).abs() * map_w).sum() / map_w.sum()
         l_score = F.l1_loss(score, target)
         l_rank = ranking_loss(score, target)
         loss = float(lc["map_weight"]) * l_map + float(lc["score_weight"]) * l_score + float(lc["rank_weight"]) * l_rank
@@ -273,7 +312,7 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
         ], require="val_srcc")
 
     result = run_steps(state, name=cfg["name"], model=model, optimizer=opt, cfg=cfg, lr_at=cosine_lr,
-                       train_step=train_step, evaluate=lambda: evaluate(model, val_data),
+                       train_step=train_step, evaluate=lambda: evaluate(model, val_data, region=region),
                        select="val_srcc_volume", maximize=True, keep=("val_srcc_volume", "val_srcc", "val_mae"),
                        describe=describe, plot=plot, output_dir=out, log=log)
     if state.best is not None:

@@ -87,10 +87,24 @@ def test_ssim_targets_match_skimage_and_handle_crops():
     rng = np.random.default_rng(0)
     ref = rng.random((2, 40, 56)).astype(np.float32)
     img = (ref + 0.1 * rng.standard_normal(ref.shape)).astype(np.float32)
-    cells, score = ssim_targets(torch.from_numpy(img), torch.from_numpy(ref))
-    assert cells.shape == (2, 1, 5, 7)
+    cells, score, weights = ssim_targets(torch.from_numpy(img), torch.from_numpy(ref))
+    assert cells.shape == weights.shape == (2, 1, 5, 7) and bool((weights == 1).all())
     for i in range(2):
         assert score[i].item() == pytest.approx(ssim(ref[i][None], img[i][None]), abs=1e-5)
+
+
+def test_object_targets_match_the_in_object_ssim(phantom_kspace):
+    from mriqa.train_rq import ssim_targets, weighted_score
+
+    _, rss = phantom_kspace(slices=2, size=64, coils=4)
+    rng = np.random.default_rng(1)
+    img = (rss + 0.05 * rss.max() * rng.standard_normal(rss.shape)).astype(np.float32)
+    cells, score, weights = ssim_targets(torch.from_numpy(img), torch.from_numpy(rss), "object")
+    expected = in_object_ssim({"references": rss, "images": img, "ref_index": np.arange(2)})
+    assert np.allclose(score.numpy(), expected, atol=1e-4)
+    # the disc covers the middle cells wholly and the corners not at all
+    assert weights[0, 0, 4, 4] == 1.0 and weights[0, 0, 0, 0] == 0.0
+    assert torch.allclose(weighted_score(cells, torch.ones_like(cells)), cells.flatten(1).mean(1))
 
 
 def test_batches_crop_pairs_alike_and_mix_in_references():
@@ -168,14 +182,16 @@ def test_in_object_ssim_ignores_the_background_convention(phantom_kspace):
     assert 1.0 - inside[1] < 0.5 * (1.0 - ssim(ref[None], zero_background[None]))
 
 
-def test_training_smoke_and_resume(tiny_split, tmp_path):
+@pytest.mark.parametrize("region", ["image", "object"])
+def test_training_smoke_and_resume(tiny_split, tmp_path, region):
     from mriqa.predictor import load_predictor
     from mriqa.train_rq import load_config, train
 
     path, _ = tiny_split
     cfg = load_config(None, [f"data.train=[{path}]", f"data.val=[{path}]", f"output_dir={tmp_path / 'run'}",
                              "model.width=8", "train.steps=4", "train.batch=4", "train.eval_every=2",
-                             "train.checkpoint_every=2", "train.progress=false", "data.crop_probability=0.5"])
+                             "train.checkpoint_every=2", "train.progress=false", "data.crop_probability=0.5",
+                             f"loss.target_region={region}"])
     first = train(cfg, log=lambda s: None)
     assert first["step"] == 4 and (tmp_path / "run" / "best.safetensors").exists()
     cfg["train"]["steps"] = 6
