@@ -182,8 +182,8 @@ def test_in_object_ssim_ignores_the_background_convention(phantom_kspace):
     assert 1.0 - inside[1] < 0.5 * (1.0 - ssim(ref[None], zero_background[None]))
 
 
-@pytest.mark.parametrize("region", ["image", "object"])
-def test_training_smoke_and_resume(tiny_split, tmp_path, region):
+@pytest.mark.parametrize("region, pretrain", [("image", 2), ("object", 0)])
+def test_training_smoke_and_resume(tiny_split, tmp_path, region, pretrain):
     from mriqa.predictor import load_predictor
     from mriqa.train_rq import load_config, train
 
@@ -191,7 +191,7 @@ def test_training_smoke_and_resume(tiny_split, tmp_path, region):
     cfg = load_config(None, [f"data.train=[{path}]", f"data.val=[{path}]", f"output_dir={tmp_path / 'run'}",
                              "model.width=8", "train.steps=4", "train.batch=4", "train.eval_every=2",
                              "train.checkpoint_every=2", "train.progress=false", "data.crop_probability=0.5",
-                             f"loss.target_region={region}"])
+                             f"loss.target_region={region}", f"train.pretrain_jpeg_steps={pretrain}"])
     first = train(cfg, log=lambda s: None)
     assert first["step"] == 4 and (tmp_path / "run" / "best.safetensors").exists()
     cfg["train"]["steps"] = 6
