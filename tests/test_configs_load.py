@@ -8,7 +8,7 @@ import pytest
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 FAMILIES = {"qf-*.yaml": "qf", "qairn*.yaml": "qairn", "ar-*.yaml": "ar", "r-learned*.yaml": "r",
-            "modl-*.yaml": "recon", "rq*.yaml": "rq"}
+            "modl-*.yaml": "recon", "rq*.yaml": "rq", "r-rq*.yaml": "r-rq"}
 
 
 def _configs(pattern: str) -> list[Path]:
@@ -69,7 +69,8 @@ def test_recon_configs(path):
 
 
 @pytest.mark.parametrize("command,config", [("train-qf", "qf-gray.yaml"), ("train-qairn", "qairn.yaml"),
-                                            ("train-ar", "ar-rgb.yaml"), ("train-r", "r-learned-aug.yaml")])
+                                            ("train-ar", "ar-rgb.yaml"), ("train-r", "r-learned-aug.yaml"),
+                                            ("train-r", "r-rq.yaml")])
 def test_every_mriqa_trainer_has_the_same_flags_and_refuses_unknown_keys(command, config, capsys):
     from mriqa.cli import build_parser, main
 
@@ -90,4 +91,14 @@ def test_rq_configs(path):
     assert cfg["name"] == path.stem and cfg["data"]["train"] and cfg["data"]["val"]
     # split by subject: no file is both a training and a validation file
     assert not set(cfg["data"]["train"]) & set(cfg["data"]["val"])
+    RQNet(cfg["model"])
+
+
+@pytest.mark.parametrize("path", _configs("r-rq*.yaml"), ids=lambda p: p.name)
+def test_r_rq_configs(path):
+    from mriqa.models.reconq import RQNet
+    from mriqa.restimate.train_rq import load_config
+
+    cfg = load_config(path)
+    assert cfg["arch"] == "rqnet" and not set(cfg["data"]["train"]) & set(cfg["data"]["val"])
     RQNet(cfg["model"])

@@ -14,9 +14,10 @@ estimated nominal R, ``[r_low, r_high]`` the calibrated interval (conformal on v
 (then the interval is the whole ``[1, 16]``; :mod:`mriqa.restimate.ood`). A colour image says so at once
 (``ood`` "colour image", ``r_est`` null: no network is run on it).
 
-Estimators (``--method``): ``learned`` (QFNet fine-tuned to log R, :mod:`mriqa.restimate.learned`), ``qf``
-(QF score + monotone calibration, :mod:`mriqa.restimate.qf_based`), ``auto`` = learned when installed, else qf.
-Both use the h5's ``method`` attribute, as written by ``mriqa recon``, to pick that reconstruction method's
+Estimators (``--method``): ``rq`` (the reconstruction-quality network fine-tuned to log R on 31 subjects,
+:mod:`mriqa.restimate.rq_based`), ``learned`` (QFNet fine-tuned to log R, :mod:`mriqa.restimate.learned`), ``qf``
+(QF score + monotone calibration, :mod:`mriqa.restimate.qf_based`), ``auto`` = the first installed of rq and
+learned, else qf. All use the h5's ``method`` attribute, as written by ``mriqa recon``, to pick that reconstruction method's
 calibration (and interval); inputs without it get the one fitted on all methods.
 
 When an h5 carries ``acceleration`` (and ``acceleration_effective``) attributes (``mriqa recon`` writes them;
@@ -34,7 +35,7 @@ import argparse
 
 from mriqa.commands.shared import add_max_pixels, exit_code, format_table, write_records
 
-ESTIMATORS = ("auto", "qf", "learned")
+from mriqa.restimate import ESTIMATORS
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -47,7 +48,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="h5 (reconstruction / reconstruction_rss), DICOM, NIfTI, .npy or image files")
     p.add_argument("--method", default="auto", choices=ESTIMATORS,
-                   help="estimator: learned, qf, or auto (learned when installed) (default auto)")
+                   help="estimator: rq, learned, qf, or auto (rq, else learned, when installed) (default auto)")
     p.add_argument("--json", metavar="OUT", default=None, help="write the records as JSON to OUT")
     p.add_argument("--h5-key", default=None, metavar="KEY", help="h5 dataset to read")
     add_max_pixels(p)

@@ -21,13 +21,38 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def _arch(config: str | None) -> str:
+    """The config's ``arch`` (``rqnet``: :mod:`mriqa.restimate.train_rq`), else the QFNet trainer's."""
+    if not config:
+        return "qfnet"
+    from recon.config import read_yaml
+
+    return str((read_yaml(config) or {}).get("arch", "qfnet"))
+
+
 def run(args) -> int:
+    def log(line):
+        print(line, flush=True)
+
+    if _arch(args.config) == "rqnet":
+        from mriqa.restimate import train_rq
+
+        cfg = train_rq.load_config(args.config, args.overrides, **config_extra(args))
+        if args.recalibrate:
+            train_rq.recalibrate(cfg, args.recalibrate, log=log)
+            print(f"train-r: recalibrated {args.recalibrate}")
+            return 0
+        summary = train_rq.train(cfg, resume=not args.no_resume, log=log)
+        if "stopped_at" in summary:
+            print(f"train-r: {cfg['name']} stopped at step {summary['stopped_at']} (run again to resume); "
+                  "nothing exported")
+        else:
+            print(f"train-r: {cfg['name']} validation MAE {summary['r_estimation']['val_mae_r']:.3f} in R; "
+                  f"weights {summary['weights']}" + (f", exported {summary['export']}" if summary["export"] else ""))
+        return 0
     from mriqa.restimate.train import load_config, recalibrate, train
 
     cfg = load_config(args.config, args.overrides, **config_extra(args))
-
-    def log(line):
-        print(line, flush=True)
 
     if args.recalibrate:
         recalibrate(cfg, args.recalibrate, log=log)

@@ -12,7 +12,12 @@ Architecture (all convolutions 3 x 3 with zero padding, ReLU; widths ``w`` = ``w
     e3      conv, stride 2; conv                       1/8          w  -> 2w
     e4      conv, stride 2; conv dilation 2            1/16         2w -> 2w
     global  [mean, std] over e4's positions -> linear -> 2w, added at every 1/8 position
+    (spectral, optional: the image's own spectrum profiles -> linear -> 2w, added likewise)
+    (fine, optional: conv at full resolution (1 -> f), conv stride 2 (f -> w), added to e1's output)
     head    up(e4) + e3 + global -> conv (2w -> w) -> conv 1 x 1 -> sigmoid     map at 1/8
+
+The pre-sigmoid map (:meth:`RQNet.logits`) is what other heads read: the R estimator
+(:mod:`mriqa.restimate.rq_based`) trains it as a map of log R.
 
 Why this shape: undersampling artefacts are not local. An equispaced mask at R folds the object onto copies
 FOV / R apart (64 px at R = 2 on a 128 px image, 160 px on 320 px) and a random mask spreads incoherent streaks
@@ -20,6 +25,14 @@ along the whole phase-encode axis. The convolutions reach 119 px (receptive fiel
 :func:`receptive_field`), and the global branch gives every position statistics of the whole image, so a
 position can tell a replica or streak from anatomy. Computing at 1/2 resolution and below keeps it cheap (a
 320 x 320 slice costs about 0.5 GFLOP).
+
+``spectral`` (default 0 = off): the number of bins of :func:`spectral_features`, profiles of the normalised
+magnitude's 2-D power spectrum along each image axis and their autocorrelation, given to the global branch
+(the sampling density of an acquisition shows in its image's spectrum: an energy deficit along phase-encode,
+a comb for equispaced masks).
+
+``fine`` (default 0 = off): channels of a full-resolution stem beside ``e1`` (which starts at stride 2):
+pixel-scale texture (the noise and residual aliasing of a reconstruction at low R) reaches the network.
 
 Input normalisation (:func:`normalize_magnitude`, identical at training and inference, differentiable for the
 quality loss): magnitude divided by its own 99.5th percentile over the whole image, clipped to [0, 2] (the QF
@@ -39,13 +52,17 @@ ROBUST_PERCENTILE = 99.5
 CLIP = 2.0
 OUTPUT_STRIDE = 8
 
-__all__ = ["ARCH", "RQNet", "RQConfig", "normalize_magnitude", "receptive_field"]
+__all__ = ["ARCH", "RQNet", "RQConfig", "normalize_magnitude", "receptive_field", "spectral_features"]
+#: lags (in spectral samples) of the profile autocorrelation: an equispaced mask at R repeats every R lines
+SPECTRAL_LAGS = tuple(range(1, 17))
 
 
 @dataclass
 class RQConfig:
     width: int = 32
     in_channels: int = 1
+    spectral: int = 0
+    fine: int = 0
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "RQConfig":
@@ -70,6 +87,35 @@ def normalize_magnitude(x: torch.Tensor) -> torch.Tensor:
     scale = flat.kthvalue(k, dim=1).values
     scale = torch.where(scale > 0, scale, flat.amax(1)).clamp_min(1e-12)
     return (x / scale.reshape(-1, 1, 1, 1)).clamp(0.0, CLIP)
+
+
+def spectral_features(x: torch.Tensor, bins: int) -> torch.Tensor:
+    """Spectrum features of normalised magnitudes ``[B, 1, H, W]`` -> ``[B, 2 * (bins + len(SPECTRAL_LAGS))]``.
+
+    Per image axis (rows first, then columns): the log mean power of the mean-free image's orthonormal 2-D FFT
+    as a function of the spatial frequency along that axis (averaged over the other axis and over +-k), resampled
+    to ``bins`` values from DC to Nyquist and centred on its mean (a shape, scale-free), then the autocorrelation
+    of the same profile after removing its smooth trend (a 5-sample moving average) at
+    :data:`SPECTRAL_LAGS`: a peak at lag R marks an equispaced mask at R. Size-independent by construction."""
+    x = x - x.mean((-2, -1), keepdim=True)
+    power = torch.fft.fft2(x[:, 0], norm="ortho").abs() ** 2
+    out = []
+    for axis in (-2, -1):
+        prof = power.mean(dim=-1 if axis == -2 else -2)            # [B, N]: power vs frequency along ``axis``
+        n = prof.shape[-1]
+        half = n // 2 + 1
+        folded = 0.5 * (prof[:, :half] + torch.roll(prof.flip(-1), 1, -1)[:, :half])
+        logp = torch.log(folded + 1e-8)
+        coarse = F.interpolate(logp[:, None], size=bins, mode="linear", align_corners=True)[:, 0]
+        out.append(coarse - coarse.mean(-1, keepdim=True))
+        trend = F.avg_pool1d(F.pad(logp[:, None], (2, 2), mode="replicate"), 5, stride=1)[:, 0]
+        detail = logp - trend
+        detail = detail - detail.mean(-1, keepdim=True)
+        var = (detail ** 2).mean(-1).clamp_min(1e-8)
+        acf = [(detail[:, :-lag] * detail[:, lag:]).mean(-1) / var if lag < half else torch.zeros_like(var)
+               for lag in SPECTRAL_LAGS]
+        out.append(torch.stack(acf, -1))
+    return torch.cat(out, -1)
 
 
 def _conv(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -98,6 +144,12 @@ class RQNet(nn.Module):
         self.e3 = nn.ModuleList([_conv(w, 2 * w, 2), _conv(2 * w, 2 * w)])
         self.e4 = nn.ModuleList([_conv(2 * w, 2 * w, 2), _conv(2 * w, 2 * w, dilation=2)])
         self.glob = nn.Linear(4 * w, 2 * w)
+        if cfg.fine:
+            self.fine = nn.Sequential(_conv(cfg.in_channels, cfg.fine), nn.ReLU(inplace=True),
+                                      _conv(cfg.fine, w, 2))
+        if cfg.spectral:
+            self.spec = nn.Sequential(nn.Linear(2 * (cfg.spectral + len(SPECTRAL_LAGS)), 2 * w),
+                                      nn.ReLU(inplace=True), nn.Linear(2 * w, 2 * w))
         self.head = nn.Sequential(_conv(2 * w, w), nn.ReLU(inplace=True), nn.Conv2d(w, 1, 1))
 
     @property
@@ -116,14 +168,29 @@ class RQNet(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f1 = F.relu(self.e1(x), inplace=True)
+        return torch.sigmoid(self.logits(x))
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The pre-sigmoid map ``[B, 1, ceil(H / 8), ceil(W / 8)]`` of normalised ``x`` ``[B, 1, H, W]``."""
+        return self.logits_and_stats(x)[0]
+
+    def logits_and_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(pre-sigmoid map, global statistics [B, 4 w])``: the second is what the global branch reads (mean
+        and std of the deepest features), a description of the whole image (used for out-of-distribution
+        checks)."""
+        f1 = self.e1(x)
+        if self.config["fine"]:
+            f1 = f1 + self.fine(x)
+        f1 = F.relu(f1, inplace=True)
         f2 = self._stage(f1, self.e2)
         f3 = self._stage(f2, self.e3)
         f4 = self._stage(f3, self.e4)
         stats = torch.cat([f4.mean((2, 3)), f4.flatten(2).std(2, unbiased=False)], 1)
-        g = self.glob(stats)[:, :, None, None]
+        g = self.glob(stats)
+        if self.config["spectral"]:
+            g = g + self.spec(spectral_features(x, int(self.config["spectral"])))
         up = F.interpolate(f4, size=f3.shape[-2:], mode="nearest")
-        return torch.sigmoid(self.head(F.relu(f3 + up + g)))
+        return self.head(F.relu(f3 + up + g[:, :, None, None])), stats
 
     @staticmethod
     def score(quality_map: torch.Tensor) -> torch.Tensor:

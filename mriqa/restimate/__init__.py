@@ -6,7 +6,10 @@ Two estimators with one interface, :class:`REstimator`: ``estimate(x, colour=Non
 ``predictor.prepare(images, kind="mri")`` normalises exactly as the QF predictor does):
 
 - :class:`~mriqa.restimate.qf_based.QFREstimator` (``"qf"``): gray QF score, monotone calibration QF -> R;
-- :class:`~mriqa.restimate.learned.LearnedREstimator` (``"learned"``): QFNet backbone fine-tuned to log R.
+- :class:`~mriqa.restimate.learned.LearnedREstimator` (``"learned"``): QFNet backbone fine-tuned to log R;
+- :class:`~mriqa.restimate.rq_based.RQREstimator` (``"rq"``): the reconstruction-quality network (RQNet, 119 px
+  receptive field + whole-image statistics) fine-tuned to log R on 31 subjects; its ``predictor.prepare`` gives
+  :func:`mriqa.models.reconq.normalize_magnitude` inputs in [0, 2].
 
 Intervals: split-conformal on log R (:mod:`mriqa.restimate.intervals`); inputs unlike the training data get
 ``[1, 16]`` with the reason in ``ood`` (:mod:`mriqa.restimate.ood`). :func:`volume_estimate` combines the
@@ -14,7 +17,7 @@ slices of a volume; :func:`mriqa.restimate.records.estimate_r_files` is the libr
 (files in, typed records out).
 
 >>> from mriqa.restimate import load_estimator, estimate_images
->>> est = load_estimator("auto")                      # learned if its weights are installed, else qf
+>>> est = load_estimator("auto")                      # rq, else learned, if installed; else qf
 >>> out = estimate_images(est, volume)                # volume: [S, H, W] magnitude (any scale)
 >>> out["r_est"], out["r_low"], out["r_high"]         # [S] each
 """
@@ -30,7 +33,7 @@ from mriqa.restimate.intervals import R_BOUNDS
 if TYPE_CHECKING:
     from mriqa.predictor import QFPredictor
 
-ESTIMATORS = ("auto", "qf", "learned")
+ESTIMATORS = ("auto", "qf", "learned", "rq")
 MAX_OOD_FRACTION = 0.5
 
 
@@ -53,11 +56,13 @@ class REstimator(Protocol):
 
 
 def load_estimator(method: str = "auto") -> REstimator:
-    """``"qf"``, ``"learned"`` or ``"auto"`` (learned when its weights are installed, else qf)."""
-    from mriqa.restimate import learned, qf_based
+    """``"qf"``, ``"learned"``, ``"rq"`` or ``"auto"`` (the first installed of rq, learned; else qf)."""
+    from mriqa.restimate import learned, qf_based, rq_based
 
     if method not in ESTIMATORS:
         raise InputError(None, f"unknown R estimator {method!r}: expected one of {', '.join(ESTIMATORS)}")
+    if method == "rq" or (method == "auto" and rq_based.WEIGHTS.is_file()):
+        return rq_based.RQREstimator.load()
     if method == "learned" or (method == "auto" and learned.WEIGHTS.is_file()):
         return learned.LearnedREstimator.load()
     return qf_based.QFREstimator.load()
@@ -65,7 +70,8 @@ def load_estimator(method: str = "auto") -> REstimator:
 
 def prepare(estimator, images, kind: str | None = "mri", source=None):
     """Raw images (``[H, W]``, ``[N, H, W]``, ``[H, W, C]``, ...; see :mod:`mriqa.predictor`) -> model inputs
-    ``[N, 1, H, W]`` in [0, 1] with the QF predictor's normalisation (the estimator's own input handling)."""
+    ``[N, 1, H, W]`` with the estimator's own input handling (its predictor's ``prepare``: the QF predictor's
+    [0, 1] windowing, or the magnitude normalisation of the rq estimator)."""
     x, _ = estimator.predictor.prepare(images, kind=kind, source=source)
     return x
 

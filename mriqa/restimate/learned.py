@@ -127,26 +127,30 @@ class LearnedREstimator(REstimator):
             return by_method[recon_method], float(self.info["halfwidth_by_method"][recon_method])
         return self.info.get("recalibration"), float(self.info["halfwidth"])
 
+    def pool(self, maps, x) -> tuple[np.ndarray, np.ndarray]:
+        """``(pooled log R [N], spread [N])`` of maps ``[N, h, w]`` for inputs ``x``: :func:`pooled`."""
+        geom = self.predictor.geometry(tuple(x.shape[-2:]), tuple(np.shape(maps)[-2:]))
+        return pooled(maps, x, geom)
+
     def estimate(self, x, colour=None, recon_method: str | None = None) -> dict:
         """Estimate R for model inputs ``x`` ``[N, 1, H, W]`` in [0, 1]; ``recon_method`` (as written by
         ``mriqa recon``) selects that method's recalibration and interval when the weights have one
         (:meth:`calibration_for`); unknown or None uses the one fitted on all methods. Returns numpy ``[N]``
         arrays ``r_est``, ``r_low``, ``r_high``, ``log_r``, ``spread``, ``halfwidth`` and a list ``ood``
         (reason or None)."""
-        maps = self.log_r_maps(x)
-        geom = self.predictor.geometry(tuple(x.shape[-2:]), tuple(maps.shape[-2:]))
-        raw, spread = pooled(maps, x, geom)
+        raw, spread = self.pool(self.log_r_maps(x), x)
         recal, halfwidth = self.calibration_for(recon_method)
         log_r = apply_recalibration(raw, recal)
         r_est, r_low, r_high = intervals.interval(log_r, halfwidth)
         reasons = ood.image_checks(x, colour, self.info["min_correlation"])
+        log_range = self.info.get("log_r_range", LOG_R_RANGE)
         for i in range(len(log_r)):
             if reasons[i] is not None:
                 continue
             if spread[i] > self.info["max_spread"]:
                 reasons[i] = (f"inconsistent local estimates (spread of log R {spread[i]:.2f} > "
                               f"{self.info['max_spread']:.2f})")
-            elif not LOG_R_RANGE[0] <= raw[i] <= LOG_R_RANGE[1]:
+            elif not log_range[0] <= raw[i] <= log_range[1]:
                 reasons[i] = f"network output R {np.exp(raw[i]):.2f} outside the trained range"
         for i, why in enumerate(reasons):
             if why is not None:

@@ -249,13 +249,24 @@ def calibrate(net, x_va, y_va, info_va, cfg: dict) -> dict:
     images (a regressor trained with MSE shrinks towards the mean), and one such pair per reconstruction method
     (``recalibration_by_method``, used when the input says which method made it), each with the conformal
     half-width of its own residuals (``halfwidth_by_method``)."""
+    net.eval()
+    raw, spread = predict(net, x_va)
+    return calibrate_pooled(raw, spread, y_va, info_va["method"], cfg["calibrate"], cfg["data"]["methods"],
+                            pool="foreground")
+
+
+def calibrate_pooled(raw, spread, y_va, method, cc: dict, methods, pool: str) -> dict:
+    """:func:`calibrate` from the pooled validation outputs of any estimator network.
+
+    raw, spread: pooled log R and map spread ``[N]``; y_va: true log R ``[N]``; method: the reconstruction
+    method of each image ``[N]``; cc: the ``calibrate`` config (``linear``, ``coverage``, ``spread_quantile``,
+    ``spread_factor``); methods: those to fit a pair for; pool: how ``raw`` was pooled (recorded)."""
     from mriqa.restimate import intervals
     from mriqa.restimate.learned import apply_recalibration
 
-    cc, methods = cfg["calibrate"], list(cfg["data"]["methods"])
+    methods = list(methods)
+    method = np.asarray(method)
     coverage = float(cc["coverage"])
-    net.eval()
-    raw, spread = predict(net, x_va)
 
     def fit(sel):
         if not cc["linear"]:
@@ -269,22 +280,22 @@ def calibrate(net, x_va, y_va, info_va, cfg: dict) -> dict:
     halfwidth = intervals.conformal_halfwidth(log_r - y_va, coverage)
     by_method, hw_by_method, log_r_by_method = {}, {}, log_r.copy()
     for m in methods:
-        sel = info_va["method"] == m
+        sel = method == m
         by_method[m] = fit(sel)
         log_r_by_method[sel] = apply_recalibration(raw[sel], by_method[m])
         hw_by_method[m] = intervals.conformal_halfwidth(log_r_by_method[sel] - y_va[sel], coverage)
     err = np.abs(np.exp(log_r) - np.exp(y_va))
     err_m = np.abs(np.exp(log_r_by_method) - np.exp(y_va))
     return {
-        "target": "log of nominal R", "pool": "foreground",
+        "target": "log of nominal R", "pool": pool,
         "halfwidth": halfwidth, "coverage_fit": coverage, "recalibration": recal,
         "halfwidth_without_recalibration": intervals.conformal_halfwidth(raw - y_va, coverage),
         "recalibration_by_method": by_method if recal else None, "halfwidth_by_method": hw_by_method,
         "max_spread": float(cc["spread_factor"]) * float(np.quantile(spread, float(cc["spread_quantile"]))),
         "val_mae_r": float(np.mean(err)),
         "val_coverage": intervals.coverage(np.exp(y_va), *intervals.interval(log_r, halfwidth)[1:]),
-        "val_mae_r_by_method": {m: float(np.mean(err[info_va["method"] == m])) for m in methods},
-        "val_mae_r_by_method_recalibrated": {m: float(np.mean(err_m[info_va["method"] == m])) for m in methods},
+        "val_mae_r_by_method": {m: float(np.mean(err[method == m])) for m in methods},
+        "val_mae_r_by_method_recalibrated": {m: float(np.mean(err_m[method == m])) for m in methods},
     }
 
 

@@ -1,0 +1,124 @@
+"""R estimator on the reconstruction-quality backbone: RQNet's pre-sigmoid map read as a map of log R.
+
+Why this network and not the QF one (:mod:`mriqa.restimate.learned`): undersampling is not local. An
+equispaced mask at R folds the object onto copies FOV / R apart and a random mask spreads streaks along the
+whole phase-encode axis; the QF network sees 28 px. RQNet (:mod:`mriqa.models.reconq`) sees 119 px through its
+convolutions, gives every cell statistics of the whole image, and optionally (``spectral``) profiles of the
+image's own 2-D spectrum, where an acquisition's sampling density shows. It is trained
+(:mod:`mriqa.restimate.train_rq`, ``mriqa train-r --config configs/r-rq.yaml``) from the shipped ``recon``
+quality weights (a shared backbone) on the reconstruction-quality data of 31 subjects (``data/rq128``:
+zero-filled, CG-SENSE, L1-wavelet and MoDL, random / equispaced / Poisson masks, R 2..16), every image flipped
+or transposed at random, so the phase-encode direction need not be known.
+
+Image estimate: the mean of the map (the training rule); ``spread``, the map's standard deviation, is an
+out-of-distribution signal. Input: :func:`mriqa.models.reconq.normalize_magnitude` (magnitude / its 99.5th
+percentile, clipped to [0, 2], not quantised), so the estimator's ``predictor.prepare`` gives inputs in
+[0, 2], not [0, 1]. Calibration (metadata ``r_estimation``, same keys as the learned estimator's: linear
+recalibration, per-method pairs, conformal half-widths, OOD thresholds) is fitted on validation subjects.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from recon.errors import InputError
+from mriqa.restimate.learned import LearnedREstimator
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "r-rq.safetensors"
+TASK = "log-r-rqnet"
+
+
+class LogRRQNet(nn.Module):
+    """An RQNet whose pre-sigmoid map is a log R map: ``forward(normalised [N, 1, H, W]) -> [N, 1, h, w]``.
+
+    Carries the attributes :class:`mriqa.predictor.QFPredictor` reads (geometry, ``input_normalization``)."""
+
+    input_normalization = "magnitude"
+
+    def __init__(self, rqnet):
+        super().__init__()
+        self.net = rqnet
+
+    in_channels = property(lambda self: self.net.in_channels)
+    receptive_field = property(lambda self: self.net.receptive_field)
+    output_stride = property(lambda self: self.net.output_stride)
+    min_input_size = property(lambda self: self.net.min_input_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.logits(x)
+
+
+def pooled_mean(maps) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of log R maps ``[N, h, w]`` -> ``([N], [N])`` (the training rule)."""
+    maps = np.asarray(maps, dtype=np.float64)
+    return maps.mean(axis=(-2, -1)), maps.std(axis=(-2, -1))
+
+
+class RQREstimator(LearnedREstimator):
+    """The RQNet-backbone estimator (name ``"rq"``); the interval, recalibration and OOD rules are
+    :class:`~mriqa.restimate.learned.LearnedREstimator`'s, the pooling is the map's plain mean."""
+
+    name = "rq"
+
+    def __init__(self, rqnet, info: dict, batch_size: int = 16, training: dict | None = None):
+        from mriqa.predictor import QFPredictor
+
+        self.info = dict(info)
+        self.training = dict(training or {})
+        self.predictor = QFPredictor(LogRRQNet(rqnet), name="r-rq", device="cpu", batch_size=batch_size)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, batch_size: int = 16) -> "RQREstimator":
+        """Load weights written by :mod:`mriqa.restimate.train_rq`; InputError if missing or not this model."""
+        from mriqa.weights_io import load_rqnet
+
+        path = Path(path) if path is not None else WEIGHTS
+        if not path.is_file():
+            raise InputError(path, "RQNet R estimator weights not found (train: mriqa train-r "
+                                   "--config configs/r-rq.yaml)")
+        net, meta = load_rqnet(path)
+        if meta.get("task") != TASK or not isinstance(meta.get("r_estimation"), dict):
+            raise InputError(path, f"not an RQNet R-estimation model (metadata task must be {TASK!r})")
+        training = meta.get("training") if isinstance(meta.get("training"), dict) else None
+        return cls(net, meta["r_estimation"], batch_size=batch_size, training=training)
+
+    def pool(self, maps, x) -> tuple[np.ndarray, np.ndarray]:
+        return pooled_mean(maps)
+
+    def outlier_logits(self, x) -> np.ndarray:
+        """The outlier head's logits ``[N]`` (:func:`mriqa.restimate.ood.outlier_logits`) of model inputs ``x``
+        ``[N, 1, H, W]`` (already normalised): :func:`mriqa.restimate.train_rq.outlier_features_of_input`."""
+        from mriqa.restimate.ood import outlier_logits
+        from mriqa.restimate.train_rq import outlier_features_of_input
+
+        return outlier_logits(outlier_features_of_input(self.predictor.model.net, x), self.info["outlier_head"])
+
+    def estimate(self, x, colour=None, recon_method: str | None = None) -> dict:
+        """:meth:`LearnedREstimator.estimate`, plus two checks: an image more than
+        :data:`~mriqa.restimate.ood.MAX_FLAT_FRACTION` of whose object is exactly flat (a drawing), or whose
+        whole-image statistics look unlike the training reconstructions' (the outlier head's logit above its
+        threshold), is flagged and gets :data:`~mriqa.restimate.intervals.R_BOUNDS`."""
+        from mriqa.restimate.intervals import R_BOUNDS
+
+        from mriqa.restimate.ood import MAX_FLAT_FRACTION, flat_fraction
+
+        out = super().estimate(x, colour=colour, recon_method=recon_method)
+        head = self.info.get("outlier_head")
+        z = self.outlier_logits(x) if head is not None else np.full(len(x), -np.inf)
+        flat = flat_fraction(x)
+        for i in range(len(z)):
+            if out["ood"][i] is not None:
+                continue
+            if flat[i] > MAX_FLAT_FRACTION:
+                out["ood"][i] = f"piecewise-constant picture ({100 * flat[i]:.0f} % of the object exactly flat)"
+            elif z[i] > head["threshold"]:
+                out["ood"][i] = (f"unlike the training reconstructions (outlier score {z[i]:.1f} > "
+                                 f"{head['threshold']:.1f})")
+            else:
+                continue
+            out["r_low"][i], out["r_high"][i] = R_BOUNDS
+        return out

@@ -1,0 +1,294 @@
+"""Trainer of the RQNet-backbone R estimator (:mod:`mriqa.restimate.rq_based`).
+
+::
+
+    mriqa train-r --config configs/r-rq.yaml [--set train.steps=600] [--no-resume]
+
+(``mriqa train-r`` dispatches here when the config has ``arch: rqnet``.)
+
+Data: the reconstruction-quality sets of :mod:`mriqa.recon_quality.data` (``scripts/make_quality_dataset.py``;
+split by subject: train = 3T MPRAGE + IXI 1-30, val = IXI 31-35; the test subjects are never read here):
+zero-filled, CG-SENSE, L1-wavelet and MoDL reconstructions, random / equispaced / Poisson masks, nominal R
+2..16, with acquisition variation (blur, noise). Target: log of the nominal R.
+
+Samples: whole images, or (``crop_probability``) one random square window of ``crop_min``..H px for the batch
+(the object fills more or less of the field of view, as in scans other than the training volumes); every
+image flipped / transposed at random (one of 8), so the phase-encode axis is either image axis. Input
+normalisation: :func:`mriqa.models.reconq.normalize_magnitude`, as at inference.
+
+Model: :class:`mriqa.models.reconq.RQNet` (``model``: width, spectral bins, fine stem), initialised from ``init`` (a
+``recon`` quality model's weights: the shared backbone; ``null`` = from scratch; parameters the init lacks, the
+spectral and fine branches, start at PyTorch's default with their last layer at zero), the head's bias set to the mean training
+log R. Loss: ``L1(map mean, log R) + map_weight * mean_cells L1(cell, log R)``. Validation MAE in R every
+``eval_every`` steps (best kept); at the end the best state is calibrated on the validation images with the
+learned estimator's rule (:func:`mriqa.restimate.train.calibrate_pooled`: linear recalibration overall and per
+method, conformal half-widths, spread threshold) and the neighbour-correlation threshold of the training
+inputs, and an outlier head (:func:`mriqa.restimate.ood.fit_outlier_head` on :func:`outlier_features`, the
+network's whole-image statistics and the image's spectral profiles, of training reconstructions against gray photos of ``ood.photos``, synthetic pictures and noise) is fitted;
+then the weights are exported. Loop, checkpoints and resumption: :func:`recon.training.loop.run_steps`.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mriqa.models.reconq import RQNet, normalize_magnitude
+from recon.files import atomic_path
+from recon.training.loop import export_weights, run_steps, start_state, training_record
+
+DEFAULTS: dict[str, Any] = {
+    "arch": "rqnet",
+    "name": "r-rq",
+    "seed": 0,
+    "init": "recon",
+    "model": {"width": 32, "spectral": 0, "fine": 0},
+    "data": {"train": ["data/rq128/train.0of2.h5", "data/rq128/train.1of2.h5"], "val": ["data/rq128/val.h5"],
+             "crop_probability": 0.5, "crop_min": 64},
+    "loss": {"map_weight": 0.25},
+    "train": {"steps": 6000, "batch": 16, "lr": 1.0e-3, "lr_min_factor": 0.05, "eval_every": 500,
+              "checkpoint_every": 500, "threads": 1, "max_minutes": None, "stop_at_step": None,
+              "progress": True, "ema": 0.0},
+    "calibrate": {"linear": True, "coverage": 0.9, "spread_quantile": 0.99, "spread_factor": 1.5,
+                  "correlation_factor": 0.5},
+    "ood": {"photos": "../shared/data/rgb/BSD100", "synthetic": 300, "inliers": 2000},
+    "output_dir": "runs/r-rq",
+    "export": None,
+}
+
+METHODS = ("zf", "sense", "l1", "modl")
+
+
+def load_config(path=None, overrides=None, **extra) -> dict:
+    """:data:`DEFAULTS` <- YAML file <- ``extra`` <- ``--set KEY=VALUE`` (strict)."""
+    from recon.config import load_config as layered
+
+    return layered(DEFAULTS, path, overrides, extra)
+
+
+def cosine_lr(step: int, tc: dict) -> float:
+    """Cosine from ``lr`` to ``lr * lr_min_factor`` over ``steps``."""
+    import math
+
+    t = step / max(1, int(tc["steps"]))
+    lo = float(tc["lr"]) * float(tc["lr_min_factor"])
+    return lo + 0.5 * (float(tc["lr"]) - lo) * (1 + math.cos(math.pi * t))
+
+
+def draw_batch(rng: np.random.Generator, images: np.ndarray, log_r: np.ndarray, batch: int,
+               crop_probability: float, crop_min: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(normalised inputs [B, 1, s, s], log R [B])``: rows uniform, one random window side ``s`` for the batch
+    with probability ``crop_probability`` (else the whole image), each image flipped / transposed at random."""
+    from mriqa.train_rq import _dihedral
+
+    rows = rng.integers(len(images), size=batch)
+    size = images.shape[-1]
+    crop = crop_probability > 0 and rng.random() < crop_probability and crop_min < size
+    side = int(rng.integers(crop_min, size + 1)) if crop else size
+    out = []
+    for i, k in zip(rows, rng.integers(8, size=batch)):
+        y, x = (int(v) for v in rng.integers(0, size - side + 1, size=2))
+        out.append(_dihedral(images[i, y:y + side, x:x + side], int(k)))
+    return normalize_magnitude(torch.from_numpy(np.stack(out))), torch.from_numpy(log_r[rows])
+
+
+@torch.no_grad()
+def predict(model: RQNet, images: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Whole images ``[N, H, W]`` (any scale) -> (map mean [N], map std [N]) of the log R maps, eval mode."""
+    from mriqa.restimate.rq_based import pooled_mean
+
+    was = model.training
+    model.eval()
+    means, spreads = [], []
+    for a in range(0, len(images), batch):
+        maps = model.logits(normalize_magnitude(torch.from_numpy(np.ascontiguousarray(images[a:a + batch]))))
+        m, s = pooled_mean(maps[:, 0].numpy())
+        means.append(m)
+        spreads.append(s)
+    model.train(was)
+    return np.concatenate(means), np.concatenate(spreads)
+
+
+@torch.no_grad()
+def outlier_features(model: RQNet, images) -> np.ndarray:
+    """What the outlier head reads, ``[N, 4 w + 2 (16 + lags)]``, of magnitude images (a list or ``[N, H, W]``,
+    any sizes >= 32 px): the network's whole-image statistics and the image's spectral profiles
+    (:func:`mriqa.models.reconq.spectral_features`, 16 bins)."""
+    return np.concatenate([outlier_features_of_input(model, normalize_magnitude(
+        torch.from_numpy(np.ascontiguousarray(im, np.float32))[None])) for im in images])
+
+
+@torch.no_grad()
+def outlier_features_of_input(model: RQNet, x: torch.Tensor) -> np.ndarray:
+    """:func:`outlier_features` of normalised inputs ``[N, 1, H, W]`` (one forward pass per image), eval mode."""
+    from mriqa.models.reconq import spectral_features
+
+    was = model.training
+    model.eval()
+    out = [torch.cat([model.logits_and_stats(x[i:i + 1].float())[1], spectral_features(x[i:i + 1].float(), 16)], 1)
+           for i in range(len(x))]
+    model.train(was)
+    return torch.cat(out).double().numpy()
+
+
+def outlier_negatives(cfg: dict, log=print) -> list[np.ndarray]:
+    """Negatives of the outlier head: the gray photos of ``ood.photos`` (each whole and as two random 128 px
+    windows; none when the folder is missing, logged), ``ood.synthetic`` synthetic pictures, and 16 pure-noise
+    magnitudes."""
+    from PIL import Image
+
+    from mriqa.restimate.ood import synthetic_pictures
+
+    rng = np.random.default_rng(int(cfg["seed"]) + 1)
+    folder = Path(cfg["ood"]["photos"] or "")
+    paths = sorted(folder.glob("*.png")) if cfg["ood"]["photos"] and folder.is_dir() else []
+    if not paths:
+        log(f"[{cfg['name']}] outlier head: no photos at {cfg['ood']['photos']!r}; synthetic negatives only")
+    out = []
+    for path in paths:
+        img = np.asarray(Image.open(path).convert("L"), np.float32) / 255.0
+        out.append(img)
+        for _ in range(2):
+            y, x = (int(rng.integers(0, max(1, n - 128) + 1)) for n in img.shape)
+            out.append(img[y:y + 128, x:x + 128])
+    out += synthetic_pictures(rng, int(cfg["ood"]["synthetic"]))
+    noise = rng.standard_normal((16, 2, 128, 128))
+    out += list(np.hypot(noise[:, 0], noise[:, 1]).astype(np.float32))
+    return [im for im in out if min(im.shape) >= RQNet.min_input_size]
+
+
+def initial_model(cfg: dict, mean_log_r: float, log=print) -> RQNet:
+    """RQNet of ``cfg["model"]`` with the ``init`` weights where names and shapes match, the last layer of an
+    added branch (spectral, fine) at zero (so it starts as the init) and the head's bias at ``mean_log_r``."""
+    model = RQNet(cfg["model"])
+    if cfg.get("init"):
+        from mriqa.predictor import load_predictor
+
+        src = load_predictor(cfg["init"], device="cpu").model
+        own = model.state_dict()
+        taken = {k: v for k, v in src.state_dict().items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(taken, strict=False)
+        log(f"[{cfg['name']}] initialised {len(taken)} of {len(own)} tensors from {cfg['init']}")
+    with torch.no_grad():
+        for branch in ("spec", "fine"):  # added branches start silent: the model starts as the init
+            if getattr(model, branch, None) is not None and cfg.get("init"):
+                getattr(model, branch)[-1].weight.zero_()
+                getattr(model, branch)[-1].bias.zero_()
+        model.head[-1].bias.fill_(float(mean_log_r))
+    return model
+
+
+def calibration(model: RQNet, cfg: dict, tr: dict, va: dict, log=print) -> dict:
+    """The metadata ``r_estimation`` of a trained model: the learned estimator's calibration on the validation
+    set (:func:`mriqa.restimate.train.calibrate_pooled`), the neighbour-correlation threshold of the training
+    inputs, the trained log R range and the outlier head."""
+    from mriqa.restimate import ood
+    from mriqa.restimate.train import calibrate_pooled
+
+    y_va = np.log(va["accel"]).astype(np.float32)
+    raw, spread = predict(model, va["images"])
+    methods = [m for m in METHODS if m in set(va["method"].tolist())]
+    r_info = calibrate_pooled(raw, spread, y_va, va["method"], cfg["calibrate"], methods, pool="mean")
+    x_tr = normalize_magnitude(torch.from_numpy(tr["images"][:: max(1, len(tr["images"]) // 2000)])).numpy()
+    min_corr = float(cfg["calibrate"]["correlation_factor"]) * float(np.quantile(ood.neighbour_correlation(x_tr),
+                                                                                  0.001))
+    r_info.update({"min_correlation": min_corr, "log_r_range": [float(np.log(1.5)), float(np.log(20.0))]})
+    inliers = tr["images"][:: max(1, len(tr["images"]) // int(cfg["ood"]["inliers"]))]
+    r_info["outlier_head"] = ood.fit_outlier_head(outlier_features(model, inliers),
+                                                  outlier_features(model, outlier_negatives(cfg, log)),
+                                                  outlier_features(model, va["images"]))
+    return r_info
+
+
+def recalibrate(cfg: dict, weights: str, log=print) -> dict:
+    """Refit :func:`calibration` for existing weights on the config's data and rewrite ``weights`` atomically
+    (tensors, training metadata and the best/total steps kept)."""
+    from mriqa.recon_quality.data import read_quality_set
+    from mriqa.weights_io import load_rqnet
+    from recon.io.weights import save_weights
+
+    torch.set_num_threads(int(cfg["train"].get("threads") or 1))
+    model, meta = load_rqnet(weights)
+    old = meta.get("r_estimation") or {}
+    r_info = calibration(model, cfg, read_quality_set(cfg["data"]["train"]), read_quality_set(cfg["data"]["val"]),
+                         log)
+    r_info.update({k: old[k] for k in ("best_step", "steps") if k in old})
+    meta = {k: v for k, v in meta.items() if k not in ("mriqa_format", "arch", "config")}
+    meta["r_estimation"] = r_info
+    save_weights(model, weights, meta)
+    log(f"[{cfg['name']}] recalibrated {weights}")
+    return r_info
+
+
+def train(cfg: dict, resume: bool = True, log=print) -> dict:
+    """Run (or resume) one training, calibrate and export; returns a summary dict (``stopped_at`` when a
+    ``max_minutes`` / ``stop_at_step`` limit stopped it: run again to resume)."""
+    from mriqa.recon_quality.data import read_quality_set
+    from mriqa.restimate.rq_based import TASK
+
+    tc, dc, lc = cfg["train"], cfg["data"], cfg["loss"]
+    torch.set_num_threads(int(tc.get("threads") or 1))
+    out = Path(cfg["output_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    t_load = time.time()
+    tr = read_quality_set(dc["train"])
+    va = read_quality_set(dc["val"])
+    y_tr = np.log(tr["accel"]).astype(np.float32)
+    y_va = np.log(va["accel"]).astype(np.float32)
+    log(f"[{cfg['name']}] train {len(y_tr)} images ({len(np.unique(tr['volume']))} files), val {len(y_va)}; "
+        f"loaded in {time.time() - t_load:.0f} s")
+    torch.manual_seed(int(cfg["seed"]))
+    model = initial_model(cfg, float(y_tr.mean()), log)
+    opt = torch.optim.Adam(model.parameters(), lr=float(tc["lr"]))
+    state = start_state(out, model, opt, resume, cfg["name"], log)
+    model.train()
+    batch = int(tc["batch"])
+
+    def train_step(rng):
+        x, y = draw_batch(rng, tr["images"], y_tr, batch, float(dc["crop_probability"]), int(dc["crop_min"]))
+        maps = model.logits(x)
+        l_score = F.l1_loss(maps.flatten(1).mean(1), y)
+        l_map = (maps - y[:, None, None, None]).abs().mean()
+        return l_score + float(lc["map_weight"]) * l_map, {"score_l1": l_score.item(), "map_l1": l_map.item()}
+
+    def evaluate():
+        pred, _ = predict(model, va["images"])
+        return {"val_mae_log": float(np.mean(np.abs(pred - y_va))),
+                "val_mae_r": float(np.mean(np.abs(np.exp(pred) - va["accel"])))}
+
+    def plot(history):
+        from recon.training.curves import Panel, plot_history
+
+        plot_history(history, out / "curves.png", cfg["name"], [
+            Panel("training loss", (("train_loss", "total"), ("score_l1", "image L1 (log R)"))),
+            Panel("validation MAE (R)", (("val_mae_r", "per slice"),)),
+        ], require="val_mae_r")
+
+    result = run_steps(state, name=cfg["name"], model=model, optimizer=opt, cfg=cfg, lr_at=cosine_lr,
+                       train_step=train_step, evaluate=evaluate, select="val_mae_r", maximize=False,
+                       keep=("val_mae_r", "val_mae_log"),
+                       describe=lambda r: " ".join(f"{k} {r[k]:.4f}" for k in ("score_l1", "map_l1", "val_mae_r")
+                                                   if k in r),
+                       plot=plot, output_dir=out, log=log)
+    if result.stopped_early:
+        return {"name": cfg["name"], "stopped_at": state.step}
+    model.load_state_dict(state.best["state"])
+    r_info = calibration(model, cfg, tr, va, log)
+    r_info.update({"best_step": int(state.best["step"]), "steps": state.step})
+    best = {k: v for k, v in state.best.items() if k != "state"}
+    meta = {"task": TASK, "r_estimation": r_info,
+            "training": training_record(cfg, state, result, "cpu", train_images=int(len(y_tr)),
+                                        val_images=int(len(y_va)), best=best)}
+    export_weights(model.eval(), out, cfg.get("export"), meta, cfg["name"], log)
+    summary = {"name": cfg["name"], "r_estimation": r_info, "train_images": int(len(y_tr)),
+               "val_images": int(len(y_va)), "wall_s": round(result.wall_s, 1),
+               "weights": str(out / "best.safetensors"), "export": cfg.get("export")}
+    with atomic_path(out / "summary.json", suffix=".json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=1))
+    log(json.dumps(r_info))
+    return summary

@@ -1,0 +1,179 @@
+"""The RQNet-backbone R estimator (issue 21): spectral features, the trainer (smoke, resume, export), the
+estimator through the public API and ``mriqa estimate-r``, the out-of-distribution rules, and the shipped
+weights on the real 16-coil k-space (shared data)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mriqa.models.reconq import SPECTRAL_LAGS, RQNet, normalize_magnitude, spectral_features
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _aliased(size: int, period: int, seed: int = 0) -> np.ndarray:
+    """A smooth random object zero-filled with every ``period``-th column line kept (k-space of the magnitude):
+    an equispaced mask at R = ``period`` along the image's columns."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    obj = gaussian_filter(rng.random((size, size)), 3) * (np.hypot(*np.mgrid[-1:1:size * 1j, -1:1:size * 1j]) < 0.7)
+    k = np.fft.fftshift(np.fft.fft2(obj))
+    keep = np.zeros(size, bool)
+    keep[::period] = True
+    keep[size // 2 - 4: size // 2 + 4] = True
+    return np.abs(np.fft.ifft2(np.fft.ifftshift(k * keep[None, :]))).astype(np.float32)
+
+
+def test_spectral_features_see_an_equispaced_comb_along_its_axis():
+    f = torch.cat([spectral_features(normalize_magnitude(torch.from_numpy(_aliased(n, 4))[None]), 16)
+                   for n in (128, 96)])
+    n_lag = len(SPECTRAL_LAGS)
+    assert f.shape == (2, 2 * (16 + n_lag)) and torch.isfinite(f).all()
+    col_acf = f[:, 16 + n_lag + 16:]          # autocorrelation of the profile along the columns (the comb's axis)
+    row_acf = f[:, 16:16 + n_lag]
+    lag4 = SPECTRAL_LAGS.index(4)
+    # a peak at lag 4 along the sampled axis, none along the other; the same at 96 and 128 px
+    assert torch.all(col_acf[:, lag4] > 0.3) and torch.all(col_acf[:, lag4] > row_acf[:, lag4] + 0.2)
+    # transposing the image swaps the two halves
+    x = normalize_magnitude(torch.from_numpy(_aliased(128, 4))[None])
+    ft = spectral_features(x.transpose(-1, -2), 16)
+    half = 16 + n_lag
+    assert torch.allclose(ft[:, :half], f[:1, half:], atol=1e-5)
+
+
+def test_rqnet_logits_are_the_map_before_the_sigmoid_and_spectral_starts_off():
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 64, 64)
+    plain = RQNet(width=8).eval()
+    assert torch.allclose(plain(x), torch.sigmoid(plain.logits(x)))
+    spec = RQNet(width=8, spectral=8).eval()
+    assert spec.logits(x).shape == (2, 1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def rq_split(tmp_path_factory, phantom_kspace):
+    """A 4-coil phantom volume built into a quality set: zero-filled and CG-SENSE at R = 2 and 6."""
+    from mriqa.recon_quality.data import build_quality_split
+    from recon.io.fastmri_h5 import write_fastmri_h5
+
+    root = tmp_path_factory.mktemp("rdata")
+    kspace, rss = phantom_kspace(slices=2, size=64, coils=4)
+    write_fastmri_h5(root / "multicoil_test" / "phantom.h5", kspace, reconstruction_rss=rss)
+    return build_quality_split(root, "test", root / "q.h5", methods=("zf", "sense"), accels=(2.0, 6.0),
+                               masks=("equispaced",), slices=1, log=lambda s: None)
+
+
+@pytest.mark.parametrize("spectral", [0, 8])
+def test_training_smoke_resume_and_estimator(rq_split, tmp_path, spectral):
+    from mriqa.recon_quality.data import read_quality_set
+    from mriqa.restimate import estimate_images
+    from mriqa.restimate.rq_based import RQREstimator
+    from mriqa.restimate.train_rq import load_config, train
+
+    cfg = load_config(None, [f"data.train=[{rq_split}]", f"data.val=[{rq_split}]", f"output_dir={tmp_path / 'run'}",
+                             f"model.spectral={spectral}", "train.steps=4", "train.batch=4", "train.eval_every=2",
+                             "train.checkpoint_every=2", "train.progress=false", "data.crop_min=48",
+                             "ood.photos=null", "ood.synthetic=12"])
+    first = train(cfg, log=lambda s: None)
+    assert first["r_estimation"]["best_step"] in (2, 4)
+    cfg["train"]["steps"] = 6
+    again = train(cfg, log=lambda s: None)  # resumes at step 4
+    assert again["r_estimation"]["steps"] == 6
+    est = RQREstimator.load(again["weights"])
+    images = read_quality_set([rq_split])["images"]
+    res = estimate_images(est, images, recon_method="sense")
+    assert res["r_est"].shape == (4,) and np.all((res["r_low"] <= res["r_est"]) & (res["r_est"] <= res["r_high"]))
+    assert set(est.info) >= {"halfwidth", "recalibration", "recalibration_by_method", "max_spread", "min_correlation",
+                             "outlier_head"}
+    # the predictor prepares the magnitude normalisation (not the QF models' 8-bit window)
+    x = est.predictor.prepare(images[:1] * 1000.0, kind="mri")[0]
+    assert torch.allclose(x, normalize_magnitude(torch.from_numpy(images[:1])), atol=1e-5)
+
+
+def test_outlier_head_separates_and_keeps_its_validation_quantile():
+    from mriqa.restimate.ood import fit_outlier_head, outlier_logits, synthetic_pictures
+
+    rng = np.random.default_rng(0)
+    inliers, val = rng.normal(0, 1, (400, 6)), rng.normal(0, 1, (400, 6))
+    outliers = rng.normal(0, 1, (200, 6)) + np.array([4.0, 0, 0, 0, 0, 0])
+    head = fit_outlier_head(inliers, outliers, val, keep=0.99)
+    assert np.mean(outlier_logits(val, head) > head["threshold"]) <= 0.011
+    assert head["train_outlier_recall"] > 0.9
+    pics = synthetic_pictures(rng, 12, size=64)
+    assert len(pics) == 12 and all(p.shape == (64, 64) and p.min() >= 0 and p.max() <= 1 for p in pics)
+
+
+def test_loader_refuses_other_weights(tmp_path):
+    from mriqa.restimate.rq_based import RQREstimator
+    from recon.errors import InputError
+    from recon.io.weights import save_weights
+
+    path = tmp_path / "quality.safetensors"
+    save_weights(RQNet(width=8), path, {"task": "quality"})
+    with pytest.raises(InputError, match="not an RQNet R-estimation model"):
+        RQREstimator.load(path)
+    with pytest.raises(InputError, match="not found"):
+        RQREstimator.load(tmp_path / "missing.safetensors")
+
+
+shipped = pytest.mark.skipif(not __import__("mriqa.restimate.rq_based", fromlist=["WEIGHTS"]).WEIGHTS.is_file(),
+                             reason="rq R estimator weights not shipped")
+
+
+@shipped
+def test_shipped_estimator_flags_noise_and_photo_like_inputs():
+    from mriqa.restimate import estimate_images, load_estimator
+
+    est = load_estimator("rq")
+    rng = np.random.default_rng(0)
+    noise = np.abs(rng.standard_normal((4, 128, 128)) + 1j * rng.standard_normal((4, 128, 128))).astype(np.float32)
+    res = estimate_images(est, noise)
+    assert all(o is not None for o in res["ood"]) and np.allclose(res["r_high"] / res["r_low"], 16.0)
+    checker = ((np.indices((128, 128)).sum(0) // 16) % 2).astype(np.float32)
+    assert estimate_images(est, checker)["ood"][0] is not None
+
+
+@shipped
+def test_estimate_r_cli_uses_rq_and_the_files_method(tmp_path, capsys, phantom_kspace):
+    from mriqa.cli import main
+    from recon.io.fastmri_h5 import ReconstructionAttrs, write_reconstruction_h5
+
+    _, rss = phantom_kspace(slices=2, size=96, coils=4)
+    path = tmp_path / "recon.h5"
+    write_reconstruction_h5(path, rss, attrs=ReconstructionAttrs(method="sense", acceleration=4.0))
+    out = tmp_path / "r.json"
+    assert main(["estimate-r", str(path), "--method", "rq", "--json", str(out)]) == 0
+    records = json.loads(out.read_text())
+    assert [r["estimator"] for r in records] == ["rq"] * 3 and records[-1]["slice"] is None
+    assert "acquisition R = 4" in capsys.readouterr().out
+
+
+@shipped
+def test_shipped_estimator_orders_real_zero_filled_by_r(shared_data):
+    """On the real 16-coil k-space (never seen in training), both orientations: zero-filled R = 2 is estimated
+    below R = 8."""
+    from mriqa.recon_quality.data import real_kspace_set
+    from mriqa.restimate import estimate_images, load_estimator
+
+    real = real_kspace_set(shared_data, methods=("zf",), accels=(2, 8), masks=("equispaced",), log=lambda s: None)
+    res = estimate_images(load_estimator("rq"), real["images"], recon_method="zf")
+    for vol in set(real["volume"]):
+        r = {a: e for a, e, v in zip(real["accel"], res["r_est"], real["volume"]) if v == vol}
+        assert r[2.0] < r[8.0], (vol, r)
+
+
+@shipped
+def test_shipped_estimator_flags_held_out_photos(shared_data):
+    """Kodak24 in gray (held out from the outlier head, which saw BSD100): every one flagged, interval [1, 16]."""
+    from PIL import Image
+
+    from mriqa.restimate import estimate_images, load_estimator
+
+    est = load_estimator("rq")
+    for path in sorted((shared_data / "rgb" / "Kodak24").glob("*.png"))[:6]:
+        res = estimate_images(est, np.asarray(Image.open(path).convert("L"), np.float32) / 255.0)
+        assert res["ood"][0] is not None and res["r_high"][0] / res["r_low"][0] == pytest.approx(16.0), path.name
