@@ -177,3 +177,15 @@ def test_shipped_estimator_flags_held_out_photos(shared_data):
     for path in sorted((shared_data / "rgb" / "Kodak24").glob("*.png"))[:6]:
         res = estimate_images(est, np.asarray(Image.open(path).convert("L"), np.float32) / 255.0)
         assert res["ood"][0] is not None and res["r_high"][0] / res["r_low"][0] == pytest.approx(16.0), path.name
+
+
+def test_batches_keep_the_normalisation_range_with_a_gamma():
+    from mriqa.restimate.train_rq import draw_batch
+
+    rng = np.random.default_rng(0)
+    images = rng.random((6, 64, 64)).astype(np.float32) * 50
+    log_r = np.log(np.arange(2, 8, dtype=np.float32))
+    plain, y = draw_batch(np.random.default_rng(1), images, log_r, 4, 0.0, 48)
+    bent, y2 = draw_batch(np.random.default_rng(1), images, log_r, 4, 0.0, 48, gamma_range=(0.5, 2.0))
+    assert plain.shape == bent.shape == (4, 1, 64, 64) and torch.equal(y, y2)
+    assert float(bent.min()) >= 0 and float(bent.max()) <= 2.0 and not torch.allclose(plain, bent)

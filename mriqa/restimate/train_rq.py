@@ -49,7 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "init": "recon",
     "model": {"width": 32, "spectral": 0, "fine": 0},
     "data": {"train": ["data/rq128/train.0of2.h5", "data/rq128/train.1of2.h5"], "val": ["data/rq128/val.h5"],
-             "crop_probability": 0.5, "crop_min": 64},
+             "crop_probability": 0.5, "crop_min": 64, "gamma_range": None},
     "loss": {"map_weight": 0.25},
     "train": {"steps": 6000, "batch": 16, "lr": 1.0e-3, "lr_min_factor": 0.05, "eval_every": 500,
               "checkpoint_every": 500, "threads": 1, "max_minutes": None, "stop_at_step": None,
@@ -81,9 +81,11 @@ def cosine_lr(step: int, tc: dict) -> float:
 
 
 def draw_batch(rng: np.random.Generator, images: np.ndarray, log_r: np.ndarray, batch: int,
-               crop_probability: float, crop_min: int) -> tuple[torch.Tensor, torch.Tensor]:
+               crop_probability: float, crop_min: int, gamma_range=None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(normalised inputs [B, 1, s, s], log R [B])``: rows uniform, one random window side ``s`` for the batch
-    with probability ``crop_probability`` (else the whole image), each image flipped / transposed at random."""
+    with probability ``crop_probability`` (else the whole image), each image flipped / transposed at random and,
+    with ``gamma_range = (lo, hi)``, raised to a power log-uniform in it (an intensity mapping: contrast and
+    display windows differ between scans)."""
     from mriqa.train_rq import _dihedral
 
     rows = rng.integers(len(images), size=batch)
@@ -94,7 +96,12 @@ def draw_batch(rng: np.random.Generator, images: np.ndarray, log_r: np.ndarray, 
     for i, k in zip(rows, rng.integers(8, size=batch)):
         y, x = (int(v) for v in rng.integers(0, size - side + 1, size=2))
         out.append(_dihedral(images[i, y:y + side, x:x + side], int(k)))
-    return normalize_magnitude(torch.from_numpy(np.stack(out))), torch.from_numpy(log_r[rows])
+    x = normalize_magnitude(torch.from_numpy(np.stack(out)))
+    if gamma_range:
+        lo, hi = np.log(np.asarray(gamma_range, dtype=np.float64))
+        gamma = torch.from_numpy(np.exp(rng.uniform(lo, hi, size=batch))).float()
+        x = normalize_magnitude(x.clamp_min(0) ** gamma[:, None, None, None])
+    return x, torch.from_numpy(log_r[rows])
 
 
 @torch.no_grad()
@@ -250,7 +257,8 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
     batch = int(tc["batch"])
 
     def train_step(rng):
-        x, y = draw_batch(rng, tr["images"], y_tr, batch, float(dc["crop_probability"]), int(dc["crop_min"]))
+        x, y = draw_batch(rng, tr["images"], y_tr, batch, float(dc["crop_probability"]), int(dc["crop_min"]),
+                          dc["gamma_range"])
         maps = model.logits(x)
         l_score = F.l1_loss(maps.flatten(1).mean(1), y)
         l_map = (maps - y[:, None, None, None]).abs().mean()
