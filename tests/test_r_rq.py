@@ -89,6 +89,9 @@ def test_training_smoke_resume_and_estimator(rq_split, tmp_path, spectral):
     assert res["r_est"].shape == (4,) and np.all((res["r_low"] <= res["r_est"]) & (res["r_est"] <= res["r_high"]))
     assert set(est.info) >= {"halfwidth", "recalibration", "recalibration_by_method", "max_spread", "min_correlation",
                              "outlier_head"}
+    # weights written before the outlier head existed still estimate
+    est.info.pop("outlier_head")
+    assert estimate_images(est, images)["r_est"].shape == (4,)
     # the predictor prepares the magnitude normalisation (not the QF models' 8-bit window)
     x = est.predictor.prepare(images[:1] * 1000.0, kind="mri")[0]
     assert torch.allclose(x, normalize_magnitude(torch.from_numpy(images[:1])), atol=1e-5)

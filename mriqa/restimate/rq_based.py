@@ -115,7 +115,7 @@ class RQREstimator(LearnedREstimator):
                 continue
             if flat[i] > MAX_FLAT_FRACTION:
                 out["ood"][i] = f"piecewise-constant picture ({100 * flat[i]:.0f} % of the object exactly flat)"
-            elif z[i] > head["threshold"]:
+            elif head is not None and z[i] > head["threshold"]:
                 out["ood"][i] = (f"unlike the training reconstructions (outlier score {z[i]:.1f} > "
                                  f"{head['threshold']:.1f})")
             else:
