@@ -46,6 +46,12 @@ def figures(folder: Path, name: str, test: dict, res: dict, real: dict | None, r
     from mriqa.evaluation.r_heldout import LABELS, MASK_KINDS
     from recon.files import atomic_path
 
+    def save(fig, path):
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=80)
+        plt.close(fig)
+
     methods = [m for m in LABELS if m in set(test["method"])]
     rng = np.random.default_rng(0)
     fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 3.8), squeeze=False)
@@ -62,10 +68,7 @@ def figures(folder: Path, name: str, test: dict, res: dict, real: dict | None, r
         ax.set_ylabel("estimated R")
         ax.legend(fontsize=7, markerscale=2)
     fig.suptitle(f"{name}: estimated vs true R, held-out subjects (per slice)")
-    fig.tight_layout()
-    with atomic_path(folder / "r_pred_vs_true.png") as tmp:
-        fig.savefig(tmp, dpi=80)
-    plt.close(fig)
+    save(fig, folder / "r_pred_vs_true.png")
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     accels = np.unique(test["accel"])
@@ -76,10 +79,7 @@ def figures(folder: Path, name: str, test: dict, res: dict, real: dict | None, r
     ax.set_ylabel("MAE (R), per slice")
     ax.set_title(f"{name}: error against R (held-out subjects)", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(folder / "r_error_vs_r.png") as tmp:
-        fig.savefig(tmp, dpi=80)
-    plt.close(fig)
+    save(fig, folder / "r_error_vs_r.png")
 
     if real is not None:
         fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -91,10 +91,7 @@ def figures(folder: Path, name: str, test: dict, res: dict, real: dict | None, r
         ax.set_ylabel("estimated R")
         ax.set_title(f"{name}: real 16-coil k-space", fontsize=10)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        with atomic_path(folder / "r_real.png") as tmp:
-            fig.savefig(tmp, dpi=80)
-        plt.close(fig)
+        save(fig, folder / "r_real.png")
 
 
 def write_card(path: Path, est, tables: dict, command: str) -> None:
