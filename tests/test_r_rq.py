@@ -192,3 +192,22 @@ def test_batches_keep_the_normalisation_range_with_a_gamma():
     bent, y2 = draw_batch(np.random.default_rng(1), images, log_r, 4, 0.0, 48, gamma_range=(0.5, 2.0))
     assert plain.shape == bent.shape == (4, 1, 64, 64) and torch.equal(y, y2)
     assert float(bent.min()) >= 0 and float(bent.max()) <= 2.0 and not torch.allclose(plain, bent)
+
+
+def test_r_tables_read_perfect_and_volume_estimates():
+    from mriqa.evaluation.r_heldout import format_table, r_table, volume_table
+
+    accel = np.repeat([2.0, 4.0, 8.0, 16.0], 6)
+    data = {"accel": accel, "method": np.tile(np.repeat(["zf", "modl"], 3), 4),
+            "mask_kind": np.array(["random"] * len(accel)), "volume": np.tile(["a", "a", "b"], 8)}
+    noise = np.tile([0.1, -0.1, 0.0], 8)  # log-errors that cancel over the two slices of volume "a"
+    res = {"r_est": accel * np.exp(noise), "log_r": np.log(accel) + noise, "halfwidth": np.full(len(accel), 0.2),
+           "r_low": accel * 0.8, "r_high": accel * 1.25, "ood": [None] * len(accel)}
+    rows = r_table(data, res)
+    assert rows["all/all"]["n"] == 18 and rows["all/all"]["coverage"] == 1.0  # R = 16 left out
+    assert rows["all/all"]["mae"] > 0 and rows["all/all"]["srcc"] > 0.9
+    vol = volume_table(data, res)
+    # 3 R values x 2 methods x 2 volumes; volume "a"'s two slices average to the true R exactly
+    assert vol["all/all"]["n"] == 12 and vol["all/all"]["mae"] == pytest.approx(0.0, abs=1e-9)
+    assert vol["_slices_per_volume"]["median"] == 1.5
+    assert "| zero-filled | random | 9 |" in format_table(rows, "method")
