@@ -60,7 +60,7 @@ def load_config(path=None, overrides=None, **extra) -> dict:
 
 def cosine_lr(step: int, tc: dict) -> float:
     """Cosine from ``lr`` to ``lr * lr_min_factor`` over the SSIM steps; constant ``lr`` while pre-training."""
-    pre, total = int(tc["pretrain_jpeg_steps"]), int(tc["steps"])
+    pre, total = int(tc.get("pretrain_jpeg_steps", 0)), int(tc["steps"])
     if step < pre:
         return float(tc["lr"])
     t = (step - pre) / max(1, total - pre)
@@ -69,7 +69,7 @@ def cosine_lr(step: int, tc: dict) -> float:
 
 
 # --------------------------------------------------------------------------------------------------- data
-def _dihedral(x: np.ndarray, k: int) -> np.ndarray:
+def dihedral(x: np.ndarray, k: int) -> np.ndarray:
     """One of the 8 flips / transposes of ``[..., H, W]`` (square images)."""
     if k & 4:
         x = np.swapaxes(x, -1, -2)
@@ -159,13 +159,13 @@ class QualityBatches:
             imgs.append(degrade_reference(self.refs[g], rng))
         imgs, refs = self._crop(rng, imgs, refs)
         ks = rng.integers(8, size=batch)
-        return (np.stack([_dihedral(x, k) for x, k in zip(imgs, ks)]),
-                np.stack([_dihedral(x, k) for x, k in zip(refs, ks)]))
+        return (np.stack([dihedral(x, k) for x, k in zip(imgs, ks)]),
+                np.stack([dihedral(x, k) for x, k in zip(refs, ks)]))
 
     def draw_jpeg(self, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray]:
         """``(JPEG-compressed references, QF / 100)`` for the pre-training stage."""
         qfs = rng.integers(5, 96, size=batch)
-        imgs = [_dihedral(jpeg_reference(self.refs[g], int(q)), int(k))
+        imgs = [dihedral(jpeg_reference(self.refs[g], int(q)), int(k))
                 for g, q, k in zip(rng.integers(len(self.refs), size=batch), qfs, rng.integers(8, size=batch))]
         return np.stack(imgs), qfs.astype(np.float32) / 100.0
 

@@ -85,13 +85,27 @@ class LearnedREstimator(REstimator):
     and tiling; its "maps" are log R maps)."""
 
     name = "learned"
+    #: what a subclass changes: the network wrapper, default weights, metadata task, how the weights are
+    #: read, and how the errors name the model and its training config
+    wrap = LogRNet
+    weights = WEIGHTS
+    task = TASK
+    model_kind = ""
+    config = "configs/r-learned-aug.yaml"
 
-    def __init__(self, qfnet, info: dict, batch_size: int = 16, training: dict | None = None):
+    def __init__(self, net, info: dict, batch_size: int = 16, training: dict | None = None):
         from mriqa.predictor import QFPredictor
 
         self.info = dict(info)
         self.training = dict(training or {})  # the weights' "training" metadata (config, data size)
-        self.predictor = QFPredictor(LogRNet(qfnet), name="r-learned", device="cpu", batch_size=batch_size)
+        self.predictor = QFPredictor(self.wrap(net), name=f"r-{self.name}", device="cpu", batch_size=batch_size)
+
+    @staticmethod
+    def read_net(path):
+        """``(network, metadata)`` of a weights file."""
+        from mriqa.weights_io import load_qfnet
+
+        return load_qfnet(path)
 
     @property
     def wrapper(self):
@@ -100,16 +114,14 @@ class LearnedREstimator(REstimator):
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, batch_size: int = 16) -> "LearnedREstimator":
-        """Load weights saved by the trainer (safetensors); InputError if missing or not an R model."""
-        from mriqa.weights_io import load_qfnet
-
-        path = Path(path) if path is not None else WEIGHTS
+        """Load weights saved by the trainer (safetensors); InputError if missing or not this R model."""
+        path = Path(path) if path is not None else cls.weights
         if not path.is_file():
-            raise InputError(path, "learned R estimator weights not found (train: mriqa train-r "
-                                   "--config configs/r-learned-aug.yaml)")
-        net, meta = load_qfnet(path)
-        if meta.get("task") != TASK or not isinstance(meta.get("r_estimation"), dict):
-            raise InputError(path, "not an R-estimation model (metadata task must be 'log-r')")
+            raise InputError(path, f"{cls.name} R estimator weights not found (train: mriqa train-r "
+                                   f"--config {cls.config})")
+        net, meta = cls.read_net(path)
+        if meta.get("task") != cls.task or not isinstance(meta.get("r_estimation"), dict):
+            raise InputError(path, f"not an {cls.model_kind}R-estimation model (metadata task must be {cls.task!r})")
         training = meta.get("training") if isinstance(meta.get("training"), dict) else None
         return cls(net, meta["r_estimation"], batch_size=batch_size, training=training)
 

@@ -18,14 +18,12 @@ recalibration, per-method pairs, conformal half-widths, OOD thresholds) is fitte
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from recon.errors import InputError
 from mriqa.restimate.learned import LearnedREstimator
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "r-rq.safetensors"
@@ -58,42 +56,45 @@ def pooled_mean(maps) -> tuple[np.ndarray, np.ndarray]:
     return maps.mean(axis=(-2, -1)), maps.std(axis=(-2, -1))
 
 
+@torch.no_grad()
+def outlier_features_of_input(model: nn.Module, x: torch.Tensor) -> np.ndarray:
+    """What the outlier head reads, ``[N, 4 w + 2 (16 + lags)]``, of normalised inputs ``[N, 1, H, W]``: the
+    network's whole-image statistics and the spectral profiles (:func:`mriqa.models.reconq.spectral_features`,
+    16 bins); one forward pass per image (any sizes), eval mode."""
+    from mriqa.models.reconq import spectral_features
+
+    was = model.training
+    model.eval()
+    out = [torch.cat([model.logits_and_stats(x[i:i + 1].float())[1], spectral_features(x[i:i + 1].float(), 16)], 1)
+           for i in range(len(x))]
+    model.train(was)
+    return torch.cat(out).double().numpy()
+
+
 class RQREstimator(LearnedREstimator):
     """The RQNet-backbone estimator (name ``"rq"``); the interval, recalibration and OOD rules are
     :class:`~mriqa.restimate.learned.LearnedREstimator`'s, the pooling is the map's plain mean."""
 
     name = "rq"
+    wrap = LogRRQNet
+    weights = WEIGHTS
+    task = TASK
+    model_kind = "RQNet "
+    config = "configs/r-rq.yaml"
 
-    def __init__(self, rqnet, info: dict, batch_size: int = 16, training: dict | None = None):
-        from mriqa.predictor import QFPredictor
-
-        self.info = dict(info)
-        self.training = dict(training or {})
-        self.predictor = QFPredictor(LogRRQNet(rqnet), name="r-rq", device="cpu", batch_size=batch_size)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike | None = None, batch_size: int = 16) -> "RQREstimator":
-        """Load weights written by :mod:`mriqa.restimate.train_rq`; InputError if missing or not this model."""
+    @staticmethod
+    def read_net(path):
         from mriqa.weights_io import load_rqnet
 
-        path = Path(path) if path is not None else WEIGHTS
-        if not path.is_file():
-            raise InputError(path, "RQNet R estimator weights not found (train: mriqa train-r "
-                                   "--config configs/r-rq.yaml)")
-        net, meta = load_rqnet(path)
-        if meta.get("task") != TASK or not isinstance(meta.get("r_estimation"), dict):
-            raise InputError(path, f"not an RQNet R-estimation model (metadata task must be {TASK!r})")
-        training = meta.get("training") if isinstance(meta.get("training"), dict) else None
-        return cls(net, meta["r_estimation"], batch_size=batch_size, training=training)
+        return load_rqnet(path)
 
     def pool(self, maps, x) -> tuple[np.ndarray, np.ndarray]:
         return pooled_mean(maps)
 
     def outlier_logits(self, x) -> np.ndarray:
         """The outlier head's logits ``[N]`` (:func:`mriqa.restimate.ood.outlier_logits`) of model inputs ``x``
-        ``[N, 1, H, W]`` (already normalised): :func:`mriqa.restimate.train_rq.outlier_features_of_input`."""
+        ``[N, 1, H, W]`` (already normalised): :func:`outlier_features_of_input`."""
         from mriqa.restimate.ood import outlier_logits
-        from mriqa.restimate.train_rq import outlier_features_of_input
 
         return outlier_logits(outlier_features_of_input(self.predictor.model.net, x), self.info["outlier_head"])
 

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from mriqa.models.reconq import RQNet, normalize_magnitude
+from mriqa.train_rq import cosine_lr, dihedral  # the quality trainer's schedule and flips
 from recon.files import atomic_path
 from recon.training.loop import export_weights, run_steps, start_state, training_record
 
@@ -71,23 +72,12 @@ def load_config(path=None, overrides=None, **extra) -> dict:
     return layered(DEFAULTS, path, overrides, extra)
 
 
-def cosine_lr(step: int, tc: dict) -> float:
-    """Cosine from ``lr`` to ``lr * lr_min_factor`` over ``steps``."""
-    import math
-
-    t = step / max(1, int(tc["steps"]))
-    lo = float(tc["lr"]) * float(tc["lr_min_factor"])
-    return lo + 0.5 * (float(tc["lr"]) - lo) * (1 + math.cos(math.pi * t))
-
-
 def draw_batch(rng: np.random.Generator, images: np.ndarray, log_r: np.ndarray, batch: int,
                crop_probability: float, crop_min: int, gamma_range=None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(normalised inputs [B, 1, s, s], log R [B])``: rows uniform, one random window side ``s`` for the batch
     with probability ``crop_probability`` (else the whole image), each image flipped / transposed at random and,
     with ``gamma_range = (lo, hi)``, raised to a power log-uniform in it (an intensity mapping: contrast and
     display windows differ between scans)."""
-    from mriqa.train_rq import _dihedral
-
     rows = rng.integers(len(images), size=batch)
     size = images.shape[-1]
     crop = crop_probability > 0 and rng.random() < crop_probability and crop_min < size
@@ -95,7 +85,7 @@ def draw_batch(rng: np.random.Generator, images: np.ndarray, log_r: np.ndarray, 
     out = []
     for i, k in zip(rows, rng.integers(8, size=batch)):
         y, x = (int(v) for v in rng.integers(0, size - side + 1, size=2))
-        out.append(_dihedral(images[i, y:y + side, x:x + side], int(k)))
+        out.append(dihedral(images[i, y:y + side, x:x + side], int(k)))
     x = normalize_magnitude(torch.from_numpy(np.stack(out)))
     if gamma_range:
         lo, hi = np.log(np.asarray(gamma_range, dtype=np.float64))
@@ -126,21 +116,10 @@ def outlier_features(model: RQNet, images) -> np.ndarray:
     """What the outlier head reads, ``[N, 4 w + 2 (16 + lags)]``, of magnitude images (a list or ``[N, H, W]``,
     any sizes >= 32 px): the network's whole-image statistics and the image's spectral profiles
     (:func:`mriqa.models.reconq.spectral_features`, 16 bins)."""
+    from mriqa.restimate.rq_based import outlier_features_of_input
+
     return np.concatenate([outlier_features_of_input(model, normalize_magnitude(
         torch.from_numpy(np.ascontiguousarray(im, np.float32))[None])) for im in images])
-
-
-@torch.no_grad()
-def outlier_features_of_input(model: RQNet, x: torch.Tensor) -> np.ndarray:
-    """:func:`outlier_features` of normalised inputs ``[N, 1, H, W]`` (one forward pass per image), eval mode."""
-    from mriqa.models.reconq import spectral_features
-
-    was = model.training
-    model.eval()
-    out = [torch.cat([model.logits_and_stats(x[i:i + 1].float())[1], spectral_features(x[i:i + 1].float(), 16)], 1)
-           for i in range(len(x))]
-    model.train(was)
-    return torch.cat(out).double().numpy()
 
 
 def outlier_negatives(cfg: dict, log=print) -> list[np.ndarray]:
