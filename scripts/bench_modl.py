@@ -20,6 +20,7 @@ Timing: median of ``--reps`` runs after one warm-up, ``torch.set_num_threads(--t
 
     python scripts/bench_modl.py                 # CPU (+ GPU when present), prints markdown tables
     python scripts/bench_modl.py --sizes 8x256x256 --reps 3
+    python scripts/bench_modl.py --no-cpu --out docs/recon/modl_bench_gpu.md   # GPU rows only
 
 ``docs/recon/modl_bench.md`` holds the tables it printed (``python scripts/bench_modl.py``).
 """
@@ -79,17 +80,23 @@ def worker(spec: dict) -> dict:
     k, m, maps, target = _inputs(coils, h, w, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
+    amp = bool(spec.get("amp")) and device.type == "cuda"
+
+    def autocast():
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp)
+
     def train_step():
         model.train()
         model.zero_grad(set_to_none=True)
-        out = model(k, m, sens_maps=maps)
-        loss = (out - target).abs().mean()
+        with autocast():
+            out = model(k, m, sens_maps=maps)
+            loss = (out.float() - target).abs().mean()
         loss.backward()
         sync()
 
     def forward():
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             model(k, m, sens_maps=maps)
         sync()
 
@@ -157,7 +164,7 @@ def mib(b: float) -> str:
     return f"{b / 2**20:.0f}"
 
 
-def bench(device: str, sizes, reps: int, threads: int) -> str:
+def bench(device: str, sizes, reps: int, threads: int, amp: bool = False) -> str:
     import torch
 
     lines = []
@@ -165,7 +172,8 @@ def bench(device: str, sizes, reps: int, threads: int) -> str:
         f"CPU ({os.cpu_count()} cores visible, torch threads = {threads})"
     memory_how = "torch.cuda.max_memory_allocated" if device == "cuda" else \
         "ru_maxrss - RSS before the step, fresh subprocess per config"
-    lines.append(f"### MoDL on {dev_name}: per slice, 5 x 64-channel denoiser, synthetic input")
+    precision = "bf16 autocast (as training's `amp: auto` on CUDA)" if amp else "fp32"
+    lines.append(f"### MoDL on {dev_name}: per slice, 5 x 64-channel denoiser, synthetic input, {precision}")
     lines.append("")
     lines.append(f"fwd: eval, no_grad. fwd+bwd: train step (L1 loss, backward), denoiser checkpointing unless "
                  f"stated. Peak: {memory_how}. Saved: bytes autograd holds between forward and backward. "
@@ -179,7 +187,8 @@ def bench(device: str, sizes, reps: int, threads: int) -> str:
         peaks = {}
         for cg in CG_ITERS:
             for k in UNROLLS:
-                spec = dict(size=size, K=k, cg=cg, checkpoint=True, reps=reps, threads=threads, device=device)
+                spec = dict(size=size, K=k, cg=cg, checkpoint=True, reps=reps, threads=threads, device=device,
+                            amp=amp)
                 r = run_config(spec)
                 peaks[(cg, k, True)] = r["peak_bytes"]
                 lines.append(f"| {size} | {k} | {cg} | yes | {r['fwd_s']:.3f} | {r['fwd_bwd_s']:.3f} | "
@@ -187,7 +196,7 @@ def bench(device: str, sizes, reps: int, threads: int) -> str:
                 print(lines[-1], file=sys.stderr, flush=True)
         for k in (1, 10):
             spec = dict(size=size, K=k, cg=10, checkpoint=False, reps=reps, threads=threads, device=device,
-                        time=True)
+                        time=True, amp=amp)
             r = run_config(spec)
             peaks[(10, k, False)] = r["peak_bytes"]
             lines.append(f"| {size} | {k} | 10 | no | {r['fwd_s']:.3f} | {r['fwd_bwd_s']:.3f} | "
@@ -208,6 +217,8 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-gpu", action="store_true")
+    p.add_argument("--no-cpu", action="store_true", help="GPU rows only (on a GPU machine)")
+    p.add_argument("--amp", action="store_true", help="GPU rows also with bf16 autocast (training's amp: auto)")
     p.add_argument("--out", default=None, help="also write the tables here (markdown)")
     args = p.parse_args(argv)
     if args.worker:
@@ -215,11 +226,16 @@ def main(argv=None) -> int:
         return 0
     import torch
 
-    tables = [bench("cpu", args.sizes, args.reps, args.threads)]
-    print(tables[-1], flush=True)
+    tables = []
+    if not args.no_cpu:
+        tables.append(bench("cpu", args.sizes, args.reps, args.threads))
+        print(tables[-1], flush=True)
     if torch.cuda.is_available() and not args.no_gpu:
         tables.append(bench("cuda", args.sizes, max(args.reps, 5), args.threads))
         print(tables[-1], flush=True)
+        if args.amp:
+            tables.append(bench("cuda", args.sizes, max(args.reps, 5), args.threads, amp=True))
+            print(tables[-1], flush=True)
     else:
         print("\n(no CUDA device: GPU rows not measured)")
     if args.out:

@@ -30,7 +30,9 @@ end to end with every method, each in its own subprocess (calibration, the colla
 reconstruction, no ESPIRiT cache: ``MRIQA_CACHE=off``), wall time and peak resident memory
 (``ru_maxrss`` of that process); (2) per slice in this process, with the same calibrated maps: our CG-SENSE
 vs sigpy's ``SenseRecon`` (same problem, ``--iters`` iterations, tol 0) and a MoDL forward pass (shipped
-weights, K = 10). Exits 1 when a command fails or goes over 24 GB.
+weights, K = 10); with CUDA present, our CG-SENSE and the MoDL forward also on the GPU (synchronised; the MoDL
+row includes the host/device copies, as ``mriqa recon`` pays them). ``--no-cli`` skips part (1). Exits 1 when
+a command fails or goes over 24 GB.
 
 Prints the agreement of the two solutions and a markdown table of milliseconds per slice (median, best, ratios);
 README.md's speed paragraph quotes ``--rounds 25``.
@@ -58,6 +60,8 @@ def parse_args(argv=None):
     p.add_argument("--fastmri-size", action="store_true",
                    help="benchmark a 15-coil 640 x 368 volume end to end instead (see the module docstring)")
     p.add_argument("--slices", type=int, default=3, help="slices of the --fastmri-size volume (default 3)")
+    p.add_argument("--no-cli", action="store_true",
+                   help="--fastmri-size: skip part (1), the `mriqa recon` runs (e.g. on a GPU machine, for its rows)")
     return p.parse_args(argv)
 
 
@@ -224,24 +228,27 @@ def fastmri_size(args) -> int:
     failed = False
     with tempfile.TemporaryDirectory() as tmp:
         raw = write_fastmri_h5(Path(tmp) / "knee-size.h5", kspace, reconstruction_rss=rss)
-        env = dict(os.environ, MRIQA_CACHE="off")
-        print()
-        print("| `mriqa recon --method` | exit | wall s (all slices) | s / slice | peak MB |")
-        print("|---|---:|---:|---:|---:|")
-        for method in ("zf", "sense", "l1", "modl"):
-            report = Path(tmp) / f"{method}.json"
-            argv = ["recon", str(raw), "--method", method, "--accel", "4", "--mask", "equispaced",
-                    "--center-fraction", "0.08", "--out", str(Path(tmp) / f"{method}.h5")]
-            proc = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(argv), str(report), str(args.threads)],
-                                  env=env, cwd=REPO, capture_output=True, text=True)
-            got = json.loads(report.read_text()) if report.is_file() else {"code": proc.returncode,
-                                                                            "seconds": float("nan"),
-                                                                            "peak_mb": float("nan")}
-            failed |= got["code"] != 0 or not got["peak_mb"] <= LIMIT_MB
-            print(f"| {method} | {got['code']} | {got['seconds']:.1f} | {got['seconds'] / args.slices:.1f} | "
-                  f"{got['peak_mb']:.0f} |")
-            if got["code"] != 0:
-                print(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "(no output)")
+        if args.no_cli:
+            print("\n(--no-cli: the `mriqa recon` runs were skipped)")
+        else:
+            env = dict(os.environ, MRIQA_CACHE="off")
+            print()
+            print("| `mriqa recon --method` | exit | wall s (all slices) | s / slice | peak MB |")
+            print("|---|---:|---:|---:|---:|")
+            for method in ("zf", "sense", "l1", "modl"):
+                report = Path(tmp) / f"{method}.json"
+                argv = ["recon", str(raw), "--method", method, "--accel", "4", "--mask", "equispaced",
+                        "--center-fraction", "0.08", "--out", str(Path(tmp) / f"{method}.h5")]
+                proc = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(argv), str(report), str(args.threads)],
+                                      env=env, cwd=REPO, capture_output=True, text=True)
+                got = json.loads(report.read_text()) if report.is_file() else {"code": proc.returncode,
+                                                                                "seconds": float("nan"),
+                                                                                "peak_mb": float("nan")}
+                failed |= got["code"] != 0 or not got["peak_mb"] <= LIMIT_MB
+                print(f"| {method} | {got['code']} | {got['seconds']:.1f} | {got['seconds'] / args.slices:.1f} | "
+                      f"{got['peak_mb']:.0f} |")
+                if got["code"] != 0:
+                    print(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "(no output)")
     mask = make_mask("equispaced", (h, w), 4, center_fraction=0.08, seed=0)
     y = kspace[:1] * mask.mask.numpy()
     t0 = time.perf_counter()
@@ -252,17 +259,25 @@ def fastmri_size(args) -> int:
     w_np = mask.mask.numpy().reshape(w)
     n, lam = args.iters, args.lam
 
-    def ours():
+    def ours(y_in=y_t, maps_in=maps_t, mask_in=mask_t, sync=lambda: None):
         with torch.no_grad():
-            op = SenseOperator(maps_t, mask_t)
-            return cg_solve(op.normal, op.adjoint(y_t), lam, max_iter=n, tol=0.0)
+            op = SenseOperator(maps_in, mask_in)
+            x = cg_solve(op.normal, op.adjoint(y_in), lam, max_iter=n, tol=0.0)
+        sync()
+        return x
 
     def theirs():
         return sigpy.mri.app.SenseRecon(y[0], maps[0], lamda=lam, weights=w_np, max_iter=n, show_pbar=False).run()
 
     model = load_modl("modl")
     peers = {"ours (torch CG-SENSE)": ours, "sigpy SenseRecon": theirs,
-             "MoDL forward (K = 10)": lambda: modl_reconstruct(model, y, mask, sens_maps=maps)}
+             "MoDL forward (K = 10)": lambda: modl_reconstruct(model, y, mask, sens_maps=maps, device="cpu")}
+    if torch.cuda.is_available():
+        dev = torch.device("cuda")
+        y_g, maps_g, mask_g = y_t.to(dev), maps_t.to(dev), mask_t.to(dev)
+        peers["ours (torch CG-SENSE) on CUDA"] = lambda: ours(y_g, maps_g, mask_g, torch.cuda.synchronize)
+        peers["MoDL forward (K = 10) on CUDA"] = lambda: modl_reconstruct(model, y, mask, sens_maps=maps,
+                                                                          device="cuda")
     for fn in peers.values():  # warm-up
         fn()
     times = {name: [] for name in peers}
@@ -274,13 +289,14 @@ def fastmri_size(args) -> int:
             times[name].append(time.perf_counter() - t0)
     med = {name: float(np.median(v)) for name, v in times.items()}
     print()
+    gpu = f"; GPU: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "; no CUDA on this machine"
     print(f"per slice, same maps (calibrate_maps: {info.short()}, {t_maps:.1f} s), {n} CG iterations, lam = {lam}, "
-          f"median of {args.rounds} alternating rounds")
+          f"median of {args.rounds} alternating rounds{gpu}")
     print()
     print("| per slice | median s | sigpy / this |")
     print("|---|---:|---:|")
     for name in names:
-        print(f"| {name} | {med[name]:.2f} | {med['sigpy SenseRecon'] / med[name]:.2f}x |")
+        print(f"| {name} | {med[name]:.3f} | {med['sigpy SenseRecon'] / med[name]:.2f}x |")
     return 1 if failed else 0
 
 
