@@ -194,6 +194,26 @@ def test_batches_keep_the_normalisation_range_with_a_gamma():
     assert float(bent.min()) >= 0 and float(bent.max()) <= 2.0 and not torch.allclose(plain, bent)
 
 
+
+def test_bias_fields_are_smooth_bounded_and_shade_the_batches():
+    from mriqa.restimate.train_rq import bias_fields, draw_batch
+
+    f = bias_fields(np.random.default_rng(0), 32, 64, 1.0)
+    log_f = f.log()
+    assert f.shape == (32, 1, 64, 64) and float(log_f.abs().max()) <= 1.0 + 1e-5
+    assert float(log_f.flatten(1).abs().amax(1).max()) > 0.5  # strengths reach up the range, not all ~0
+    # smooth: neighbouring pixels differ by a small part of the field's range
+    step = (log_f[..., 1:, :] - log_f[..., :-1, :]).abs().amax()
+    assert float(step) < 0.1
+    assert torch.equal(bias_fields(np.random.default_rng(0), 2, 16, 0.0), torch.ones(2, 1, 16, 16))
+    rng = np.random.default_rng(0)
+    images = rng.random((6, 64, 64)).astype(np.float32) * 50
+    log_r = np.log(np.arange(2, 8, dtype=np.float32))
+    plain, y = draw_batch(np.random.default_rng(1), images, log_r, 4, 0.0, 48)
+    shaded, y2 = draw_batch(np.random.default_rng(1), images, log_r, 4, 0.0, 48, bias_field=1.0)
+    assert torch.equal(y, y2) and float(shaded.min()) >= 0 and float(shaded.max()) <= 2.0
+    assert not torch.allclose(plain, shaded)
+
 def test_r_tables_read_perfect_and_volume_estimates():
     from mriqa.evaluation.r_heldout import format_table, r_table, volume_table
 

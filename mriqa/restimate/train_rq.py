@@ -50,7 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "init": "recon",
     "model": {"width": 32, "spectral": 0, "fine": 0},
     "data": {"train": ["data/rq128/train.0of2.h5", "data/rq128/train.1of2.h5"], "val": ["data/rq128/val.h5"],
-             "crop_probability": 0.5, "crop_min": 64, "gamma_range": None},
+             "crop_probability": 0.5, "crop_min": 64, "gamma_range": None, "bias_field": None},
     "loss": {"map_weight": 0.25},
     "train": {"steps": 6000, "batch": 16, "lr": 1.0e-3, "lr_min_factor": 0.05, "eval_every": 500,
               "checkpoint_every": 500, "threads": 1, "max_minutes": None, "stop_at_step": None,
@@ -72,12 +72,27 @@ def load_config(path=None, overrides=None, **extra) -> dict:
     return layered(DEFAULTS, path, overrides, extra)
 
 
+def bias_fields(rng: np.random.Generator, batch: int, side: int, strength: float) -> torch.Tensor:
+    """Smooth random multiplicative fields ``[B, 1, side, side]``: ``exp(f)`` with ``f`` a 4 x 4 grid of Gaussian
+    values upsampled bicubically, scaled so ``max |f|`` is uniform in ``[0, strength]`` (natural log units).
+
+    Why: a real RSS image carries the coils' receive profile (bright near the coils, ``sum_c |S_c|^2 != 1``),
+    while the simulation normalises its maps so its RSS has none."""
+    grid = torch.from_numpy(rng.standard_normal((batch, 1, 4, 4))).float()
+    f = F.interpolate(grid, size=(side, side), mode="bicubic", align_corners=True)
+    peak = f.flatten(1).abs().amax(1).clamp_min(1e-6)
+    scale = torch.from_numpy(rng.uniform(0.0, strength, size=batch)).float() / peak
+    return torch.exp(f * scale[:, None, None, None])
+
+
 def draw_batch(rng: np.random.Generator, images: np.ndarray, log_r: np.ndarray, batch: int,
-               crop_probability: float, crop_min: int, gamma_range=None) -> tuple[torch.Tensor, torch.Tensor]:
+               crop_probability: float, crop_min: int, gamma_range=None,
+               bias_field: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(normalised inputs [B, 1, s, s], log R [B])``: rows uniform, one random window side ``s`` for the batch
-    with probability ``crop_probability`` (else the whole image), each image flipped / transposed at random and,
-    with ``gamma_range = (lo, hi)``, raised to a power log-uniform in it (an intensity mapping: contrast and
-    display windows differ between scans)."""
+    with probability ``crop_probability`` (else the whole image), each image flipped / transposed at random,
+    with ``gamma_range = (lo, hi)`` raised to a power log-uniform in it (an intensity mapping: contrast and
+    display windows differ between scans) and with ``bias_field`` (a strength) multiplied by
+    :func:`bias_fields`."""
     rows = rng.integers(len(images), size=batch)
     size = images.shape[-1]
     crop = crop_probability > 0 and rng.random() < crop_probability and crop_min < size
@@ -91,6 +106,8 @@ def draw_batch(rng: np.random.Generator, images: np.ndarray, log_r: np.ndarray, 
         lo, hi = np.log(np.asarray(gamma_range, dtype=np.float64))
         gamma = torch.from_numpy(np.exp(rng.uniform(lo, hi, size=batch))).float()
         x = normalize_magnitude(x.clamp_min(0) ** gamma[:, None, None, None])
+    if bias_field:
+        x = normalize_magnitude(x * bias_fields(rng, batch, side, float(bias_field)))
     return x, torch.from_numpy(log_r[rows])
 
 
@@ -237,7 +254,7 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
 
     def train_step(rng):
         x, y = draw_batch(rng, tr["images"], y_tr, batch, float(dc["crop_probability"]), int(dc["crop_min"]),
-                          dc["gamma_range"])
+                          dc["gamma_range"], dc["bias_field"])
         maps = model.logits(x)
         l_score = F.l1_loss(maps.flatten(1).mean(1), y)
         l_map = (maps - y[:, None, None, None]).abs().mean()
