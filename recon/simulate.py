@@ -110,7 +110,8 @@ CHOICES = {
              "independent across coils, sigma = mean foreground magnitude / SNR",
     "snr": "SNR = mean of the noise-free magnitude over the slice's foreground (> 0.1) / sigma; with the "
            "orthonormal FFT and sum_c |S_c|^2 = 1, sigma is the noise std per coil image and in the SENSE-combined "
-           "image",
+           "image; with snr_max set, each slice's SNR is drawn log-uniform in [snr, snr_max] (file attribute "
+           "snr_per_slice)",
     "target": "reconstruction_rss = root-sum-of-squares over coils of ifft2c(noisy fully sampled k-space), "
               "full matrix (no crop)",
     "seed": "each slice draws from numpy.random.default_rng(SeedSequence([seed, crc32(volume), orientation, "
@@ -129,6 +130,7 @@ class SimulationConfig:
     size: int = 256
     coils: int = 8
     snr: float = 40.0
+    snr_max: float | None = None  # per-slice SNR log-uniform in [snr, snr_max] (None: every slice at snr)
     coil_maps: str = "birdcage"
     slice_step: int = 4
     max_slices_per_file: int = 36
@@ -144,6 +146,9 @@ class SimulationConfig:
             raise InputError(None, f"coils = {self.coils} must be >= 1")
         if not (self.snr > 0):
             raise InputError(None, f"SNR {self.snr} must be > 0 (inf = no added noise)")
+        if self.snr_max is not None and not (math.isfinite(self.snr_max) and self.snr_max >= self.snr):
+            raise InputError(None, f"SNR range [{self.snr}, {self.snr_max}]: the upper end must be finite and "
+                                   f">= the lower")
         if self.coil_maps not in COIL_MAP_KINDS:
             raise InputError(None, f"unknown coil maps {self.coil_maps!r}; choose from {', '.join(COIL_MAP_KINDS)}")
         if int(self.slice_step) < 1 or int(self.max_slices_per_file) < 1:
@@ -352,19 +357,24 @@ def make_dataset(
         indices = select_slices(stack, config.slice_step, config.max_slices_per_file, config.min_foreground)
         if not indices:
             raise InputError(sources[name], f"no {orientation} slice has foreground >= {config.min_foreground:.0%}")
-        kspaces, targets, noise, kinds = [], [], [], []
+        kspaces, targets, noise, kinds, snrs = [], [], [], [], []
         for index in indices:
             rng = _slice_rng(config.seed, name, orientation, index)
             magnitude = _resize(stack[index], config.size)
             maps, kind = _coil_maps(config.coil_maps, config.coils, config.size, rng, data_root, cache_dir)
-            kspace, rss, info = simulate_slice(magnitude, maps, config.snr, rng)
+            snr = config.snr
+            if config.snr_max is not None:  # drawn after the maps, so fixed-SNR datasets are unchanged
+                snr = float(np.exp(rng.uniform(np.log(config.snr), np.log(config.snr_max))))
+            kspace, rss, info = simulate_slice(magnitude, maps, snr, rng)
             kspaces.append(kspace)
             targets.append(rss)
             noise.append(info["noise_std"])
             kinds.append(kind)
+            snrs.append(snr)
         relative = Path(f"multicoil_{split}") / f"{name.replace('/', '-')}_{orientation}.h5"
         attrs = {
             "snr": float(config.snr),
+            "snr_per_slice": np.asarray(snrs, dtype=np.float64),
             "coil_maps": ",".join(kinds),
             "seed": int(config.seed),
             "source_volume": volume_source(name),

@@ -141,6 +141,25 @@ def test_dataset_deterministic_by_seed_and_independent_of_subset(shared_data, tm
     assert a.shape == c.shape and not np.allclose(a, c)
 
 
+def test_dataset_snr_range_draws_per_slice_and_keeps_fixed_snr_data(shared_data, tmp_path):
+    splits = {"test": ["colin27"]}
+    fixed = make_dataset(tmp_path / "a", shared_data, _small_config(splits=splits, max_slices_per_file=4,
+                                                                     slice_step=4), progress=False)
+    ranged = make_dataset(tmp_path / "b", shared_data, _small_config(splits=splits, max_slices_per_file=4,
+                                                                      slice_step=4, snr_max=400.0), progress=False)
+    assert fixed["config"]["snr_max"] is None and ranged["config"]["snr_max"] == 400.0
+    for orientation in ("axial", "coronal"):
+        name = f"multicoil_test/colin27_{orientation}.h5"
+        with h5py.File(tmp_path / "a" / name) as a, h5py.File(tmp_path / "b" / name) as b:
+            np.testing.assert_array_equal(a.attrs["snr_per_slice"], 40.0)
+            snrs, noise_a, noise_b = b.attrs["snr_per_slice"], a.attrs["noise_std"], b.attrs["noise_std"]
+            assert np.all((snrs >= 40.0) & (snrs <= 400.0)) and len(set(snrs.round(6))) == len(snrs)
+            # same anatomy and maps, so sigma = foreground mean / SNR scales as 40 / SNR
+            np.testing.assert_allclose(noise_b, noise_a * 40.0 / snrs, rtol=1e-6)
+    with pytest.raises(InputError, match="upper end"):
+        make_dataset(tmp_path / "x", shared_data, _small_config(snr_max=10.0), progress=False)
+    assert not (tmp_path / "x").exists()
+
 def test_dataset_with_realistic_coil_maps(shared_data, tmp_path, monkeypatch):
     monkeypatch.setenv("MRIQA_CACHE", str(tmp_path / "cache"))
     config = _small_config(splits={"val": ["mni152"]}, orientations=("axial",), coil_maps="mixed",

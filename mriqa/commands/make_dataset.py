@@ -22,6 +22,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--coils", type=int, default=8, help="number of coils (default 8; <= 8 with espirit/mixed maps)")
     p.add_argument("--snr", type=float, default=40.0,
                    help="mean foreground magnitude / complex noise std, per slice (default 40)")
+    p.add_argument("--snr-max", type=float, default=None,
+                   help="draw each slice's SNR log-uniform in [--snr, --snr-max] (scans differ widely in SNR)")
     p.add_argument("--coil-maps", choices=["birdcage", "espirit", "mixed"], default="birdcage",
                    help="birdcage (sigpy), espirit (resampled from the real smallfov k-space) or mixed (50/50)")
     p.add_argument("--slice-step", type=int, default=4, help="keep every N-th slice with anatomy (default 4)")
@@ -38,7 +40,8 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from recon.simulate import SimulationConfig, make_dataset, split_preset
 
-    config = SimulationConfig(size=args.size, coils=args.coils, snr=args.snr, coil_maps=args.coil_maps,
+    config = SimulationConfig(size=args.size, coils=args.coils, snr=args.snr, snr_max=args.snr_max,
+                              coil_maps=args.coil_maps,
                               slice_step=args.slice_step, max_slices_per_file=args.max_slices_per_file,
                               seed=args.seed, splits=split_preset(args.splits, args.data_root))
     manifest = make_dataset(args.out, args.data_root, config, progress=not args.no_progress)
