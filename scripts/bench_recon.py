@@ -24,7 +24,7 @@ sigpy on CPU as the peer.
     .venv/bin/python scripts/bench_recon.py [--iters 20] [--rounds 15] [--threads 1] [--lam 0.003]
     .venv/bin/python scripts/bench_recon.py --fastmri-size [--slices 3] [--threads 2] [--rounds 3]
 
-``--fastmri-size``: a fastMRI-knee-size volume instead (``recon.simulate.fastmri_size_volume``: 15 coils,
+``--fastmri-size``: a fastMRI-knee-size volume instead (``recon.demo_data.fastmri_size_volume``: 15 coils,
 640 x 368, ``--slices`` slices, R = 4 equispaced with fastMRI's centre 0.08). Two parts: (1) ``mriqa recon``
 end to end with every method, each in its own subprocess (calibration, the collapse guard and the
 reconstruction, no ESPIRiT cache: ``MRIQA_CACHE=off``), wall time and peak resident memory
@@ -218,7 +218,7 @@ def fastmri_size(args) -> int:
     from recon.masks import make_mask
     from recon.modl import load_modl, modl_reconstruct
     from recon.physics import SenseOperator
-    from recon.simulate import fastmri_size_volume
+    from recon.demo_data import fastmri_size_volume
 
     torch.set_num_threads(args.threads)
     kspace, rss = fastmri_size_volume(slices=args.slices)

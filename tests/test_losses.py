@@ -17,7 +17,7 @@ from recon.physics import Sampling, SenseOperator
 @pytest.fixture(scope="module")
 def t1_slice():
     """dipy's real T1 slice (a 2-D magnitude on the scanner's scale), 96 x 96 crop around the head."""
-    from recon.simulate import dipy_t1_slice_path
+    from recon.demo_data import dipy_t1_slice_path
 
     img = np.load(dipy_t1_slice_path()).astype(np.float32)
     h, w = img.shape

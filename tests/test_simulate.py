@@ -11,9 +11,9 @@ import pytest
 from recon.coils import birdcage_maps
 from recon.errors import InputError
 from recon.fft import ifft2c_np
+from recon.demo_data import demo_slice
 from recon.simulate import (
     SimulationConfig,
-    demo_slice,
     make_dataset,
     simulate_slice,
     smooth_random_phase,

@@ -1,7 +1,7 @@
 """``mriqa demo``: undersample one multi-coil slice at R = 2..12, reconstruct it with every method, score it.
 
 The built-in default needs no data beside the package: it simulates an 8-coil slice from the real T1 slice
-that ships inside dipy's wheel (``recon.simulate.demo_slice``). ``--input`` takes a user's fastMRI h5 or
+that ships inside dipy's wheel (``recon.demo_data.demo_slice``). ``--input`` takes a user's fastMRI h5 or
 BART cfl instead (treated as fully sampled; one slice, the middle one unless ``--slice``).
 
 Writes to ``--out`` (default ``./mriqa-demo``): ``report.html``, ``panels.png`` (every reconstruction),
@@ -152,7 +152,7 @@ def _load(args):
     import numpy as np
 
     if args.input is None:
-        from recon.simulate import demo_slice
+        from recon.demo_data import demo_slice
 
         kspace, rss, info = demo_slice(seed=args.seed)
         return kspace, rss, info.get("description", "built-in simulated slice (dipy t1_coronal_slice)")

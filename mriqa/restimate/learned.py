@@ -33,20 +33,29 @@ TASK = "log-r"
 LOG_R_RANGE = (float(np.log(1.5)), float(np.log(14.0)))
 
 
-class LogRNet(nn.Module):
-    """A QFNet whose pre-sigmoid output is a log R map: ``forward([N, 1, H, W] in [0, 1]) -> [N, 1, h, w]``.
+class LogitMapNet(nn.Module):
+    """A network whose pre-sigmoid map ``net.logits(x)`` is read as a log R map: ``forward(x) -> [N, 1, h, w]``.
 
     Exposes the geometry attributes :class:`mriqa.predictor.QFPredictor` needs, so the predictor's input
     handling and batching are reused unchanged."""
 
-    def __init__(self, qfnet):
+    def __init__(self, net):
         super().__init__()
-        self.net = qfnet
+        self.net = net
 
     in_channels = property(lambda self: self.net.in_channels)
     receptive_field = property(lambda self: self.net.receptive_field)
     output_stride = property(lambda self: self.net.output_stride)
     min_input_size = property(lambda self: self.net.min_input_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.logits(x)
+
+
+class LogRNet(LogitMapNet):
+    """A QFNet as a log R map (inputs ``[N, 1, H, W]`` in [0, 1]); padding-free, so it also exposes the output
+    geometry the predictor's tiling uses."""
+
     output_offset = property(lambda self: self.net.output_offset)
 
     def output_size(self, n: int) -> int:
@@ -54,9 +63,6 @@ class LogRNet(nn.Module):
 
     def output_shape(self, h: int, w: int):
         return self.net.output_shape(h, w)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.logits(x)
 
 
 def apply_recalibration(log_r, recal: dict | None):

@@ -24,30 +24,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from mriqa.restimate.learned import LearnedREstimator
+from mriqa.restimate.learned import LearnedREstimator, LogitMapNet
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "r-rq.safetensors"
 TASK = "log-r-rqnet"
 
 
-class LogRRQNet(nn.Module):
-    """An RQNet whose pre-sigmoid map is a log R map: ``forward(normalised [N, 1, H, W]) -> [N, 1, h, w]``.
-
-    Carries the attributes :class:`mriqa.predictor.QFPredictor` reads (geometry, ``input_normalization``)."""
+class LogRRQNet(LogitMapNet):
+    """An RQNet whose pre-sigmoid map is a log R map: ``forward(normalised [N, 1, H, W]) -> [N, 1, h, w]``
+    (padded convolutions: no output geometry for tiling)."""
 
     input_normalization = "magnitude"
-
-    def __init__(self, rqnet):
-        super().__init__()
-        self.net = rqnet
-
-    in_channels = property(lambda self: self.net.in_channels)
-    receptive_field = property(lambda self: self.net.receptive_field)
-    output_stride = property(lambda self: self.net.output_stride)
-    min_input_size = property(lambda self: self.net.min_input_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.logits(x)
 
 
 def pooled_mean(maps) -> tuple[np.ndarray, np.ndarray]:
