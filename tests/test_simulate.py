@@ -11,7 +11,7 @@ import pytest
 from recon.coils import birdcage_maps
 from recon.errors import InputError
 from recon.fft import ifft2c_np
-from recon.demo_data import demo_slice
+from recon.demo_data import DEMO_COIL_RADIUS, demo_slice
 from recon.simulate import (
     SimulationConfig,
     make_dataset,
@@ -76,6 +76,7 @@ def test_demo_slice_deterministic_without_shared_data():
     np.testing.assert_array_equal(rss, again[1])
     assert not np.allclose(kspace, other[0])
     assert info["coil_maps"] == "birdcage" and info["snr"] == 40 and "dipy" in info["description"]
+    assert info["coil_radius"] == DEMO_COIL_RADIUS and f"radius {DEMO_COIL_RADIUS:g}" in info["description"]
     assert info["noise_std"] == pytest.approx(info["foreground_mean"] / 40)
     # a brain: foreground in the middle, empty corners (up to noise)
     assert rss[0, 24:40, 24:40].mean() > 10 * rss[0, :6, :6].mean()
