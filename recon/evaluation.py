@@ -12,6 +12,8 @@ Used by ``scripts/eval_recon.py``, ``scripts/eval_training.py`` (via :mod:`mriqa
   :func:`recon.metrics.support_metrics`.
 - :func:`psnr_between`: PSNR of one reconstruction against another (not against the reference), with the
   reference's data range.
+- :func:`per_subject_mean`: per-volume figures averaged per subject (a simulated file is one subject's
+  orientation, ``<subject>_<orientation>.h5``), for acceptance targets stated per subject.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["EvalVolume", "read_eval_volume", "calibration_maps", "coil_support", "psnr_between"]
+__all__ = ["EvalVolume", "read_eval_volume", "calibration_maps", "coil_support", "psnr_between",
+           "per_subject_mean"]
 
 
 class EvalVolume(NamedTuple):
@@ -86,3 +89,16 @@ def psnr_between(image: np.ndarray, other: np.ndarray, maxval: float) -> float:
     if np.array_equal(np.asarray(image), np.asarray(other)):
         return float("inf")
     return psnr(other, image, maxval)
+
+
+def per_subject_mean(values, volumes) -> dict[str, float]:
+    """Mean of per-volume ``values`` over each subject's volumes, subjects in order of first appearance.
+
+    ``volumes``: the volumes' file stems, ``<subject>_<orientation>`` (``mriqa make-dataset``'s names, e.g.
+    ``ixi-IXI575-HH-2658_axial``); a stem without ``_`` is its own subject.
+    """
+    if len(values) != len(volumes):
+        raise ValueError(f"{len(values)} values for {len(volumes)} volumes")
+    subjects = [str(v).rsplit("_", 1)[0] for v in volumes]
+    return {name: float(np.mean([x for x, s in zip(values, subjects) if s == name]))
+            for name in dict.fromkeys(subjects)}

@@ -92,3 +92,15 @@ def test_read_eval_volume_takes_evenly_spaced_slices_and_names_a_wrong_file(tmp_
     a = rss[0]
     assert psnr_between(a, a, 320.0) == float("inf")
     assert psnr_between(a + 1.0, a, 320.0) == pytest.approx(10 * np.log10(320.0 ** 2 / 1.0))
+
+
+def test_per_subject_mean_groups_orientations_of_a_subject():
+    from recon.evaluation import per_subject_mean
+
+    volumes = ["colin27_axial", "colin27_coronal", "ixi-IXI575-HH-2658_axial", "ixi-IXI575-HH-2658_sagittal",
+               "plain"]
+    means = per_subject_mean([1.0, 2.0, 4.0, 8.0, 3.0], volumes)
+    assert list(means) == ["colin27", "ixi-IXI575-HH-2658", "plain"]
+    assert means == {"colin27": 1.5, "ixi-IXI575-HH-2658": 6.0, "plain": 3.0}
+    with pytest.raises(ValueError, match="2 values for 5 volumes"):
+        per_subject_mean([1.0, 2.0], volumes)
