@@ -309,18 +309,21 @@ def espirit_maps_cached(
 # ------------------------------------------------------------------------------------------------ birdcage
 
 
-def birdcage_maps(num_coils: int, height: int, width: int, rng: np.random.Generator | None = None) -> np.ndarray:
+def birdcage_maps(num_coils: int, height: int, width: int, rng: np.random.Generator | None = None,
+                  radius: float | None = None) -> np.ndarray:
     """Birdcage coil maps (``sigpy.mri.birdcage_maps``), complex64 ``[C, H, W]``, ``sum_c |S_c|^2 = 1``.
 
     Without ``rng``: sigpy's defaults (coils on a ring of relative radius 1.5). With ``rng``: the ring radius
     is drawn from U(1.2, 2.0) (smaller = stronger falloff) and the maps are rotated by a random multiple of
-    90 degrees (on a square grid) and randomly flipped left-right.
+    90 degrees (on a square grid) and randomly flipped left-right. ``radius`` fixes the ring radius instead
+    (the draw is still taken from ``rng``, so the rest of its sequence is unchanged).
     """
     import sigpy.mri
 
     if num_coils < 1 or height < 1 or width < 1:
         raise InputError(None, f"birdcage maps need num_coils, H, W >= 1, got {num_coils}, {height}, {width}")
-    radius = 1.5 if rng is None else float(rng.uniform(1.2, 2.0))
+    drawn = 1.5 if rng is None else float(rng.uniform(1.2, 2.0))
+    radius = drawn if radius is None else float(radius)
     turns = 0 if rng is None or height != width else int(rng.integers(4))
     flip = False if rng is None else bool(rng.integers(2))
     maps = sigpy.mri.birdcage_maps((num_coils, height, width), r=radius, dtype=np.complex64)

@@ -15,7 +15,7 @@ import numpy as np
 from recon.errors import InputError
 from recon.simulate import NORMALISATION_PERCENTILE, _resize, _slice_rng, simulate_slice
 
-__all__ = ["DEMO_FIELD_OF_VIEW", "demo_slice", "dipy_t1_slice_path", "fastmri_size_volume"]
+__all__ = ["DEMO_COIL_RADIUS", "DEMO_FIELD_OF_VIEW", "demo_slice", "dipy_t1_slice_path", "fastmri_size_volume"]
 
 
 def _head_square(image: np.ndarray, side: int) -> np.ndarray:
@@ -68,10 +68,10 @@ def demo_slice(size: int = DEMO_FIELD_OF_VIEW, coils: int = 8, snr: float = 40.0
     Same model as the dataset (normalisation by the 99.5th percentile, smooth random phase, birdcage maps,
     complex Gaussian k-space noise at ``snr``), deterministic by ``seed``, except that the coils sit on a ring
     of radius ``DEMO_COIL_RADIUS`` (a head array close to the head; the datasets draw 1.2-2.0): with the
-    seed-0 draw (1.96) CG-SENSE lost to zero-filled inside the head at R = 2 (27.7 vs 30.6 dB; 25.6 dB even
-    with the true maps, 40.5 at R = 1), the noise amplification (g-factor) of eight smooth, similar maps, and
-    the demo's table would have shown that coil geometry rather than the methods. The head fills only the middle of
-    the original 256 x 256 slice, so a ``DEMO_FIELD_OF_VIEW``-pixel square around it is kept first (the field
+    seed-0 draw (1.96) ``mriqa demo`` showed CG-SENSE below zero-filled inside the head at R = 2 (27.7 vs
+    30.6 dB; an ad-hoc check found the true maps no better): the noise amplification (g-factor) of eight
+    smooth, similar maps, so the demo's table showed that coil geometry rather than the methods. The head fills
+    only the middle of the original 256 x 256 slice, so a ``DEMO_FIELD_OF_VIEW``-pixel square around it is kept first (the field
     of view a scanner would prescribe); with a wide empty background, the RSS reference's noise floor would
     dominate every comparison. That square is resized to ``size`` (default: its own size, no resampling).
 
@@ -80,14 +80,11 @@ def demo_slice(size: int = DEMO_FIELD_OF_VIEW, coils: int = 8, snr: float = 40.0
         fully sampled noisy k-space), info dict with ``description``, ``source``, ``snr``, ``noise_std``,
         ``coil_maps``, ``seed``, ``size``, ``coils``).
     """
-    import sigpy.mri
-
-    from recon.coils import normalize_maps
+    from recon.coils import birdcage_maps
 
     magnitude = _resize(dipy_head(), int(size))
     rng = _slice_rng(seed, "dipy-t1_coronal_slice", "coronal", 0)
-    maps = normalize_maps(sigpy.mri.birdcage_maps((int(coils), int(size), int(size)), r=DEMO_COIL_RADIUS,
-                                                  dtype=np.complex64))
+    maps = birdcage_maps(int(coils), int(size), int(size), radius=DEMO_COIL_RADIUS)
     kspace, rss, info = simulate_slice(magnitude, maps, float(snr), rng)
     info.update({
         "description": f"simulated {coils}-coil slice ({size}x{size}, SNR {snr:g}, birdcage maps on a ring of "

@@ -54,6 +54,18 @@ def test_birdcage_normalised_and_randomised():
     np.testing.assert_allclose(np.sum(np.abs(c) ** 2, axis=0), 1.0, atol=1e-5)
 
 
+def test_birdcage_radius_fixes_the_ring_and_keeps_the_rng_sequence():
+    import sigpy.mri
+
+    near = birdcage_maps(8, 32, 32, radius=1.0)
+    np.testing.assert_allclose(near, normalize_maps(sigpy.mri.birdcage_maps((8, 32, 32), r=1.0)), atol=1e-6)
+    assert not np.allclose(near, birdcage_maps(8, 32, 32))  # the default ring (1.5) differs
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    birdcage_maps(8, 32, 32, rng_a, radius=1.0)
+    birdcage_maps(8, 32, 32, rng_b)
+    assert rng_a.random() == rng_b.random()  # the radius draw was still taken
+
+
 def test_normalize_maps_keeps_zero_pixels():
     maps = np.zeros((2, 3, 3), np.complex64)
     maps[0, 1, 1], maps[1, 1, 1] = 3, 4j
