@@ -231,7 +231,19 @@ def evaluate(model: RQNet, data: dict[str, np.ndarray], batch: int = 64, region:
         scores, target = predict_scores(model, data["images"], batch), data["ssim"]
     per_volume = [srcc(scores[data["volume"] == v], target[data["volume"] == v]) for v in np.unique(data["volume"])]
     return {"val_srcc_volume": float(np.mean(per_volume)), "val_srcc": float(srcc(scores, target)),
+            "val_srcc_slice": within_slice_srcc(data, scores, target),
             "val_mae": float(np.mean(np.abs(scores - target)))}
+
+
+def within_slice_srcc(data: dict[str, np.ndarray], scores: np.ndarray, target: np.ndarray) -> float:
+    """Mean Spearman(score, target) over the sequences of one method on one slice (R, mask and noise vary; the
+    anatomy does not): the within-method ranking that pooled figures hide. NaN when no sequence has 3 images."""
+    from mriqa.iqa.correlation import srcc
+
+    keys = np.asarray([f"{v}/{s}/{m}" for v, s, m in zip(data["volume"], data["slice"], data["method"])])
+    values = [srcc(scores[keys == k], target[keys == k]) for k in np.unique(keys) if np.sum(keys == k) >= 3]
+    values = [v for v in values if np.isfinite(v)]
+    return float(np.mean(values)) if values else float("nan")
 
 
 def predict_scores(model: RQNet, images: np.ndarray, batch: int = 64, weights: torch.Tensor | None = None
@@ -300,7 +312,7 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
 
     def describe(row):
         parts = [f"{k} {row[k]:.4f}" for k in ("jpeg_l1", "map_l1", "score_l1", "rank", "val_srcc_volume",
-                                                "val_srcc", "val_mae") if k in row]
+                                                "val_srcc", "val_srcc_slice", "val_mae") if k in row]
         return " ".join(parts)
 
     def plot(history):
@@ -308,12 +320,14 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
 
         plot_history(history, out / "curves.png", cfg["name"], [
             Panel("training loss", (("train_loss", "total"), ("map_l1", "map L1"), ("score_l1", "score L1"))),
-            Panel("validation Spearman (score, SSIM)", (("val_srcc_volume", "per volume"), ("val_srcc", "pooled"))),
+            Panel("validation Spearman (score, SSIM)", (("val_srcc_volume", "per volume"), ("val_srcc", "pooled"),
+                                                            ("val_srcc_slice", "within method and slice"))),
         ], require="val_srcc")
 
     result = run_steps(state, name=cfg["name"], model=model, optimizer=opt, cfg=cfg, lr_at=cosine_lr,
                        train_step=train_step, evaluate=lambda: evaluate(model, val_data, region=region),
-                       select="val_srcc_volume", maximize=True, keep=("val_srcc_volume", "val_srcc", "val_mae"),
+                       select="val_srcc_volume", maximize=True, keep=("val_srcc_volume", "val_srcc", "val_srcc_slice",
+                                                                     "val_mae"),
                        describe=describe, plot=plot, output_dir=out, log=log)
     if state.best is not None:
         model.load_state_dict(state.best["state"])

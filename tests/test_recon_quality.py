@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mriqa.evaluation.recon_quality import in_object_ssim, ranking_report, subject_of
+from mriqa.evaluation.recon_quality import format_report, in_object_ssim, ranking_report, subject_of
 from mriqa.models.reconq import RQNet, normalize_magnitude, receptive_field
 from mriqa.recon_quality.data import (build_quality_split, mask_groups, read_quality_set, real_kspace_set,
                                       write_quality_set)
@@ -164,6 +164,9 @@ def test_ranking_report_reads_perfect_and_reversed_scores():
     good = ranking_report(d, d["ssim"] + 0.01)
     assert good["pooled_srcc"] == pytest.approx(1.0) and set(good["per_subject_srcc"]) == {"ixi-A", "colin27"}
     assert good["pair_order_agreement"] == 1.0 and good["zf_above_modl"] == 0
+    assert good["means_per_r"]["modl"][4.0] == pytest.approx([0.8 - 0.12 + 0.01, 0.8 - 0.12])
+    assert good["score_mae"] == pytest.approx(0.01)
+    assert "| MoDL | 0.750 / 0.740 | 0.690 / 0.680 | 0.570 / 0.560 |" in format_report("t", good, {"modl": "MoDL"})
     bad = ranking_report(d, -d["ssim"])
     assert bad["pooled_srcc"] == pytest.approx(-1.0) and bad["pair_order_agreement"] == 0.0
     assert bad["zf_above_modl"] == bad["zf_modl_groups"] == 9
@@ -226,3 +229,16 @@ def test_shipped_model_ranks_real_zero_filled_by_r(real_set):
         zf = {a: s for a, s, m, v in zip(real_set["accel"], recon, real_set["method"], real_set["volume"])
               if m == "zf" and v == vol}
         assert zf[2.0] > zf[8.0] + 0.05, (vol, zf)
+
+
+def test_within_slice_srcc_ignores_anatomy():
+    from mriqa.train_rq import within_slice_srcc
+
+    # two slices, one method each: scores rank perfectly inside each slice although slice b's are all lower
+    data = {"volume": np.array(["v"] * 6), "slice": np.array([0, 0, 0, 1, 1, 1]), "method": np.array(["zf"] * 6)}
+    target = np.array([0.9, 0.8, 0.7, 0.95, 0.85, 0.75])
+    scores = np.array([0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
+    assert within_slice_srcc(data, scores, target) == pytest.approx(1.0)
+    assert within_slice_srcc(data, scores[[2, 1, 0, 3, 4, 5]], target) == pytest.approx(0.0)
+    short = {k: v[:2] for k, v in data.items()}  # no sequence of 3
+    assert np.isnan(within_slice_srcc(short, scores[:2], target[:2]))

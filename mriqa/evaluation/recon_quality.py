@@ -8,7 +8,9 @@ and one score per image. Figures:
   the SSIM itself, which is the ceiling: where the SSIM does not fall with R, no score should);
 - **method order at equal R**: for every (file, R, mask kind), the pairs of methods whose SSIM differ by more
   than ``tie`` (0.005): the fraction the score orders as the SSIM does;
-- **zero-filled above MoDL**: (file, R, mask kind) groups where zero-filled scores above MoDL.
+- **zero-filled above MoDL**: (file, R, mask kind) groups where zero-filled scores above MoDL;
+- **means per R**: per method and R, the mean score beside the mean SSIM (a score can follow the SSIM on average
+  and still miss the order inside a sequence when the SSIM steps between neighbouring R are below its error).
 """
 from __future__ import annotations
 
@@ -62,8 +64,13 @@ def ranking_report(data: dict, scores: np.ndarray, tie: float = TIE) -> dict:
         if "zf" in methods and "modl" in methods:
             zf_groups += 1
             zf_above += int(scores[idx[methods.index("zf")]] > scores[idx[methods.index("modl")]])
+    means_per_r: dict[str, dict[float, list[float]]] = {}
+    for (method, r), idx in sorted(_groups([data["method"], data["accel"]]).items()):
+        means_per_r.setdefault(str(method), {})[float(r)] = [float(scores[idx].mean()), float(ssim[idx].mean())]
     return {
         "n": int(len(scores)),
+        "means_per_r": means_per_r,
+        "score_mae": float(np.mean(np.abs(scores - ssim))),
         "pooled_srcc": float(srcc(scores, ssim)),
         "per_subject_srcc": {k: float(v) for k, v in sorted(per_subject.items())},
         "within_method_srcc_r": {m: {"score_mean": float(np.mean(v["score"])),
@@ -89,6 +96,13 @@ def format_report(title: str, report: dict, labels: dict[str, str] | None = None
     for m, v in report["within_method_srcc_r"].items():
         lines.append(f"| {labels.get(m, m)} | {v['score_mean']:.3f} | {v['score_le_-0.9']:.2f} | "
                      f"{v['ssim_mean']:.3f} | {v['sequences']} |")
+    accels = sorted({r for v in report["means_per_r"].values() for r in v})
+    lines += ["", f"Mean score / mean SSIM per R (score's mean absolute error against the SSIM "
+                  f"{report['score_mae']:.3f}):", "",
+              "| method | " + " | ".join(f"R {r:g}" for r in accels) + " |", "|---|" + "---:|" * len(accels)]
+    for m, v in report["means_per_r"].items():
+        cells = [f"{v[r][0]:.3f} / {v[r][1]:.3f}" if r in v else "—" for r in accels]
+        lines.append(f"| {labels.get(m, m)} | " + " | ".join(cells) + " |")
     lines += ["", f"Method order at equal R and mask (pairs whose SSIM differ by > {TIE}): "
                   f"{report['pair_order_agreement']:.3f} of {report['pairs']} pairs as SSIM orders them; "
                   f"zero-filled above MoDL in {report['zf_above_modl']} of {report['zf_modl_groups']} groups.", ""]
