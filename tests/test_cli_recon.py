@@ -156,3 +156,19 @@ def test_demo_runs_on_a_users_file_and_writes_the_report(tmp_path, raw_file, cap
     for column in ("PSNR in obj.", "SSIM in obj.", "R eff.", "What the columns mean", "higher is better",
                    "recon score", "quality_maps.png"):
         assert column in report
+
+
+def test_demo_snr_sets_the_built_in_slices_noise_and_is_refused_for_a_file(tmp_path, raw_file, capsys):
+    rows = {}
+    for snr in ("40", "400"):
+        code, _, _ = _run(capsys, "demo", "--snr", snr, "--accels", "2", "--methods", "sense",
+                          "--out", tmp_path / snr)
+        assert code == 0
+        result = json.loads((tmp_path / snr / "results.json").read_text())
+        rows[snr] = result["rows"][0]
+    # CG-SENSE at R = 2 is noise-limited on this slice: ten times less noise shows inside the object
+    assert rows["400"]["psnr_in"] > rows["40"]["psnr_in"] + 10
+    code, _, err = _run(capsys, "demo", "--input", raw_file, "--snr", "100", "--out", tmp_path / "file")
+    assert code == 2 and "--snr applies to the built-in slice only" in err and not (tmp_path / "file").exists()
+    code, _, err = _run(capsys, "demo", "--snr", "-1", "--out", tmp_path / "neg")
+    assert code == 2 and "--snr must be a positive number" in err

@@ -28,6 +28,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--methods", default="zf,sense,l1,modl",
                    help="comma-separated methods; those whose model is not available are skipped")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--snr", type=float, default=None,
+                   help="noise level of the built-in slice (default 40; a user's --input keeps its own noise)")
     p.set_defaults(func=run)
 
 
@@ -151,12 +153,17 @@ def _load(args):
     """-> (fully sampled k-space [1, C, H, W], reference RSS [1, H, W], description)."""
     import numpy as np
 
+    from recon.errors import InputError
+
+    if args.snr is not None and not (np.isfinite(args.snr) and args.snr > 0):
+        raise InputError(None, f"--snr must be a positive number, got {args.snr:g}")
     if args.input is None:
         from recon.demo_data import demo_slice
 
-        kspace, rss, info = demo_slice(seed=args.seed)
+        kspace, rss, info = demo_slice(seed=args.seed, **({} if args.snr is None else {"snr": args.snr}))
         return kspace, rss, info.get("description", "built-in simulated slice (dipy t1_coronal_slice)")
-    from recon.errors import InputError
+    if args.snr is not None:
+        raise InputError(args.input, "--snr applies to the built-in slice only (a file's k-space has its own noise)")
     from recon.pipeline import load_kspace
 
     volume = load_kspace(args.input)
