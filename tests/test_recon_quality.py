@@ -170,6 +170,7 @@ def test_ranking_report_reads_perfect_and_reversed_scores():
     bad = ranking_report(d, -d["ssim"])
     assert bad["pooled_srcc"] == pytest.approx(-1.0) and bad["pair_order_agreement"] == 0.0
     assert bad["zf_above_modl"] == bad["zf_modl_groups"] == 9
+    assert "colin27_axial R = 8 random" in bad["zf_above_modl_where"] and good["zf_above_modl_where"] == []
 
 
 def test_in_object_ssim_ignores_the_background_convention(phantom_kspace):

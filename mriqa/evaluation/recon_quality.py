@@ -54,8 +54,8 @@ def ranking_report(data: dict, scores: np.ndarray, tie: float = TIE) -> dict:
         w["ssim"].append(srcc(ssim[idx], r))
 
     agree = total = 0
-    zf_above = zf_groups = 0
-    for _, idx in _groups([data["volume"], data["accel"], data["mask_kind"]]).items():
+    zf_above, zf_groups = [], 0
+    for (vol, r, kind), idx in _groups([data["volume"], data["accel"], data["mask_kind"]]).items():
         for i, j in combinations(idx, 2):
             if abs(ssim[i] - ssim[j]) > tie:
                 total += 1
@@ -63,7 +63,8 @@ def ranking_report(data: dict, scores: np.ndarray, tie: float = TIE) -> dict:
         methods = list(data["method"][idx])
         if "zf" in methods and "modl" in methods:
             zf_groups += 1
-            zf_above += int(scores[idx[methods.index("zf")]] > scores[idx[methods.index("modl")]])
+            if scores[idx[methods.index("zf")]] > scores[idx[methods.index("modl")]]:
+                zf_above.append(f"{vol} R = {float(r):g} {kind}")
     means_per_r: dict[str, dict[float, list[float]]] = {}
     for (method, r), idx in sorted(_groups([data["method"], data["accel"]]).items()):
         means_per_r.setdefault(str(method), {})[float(r)] = [float(scores[idx].mean()), float(ssim[idx].mean())]
@@ -79,7 +80,8 @@ def ranking_report(data: dict, scores: np.ndarray, tie: float = TIE) -> dict:
                                  for m, v in sorted(within.items())},
         "pair_order_agreement": float(agree / total) if total else float("nan"),
         "pairs": int(total),
-        "zf_above_modl": int(zf_above),
+        "zf_above_modl": len(zf_above),
+        "zf_above_modl_where": zf_above,
         "zf_modl_groups": int(zf_groups),
     }
 
@@ -105,7 +107,9 @@ def format_report(title: str, report: dict, labels: dict[str, str] | None = None
         lines.append(f"| {labels.get(m, m)} | " + " | ".join(cells) + " |")
     lines += ["", f"Method order at equal R and mask (pairs whose SSIM differ by > {TIE}): "
                   f"{report['pair_order_agreement']:.3f} of {report['pairs']} pairs as SSIM orders them; "
-                  f"zero-filled above MoDL in {report['zf_above_modl']} of {report['zf_modl_groups']} groups.", ""]
+                  f"zero-filled above MoDL in {report['zf_above_modl']} of {report['zf_modl_groups']} groups"
+                  + (f" ({', '.join(report['zf_above_modl_where'])})." if 0 < report["zf_above_modl"] <= 10 else "."),
+              ""]
     return "\n".join(lines)
 
 
