@@ -216,6 +216,7 @@ def ranking_loss(pred: torch.Tensor, target: torch.Tensor, margin: float = 0.02,
 def evaluate(model: RQNet, data: dict[str, np.ndarray], batch: int = 64, region: str = "image") -> dict[str, float]:
     """Validation: per-volume Spearman(score, target) (mean over volumes), pooled Spearman and MAE; the target is
     the whole-image SSIM (``region="image"``) or the in-object SSIM with object-weighted scores (``"object"``)."""
+    from mriqa.evaluation.recon_quality import within_slice_srcc
     from mriqa.iqa.correlation import srcc
 
     if region == "object":
@@ -233,17 +234,6 @@ def evaluate(model: RQNet, data: dict[str, np.ndarray], batch: int = 64, region:
     return {"val_srcc_volume": float(np.mean(per_volume)), "val_srcc": float(srcc(scores, target)),
             "val_srcc_slice": within_slice_srcc(data, scores, target),
             "val_mae": float(np.mean(np.abs(scores - target)))}
-
-
-def within_slice_srcc(data: dict[str, np.ndarray], scores: np.ndarray, target: np.ndarray) -> float:
-    """Mean Spearman(score, target) over the sequences of one method on one slice (R, mask and noise vary; the
-    anatomy does not): the within-method ranking that pooled figures hide. NaN when no sequence has 3 images."""
-    from mriqa.iqa.correlation import srcc
-
-    keys = np.asarray([f"{v}/{s}/{m}" for v, s, m in zip(data["volume"], data["slice"], data["method"])])
-    values = [srcc(scores[keys == k], target[keys == k]) for k in np.unique(keys) if np.sum(keys == k) >= 3]
-    values = [v for v in values if np.isfinite(v)]
-    return float(np.mean(values)) if values else float("nan")
 
 
 def predict_scores(model: RQNet, images: np.ndarray, batch: int = 64, weights: torch.Tensor | None = None

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 __all__ = ["EvalVolume", "read_eval_volume", "calibration_maps", "coil_support", "psnr_between",
-           "per_subject_mean"]
+           "per_subject_mean", "subject_of"]
 
 
 class EvalVolume(NamedTuple):
@@ -99,6 +99,11 @@ def per_subject_mean(values, volumes) -> dict[str, float]:
     """
     if len(values) != len(volumes):
         raise ValueError(f"{len(values)} values for {len(volumes)} volumes")
-    subjects = [str(v).rsplit("_", 1)[0] for v in volumes]
+    subjects = [subject_of(v) for v in volumes]
     return {name: float(np.mean([x for x, s in zip(values, subjects) if s == name]))
             for name in dict.fromkeys(subjects)}
+
+
+def subject_of(volume: str) -> str:
+    """``ixi-IXI575-HH-2658_axial`` -> ``ixi-IXI575-HH-2658``: the file stem without its orientation."""
+    return str(volume).rsplit("_", 1)[0]

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from mriqa.evaluation.recon_quality import format_report, in_object_ssim, ranking_report, subject_of
+from mriqa.evaluation.recon_quality import (format_report, in_object_ssim, ranking_report, subject_of,
+                                           within_slice_srcc)
 from mriqa.models.reconq import RQNet, normalize_magnitude, receptive_field
 from mriqa.recon_quality.data import (build_quality_split, mask_groups, read_quality_set, real_kspace_set,
                                       write_quality_set)
@@ -233,8 +234,6 @@ def test_shipped_model_ranks_real_zero_filled_by_r(real_set):
 
 
 def test_within_slice_srcc_ignores_anatomy():
-    from mriqa.train_rq import within_slice_srcc
-
     # two slices, one method each: scores rank perfectly inside each slice although slice b's are all lower
     data = {"volume": np.array(["v"] * 6), "slice": np.array([0, 0, 0, 1, 1, 1]), "method": np.array(["zf"] * 6)}
     target = np.array([0.9, 0.8, 0.7, 0.95, 0.85, 0.75])

@@ -19,15 +19,12 @@ from itertools import combinations
 import numpy as np
 
 from mriqa.iqa.correlation import srcc
+from recon.evaluation import subject_of
 
-__all__ = ["subject_of", "ranking_report", "format_report", "in_object_ssim", "out_of_domain_scores"]
+__all__ = ["subject_of", "ranking_report", "format_report", "within_slice_srcc", "in_object_ssim",
+           "out_of_domain_scores"]
 
 TIE = 0.005
-
-
-def subject_of(volume: str) -> str:
-    """``ixi-IXI575-HH-2658_axial`` -> ``ixi-IXI575-HH-2658``: the file stem without its orientation."""
-    return volume.rsplit("_", 1)[0]
 
 
 def _groups(keys: list[np.ndarray]) -> dict[tuple, np.ndarray]:
@@ -84,6 +81,15 @@ def ranking_report(data: dict, scores: np.ndarray, tie: float = TIE) -> dict:
         "zf_above_modl_where": zf_above,
         "zf_modl_groups": int(zf_groups),
     }
+
+
+def within_slice_srcc(data: dict, scores: np.ndarray, target: np.ndarray) -> float:
+    """Mean Spearman(score, target) over the sequences of one method on one slice (R, mask and noise vary; the
+    anatomy does not): the within-method ranking that pooled figures hide. NaN when no sequence has 3 images."""
+    values = [srcc(scores[idx], target[idx])
+              for idx in _groups([data["volume"], data["slice"], data["method"]]).values() if len(idx) >= 3]
+    values = [v for v in values if np.isfinite(v)]
+    return float(np.mean(values)) if values else float("nan")
 
 
 def format_report(title: str, report: dict, labels: dict[str, str] | None = None) -> str:
