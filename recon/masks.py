@@ -45,7 +45,7 @@ from recon.errors import InputError
 
 __all__ = ["SamplingMask", "MASK_KINDS", "MIN_ACS", "default_center_fraction", "min_center_fraction",
            "center_fraction_for", "make_mask", "mask_from_kspace",
-           "describe_mask", "acs_width"]
+           "describe_mask", "acs_width", "POISSON_MIN_ACCEL"]
 
 MASK_KINDS = ("random", "equispaced", "poisson")
 # The narrowest fully sampled centre ESPIRiT alone calibrates from, with the kernel of recon.calibration.kernel_for
@@ -53,6 +53,10 @@ MASK_KINDS = ("random", "equispaced", "poisson")
 MIN_ACS = 6
 # fastMRI's pairs (R=4, 0.08) and (R=8, 0.04) both keep a centre of 0.32 / R of the columns.
 CENTER_FRACTION_TIMES_R = 0.32
+# sigpy's Poisson-disk sampler cannot reach R = 2 or 3 with the default calibration block on small grids (96 x 96:
+# "Cannot generate mask"), and bisects its density for minutes trying: training and evaluation sets draw Poisson
+# masks from this R up (make_mask itself accepts any R and says when sigpy fails).
+POISSON_MIN_ACCEL = 4.0
 
 
 class SamplingMask(NamedTuple):

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from recon.errors import InputError
+from recon.masks import POISSON_MIN_ACCEL
 
 __all__ = ["ModlSample", "ModlDataTransform", "collate", "slice_dataset", "mask_seed"]
 
@@ -85,6 +86,8 @@ class ModlDataTransform:
         accelerations: nominal R values; training draws from their range (``continuous``) or the list;
             evaluation (``fixed``) uses the first.
         mask_types: kinds from ``recon.masks.MASK_KINDS`` drawn uniformly (training) or the first (fixed).
+            Training draws Poisson-disk masks only from ``recon.masks.POISSON_MIN_ACCEL`` up (sigpy cannot make
+            lower ones on small grids): a lower R drawn for one is mapped linearly onto ``[that, max]``.
         center_fraction: fixed centre fraction; default fastMRI's ``0.32 / R``, and with ``maps="acs"``
             ``recon.masks.center_fraction_for(R, W)`` (at least ``MIN_ACS`` lines, as ``mriqa recon``).
         fixed: evaluation mode (one mask per volume, the same every run).
@@ -124,6 +127,9 @@ class ModlDataTransform:
         self.root = None if root is None else Path(root)
         self.espirit = dict(espirit or {})
         self.two_d = "poisson" in self.mask_types
+        if self.two_d and not self.fixed and max(self.accelerations) < POISSON_MIN_ACCEL:
+            raise InputError(None, f"Poisson-disk training masks need R >= {POISSON_MIN_ACCEL:g}; accelerations "
+                                   f"are {self.accelerations}")
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -146,10 +152,23 @@ class ModlDataTransform:
                 accel = float(self.accelerations[int(rng.integers(len(self.accelerations)))])
             kind = self.mask_types[int(rng.integers(len(self.mask_types)))]
             seed = int(rng.integers(0, 2**31 - 1))
+            if kind == "poisson":
+                accel = self._poisson_accel(accel)
         center = self.center_fraction
         if center is None:  # maps from the undersampled data need the calibration's minimum centre
             center = center_fraction_for(accel, shape[-1]) if self.maps == "acs" else default_center_fraction(accel)
         return make_mask(kind, shape, accel, center_fraction=center, seed=seed)
+
+    def _poisson_accel(self, accel: float) -> float:
+        """A training R drawn for a Poisson-disk mask, moved into ``[POISSON_MIN_ACCEL, max]`` (the draw order
+        is unchanged, so configs without Poisson masks keep their masks)."""
+        lo, hi = min(self.accelerations), max(self.accelerations)
+        if accel >= POISSON_MIN_ACCEL:
+            return accel
+        if self.continuous and hi > lo:
+            return POISSON_MIN_ACCEL + (accel - lo) / (hi - lo) * (hi - POISSON_MIN_ACCEL)
+        allowed = sorted(r for r in self.accelerations if r >= POISSON_MIN_ACCEL)
+        return allowed[self.accelerations.index(accel) % len(allowed)]
 
     def _source(self, fname: str) -> str:
         return str(self.root / fname) if self.root is not None else str(fname)

@@ -144,6 +144,31 @@ def test_poisson_masks_and_collate(volume_dir):
     assert mixed["mask"].shape == (2, 1, H, W)
 
 
+def test_poisson_training_masks_start_at_the_poisson_minimum(volume_dir, monkeypatch):
+    import recon.masks
+    from recon.masks import POISSON_MIN_ACCEL
+
+    root, _ = volume_dir
+    drawn = {"random": [], "poisson": []}
+    # sigpy's sampler is slow on tiny grids: record what would be asked for instead of making the masks
+    monkeypatch.setattr(recon.masks, "make_mask", lambda kind, shape, accel, **kw: drawn[kind].append(accel))
+    tf = _tf(root, accelerations=[2.0, 12.0], continuous=True, mask_types=["random", "poisson"], seed=1)
+    for epoch in range(12):
+        tf.set_epoch(epoch)
+        for name in ("a.h5", "b.h5"):
+            for s in range(S):
+                tf.draw_mask((H, W), name, s)
+    assert min(drawn["poisson"]) >= POISSON_MIN_ACCEL and max(drawn["poisson"]) <= 12.0
+    assert min(drawn["random"]) < POISSON_MIN_ACCEL  # line masks keep the whole range
+    # the mapping is linear from [2, 12] onto [4, 12]; a list of R maps onto its allowed entries
+    assert tf._poisson_accel(2.0) == POISSON_MIN_ACCEL and tf._poisson_accel(7.0) == 7.0
+    assert tf._poisson_accel(3.0) == pytest.approx(POISSON_MIN_ACCEL + 0.1 * (12.0 - POISSON_MIN_ACCEL))
+    listed = _tf(root, accelerations=[2.0, 3.0, 8.0], mask_types=["poisson"])
+    assert {listed._poisson_accel(r) for r in (2.0, 3.0, 8.0)} == {8.0}
+    with pytest.raises(InputError, match="Poisson-disk training masks need R >= 4"):
+        _tf(root, accelerations=[2.0, 3.0], mask_types=["poisson"])
+
+
 def test_transform_does_not_modify_input_and_rejects_bad_input(volume_dir):
     root, data = volume_dir
     k, rss = data["a.h5"]

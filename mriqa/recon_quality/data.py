@@ -38,15 +38,16 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from recon.masks import POISSON_MIN_ACCEL
+
 __all__ = ["QUALITY_METHODS", "QUALITY_ACCELS", "QUALITY_MASKS", "build_quality_split", "read_quality_set",
            "write_quality_set", "real_kspace_set", "other_anatomy_files", "mask_groups"]
 
 QUALITY_METHODS = ("zf", "sense", "l1", "modl")
 QUALITY_ACCELS = (2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0)
 QUALITY_MASKS = ("random", "equispaced", "poisson")
-#: sigpy's Poisson-disk sampler bisects its density for minutes at low R on small grids, or fails (R = 2, 3 on
-#: 96 x 96): Poisson groups start at this R
-POISSON_MIN_R = 4.0
+#: Poisson groups start at this R (sigpy cannot make lower ones on small grids: recon.masks.POISSON_MIN_ACCEL)
+POISSON_MIN_R = POISSON_MIN_ACCEL
 SPLIT_FOLDERS = {"train": "multicoil_train", "val": "multicoil_val", "test": "multicoil_test"}
 
 
