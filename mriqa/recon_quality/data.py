@@ -46,16 +46,14 @@ __all__ = ["QUALITY_METHODS", "QUALITY_ACCELS", "QUALITY_MASKS", "build_quality_
 QUALITY_METHODS = ("zf", "sense", "l1", "modl")
 QUALITY_ACCELS = (2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0)
 QUALITY_MASKS = ("random", "equispaced", "poisson")
-#: Poisson groups start at this R (sigpy cannot make lower ones on small grids: recon.masks.POISSON_MIN_ACCEL)
-POISSON_MIN_R = POISSON_MIN_ACCEL
 SPLIT_FOLDERS = {"train": "multicoil_train", "val": "multicoil_val", "test": "multicoil_test"}
 
 
 def mask_groups(rng: np.random.Generator | None, accels: Sequence[float], masks: Sequence[str],
                 groups: int | None) -> list[tuple[float, str]]:
     """The (R, mask kind) groups of one slice: all of them (``groups=None``), or ``groups`` drawn without
-    replacement from the grid by ``rng``; Poisson-disk masks only from :data:`POISSON_MIN_R`."""
-    grid = [(float(r), k) for r in accels for k in masks if k != "poisson" or float(r) >= POISSON_MIN_R]
+    replacement from the grid by ``rng``; Poisson-disk masks only from ``recon.masks.POISSON_MIN_ACCEL``."""
+    grid = [(float(r), k) for r in accels for k in masks if k != "poisson" or float(r) >= POISSON_MIN_ACCEL]
     if groups is None or groups >= len(grid):
         return grid
     pick = rng.choice(len(grid), size=groups, replace=False)
