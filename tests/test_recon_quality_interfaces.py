@@ -319,6 +319,49 @@ def test_loss_errors(rq_path, tmp_path):
         ReconQualityLoss(rq_path, reduction="sum")
 
 
+def _sense_problem(seed=0, b=2, coils=4, size=48):
+    from recon.physics import SenseOperator
+
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    centres = torch.linspace(-1.0, 1.0, coils)
+    maps = torch.stack([torch.exp(-((yy - c) ** 2 + xx ** 2)) * torch.exp(1j * c * xx) for c in centres])
+    maps = (maps / maps.abs().square().sum(0).sqrt()).to(torch.complex64)[None].repeat(b, 1, 1, 1)
+    mask = (torch.rand(b, 1, 1, size, generator=g) < 0.4).float()
+    mask[..., size // 2 - 3: size // 2 + 3] = 1.0
+    truth = torch.from_numpy(np.stack([_slice((size, size), seed=i) for i in range(b)])).to(torch.complex64)
+    return SenseOperator(maps, mask), truth
+
+
+def test_data_consistent_loss_scores_the_image_with_the_measured_samples_put_back(rq_path):
+    from mriqa.losses.recon_quality_loss import data_consistent_magnitude
+
+    physics, truth = _sense_problem()
+    y = physics(truth)
+    # a data-consistent image is its own data-consistent image
+    np.testing.assert_allclose(data_consistent_magnitude(truth, physics, y)[:, 0].numpy(), truth.abs().numpy(),
+                               rtol=1e-4, atol=1e-3)
+    plain, dc = ReconQualityLoss(rq_path), ReconQualityLoss(rq_path, data_consistent=True)
+    assert float(dc(truth.abs()[:, None], physics=physics, y=y, image=truth)) == \
+        pytest.approx(float(plain(truth.abs()[:, None])), abs=1e-4)
+    # what was measured is the data's: blurring the network's image changes the scored image only where nothing
+    # was measured, and the quality gradient has (almost) no component the measurement sees
+    blurred = torch.fft.ifft2(torch.fft.fft2(truth) * torch.exp(-torch.fft.fftfreq(48).square()[None, :] * 200))
+    diff_plain = (blurred.abs() - truth.abs()).abs().mean()
+    diff_dc = (data_consistent_magnitude(blurred, physics, y)[:, 0] - truth.abs()).abs().mean()
+    assert float(diff_dc) < 0.75 * float(diff_plain)  # ~45 % of the lines are measured: that much blur is undone
+    x = blurred.clone().requires_grad_(True)
+    dc(x.abs()[:, None], physics=physics, y=y, image=x).backward()
+    seen = physics(x.grad).abs().square().sum()
+    assert float(x.grad.abs().square().sum()) > 0 and float(seen) < 0.05 * float(x.grad.abs().square().sum())
+    # centre crop to the output's size
+    assert tuple(data_consistent_magnitude(truth, physics, y, (40, 32)).shape) == (2, 1, 40, 32)
+    with pytest.raises(InputError, match="needs physics= a recon.physics.SenseOperator"):
+        dc(truth.abs()[:, None], physics=None, y=y, image=truth)
+    with pytest.raises(InputError, match="complex reconstruction"):
+        dc(truth.abs()[:, None], physics=physics, y=y, image=truth.abs())
+
+
 def test_loss_by_factory_path_and_combined(rq_path):
     from recon.training.recon_config import build_loss, build_mode_loss
 
