@@ -42,7 +42,8 @@ mode ``dc+qf``: in ``ssdu+qf`` the loss physics is the held-back mask.
 
 Interface: recon's loss call (:mod:`recon.losses`), ``loss(output, target=None, *, physics, y, image,
 pred_kspace, data_range)``; only ``output`` is used (and ``physics``, ``y``, ``image`` with ``data_consistent``;
-``requires_target = False``: a reference-free loss). In a config: ``qf_loss: {factory: "mriqa.losses:ReconQualityLoss", kwargs: {model: recon}}`` (``train.qf_loss`` of
+``requires_target = False``: a reference-free loss). In a config: ``qf_loss: {factory:
+"mriqa.losses:ReconQualityLoss", kwargs: {model: recon}}`` (``train.qf_loss`` of
 the ``+qf`` modes); in code, ``CombinedLoss({"dc": 1.0, "recon": 0.05})`` or ``{"qf": (0.05,
 ReconQualityLoss())}``.
 """
