@@ -83,7 +83,7 @@ def data_consistent_magnitude(image: torch.Tensor | None, physics, y: torch.Tens
     y = as_kspace(y, what="ReconQualityLoss: y (acquired k-space)").to(x.dtype)
     weight = physics.sens_maps.abs().square().sum(1)
     inv = torch.where(weight > 1e-6, 1.0 / weight.clamp_min(1e-6), torch.zeros_like(weight))
-    x_dc = x + physics.adjoint(physics.sampling(y) - physics(x)) * inv
+    x_dc = x + physics.adjoint(y - physics(x)) * inv  # A^H masks the residual itself
     mag = x_dc.abs().unsqueeze(1)
     return mag if size is None else center_crop(mag, tuple(size))
 
