@@ -19,7 +19,8 @@ Per volume (``prepare_volume``):
 Per orientation (one h5 file each):
     slices whose foreground (pixels > 0.1 after normalisation) covers >= ``min_foreground`` (15 %) of the
     slice are candidates; every ``slice_step``-th candidate is kept, then at most ``max_slices_per_file``
-    evenly spaced ones. Each kept slice is resized to ``size x size`` (linear, anti-aliased when shrinking).
+    evenly spaced ones. With ``fov_fill`` each is cropped to a tighter field of view (``crop_to_fill``); each is
+    resized to ``size x size`` (linear, anti-aliased when shrinking).
 Per slice (``simulate_slice``), with its own random stream ``(seed, volume, orientation, slice)``:
     complex image ``x = m * exp(i phi)``; ``phi`` is a smooth random phase (``smooth_random_phase``: the real
     part of a random 5 x 5 block of lowest spatial frequencies, scaled to max |phi| = pi);
@@ -78,6 +79,9 @@ __all__ = [
     "simulate_slice",
     "prepare_volume",
     "select_slices",
+    "crop_to_fill",
+    "random_contrast",
+    "random_bias",
     "make_dataset",
 ]
 
@@ -110,6 +114,15 @@ CHOICES = {
            "snr_per_slice)",
     "target": "reconstruction_rss = root-sum-of-squares over coils of ifft2c(noisy fully sampled k-space), "
               "full matrix (no crop)",
+    "fov_fill": "None: the slice of the cube (the volume's own FOV). (lo, hi): each slice is first cropped to the "
+                "square window centred on its foreground in which the foreground's larger extent spans U(lo, hi) "
+                "of the side (recon.simulate.crop_to_fill; real scans are prescribed with the head filling most "
+                "of the FOV), then resized",
+    "contrast": "0: the source's intensities. s > 0: per slice a random piecewise-linear remapping of tissue "
+                "intensities (recon.simulate.random_contrast; knots' values from 0.3 up (1 - s) x + s U(0.05, 1), "
+                "not monotone; below 0.15 unchanged), renormalised: contrasts other than the sources' T1",
+    "bias": "0: none. b > 0: per slice the magnitude times exp of a smooth random field (3 x 3 lowest "
+            "frequencies, max |log| = b; recon.simulate.random_bias): a receive-coil shading",
     "seed": "each slice draws from numpy.random.default_rng(SeedSequence([seed, crc32(volume), orientation, "
             "slice])): results do not depend on the order or subset of slices processed",
 }
@@ -131,6 +144,9 @@ class SimulationConfig:
     slice_step: int = 4
     max_slices_per_file: int = 36
     min_foreground: float = 0.15
+    fov_fill: tuple | None = None  # (lo, hi): the object spans U(lo, hi) of the FOV (None: the cube's FOV)
+    contrast: float = 0.0  # strength in [0, 1] of a random tissue-intensity remapping per slice (0: the source's)
+    bias: float = 0.0  # max |log| of a smooth random receive-bias field per slice (0: none)
     seed: int = 0
     splits: dict = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_SPLITS.items()})
     orientations: tuple = ORIENTATIONS
@@ -149,6 +165,11 @@ class SimulationConfig:
             raise InputError(None, f"unknown coil maps {self.coil_maps!r}; choose from {', '.join(COIL_MAP_KINDS)}")
         if int(self.slice_step) < 1 or int(self.max_slices_per_file) < 1:
             raise InputError(None, "slice_step and max_slices_per_file must be >= 1")
+        if self.fov_fill is not None and not (len(self.fov_fill) == 2
+                                              and 0.1 <= self.fov_fill[0] <= self.fov_fill[1] <= 1.0):
+            raise InputError(None, f"fov_fill {self.fov_fill}: need 0.1 <= lo <= hi <= 1 (fraction of the FOV)")
+        if not 0 <= self.contrast <= 1 or not 0 <= self.bias <= 2:
+            raise InputError(None, f"contrast {self.contrast} must be in [0, 1] and bias {self.bias} in [0, 2]")
         if not 0 <= self.min_foreground < 1:
             raise InputError(None, f"min_foreground {self.min_foreground} must be in [0, 1)")
         for orientation in self.orientations:
@@ -269,6 +290,51 @@ def prepare_volume(path: str | os.PathLike) -> np.ndarray:
     return np.ascontiguousarray(np.pad(data, pads).astype(np.float32))
 
 
+def crop_to_fill(image: np.ndarray, fill: float) -> np.ndarray:
+    """The square window of ``image`` ``[H, W]`` centred on its foreground (> 0.1) in which the foreground's
+    larger extent spans the fraction ``fill`` of the side (zero beyond the image): a tighter field of view,
+    as real scans are prescribed. An image without foreground is returned as is."""
+    rows, cols = np.nonzero(image > FOREGROUND_LEVEL)
+    if len(rows) == 0:
+        return image
+    # the 1st-99th percentile of the foreground's coordinates: stray bright background pixels do not count
+    (r0, r1), (c0, c1) = np.percentile(rows, [1, 99]), np.percentile(cols, [1, 99])
+    extent = max(r1 - r0 + 1, c1 - c0 + 1)
+    side = max(8, int(round(extent / fill)))
+    top = int(round((r0 + r1 + 1) / 2 - side / 2))
+    left = int(round((c0 + c1 + 1) / 2 - side / 2))
+    out = np.zeros((side, side), dtype=image.dtype)
+    src_r = slice(max(top, 0), min(top + side, image.shape[0]))
+    src_c = slice(max(left, 0), min(left + side, image.shape[1]))
+    out[src_r.start - top:src_r.stop - top, src_c.start - left:src_c.stop - left] = image[src_r, src_c]
+    return out
+
+
+CONTRAST_KNOTS = np.asarray([0.0, 0.05, 0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 1.1, 2.0])
+
+
+def random_contrast(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """A random remapping of tissue intensities (another contrast of the same anatomy, e.g. T2-like from T1):
+    piecewise linear through :data:`CONTRAST_KNOTS`, each knot's value ``(1 - strength) x + strength u`` with
+    ``u ~ U(0.05, 1)`` from 0.3 up (not monotone: tissues may swap order); air and the sources' background noise
+    (below 0.15) keep their values. Renormalised to the
+    99.5th percentile of its foreground, as :func:`prepare_volume` normalises volumes. float32 ``[H, W]``."""
+    values = CONTRAST_KNOTS.copy()
+    values[3:] = (1 - strength) * values[3:] + strength * rng.uniform(0.05, 1.0, len(values) - 3)
+    out = np.interp(image, CONTRAST_KNOTS, values).astype(np.float32)
+    foreground = out[image > FOREGROUND_LEVEL]
+    scale = float(np.percentile(foreground, NORMALISATION_PERCENTILE)) if foreground.size else 1.0
+    return out / max(scale, 1e-6)
+
+
+def random_bias(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """``image`` times a smooth random receive-bias field ``exp(b)``, ``b`` from the 3 x 3 lowest spatial
+    frequencies with ``max |b| = strength`` (a real RSS carries its coils' summed sensitivity; the simulated maps
+    are normalised to none)."""
+    field_ = np.exp(smooth_random_phase(*image.shape, rng, max_phase=strength, frequencies=3))
+    return (image * field_).astype(np.float32)
+
+
 def select_slices(slices: np.ndarray, slice_step: int, max_slices: int, min_foreground: float) -> list[int]:
     """Indices of the slices ``[N, H, W]`` to simulate: foreground fraction >= ``min_foreground``, every
     ``slice_step``-th of those, then at most ``max_slices`` evenly spaced."""
@@ -361,6 +427,12 @@ def make_dataset(
             snr = config.snr
             if config.snr_max is not None:  # drawn after the maps, so fixed-SNR datasets are unchanged
                 snr = float(np.exp(rng.uniform(np.log(config.snr), np.log(config.snr_max))))
+            if config.fov_fill is not None:  # drawn last, so datasets without it are unchanged
+                magnitude = _resize(crop_to_fill(stack[index], float(rng.uniform(*config.fov_fill))), config.size)
+            if config.contrast > 0:
+                magnitude = random_contrast(magnitude, config.contrast, rng)
+            if config.bias > 0:
+                magnitude = random_bias(magnitude, config.bias, rng)
             kspace, rss, info = simulate_slice(magnitude, maps, snr, rng)
             kspaces.append(kspace)
             targets.append(rss)

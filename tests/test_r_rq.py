@@ -4,11 +4,13 @@ weights on the real 16-coil k-space (shared data)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import mriqa
 from mriqa.models.reconq import SPECTRAL_LAGS, RQNet, normalize_magnitude, spectral_features
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -52,6 +54,33 @@ def test_rqnet_logits_are_the_map_before_the_sigmoid_and_spectral_starts_off():
     assert torch.allclose(plain(x), torch.sigmoid(plain.logits(x)))
     spec = RQNet(width=8, spectral=8).eval()
     assert spec.logits(x).shape == (2, 1, 8, 8)
+
+
+def test_without_the_whole_image_vector_a_map_cell_sees_only_its_receptive_field():
+    torch.manual_seed(0)
+    x = torch.rand(1, 1, 256, 256)
+    far = x.clone()
+    far[..., :32, :32] = 0  # a corner more than the receptive field (119 px) from the opposite corner's cell
+    for whole_image, changed in ((True, True), (False, False)):
+        net = RQNet(width=8, spectral=8, whole_image=whole_image).eval()
+        with torch.no_grad():
+            a, b = net.logits(x)[0, 0, -1, -1], net.logits(far)[0, 0, -1, -1]
+        assert bool(a != b) is changed
+
+
+def test_initial_model_starts_as_a_quality_model_or_fine_tunes_an_r_estimator():
+    from mriqa.predictor import load_predictor
+    from mriqa.restimate.train_rq import initial_model
+
+    cfg = {"name": "t", "model": {"width": 32, "spectral": 16, "fine": 16}}
+    fresh = initial_model({**cfg, "init": "recon"}, 1.5, log=lambda s: None)
+    assert fresh.spec[-1].weight.abs().sum() == 0 and fresh.fine[-1].weight.abs().sum() == 0  # start silent
+    assert float(fresh.head[-1].bias.detach()) == 1.5  # the quality head's SSIM logit replaced by the mean log R
+    weights = str(Path(mriqa.__file__).parent / "weights" / "r-rq.safetensors")
+    shipped = load_predictor(weights, device="cpu").model.state_dict()
+    tuned = initial_model({**cfg, "init": weights}, 1.5, log=lambda s: None).state_dict()
+    assert tuned.keys() == shipped.keys()
+    assert all(torch.equal(tuned[k], shipped[k]) for k in shipped)  # every branch and the head kept as trained
 
 
 @pytest.fixture(scope="module")
@@ -231,3 +260,25 @@ def test_r_tables_read_perfect_and_volume_estimates():
     assert vol["all/all"]["n"] == 12 and vol["all/all"]["mae"] == pytest.approx(0.0, abs=1e-9)
     assert vol["_slices_per_volume"]["median"] == 1.5
     assert "| zero-filled | random | 9 |" in format_table(rows, "method")
+
+
+def test_diagnose_r_real_prints_the_readings_and_refuses_a_missing_set(shared_data, tmp_path, capsys):
+    import importlib.util
+
+    from recon.simulate import SimulationConfig, make_dataset
+
+    spec = importlib.util.spec_from_file_location(
+        "diagnose_r_real", Path(mriqa.__file__).parents[1] / "scripts" / "diagnose_r_real.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    make_dataset(tmp_path / "sim", shared_data, SimulationConfig(size=64, coils=2, splits={"test": ["colin27"]},
+                                                                 orientations=("axial",), max_slices_per_file=1),
+                 progress=False)
+    argv = ["--data-root", str(shared_data), "--count", "1"]
+    assert script.main([*argv, "--sim", str(tmp_path / "sim" / "multicoil_test")]) == 0
+    out = capsys.readouterr().out
+    readings = [line for line in out.splitlines() if line.startswith("| as they are (96 x 96) |")]
+    assert len(readings) == 1 and all(1.0 <= float(v) <= 16.0 for v in readings[0].split("|")[2].split("/"))
+    assert "| real | a simulated one: both |" in out and "Foreground median" in out
+    assert script.main([*argv, "--sim", str(tmp_path / "none")]) == 2
+    assert "no simulated .h5 files" in capsys.readouterr().err

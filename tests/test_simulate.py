@@ -14,7 +14,10 @@ from recon.fft import ifft2c_np
 from recon.demo_data import DEMO_COIL_RADIUS, demo_slice
 from recon.simulate import (
     SimulationConfig,
+    crop_to_fill,
     make_dataset,
+    random_bias,
+    random_contrast,
     simulate_slice,
     smooth_random_phase,
 )
@@ -160,6 +163,73 @@ def test_dataset_snr_range_draws_per_slice_and_keeps_fixed_snr_data(shared_data,
     with pytest.raises(InputError, match="upper end"):
         make_dataset(tmp_path / "x", shared_data, _small_config(snr_max=10.0), progress=False)
     assert not (tmp_path / "x").exists()
+
+def test_crop_to_fill_makes_the_object_span_the_asked_fraction():
+    image = np.zeros((200, 200), np.float32)
+    image[40:100, 70:150] = 1.0  # an 60 x 80 object off centre
+    image[195, 3] = 1.0  # a stray bright pixel: not part of the object's extent
+    for fill in (0.5, 0.8, 1.0):
+        out = crop_to_fill(image, fill)
+        assert out.shape[0] == out.shape[1] == round(80 / fill)
+        rows, cols = np.nonzero(out[:, :] > 0.5)
+        inside = (rows > 0) & (rows < out.shape[0] - 1)  # the stray pixel may fall inside a wide window
+        assert abs((cols[inside].max() - cols[inside].min() + 1) / out.shape[1] - fill) < 0.02
+        assert abs((cols[inside].min() + cols[inside].max()) / 2 - out.shape[1] / 2) <= 1  # centred
+    edge = np.zeros((64, 64), np.float32)
+    edge[:30, :20] = 1.0  # touches the corner: the window reaches past it and is zero there
+    out = crop_to_fill(edge, 0.5)
+    assert out.shape == (60, 60) and out.sum() == edge.sum()
+    np.testing.assert_array_equal(crop_to_fill(np.zeros((8, 8)), 0.9), 0)
+
+
+def test_random_contrast_remaps_tissues_and_keeps_air():
+    image = np.zeros((32, 32), np.float32)
+    image[4:28, 4:16], image[4:28, 16:28] = 0.4, 0.9  # two tissues
+    image[0, :16], image[0, 16:] = 0.04, 0.12  # background noise
+    swapped = 0
+    for seed in range(20):
+        out = random_contrast(image, 1.0, np.random.default_rng(seed))
+        a, b = out[10, 8], out[10, 20]
+        assert out[31, 31] == 0 and abs(max(a, b) - 1.0) < 1e-5  # air stays 0; the brighter tissue is 1
+        assert abs(out[0, 0] / out[0, 20] - 0.04 / 0.12) < 1e-5  # below 0.15: the identity, up to the scale
+        swapped += a > b
+    assert 0 < swapped < 20  # the tissues' order is drawn, not kept
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    np.testing.assert_array_equal(random_contrast(image, 0.5, rng_a), random_contrast(image, 0.5, rng_b))
+
+
+def test_random_bias_is_smooth_and_bounded():
+    image = np.ones((64, 64), np.float32)
+    out = random_bias(image, 0.7, np.random.default_rng(0))
+    log_field = np.log(out)
+    assert abs(np.abs(log_field).max() - 0.7) < 1e-5  # the strength is the largest |log| of the field
+    assert np.abs(np.diff(log_field, axis=0)).max() < 0.2 and np.abs(np.diff(log_field, axis=1)).max() < 0.2
+
+
+def test_dataset_fov_fill_zooms_the_anatomy_and_keeps_data_without_it(shared_data, tmp_path):
+    splits = {"test": ["colin27"]}
+    plain = make_dataset(tmp_path / "a", shared_data, _small_config(splits=splits, orientations=("axial",),
+                                                                     max_slices_per_file=2), progress=False)
+    again = make_dataset(tmp_path / "c", shared_data, _small_config(splits=splits, orientations=("axial",),
+                                                                     max_slices_per_file=2), progress=False)
+    tight = make_dataset(tmp_path / "b", shared_data, _small_config(splits=splits, orientations=("axial",),
+                                                                     max_slices_per_file=2, fov_fill=(0.95, 1.0)),
+                         progress=False)
+    assert plain["config"]["fov_fill"] is None and list(tight["config"]["fov_fill"]) == [0.95, 1.0]
+    assert again["config"] == plain["config"]
+    name = "multicoil_test/colin27_axial.h5"
+    with h5py.File(tmp_path / "a" / name) as a, h5py.File(tmp_path / "b" / name) as b, \
+            h5py.File(tmp_path / "c" / name) as c:
+        np.testing.assert_array_equal(a["kspace"][()], c["kspace"][()])
+        for ra, rb in zip(a["reconstruction_rss"][()], b["reconstruction_rss"][()]):
+            fa, fb = (np.mean(r > 0.1 * r.max()) for r in (ra, rb))
+            assert fb > 1.08 * fa  # the same slice, zoomed: its anatomy covers more of the matrix
+    with pytest.raises(InputError, match="fov_fill"):
+        make_dataset(tmp_path / "x", shared_data, _small_config(fov_fill=(0.8, 1.2)), progress=False)
+    with pytest.raises(InputError, match="contrast"):
+        make_dataset(tmp_path / "x", shared_data, _small_config(contrast=1.5), progress=False)
+    assert not (tmp_path / "x").exists()
+
 
 def test_dataset_with_realistic_coil_maps(shared_data, tmp_path, monkeypatch):
     monkeypatch.setenv("MRIQA_CACHE", str(tmp_path / "cache"))

@@ -29,6 +29,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--slice-step", type=int, default=4, help="keep every N-th slice with anatomy (default 4)")
     p.add_argument("--max-slices-per-file", type=int, default=36,
                    help="at most this many slices per volume and orientation (default 36: ~1.4 GB at 256/8 coils)")
+    p.add_argument("--fov-fill", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="crop each slice so its anatomy spans U(LO, HI) of the field of view, as real scans are "
+                   "prescribed (e.g. 0.8 1.0; default: the volume's own FOV)")
+    p.add_argument("--contrast", type=float, default=0.0,
+                   help="strength in [0, 1] of a random tissue-intensity remapping per slice (other contrasts)")
+    p.add_argument("--bias", type=float, default=0.0,
+                   help="max |log| of a smooth random receive-bias field per slice (default 0: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--splits", choices=["default", "ixi"], default="default",
                    help="default: train = 3T MPRAGE, val = MNI152, test = Colin27; ixi: train = MPRAGE + 30 IXI "
@@ -41,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from recon.simulate import SimulationConfig, make_dataset, split_preset
 
     config = SimulationConfig(size=args.size, coils=args.coils, snr=args.snr, snr_max=args.snr_max,
-                              coil_maps=args.coil_maps,
+                              coil_maps=args.coil_maps, fov_fill=tuple(args.fov_fill) if args.fov_fill else None,
+                              contrast=args.contrast, bias=args.bias,
                               slice_step=args.slice_step, max_slices_per_file=args.max_slices_per_file,
                               seed=args.seed, splits=split_preset(args.splits, args.data_root))
     manifest = make_dataset(args.out, args.data_root, config, progress=not args.no_progress)

@@ -15,6 +15,7 @@ Architecture (all convolutions 3 x 3 with zero padding, ReLU; widths ``w`` = ``w
     (spectral, optional: the image's own spectrum profiles -> linear -> 2w, added likewise)
     (fine, optional: conv at full resolution (1 -> f), conv stride 2 (f -> w), added to e1's output)
     head    up(e4) + e3 + global -> conv (2w -> w) -> conv 1 x 1 -> sigmoid     map at 1/8
+    (``whole_image=False``: the global and spectral vector is left out of the head; the map is local evidence)
 
 The pre-sigmoid map (:meth:`RQNet.logits`) is what other heads read: the R estimator
 (:mod:`mriqa.restimate.rq_based`) trains it as a map of log R.
@@ -63,6 +64,9 @@ class RQConfig:
     in_channels: int = 1
     spectral: int = 0
     fine: int = 0
+    #: add the whole-image vector (global statistics + spectral branch) to every map cell; False: local evidence
+    #: only (the statistics are still computed, for out-of-distribution checks)
+    whole_image: bool = True
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "RQConfig":
@@ -178,6 +182,14 @@ class RQNet(nn.Module):
         """``(pre-sigmoid map, global statistics [B, 4 w])``: the second is what the global branch reads (mean
         and std of the deepest features), a description of the whole image (used for out-of-distribution
         checks)."""
+        parts = self.parts(x)
+        vector = parts["global"] + parts["spectral"] if self.config.get("whole_image", True) else None
+        return self.head_of(parts, vector), parts["stats"]
+
+    def parts(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What the head combines, for normalised ``x`` ``[B, 1, H, W]``: ``local`` (up(e4) + e3, ``[B, 2w, h, w]``),
+        the whole-image vector's ``global`` and ``spectral`` parts (``[B, 2w]``; zeros without the spectral
+        branch) and ``stats`` (what the global branch reads)."""
         f1 = self.e1(x)
         if self.config["fine"]:
             f1 = f1 + self.fine(x)
@@ -187,10 +199,16 @@ class RQNet(nn.Module):
         f4 = self._stage(f3, self.e4)
         stats = torch.cat([f4.mean((2, 3)), f4.flatten(2).std(2, unbiased=False)], 1)
         g = self.glob(stats)
-        if self.config["spectral"]:
-            g = g + self.spec(spectral_features(x, int(self.config["spectral"])))
-        up = F.interpolate(f4, size=f3.shape[-2:], mode="nearest")
-        return self.head(F.relu(f3 + up + g[:, :, None, None])), stats
+        spectral = (self.spec(spectral_features(x, int(self.config["spectral"]))) if self.config["spectral"]
+                    else torch.zeros_like(g))
+        local = f3 + F.interpolate(f4, size=f3.shape[-2:], mode="nearest")
+        return {"local": local, "global": g, "spectral": spectral, "stats": stats}
+
+    def head_of(self, parts: dict[str, torch.Tensor], vector: torch.Tensor | None) -> torch.Tensor:
+        """The pre-sigmoid map from :meth:`parts`' ``local`` plus a whole-image ``vector`` ``[B, 2w]`` added to
+        every cell (None: none)."""
+        local = parts["local"]
+        return self.head(F.relu(local if vector is None else local + vector[:, :, None, None]))
 
     @staticmethod
     def score(quality_map: torch.Tensor) -> torch.Tensor:

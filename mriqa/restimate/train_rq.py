@@ -48,7 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "name": "r-rq",
     "seed": 0,
     "init": "recon",
-    "model": {"width": 32, "spectral": 0, "fine": 0},
+    "model": {"width": 32, "spectral": 0, "fine": 0, "whole_image": True},
     "data": {"train": ["data/rq128/train.0of2.h5", "data/rq128/train.1of2.h5"], "val": ["data/rq128/val.h5"],
              "crop_probability": 0.5, "crop_min": 64, "gamma_range": None, "bias_field": None},
     "loss": {"map_weight": 0.25},
@@ -166,23 +166,30 @@ def outlier_negatives(cfg: dict, log=print) -> list[np.ndarray]:
 
 
 def initial_model(cfg: dict, mean_log_r: float, log=print) -> RQNet:
-    """RQNet of ``cfg["model"]`` with the ``init`` weights where names and shapes match, the last layer of an
-    added branch (spectral, fine) at zero (so it starts as the init) and the head's bias at ``mean_log_r``."""
+    """RQNet of ``cfg["model"]`` with the ``init`` weights where names and shapes match, the last layer of a
+    branch the init lacks (spectral, fine) at zero (so it starts as the init) and, unless the init is an R
+    estimator itself (fine-tuning), the head's bias at ``mean_log_r``."""
     model = RQNet(cfg["model"])
+    taken: dict = {}
+    init_is_r_estimator = False
     if cfg.get("init"):
         from mriqa.predictor import load_predictor
+        from mriqa.restimate.rq_based import TASK
 
-        src = load_predictor(cfg["init"], device="cpu").model
+        loaded = load_predictor(cfg["init"], device="cpu")
+        src, init_is_r_estimator = loaded.model, (loaded.metadata or {}).get("task") == TASK
         own = model.state_dict()
         taken = {k: v for k, v in src.state_dict().items() if k in own and own[k].shape == v.shape}
         model.load_state_dict(taken, strict=False)
         log(f"[{cfg['name']}] initialised {len(taken)} of {len(own)} tensors from {cfg['init']}")
     with torch.no_grad():
-        for branch in ("spec", "fine"):  # added branches start silent: the model starts as the init
-            if getattr(model, branch, None) is not None and cfg.get("init"):
-                getattr(model, branch)[-1].weight.zero_()
-                getattr(model, branch)[-1].bias.zero_()
-        model.head[-1].bias.fill_(float(mean_log_r))
+        for branch in ("spec", "fine"):  # branches the init lacks start silent: the model starts as the init
+            last = getattr(model, branch, None)
+            if last is not None and cfg.get("init") and f"{branch}.{len(last) - 1}.weight" not in taken:
+                last[-1].weight.zero_()
+                last[-1].bias.zero_()
+        if not init_is_r_estimator:  # a quality model's head predicts SSIM logits: start at the mean log R
+            model.head[-1].bias.fill_(float(mean_log_r))
     return model
 
 
