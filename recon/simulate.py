@@ -317,8 +317,8 @@ def random_contrast(image: np.ndarray, strength: float, rng: np.random.Generator
     """A random remapping of tissue intensities (another contrast of the same anatomy, e.g. T2-like from T1):
     piecewise linear through :data:`CONTRAST_KNOTS`, each knot's value ``(1 - strength) x + strength u`` with
     ``u ~ U(0.05, 1)`` from 0.3 up (not monotone: tissues may swap order); air and the sources' background noise
-    (below 0.15) keep their values. Renormalised to the
-    99.5th percentile of its foreground, as :func:`prepare_volume` normalises volumes. float32 ``[H, W]``."""
+    (below 0.15) keep their values. Renormalised to the 99.5th percentile of its foreground, as
+    :func:`prepare_volume` normalises volumes. float32 ``[H, W]``."""
     values = CONTRAST_KNOTS.copy()
     values[3:] = (1 - strength) * values[3:] + strength * rng.uniform(0.05, 1.0, len(values) - 3)
     out = np.interp(image, CONTRAST_KNOTS, values).astype(np.float32)
@@ -422,13 +422,14 @@ def make_dataset(
         kspaces, targets, noise, kinds, snrs = [], [], [], [], []
         for index in indices:
             rng = _slice_rng(config.seed, name, orientation, index)
-            magnitude = _resize(stack[index], config.size)
             maps, kind = _coil_maps(config.coil_maps, config.coils, config.size, rng, data_root, cache_dir)
             snr = config.snr
             if config.snr_max is not None:  # drawn after the maps, so fixed-SNR datasets are unchanged
                 snr = float(np.exp(rng.uniform(np.log(config.snr), np.log(config.snr_max))))
-            if config.fov_fill is not None:  # drawn last, so datasets without it are unchanged
-                magnitude = _resize(crop_to_fill(stack[index], float(rng.uniform(*config.fov_fill))), config.size)
+            source = stack[index]
+            if config.fov_fill is not None:  # drawn after the SNR, so datasets without it are unchanged
+                source = crop_to_fill(source, float(rng.uniform(*config.fov_fill)))
+            magnitude = _resize(source, config.size)
             if config.contrast > 0:
                 magnitude = random_contrast(magnitude, config.contrast, rng)
             if config.bias > 0:
