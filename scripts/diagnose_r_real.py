@@ -101,7 +101,8 @@ def main(argv=None) -> int:
     print("| the references | estimated R |\n|---|---|")
     print(f"| as they are ({real[0].shape[0]} x {real[0].shape[1]}) | {estimate(real)} |")
     for side in (128, 160):
-        print(f"| zero-padded to {side} x {side} (head spans less of the FOV) | {estimate([pad(r, side) for r in real])} |")
+        padded = estimate([pad(r, side) for r in real])
+        print(f"| zero-padded to {side} x {side} (head spans less of the FOV) | {padded} |")
     for sigma in (0.5, 1.2):
         print(f"| blurred, sigma {sigma} px | {estimate([gaussian_filter(r, sigma) for r in real])} |")
     for power in (0.5, 2.0):
@@ -112,10 +113,10 @@ def main(argv=None) -> int:
         x = image / np.percentile(image, 99.5)
         return float(np.median(x[x > 0.1]))
 
+    sim_medians = [foreground_median(s) for s in sim]
     print(f"\nForeground median (/ the 99.5th percentile, pixels > 0.1): real "
-          f"{' / '.join(f'{foreground_median(r):.2f}' for r in real)}, simulated median "
-          f"{np.median([foreground_median(s) for s in sim]):.2f} (10-90 %: "
-          f"{' - '.join(f'{v:.2f}' for v in np.percentile([foreground_median(s) for s in sim], [10, 90]))})")
+          f"{' / '.join(f'{foreground_median(r):.2f}' for r in real)}, simulated median {np.median(sim_medians):.2f} "
+          f"(10-90 %: {' - '.join(f'{v:.2f}' for v in np.percentile(sim_medians, [10, 90]))})")
 
     model = est.predictor.model.net.eval()  # the RQNet inside the log R wrapper
     with torch.no_grad():
@@ -133,7 +134,8 @@ def main(argv=None) -> int:
               "references\n")
         print("| image | whole-image vector from | raw R |\n|---|---|---|")
         print(f"| real | itself | {raw_reading(model, r, r['global'] + r['spectral']):.1f} |")
-        print(f"| simulated | themselves | {summary([raw_reading(model, s, s['global'] + s['spectral']) for s in sims])} |")
+        own = summary([raw_reading(model, s, s["global"] + s["spectral"]) for s in sims])
+        print(f"| simulated | themselves | {own} |")
         for label, vector in (("a simulated one: global part only", lambda s: s["global"] + r["spectral"]),
                               ("a simulated one: spectral part only", lambda s: r["global"] + s["spectral"]),
                               ("a simulated one: both", lambda s: s["global"] + s["spectral"])):
