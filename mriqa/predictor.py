@@ -141,6 +141,8 @@ def resolve_weights(model: str | os.PathLike) -> tuple[Path, str]:
     path = Path(text).expanduser()
     if path.exists():
         return path, text
+    if path.suffix == ".safetensors":
+        raise InputError(path, "weights file not found")
     raise InputError(
         None,
         f"unknown model {text!r}: expected 'gray', 'rgb' (QF predictors), 'recon' (reconstruction quality) "

@@ -101,13 +101,15 @@ def write_card(path: Path, est, tables: dict, command: str) -> None:
 
     tr = est.training
     cfg, info = tr.get("config", {}), est.info
+    stages = list(tr.get("earlier_stages") or []) + [tr]
+    first = stages[0].get("config", {})
     net = est.predictor.model.net
     params = sum(p.numel() for p in net.parameters())
 
     def row(title, t, key="all/all"):
         r = t[key]
         return (f"| {title} | {r['n']} | {r['mae']:.3f} | {r['mae_2_6']:.3f} | {r['srcc']:.3f} | {r['coverage']:.3f} "
-                f"| {r['width']:.2f} |")
+                f"| {r['width']:.2f} | {r.get('ood', float('nan')):.3f} |")
 
     lines = [
         "# Model card: `r-rq` (mriqa/weights/r-rq.safetensors)", "",
@@ -119,24 +121,38 @@ def write_card(path: Path, est, tables: dict, command: str) -> None:
         f"receptive field {net.receptive_field} px + whole-image statistics"
         + (", spectral profiles of the image" if net.config.get("spectral") else "")
         + (", a full-resolution stem" if net.config.get("fine") else "")
-        + f"), initialised from `{cfg.get('init')}` (the shipped reconstruction-quality weights: shared backbone). "
+        + f"), initialised from `{first.get('init')}` (the shipped reconstruction-quality weights: shared backbone)"
+        + (f", then fine-tuned: {len(stages)} stages, table below" if len(stages) > 1 else "") + ". "
         "Its pre-sigmoid map is log R per 8 x 8 cell; the image estimate is the map's mean, the volume estimate "
         "the mean over its slices.",
         "- Input: magnitude / its 99.5th percentile, clipped to [0, 2] (`normalize_magnitude`); any size >= 32 px; "
         "trained at 128 x 128 and on random 64-128 px windows, flipped / transposed at random (phase-encode "
         "direction need not be known).", "",
         "## Data (split by subject)",
-        "- The reconstruction-quality sets (`configs/rq.yaml` lists the commands): train = 3T MPRAGE + IXI 1-30 "
-        f"({tr.get('train_images')} reconstructions), val = IXI 31-35 ({tr.get('val_images')}: model selection and "
-        "calibration), test = IXI 36-40 + Colin27 (never read in training). Zero-filled, CG-SENSE, L1-wavelet, MoDL; "
-        "random / equispaced / Poisson masks (default centre of `mriqa recon`); nominal R 2, 3, 4, 6, 8, 10, 12, 16; "
-        "blur 0-1.2 px and SNR 15-100 per acquisition.", "",
+        "- The reconstruction-quality sets (`configs/rq.yaml` lists the commands): train = 3T MPRAGE + IXI 1-30, "
+        "val = IXI 31-35 (model selection and calibration), test = IXI 36-40 + Colin27 (never read in training). "
+        "Zero-filled, CG-SENSE, L1-wavelet, MoDL; random / equispaced / Poisson masks (default centre of "
+        "`mriqa recon`); nominal R 2, 3, 4, 6, 8, 10, 12, 16; blur 0-1.2 px and SNR per acquisition. Every stage's "
+        "sets are built from these subjects and this split (the table below; each config gives its commands).",
+        "",
         "## Training",
-        f"`mriqa train-r --config configs/r-rq.yaml`, then `mriqa train-r --config configs/r-rq.yaml --recalibrate "
-        f"runs/r-rq-fine/best.safetensors` (fits the outlier head) ({tr.get('steps_done')} steps of {cfg.get('train', {}).get('batch')} "
-        f"images, CPU, {tr.get('wall_s')} s; best validation step {tr.get('best_step')}). Loss: L1 on log R of the "
+        f"Commands: `{est.config}` says them (its first stage's config is named there). Loss: L1 on log R of the "
         "map mean + 0.25 x L1 of every cell.", "",
-        "## Calibration (metadata `r_estimation`, fitted on val)",
+        "| stage | from | training sets | images (train / val) | steps x batch | lr | CPU s | best step |",
+        "|---|---|---|---|---|---|---:|---:|",
+    ]
+    for st in stages:
+        c = st.get("config", {})
+        lines.append(f"| {c.get('name')} | `{c.get('init')}` | " + ", ".join(f"`{t}`" for t in c.get("data", {}).get(
+            "train", [])) + f" | {st.get('train_images')} / {st.get('val_images')} | {st.get('steps_done')} x "
+            f"{c.get('train', {}).get('batch')} | {c.get('train', {}).get('lr')} | {st.get('wall_s')} | "
+            f"{st.get('best_step')} |")
+    calib = (cfg.get("calibrate") or {}).get("data")
+    lines += [
+        "",
+        "## Calibration (metadata `r_estimation`, fitted on "
+        + (f"`{', '.join(calib['val'])}` and the outlier head's inliers from `{', '.join(calib['train'])}`)"
+           if calib else "val)"),
         f"- conformal half-width on log R {info['halfwidth']:.3f} (coverage 0.9 on val; "
         + ", ".join(f"{m} {v:.3f}" for m, v in info["halfwidth_by_method"].items()) + " when the method is known); "
         f"validation MAE {info['val_mae_r']:.3f} (R 2-16).",
@@ -147,10 +163,16 @@ def write_card(path: Path, est, tables: dict, command: str) -> None:
         "threshold keeps 99 % of validation images) (`mriqa/restimate/ood.py`).", "",
         "## Measured (held out; `python scripts/eval_r_heldout.py --estimators rq learned --out docs/r/heldout.md "
         "--json docs/r/heldout.json --figures docs/r`)",
-        "| set | n | MAE [2,12] | MAE [2,6] | Spearman | coverage | width (x) |", "|---|---:|---:|---:|---:|---:|---:|",
+        "| set | n | MAE [2,12] | MAE [2,6] | Spearman | coverage | width (x) | flagged OOD |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for title, t in tables.items():
-        lines.append(row(title, t))
+        if title != "inputs to refuse":
+            lines.append(row(title, t))
+    refuse = tables.get("inputs to refuse") or {}
+    if refuse:
+        lines += ["", "Inputs to refuse, flagged: " + "; ".join(
+            f"{name} {round(v['ood'] * v['n'])} of {v['n']}" for name, v in refuse.items()) + "."]
     lines += ["", "Per method and mask: docs/r/heldout.md.", "",
               "## Limits",
               "- Simulated 8-coil 128 x 128 brain k-space for training; other coil counts, sizes and contrasts are "
@@ -171,7 +193,8 @@ def write_card_from(summary: dict, args, argv) -> None:
                 (rq.get("rq, method known: held-out subjects, volumes") or {}).get("volumes"),
             "held-out subjects, per slice (method not given)": rq.get("rq, method not given: held-out subjects, per slice"),
             "real 16-coil k-space (method known)": rq.get("rq, method known: real 16-coil k-space"),
-            "other anatomy, MSD (method known)": rq.get("rq, method known: other anatomy (MSD, simulated)")}
+            "other anatomy, MSD (method known)": rq.get("rq, method known: other anatomy (MSD, simulated)"),
+            "inputs to refuse": rq.get("out of distribution")}
     est = RQREstimator.load(args.rq_weights) if args.rq_weights else load_estimator("rq")
     command = "python scripts/eval_r_heldout.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
     write_card(Path(args.card), est, {k: v for k, v in pick.items() if v}, command)

@@ -72,6 +72,8 @@ def test_load_unknown_name_and_bad_file(tmp_path):
     bad.write_bytes(b"not a safetensors file at all")
     with pytest.raises(InputError, match="bad.safetensors"):
         load_predictor(bad)
+    with pytest.raises(InputError, match=r"missing.safetensors: weights file not found"):
+        load_predictor(tmp_path / "missing.safetensors")
 
 
 @pytest.mark.parametrize("name,channels", [("gray", 1), ("rgb", 3)])

@@ -126,6 +126,34 @@ def test_training_smoke_resume_and_estimator(rq_split, tmp_path, spectral):
     assert torch.allclose(x, normalize_magnitude(torch.from_numpy(images[:1])), atol=1e-5)
 
 
+def test_a_fine_tune_records_its_earlier_stages_and_calibrates_on_calibrate_data(rq_split, tmp_path):
+    from mriqa.restimate.rq_based import RQREstimator
+    from mriqa.restimate.train_rq import calibration_sets, load_config, train
+
+    common = ["train.steps=2", "train.batch=4", "train.eval_every=2", "train.checkpoint_every=2",
+              "train.progress=false", "data.crop_min=48", "ood.photos=null", "ood.synthetic=12",
+              "model.spectral=0", "model.fine=0"]
+    base = load_config(None, [f"data.train=[{rq_split}]", f"data.val=[{rq_split}]", "name=stage1",
+                              f"output_dir={tmp_path / 'one'}", *common])
+    first = train(base, log=lambda s: None)
+    lines = []
+    tuned = load_config(None, [f"data.train=[{rq_split}]", f"data.val=[{rq_split}]", "name=stage2",
+                               f"init={first['weights']}", f"output_dir={tmp_path / 'two'}", *common,
+                               f"calibrate.data={{train: [{rq_split}], val: [{rq_split}]}}"])
+    second = train(tuned, log=lines.append)
+    assert any("calibrating on calibrate.data: 4 / 4 images" in line for line in lines)
+    record = RQREstimator.load(second["weights"]).training
+    assert [s["config"]["name"] for s in record["earlier_stages"]] == ["stage1"]
+    assert record["config"]["init"] == first["weights"] and "earlier_stages" not in record["earlier_stages"][0]
+    # without calibrate.data the sets given (or data's) are used; with it, data's are never read
+    given = ({"images": np.zeros(1)}, {"images": np.zeros(2)})
+    out = calibration_sets(base, *given)
+    assert out[0] is given[0] and out[1] is given[1]
+    missing = {**tuned, "data": {"train": [str(tmp_path / "none.h5")], "val": [str(tmp_path / "none.h5")]}}
+    tr, va = calibration_sets(missing, log=lambda s: None)
+    assert len(tr["images"]) == len(va["images"]) == 4
+
+
 def test_outlier_head_separates_and_keeps_its_validation_quantile():
     from mriqa.restimate.ood import fit_outlier_head, outlier_logits, synthetic_pictures
 
@@ -282,3 +310,21 @@ def test_diagnose_r_real_prints_the_readings_and_refuses_a_missing_set(shared_da
     assert "| real | a simulated one: both |" in out and "Foreground median" in out
     assert script.main([*argv, "--sim", str(tmp_path / "none")]) == 2
     assert "no simulated .h5 files" in capsys.readouterr().err
+
+
+@shipped
+def test_model_card_lists_every_training_stage_and_the_refused_inputs(tmp_path):
+    """``scripts/eval_r_heldout.py --card-from``: the shipped card, rewritten from the committed tables."""
+    import importlib.util
+
+    root = Path(mriqa.__file__).parents[1]
+    spec = importlib.util.spec_from_file_location("eval_r_heldout", root / "scripts" / "eval_r_heldout.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    card = tmp_path / "card.md"
+    assert script.main(["--card-from", str(root / "docs" / "r" / "heldout.json"), "--card", str(card)]) == 0
+    text = card.read_text()
+    stages = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| r-rq-")]
+    assert stages == ["r-rq-fine", "r-rq-look"]  # the first stage, then the look fine-tune from its weights
+    assert "| real 16-coil k-space (method known) | 152 |" in text and "Inputs to refuse, flagged:" in text
+    assert "fitted on `data/rq128-snr400/val.h5`" in text  # calibrate.data, not the fine-tune's own sets

@@ -5,10 +5,12 @@ equispaced mask at R folds the object onto copies FOV / R apart and a random mas
 whole phase-encode axis; the QF network sees 28 px. RQNet (:mod:`mriqa.models.reconq`) sees 119 px through its
 convolutions, gives every cell statistics of the whole image, and optionally (``spectral``) profiles of the
 image's own 2-D spectrum, where an acquisition's sampling density shows. It is trained
-(:mod:`mriqa.restimate.train_rq`, ``mriqa train-r --config configs/r-rq.yaml``) from the shipped ``recon``
-quality weights (a shared backbone) on the reconstruction-quality data of 31 subjects (``data/rq128``:
-zero-filled, CG-SENSE, L1-wavelet and MoDL, random / equispaced / Poisson masks, R 2..16), every image flipped
-or transposed at random, so the phase-encode direction need not be known.
+(:mod:`mriqa.restimate.train_rq`) in two stages: from the shipped ``recon`` quality weights (a shared backbone)
+on the reconstruction-quality data of 31 subjects (``configs/r-rq.yaml``; zero-filled, CG-SENSE, L1-wavelet and
+MoDL, random / equispaced / Poisson masks, R 2..16), then fine-tuned with simulations of the same subjects that
+look more like real scans (``configs/r-rq-look.yaml``: the anatomy filling the field of view, random tissue
+contrast, receive shading), every image flipped or transposed at random, so the phase-encode direction need not
+be known.
 
 Image estimate: the mean of the map (the training rule); ``spread``, the map's standard deviation, is an
 out-of-distribution signal. Input: :func:`mriqa.models.reconq.normalize_magnitude` (magnitude / its 99.5th
@@ -67,7 +69,7 @@ class RQREstimator(LearnedREstimator):
     weights = WEIGHTS
     task = TASK
     model_kind = "RQNet "
-    config = "configs/r-rq.yaml"
+    config = "configs/r-rq-look.yaml"
 
     @staticmethod
     def read_net(path):

@@ -17,14 +17,16 @@ image flipped / transposed at random (one of 8), so the phase-encode axis is eit
 normalisation: :func:`mriqa.models.reconq.normalize_magnitude`, as at inference.
 
 Model: :class:`mriqa.models.reconq.RQNet` (``model``: width, spectral bins, fine stem), initialised from ``init`` (a
-``recon`` quality model's weights: the shared backbone; ``null`` = from scratch; parameters the init lacks, the
-spectral and fine branches, start at PyTorch's default with their last layer at zero), the head's bias set to the mean training
-log R. Loss: ``L1(map mean, log R) + map_weight * mean_cells L1(cell, log R)``. Validation MAE in R every
-``eval_every`` steps (best kept); at the end the best state is calibrated on the validation images with the
-learned estimator's rule (:func:`mriqa.restimate.train.calibrate_pooled`: linear recalibration overall and per
-method, conformal half-widths, spread threshold) and the neighbour-correlation threshold of the training
-inputs, and an outlier head (:func:`mriqa.restimate.ood.fit_outlier_head` on :func:`outlier_features`, the
-network's whole-image statistics and the image's spectral profiles, of training reconstructions against gray photos of ``ood.photos``, synthetic pictures and noise) is fitted;
+``recon`` quality model's weights: the shared backbone, parameters the init lacks, the spectral and fine branches,
+start at PyTorch's default with their last layer at zero, the head's bias set to the mean training log R; an R
+estimator's weights: every part kept, for fine-tuning; ``null`` = from scratch). Loss:
+``L1(map mean, log R) + map_weight * mean_cells L1(cell, log R)``. Validation MAE in R every ``eval_every`` steps
+(best kept); at the end the best state is calibrated on the validation images with the learned estimator's rule
+(:func:`mriqa.restimate.train.calibrate_pooled`: linear recalibration overall and per method, conformal
+half-widths, spread threshold) and the neighbour-correlation threshold of the training inputs, and an outlier head
+(:func:`mriqa.restimate.ood.fit_outlier_head` on :func:`outlier_features`, the network's whole-image statistics and
+the image's spectral profiles, of training reconstructions against gray photos of ``ood.photos``, synthetic
+pictures and noise) is fitted (``calibrate.data``: all of it on other sets than ``data``'s);
 then the weights are exported. Loop, checkpoints and resumption: :func:`recon.training.loop.run_steps`.
 """
 from __future__ import annotations
@@ -56,7 +58,7 @@ DEFAULTS: dict[str, Any] = {
               "checkpoint_every": 500, "threads": 1, "max_minutes": None, "stop_at_step": None,
               "progress": True, "ema": 0.0},
     "calibrate": {"linear": True, "coverage": 0.9, "spread_quantile": 0.99, "spread_factor": 1.5,
-                  "correlation_factor": 0.5},
+                  "correlation_factor": 0.5, "data": None},
     "ood": {"photos": "../shared/data/rgb/BSD100", "synthetic": 300, "inliers": 2000},
     "output_dir": "runs/r-rq",
     "export": None,
@@ -107,7 +109,7 @@ def draw_batch(rng: np.random.Generator, images: np.ndarray, log_r: np.ndarray, 
         gamma = torch.from_numpy(np.exp(rng.uniform(lo, hi, size=batch))).float()
         x = normalize_magnitude(x.clamp_min(0) ** gamma[:, None, None, None])
     if bias_field:
-        x = normalize_magnitude(x * bias_fields(rng, batch, side, float(bias_field)))
+        x = normalize_magnitude(x * bias_fields(rng, batch, x.shape[-1], float(bias_field)))
     return x, torch.from_numpy(log_r[rows])
 
 
@@ -193,6 +195,38 @@ def initial_model(cfg: dict, mean_log_r: float, log=print) -> RQNet:
     return model
 
 
+def earlier_stages(cfg: dict) -> list[dict]:
+    """The training records of the stages before this one when ``init`` is an R estimator being fine-tuned (its
+    own earlier stages first, then its own record), so the exported weights say how they came about; else []."""
+    if not cfg.get("init"):
+        return []
+    from mriqa.predictor import resolve_weights
+    from mriqa.restimate.rq_based import TASK
+    from recon.io.weights import load_weights
+
+    _, meta = load_weights(resolve_weights(cfg["init"])[0])
+    record = meta.get("training") if meta.get("task") == TASK else None
+    if not record:
+        return []
+    return list(record.get("earlier_stages") or []) + [{k: v for k, v in record.items() if k != "earlier_stages"}]
+
+
+def calibration_sets(cfg: dict, tr: dict | None = None, va: dict | None = None, log=print) -> tuple[dict, dict]:
+    """The training and validation sets :func:`calibration` fits on: ``calibrate.data`` (``{train: [...],
+    val: [...]}``) when set, so that a model fine-tuned on deliberately shifted simulations keeps its outlier head
+    meaning "unlike the sources' own scans"; else ``tr`` / ``va`` (read from ``data`` when not given)."""
+    from mriqa.recon_quality.data import read_quality_set
+
+    sets = cfg["calibrate"].get("data")
+    if sets:
+        tr, va = read_quality_set(sets["train"]), read_quality_set(sets["val"])
+        log(f"[{cfg['name']}] calibrating on calibrate.data: {len(tr['images'])} / {len(va['images'])} images")
+        return tr, va
+    if tr is None or va is None:
+        tr, va = read_quality_set(cfg["data"]["train"]), read_quality_set(cfg["data"]["val"])
+    return tr, va
+
+
 def calibration(model: RQNet, cfg: dict, tr: dict, va: dict, log=print) -> dict:
     """The metadata ``r_estimation`` of a trained model: the learned estimator's calibration on the validation
     set (:func:`mriqa.restimate.train.calibrate_pooled`), the neighbour-correlation threshold of the training
@@ -218,15 +252,13 @@ def calibration(model: RQNet, cfg: dict, tr: dict, va: dict, log=print) -> dict:
 def recalibrate(cfg: dict, weights: str, log=print) -> dict:
     """Refit :func:`calibration` for existing weights on the config's data and rewrite ``weights`` atomically
     (tensors, training metadata and the best/total steps kept)."""
-    from mriqa.recon_quality.data import read_quality_set
     from mriqa.weights_io import load_rqnet
     from recon.io.weights import save_weights
 
     torch.set_num_threads(int(cfg["train"].get("threads") or 1))
     model, meta = load_rqnet(weights)
     old = meta.get("r_estimation") or {}
-    r_info = calibration(model, cfg, read_quality_set(cfg["data"]["train"]), read_quality_set(cfg["data"]["val"]),
-                         log)
+    r_info = calibration(model, cfg, *calibration_sets(cfg, log=log), log)
     r_info.update({k: old[k] for k in ("best_step", "steps") if k in old})
     meta = {k: v for k, v in meta.items() if k not in ("mriqa_format", "arch", "config")}
     meta["r_estimation"] = r_info
@@ -289,12 +321,12 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
     if result.stopped_early:
         return {"name": cfg["name"], "stopped_at": state.step}
     model.load_state_dict(state.best["state"])
-    r_info = calibration(model, cfg, tr, va, log)
+    r_info = calibration(model, cfg, *calibration_sets(cfg, tr, va, log), log)
     r_info.update({"best_step": int(state.best["step"]), "steps": state.step})
     best = {k: v for k, v in state.best.items() if k != "state"}
     meta = {"task": TASK, "r_estimation": r_info,
             "training": training_record(cfg, state, result, "cpu", train_images=int(len(y_tr)),
-                                        val_images=int(len(y_va)), best=best)}
+                                        val_images=int(len(y_va)), best=best, earlier_stages=earlier_stages(cfg))}
     export_weights(model.eval(), out, cfg.get("export"), meta, cfg["name"], log)
     summary = {"name": cfg["name"], "r_estimation": r_info, "train_images": int(len(y_tr)),
                "val_images": int(len(y_va)), "wall_s": round(result.wall_s, 1),
