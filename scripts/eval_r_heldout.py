@@ -9,6 +9,9 @@ Sets (the layout of :mod:`mriqa.recon_quality.data`; no estimator trained on any
   10 12 --out data/rq128-vol``): volume estimate = :func:`mriqa.restimate.volume_estimate` of its slices;
 - the real 16-coil k-space (``data/rq128/real16.h5``, built by ``scripts/eval_rq.py``), both orientations;
 - other anatomy (``data/rq128/msd.h5``, MSD brain tumour and prostate, simulated; built by ``scripts/eval_rq.py``);
+- a second real scan, undersampled when acquired (``data/rq128/smallfov.h5``, built here from ``--data`` when
+  missing: :func:`mriqa.recon_quality.data.acquired_kspace_set`, every 1st-8th acquired outer line; truth = the
+  effective R);
 - inputs to refuse (:func:`mriqa.evaluation.r_heldout.ood_inputs`): Kodak24 gray and colour, pure noise,
   non-MRI pictures.
 
@@ -193,11 +196,30 @@ def write_card_from(summary: dict, args, argv) -> None:
                 (rq.get("rq, method known: held-out subjects, volumes") or {}).get("volumes"),
             "held-out subjects, per slice (method not given)": rq.get("rq, method not given: held-out subjects, per slice"),
             "real 16-coil k-space (method known)": rq.get("rq, method known: real 16-coil k-space"),
+            "real 8-coil k-space, undersampled when acquired (method known)": rq.get(f"rq, method known: {ACQUIRED}"),
             "other anatomy, MSD (method known)": rq.get("rq, method known: other anatomy (MSD, simulated)"),
             "inputs to refuse": rq.get("out of distribution")}
     est = RQREstimator.load(args.rq_weights) if args.rq_weights else load_estimator("rq")
     command = "python scripts/eval_r_heldout.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
     write_card(Path(args.card), est, {k: v for k, v in pick.items() if v}, command)
+
+
+ACQUIRED = "real 8-coil k-space, undersampled when acquired"
+
+
+def acquired_set(cache: Path, data_root: Path) -> dict:
+    """The second real scan's set (:func:`mriqa.recon_quality.data.acquired_kspace_set`), read from ``cache`` or
+    built from ``data_root`` and written there."""
+    from mriqa.recon_quality.data import SMALLFOV, acquired_kspace_set, read_quality_set, write_quality_set
+    from recon.errors import InputError
+
+    if cache.is_file():
+        return read_quality_set([cache])
+    if not (data_root / SMALLFOV).exists():
+        raise InputError(data_root / SMALLFOV, "no such file")
+    write_quality_set(cache, acquired_kspace_set(data_root, log=lambda s: print(s, flush=True)),
+                      {"source": SMALLFOV, "split": "real-acquired"})
+    return read_quality_set([cache])
 
 
 def main(argv=None) -> int:
@@ -217,6 +239,8 @@ def main(argv=None) -> int:
     p.add_argument("--volumes", default=str(REPO / "data/rq128-vol/test.h5"))
     p.add_argument("--real", default=str(REPO / "data/rq128/real16.h5"))
     p.add_argument("--msd", default=str(REPO / "data/rq128/msd.h5"))
+    p.add_argument("--acquired", default=str(REPO / "data/rq128/smallfov.h5"),
+                   help="the second real scan's set (built from --data and cached here when missing)")
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="shared data root (photos)")
     p.add_argument("--out", default=None)
     p.add_argument("--json", default=None)
@@ -241,6 +265,10 @@ def main(argv=None) -> int:
             sets[key] = read_quality_set([path])
         except InputError as exc:
             print(f"eval_r_heldout: {key}: skipped ({exc})", flush=True)
+    try:
+        sets[ACQUIRED] = acquired_set(Path(args.acquired), Path(args.data))
+    except InputError as exc:
+        print(f"eval_r_heldout: {ACQUIRED}: skipped ({exc})", flush=True)
     lines = [f"Printed by `python scripts/eval_r_heldout.py {' '.join(argv if argv is not None else sys.argv[1:])}`.\n"]
     summary: dict = {"estimators": {}}
 
@@ -269,6 +297,17 @@ def main(argv=None) -> int:
                     say(f"Per slice on the same set: MAE [2,12] {per_slice['all/all']['mae']:.3f}, [2,6] "
                         f"{per_slice['all/all']['mae_2_6']:.3f}, coverage {per_slice['all/all']['coverage']:.3f}.\n")
                     out[f"{tag}: {title}"] = {"volumes": table, "slices": per_slice}
+                elif title == ACQUIRED:  # no fully sampled reference: the images as acquired stand for it
+                    table = r_table(data, res)
+                    native = data["accel"] < 2
+                    table["_as_acquired"] = {"n": int(native.sum()), "r_eff": float(np.median(data["accel"][native])),
+                                             "median_r_est": float(np.median(res["r_est"][native]))}
+                    say(f"### {tag}: {title}\n\n" + format_table(table, "method")
+                        + f"\n\nAs acquired (effective R {np.median(data['accel'][native]):.2f}; "
+                        f"{int(native.sum())} reconstructions, not in the table) it is estimated at R = "
+                        f"{np.median(res['r_est'][native]):.2f} (median; range {res['r_est'][native].min():.2f}-"
+                        f"{res['r_est'][native].max():.2f}).\n")
+                    out[f"{tag}: {title}"] = table
                 else:
                     table = r_table(data, res)
                     if title not in ref_estimates:  # the references carry no method: one estimate for both runs
@@ -281,7 +320,7 @@ def main(argv=None) -> int:
                     out[f"{tag}: {title}"] = table
                 if args.figures and known and name == args.estimators[0] and title.endswith("per slice"):
                     fig_test, fig_res = data, res
-                if args.figures and known and name == args.estimators[0] and title.startswith("real"):
+                if args.figures and known and name == args.estimators[0] and title.startswith("real 16-coil"):
                     fig_real, fig_real_res = data, res
         ood = ood_inputs(est, args.data)
         out["out of distribution"] = ood

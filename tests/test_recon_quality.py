@@ -221,6 +221,20 @@ def test_real_kspace_set_layout(real_set):
     assert np.all(real_set["ssim"][sel] > 0.9)
 
 
+def test_acquired_kspace_set_thins_the_scans_own_lines(shared_data, tmp_path):
+    """The second real scan (96 of 168 lines acquired): as acquired and with 1 in 4 of the outer lines kept; the
+    central run is always kept, the effective R is the 168 lines over those kept, and the set round-trips."""
+    from mriqa.recon_quality.data import acquired_kspace_set, write_quality_set
+
+    data = acquired_kspace_set(shared_data, factors=(1, 4), methods=("zf", "sense"), log=lambda s: None)
+    assert list(data["method"]) == ["zf", "sense", "zf", "sense"] and data["images"].shape[1:] == (320, 168)
+    r = data["accel"]
+    assert r[0] == pytest.approx(168 / 96) and r[2] > 2 * r[0] and np.all(r == data["accel_effective"])
+    assert np.isnan(data["ssim"]).all() and data["references"].shape == (1, 320, 168)
+    back = read_quality_set([write_quality_set(tmp_path / "a.h5", data, {"source": "test"})])
+    assert np.array_equal(back["images"], data["images"]) and list(back["volume"]) == ["smallfov"] * 4
+
+
 def test_shipped_model_ranks_real_zero_filled_by_r(real_set):
     """The shipped recon model on the real 16-coil k-space (never seen in training): zero-filled R = 2 scores
     above R = 8 in both orientations (the gray QF scores them the other way round)."""

@@ -301,6 +301,63 @@ def real_kspace_set(data_root: str | os.PathLike, *, methods: Sequence[str] = QU
     return out
 
 
+SMALLFOV = "mri/kspace/smallfov-brain8ch/smallfov.cfl"
+
+
+def acquired_kspace_set(data_root: str | os.PathLike, *, factors: Sequence[int] = (1, 2, 3, 4, 6, 8),
+                        methods: Sequence[str] = QUALITY_METHODS, modl_weights: str = "modl",
+                        log: Callable[[str], None] = print) -> dict:
+    """A second real scan, already undersampled when acquired: the ESPIRiT example 8-coil brain (``SMALLFOV``: 96 of
+    168 phase-encode lines, its field of view smaller than the head), with every ``factor``-th of its acquired
+    lines outside the central run kept (factor 1: as acquired), reconstructed by ``methods`` as ``mriqa recon``
+    does (two map sets for CG-SENSE and L1-wavelet, which this scan's fold-over needs; MoDL takes one), in
+    :func:`read_quality_set`'s layout. There is no fully sampled reference: ``accel`` is the effective R (the
+    168 lines over those kept), ``mask_kind`` ``"equispaced"`` (every factor-th acquired line), the quality
+    figures NaN and ``references`` the CG-SENSE image of the lines as acquired."""
+    import torch
+
+    from recon.errors import InputError
+    from recon.pipeline import load_kspace, run_method, undersample
+
+    acquired = undersample(load_kspace(Path(data_root) / SMALLFOV))
+    sampled = np.asarray(acquired.mask.mask, dtype=bool).reshape(-1)
+    width = sampled.size
+    lo = hi = width // 2
+    while lo > 0 and sampled[lo - 1]:
+        lo -= 1
+    while hi + 1 < width and sampled[hi + 1]:
+        hi += 1
+    centre = set(range(lo, hi + 1))
+    outer = [i for i in np.flatnonzero(sampled) if i not in centre]
+    reference = run_method("sense", acquired.kspace, acquired.mask.mask, num_maps=2).image[0].astype(np.float32)
+    rows: dict[str, list] = {}
+    for factor in factors:
+        keep = np.zeros(width, np.float32)
+        keep[sorted(centre | set(outer[::factor]))] = 1.0
+        mask = torch.from_numpy(keep.reshape(1, 1, width))
+        kspace = acquired.kspace * keep
+        for method in methods:
+            try:
+                image = run_method(method, kspace, mask, num_maps=1 if method == "modl" else 2,
+                                   weights=modl_weights).image[0]
+            except InputError as exc:
+                log(f"  smallfov 1/{factor} of the outer lines, {method}: refused ({exc.problem})")
+                continue
+            for key, value in (("images", image), ("ref_index", 0), ("method", method),
+                               ("accel", width / keep.sum()), ("accel_effective", width / keep.sum()),
+                               ("mask_kind", "equispaced"), ("volume", "smallfov"), ("slice", 0),
+                               ("snr", float("nan")), ("apod_sigma", 0.0), ("ssim", float("nan")),
+                               ("psnr", float("nan")), ("nmse", float("nan"))):
+                rows.setdefault(key, []).append(value)
+        log(f"  smallfov: 1 in {factor} of the outer lines, effective R {width / keep.sum():.2f}")
+    out = {k: np.asarray(v) for k, v in rows.items()}
+    out["images"] = np.stack(rows["images"]).astype(np.float32)
+    out["references"] = reference[None]
+    for k in ("accel", "accel_effective", "snr", "apod_sigma", "ssim", "psnr", "nmse"):
+        out[k] = out[k].astype(np.float32)
+    return out
+
+
 MSD_SLICES = "mri/slices/msd-decathlon"
 
 
