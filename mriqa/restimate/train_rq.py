@@ -109,7 +109,7 @@ def draw_batch(rng: np.random.Generator, images: np.ndarray, log_r: np.ndarray, 
         gamma = torch.from_numpy(np.exp(rng.uniform(lo, hi, size=batch))).float()
         x = normalize_magnitude(x.clamp_min(0) ** gamma[:, None, None, None])
     if bias_field:
-        x = normalize_magnitude(x * bias_fields(rng, batch, x.shape[-1], float(bias_field)))
+        x = normalize_magnitude(x * bias_fields(rng, batch, side, float(bias_field)))
     return x, torch.from_numpy(log_r[rows])
 
 
