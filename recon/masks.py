@@ -281,6 +281,17 @@ def mask_from_kspace(kspace: np.ndarray | torch.Tensor, two_d: bool = False,
     return SamplingMask(mask, "from_kspace", effective, effective, num_low / width, num_low, None)
 
 
+def restrict_mask(mask: SamplingMask, acquired: SamplingMask) -> SamplingMask:
+    """``mask`` on k-space that was acquired with the pattern ``acquired`` (e.g. :func:`mask_from_kspace` of an
+    undersampled file): only the lines (points) both mark are sampled; the effective R and the fully sampled
+    centre are recounted on those, the nominal R, kind and seed kept."""
+    kept = mask.mask * acquired.mask
+    width = kept.shape[-1]
+    low = _center_run(kept[0].numpy().any(axis=0))
+    return mask._replace(mask=kept, acceleration_effective=_effective(kept), center_fraction=low / width,
+                         num_low_frequencies=low)
+
+
 def describe_mask(mask: SamplingMask) -> dict:
     """The mask's settings as plain JSON-able values (for h5 attrs and reports)."""
     return {

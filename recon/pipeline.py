@@ -54,19 +54,23 @@ class Undersampled(NamedTuple):
     Attributes:
         kspace: complex64 numpy ``[S, C, H, W]``, zero where not sampled.
         mask: the :class:`recon.masks.SamplingMask` (tensor ``[1, 1, W]`` or ``[1, H, W]``).
-        retrospective: True when the mask was applied here (the input was treated as fully sampled).
+        retrospective: True when the mask was applied here.
+        input_acceleration: the effective R of the k-space as read (1.0: fully sampled). A retrospective mask on
+            k-space that was already undersampled keeps only the lines (points) holding data, and its effective R
+            counts those.
     """
 
     kspace: np.ndarray
     mask: object
     retrospective: bool
+    input_acceleration: float = 1.0
 
 
 def undersample(volume: KspaceVolume, accel: float | None = None, mask_type: str = "random",
                 center_fraction: float | None = None, seed: int | None = 0) -> Undersampled:
     """Retrospectively undersample ``volume`` at nominal R = ``accel`` (one mask for all slices; centre
     fraction default :func:`recon.masks.center_fraction_for`: never fewer than ``MIN_ACS`` centre lines), or, with ``accel=None``, take the zeros of the k-space as the unsampled points (the file's own mask if it has one)."""
-    from recon.masks import center_fraction_for, make_mask, mask_from_kspace
+    from recon.masks import center_fraction_for, make_mask, mask_from_kspace, restrict_mask
 
     kspace = volume.kspace
     height, width = kspace.shape[-2:]
@@ -87,7 +91,10 @@ def undersample(volume: KspaceVolume, accel: float | None = None, mask_type: str
     if center_fraction is None:
         center_fraction = center_fraction_for(accel, width)
     mask = make_mask(mask_type, (height, width), accel, center_fraction=center_fraction, seed=seed)
-    return Undersampled(kspace * mask.mask.numpy(), mask, True)
+    acquired = mask_from_kspace(kspace, two_d=mask.is_2d, source=str(volume.path))
+    if acquired.acceleration_effective > 1.0:  # already undersampled: the mask can only keep what is there
+        mask = restrict_mask(mask, acquired)
+    return Undersampled(kspace * mask.mask.numpy(), mask, True, acquired.acceleration_effective)
 
 
 def _looks_2d(kspace: np.ndarray) -> bool:

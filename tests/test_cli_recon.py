@@ -71,6 +71,21 @@ def test_recon_without_accel_uses_the_zeros_of_the_kspace(tmp_path, capsys):
     assert rec.attrs["retrospective"] in (False, 0)
 
 
+def test_recon_with_accel_on_undersampled_kspace_says_so_and_counts_what_it_keeps(tmp_path, capsys):
+    kspace, rss = _phantom_kspace(slices=1)
+    kspace[..., 1::2] = 0  # acquired with every other column (and the centre, below)
+    kspace[..., SIZE // 2 - 6:SIZE // 2 + 6] = _phantom_kspace(slices=1)[0][..., SIZE // 2 - 6:SIZE // 2 + 6]
+    path = write_fastmri_h5(tmp_path / "under.h5", kspace, reconstruction_rss=rss)
+    out = tmp_path / "out.h5"
+    code, _, err = _run(capsys, "recon", path, "--method", "zf", "--accel", "2", "--mask", "random", "--out", out)
+    acquired = SIZE / (SIZE // 2 + 6)
+    assert code == 0 and f"was already undersampled (effective R {acquired:.2f})" in err
+    attrs = read_reconstruction(out).attrs
+    lines = int(np.sum(np.any(kspace != 0, axis=(0, 1, 2)) & (read_reconstruction(out).mask.reshape(-1) > 0)))
+    assert attrs["acceleration"] == 2.0 and attrs["acceleration_effective"] == pytest.approx(SIZE / lines)
+    assert attrs["acceleration_effective"] > 1.5 * acquired  # not the mask's own ~2
+
+
 def _bad_h5(tmp_path, name, **datasets):
     path = tmp_path / name
     with h5py.File(path, "w") as hf:

@@ -169,3 +169,30 @@ def test_evenly_spaced_and_center_crop():
 
     y = torch.randn(2, 7, 9)
     assert torch.equal(center_crop(y, (4, 5)), T.center_crop(y, (4, 5)))  # fastMRI's convention
+
+
+def test_a_retrospective_mask_on_undersampled_kspace_counts_only_the_acquired_lines():
+    """``recon.pipeline.undersample`` on k-space acquired with every other line plus lines 17-22:
+    the mask keeps only acquired lines; the effective R and the centre are recounted, the nominal R kept."""
+    from types import SimpleNamespace
+
+    from recon.masks import restrict_mask
+    from recon.pipeline import undersample
+
+    width = 40
+    acquired_lines = sorted(set(range(0, width, 2)) | set(range(17, 23)))
+    kspace = np.zeros((1, 2, 8, width), np.complex64)
+    kspace[..., acquired_lines] = 1.0
+    sampled = undersample(SimpleNamespace(kspace=kspace, mask=None, path="undersampled.h5"), 2.0, "equispaced",
+                          center_fraction=0.25, seed=0)
+    kept = sampled.mask.mask[0, 0].numpy() > 0
+    assert set(np.flatnonzero(kept)) <= set(acquired_lines) and sampled.input_acceleration == width / len(acquired_lines)
+    assert sampled.mask.acceleration == 2.0 and sampled.mask.acceleration_effective == pytest.approx(width / kept.sum())
+    assert sampled.mask.num_low_frequencies == 7  # the 10-line centre asked for, cut to the acquired run 16-22
+    assert np.array_equal(np.any(sampled.kspace != 0, axis=(0, 1, 2)), kept)
+    full = undersample(SimpleNamespace(kspace=np.ones_like(kspace), mask=None, path="full.h5"), 2.0, "equispaced",
+                       center_fraction=0.25, seed=0)
+    assert full.input_acceleration == 1.0 and full.mask.acceleration_effective == pytest.approx(2.0, rel=0.1)
+    # a 2-D mask is restricted point by point
+    points = restrict_mask(make_mask("poisson", (8, width), 3, seed=0), mask_from_kspace(kspace, two_d=True))
+    assert points.mask.shape == (1, 8, width) and not points.mask[..., 1].any()

@@ -76,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
                         num_maps=args.num_maps, weights=args.weights, device=device)
     seconds = time.perf_counter() - start
     image = result.image
+    if sampled.retrospective and sampled.input_acceleration > 1.0:
+        print(f"mriqa: note: {volume.path} was already undersampled (effective R "
+              f"{sampled.input_acceleration:.2f}): the mask keeps only what was acquired, and the effective R "
+              "counts that", file=sys.stderr)
     for note in result.notes():
         print(f"mriqa: note: {note}", file=sys.stderr)
     attrs = describe_mask(sampled.mask)
