@@ -97,6 +97,17 @@ def figures(folder: Path, name: str, test: dict, res: dict, real: dict | None, r
         save(fig, folder / "r_real.png")
 
 
+def photo_negatives_text(ood: dict) -> str:
+    """The outlier head's photo negatives as its training config ``ood`` names them, for the card."""
+    folders = ood.get("photos") or []
+    folders = [folders] if isinstance(folders, str) else folders
+    if not folders:
+        return "no photos"
+    sides = ood.get("windows") or [128]
+    return (" + ".join(Path(f).name for f in folders) + " gray photos (each whole and as "
+            + f"{ood.get('window_count', 2)} random windows of " + " / ".join(str(int(x)) for x in sides) + " px)")
+
+
 def write_card(path: Path, est, tables: dict, command: str) -> None:
     """The model card of the rq estimator: architecture, data, training (from the weights' metadata) and the
     held-out figures this script printed."""
@@ -162,8 +173,8 @@ def write_card(path: Path, est, tables: dict, command: str) -> None:
         f"- OOD: map spread > {info['max_spread']:.3f}, neighbour correlation < {info['min_correlation']:.3f}, "
         "pooled log R outside [log 1.5, log 20], colour, no anatomy, more than 5 % of the object exactly flat, "
         f"outlier head logit > {info['outlier_head']['threshold']:.2f} (logistic regression on the network's "
-        "whole-image statistics and the spectral profiles; negatives: BSD100 gray photos, synthetic pictures, noise; "
-        "threshold keeps 99 % of validation images) (`mriqa/restimate/ood.py`).", "",
+        "whole-image statistics and the spectral profiles; negatives: " + photo_negatives_text(cfg.get("ood") or {})
+        + ", synthetic pictures, noise; threshold keeps 99 % of validation images) (`mriqa/restimate/ood.py`).", "",
         "## Measured (held out; `python scripts/eval_r_heldout.py --estimators rq learned --out docs/r/heldout.md "
         "--json docs/r/heldout.json --figures docs/r`)",
         "| set | n | MAE [2,12] | MAE [2,6] | Spearman | coverage | width (x) | flagged OOD |",

@@ -228,15 +228,33 @@ def test_shipped_estimator_orders_real_zero_filled_by_r(shared_data):
 
 @shipped
 def test_shipped_estimator_flags_held_out_photos(shared_data):
-    """Kodak24 in gray (held out from the outlier head, which saw BSD100): every one flagged, interval [1, 16]."""
+    """Every Kodak24 and Set14 photo in gray (held out from the outlier head, which saw BSD100 and CBSD68) is
+    flagged, with the interval [1, 16]."""
     from PIL import Image
 
     from mriqa.restimate import estimate_images, load_estimator
 
     est = load_estimator("rq")
-    for path in sorted((shared_data / "rgb" / "Kodak24").glob("*.png"))[:6]:
+    paths = [p for name in ("Kodak24", "Set14") for p in sorted((shared_data / "rgb" / name).glob("*.png"))]
+    assert len(paths) == 38
+    missed = []
+    for path in paths:
         res = estimate_images(est, np.asarray(Image.open(path).convert("L"), np.float32) / 255.0)
-        assert res["ood"][0] is not None and res["r_high"][0] / res["r_low"][0] == pytest.approx(16.0), path.name
+        if res["ood"][0] is None or res["r_high"][0] / res["r_low"][0] != pytest.approx(16.0):
+            missed.append(f"{path.parent.name}/{path.name}")
+    assert not missed, missed
+
+
+def test_photo_negatives_are_the_photo_and_windows_of_each_side():
+    from mriqa.restimate.train_rq import photo_negatives
+
+    img = np.random.default_rng(0).uniform(0, 1, (321, 481)).astype(np.float32)
+    plain = photo_negatives(img, np.random.default_rng(1))
+    assert [p.shape for p in plain] == [(321, 481), (128, 128), (128, 128)]
+    more = photo_negatives(img, np.random.default_rng(1), windows=(128, 192), count=3)
+    assert all((a == b).all() for a, b in zip(plain, more[:3]))  # the default set is the start of the longer one
+    assert [p.shape for p in more[1:]] == [(128, 128)] * 3 + [(192, 192)] * 3
+    assert any((w == img[y:y + 192, x:x + 192]).all() for w in more[4:5] for y in range(130) for x in range(290))
 
 
 def test_batches_keep_the_normalisation_range_with_a_gamma():

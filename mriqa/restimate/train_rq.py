@@ -59,7 +59,7 @@ DEFAULTS: dict[str, Any] = {
               "progress": True, "ema": 0.0},
     "calibrate": {"linear": True, "coverage": 0.9, "spread_quantile": 0.99, "spread_factor": 1.5,
                   "correlation_factor": 0.5, "data": None},
-    "ood": {"photos": "../shared/data/rgb/BSD100", "synthetic": 300, "inliers": 2000},
+    "ood": {"photos": "../shared/data/rgb/BSD100", "windows": [128], "window_count": 2, "synthetic": 300, "inliers": 2000},
     "output_dir": "runs/r-rq",
     "export": None,
 }
@@ -141,26 +141,35 @@ def outlier_features(model: RQNet, images) -> np.ndarray:
         torch.from_numpy(np.ascontiguousarray(im, np.float32))[None])) for im in images])
 
 
+def photo_negatives(img: np.ndarray, rng: np.random.Generator, windows=(128,), count: int = 2) -> list[np.ndarray]:
+    """One gray photo ``[H, W]`` in [0, 1] as outlier-head negatives: whole, and ``count`` random square windows
+    of each side in ``windows`` (pixels)."""
+    out = [img]
+    for side in windows:
+        for _ in range(count):
+            y, x = (int(rng.integers(0, max(1, n - side) + 1)) for n in img.shape)
+            out.append(img[y:y + side, x:x + side])
+    return out
+
+
 def outlier_negatives(cfg: dict, log=print) -> list[np.ndarray]:
-    """Negatives of the outlier head: the gray photos of ``ood.photos`` (each whole and as two random 128 px
-    windows; none when the folder is missing, logged), ``ood.synthetic`` synthetic pictures, and 16 pure-noise
-    magnitudes."""
+    """Negatives of the outlier head: the gray photos of ``ood.photos`` (a folder or a list of folders; each photo
+    whole and as ``ood.window_count`` windows of each side in ``ood.windows``, :func:`photo_negatives`; none when
+    no folder is there, logged), ``ood.synthetic`` synthetic pictures, and 16 pure-noise magnitudes."""
     from PIL import Image
 
     from mriqa.restimate.ood import synthetic_pictures
 
     rng = np.random.default_rng(int(cfg["seed"]) + 1)
-    folder = Path(cfg["ood"]["photos"] or "")
-    paths = sorted(folder.glob("*.png")) if cfg["ood"]["photos"] and folder.is_dir() else []
+    folders = cfg["ood"]["photos"] or []
+    folders = [folders] if isinstance(folders, str) else folders
+    paths = [p for f in folders if Path(f).is_dir() for p in sorted(Path(f).glob("*.png"))]
     if not paths:
         log(f"[{cfg['name']}] outlier head: no photos at {cfg['ood']['photos']!r}; synthetic negatives only")
     out = []
     for path in paths:
         img = np.asarray(Image.open(path).convert("L"), np.float32) / 255.0
-        out.append(img)
-        for _ in range(2):
-            y, x = (int(rng.integers(0, max(1, n - 128) + 1)) for n in img.shape)
-            out.append(img[y:y + 128, x:x + 128])
+        out += photo_negatives(img, rng, cfg["ood"]["windows"], int(cfg["ood"]["window_count"]))
     out += synthetic_pictures(rng, int(cfg["ood"]["synthetic"]))
     noise = rng.standard_normal((16, 2, 128, 128))
     out += list(np.hypot(noise[:, 0], noise[:, 1]).astype(np.float32))
@@ -251,7 +260,8 @@ def calibration(model: RQNet, cfg: dict, tr: dict, va: dict, log=print) -> dict:
 
 def recalibrate(cfg: dict, weights: str, log=print) -> dict:
     """Refit :func:`calibration` for existing weights on the config's data and rewrite ``weights`` atomically
-    (tensors, training metadata and the best/total steps kept)."""
+    (tensors, training metadata and the best/total steps kept; the training record's ``calibrate`` and ``ood``
+    settings become the ones used here, so the weights say how their calibration was made)."""
     from mriqa.weights_io import load_rqnet
     from recon.io.weights import save_weights
 
@@ -262,6 +272,8 @@ def recalibrate(cfg: dict, weights: str, log=print) -> dict:
     r_info.update({k: old[k] for k in ("best_step", "steps") if k in old})
     meta = {k: v for k, v in meta.items() if k not in ("mriqa_format", "arch", "config")}
     meta["r_estimation"] = r_info
+    if isinstance(meta.get("training"), dict) and isinstance(meta["training"].get("config"), dict):
+        meta["training"]["config"].update({k: cfg[k] for k in ("calibrate", "ood")})
     save_weights(model, weights, meta)
     log(f"[{cfg['name']}] recalibrated {weights}")
     return r_info
