@@ -184,14 +184,16 @@ def reconstruct(method: str, kspace: np.ndarray, mask, **kwargs) -> np.ndarray:
 
 def run_method(method: str, kspace: np.ndarray, mask, *, sens_maps: np.ndarray | None = None,
                source: str | os.PathLike | None = None, num_maps: int = 1, weights: str | None = None,
-               device: str | None = None, cache_dir: str | os.PathLike | None = None) -> Reconstruction:
+               device: str | None = None, cache_dir: str | os.PathLike | None = None,
+               calibration: str = "auto") -> Reconstruction:
     """Reconstruct undersampled multi-coil k-space ``[S, C, H, W]`` with ``method`` in :data:`METHODS`.
 
     Every method but ``zf`` runs slice by slice under the collapse guard (:func:`recon.guard.guarded`): the
     given ``sens_maps`` are tried first, then maps from :func:`recon.calibration.calibrate_maps` and its
     fallbacks; a slice on which no attempt passes is an ``InputError`` naming the slice (one line, exit 2).
     ``num_maps``: map sets for ``sense`` / ``l1`` (MoDL takes one); ``cache_dir``: the ESPIRiT cache (default
-    the user cache, :func:`recon.coils.default_cache_dir`).
+    the user cache, :func:`recon.coils.default_cache_dir`); ``calibration``: the ``method`` of
+    :func:`recon.calibration.calibrate_maps` (``auto``, ``espirit``, ``refined``, ``select``).
     """
     from recon import baselines
     from recon.guard import guarded
@@ -220,7 +222,8 @@ def run_method(method: str, kspace: np.ndarray, mask, *, sens_maps: np.ndarray |
         given = None if sens_maps is None else np.asarray(sens_maps[s:s + 1])
         try:
             image, report, _, info = guarded(solve, kspace[s:s + 1], mask, maps=given, num_maps=num_maps,
-                                             source=source, cache_dir=cache_dir, map_sets=method != "modl")
+                                             source=source, cache_dir=cache_dir, map_sets=method != "modl",
+                                             calibration=calibration)
         except InputError as exc:
             where = f"slice {s}: " if kspace.shape[0] > 1 else ""
             raise InputError(source, f"{method}: {where}{exc.problem}") from None

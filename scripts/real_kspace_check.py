@@ -11,7 +11,8 @@ and MoDL (shipped weights), each as ``mriqa recon`` runs it: ``recon.pipeline.ru
 full data over the whole image and inside the object (``recon.metrics.object_mask``), the ACS width, the
 calibration used, the nominal and effective R, and whether CG-SENSE beats zero-filled by >= 1 dB.
 
-Usage: ``python scripts/real_kspace_check.py [--data ../shared/data] [--orientation both] [--no-modl]``
+Usage: ``python scripts/real_kspace_check.py [--data ../shared/data] [--orientation both] [--no-modl]
+[--calibration auto [select refined full ...]]``
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def _methods(with_modl: bool) -> tuple[str, ...]:
 
 
 def run(data_root: Path, orientations, with_modl: bool, seed: int = 0, masks=("random", "equispaced"),
-        modl_weights: str | None = None) -> list[dict]:
+        modl_weights: str | None = None, calibration: str = "auto") -> list[dict]:
     from recon.baselines import zero_filled
     from recon.errors import InputError
     from recon.fft import ifft2c_np
@@ -45,6 +46,11 @@ def run(data_root: Path, orientations, with_modl: bool, seed: int = 0, masks=("r
     for orientation in orientations:
         full = stored if orientation == "as-stored" else np.ascontiguousarray(stored.transpose(0, 2, 1))
         full = full[None]  # [1, C, H, W]
+        oracle = None
+        if calibration == "full":  # a bound, not a method: ESPIRiT maps of the fully sampled data, given to each
+            from recon.coils import espirit_maps
+
+            oracle = espirit_maps(full[0].astype(np.complex64))[None]
         rss = np.sqrt(np.sum(np.abs(ifft2c_np(full)) ** 2, axis=1))
         inside = object_mask(rss)
         peak = float(rss.max())
@@ -66,7 +72,8 @@ def run(data_root: Path, orientations, with_modl: bool, seed: int = 0, masks=("r
                 for name in methods:
                     start = time.perf_counter()
                     try:
-                        result = run_method(name, kspace, mask, weights=modl_weights)
+                        result = run_method(name, kspace, mask, weights=modl_weights, sens_maps=oracle,
+                                            calibration="auto" if oracle is not None else calibration)
                         report, info = result.guard[0], result.calibration[0]
                         row[name] = score(result.image)
                         row[name + "_attempt"] = report.attempt
@@ -96,6 +103,35 @@ def _format(row, methods) -> str:
             f"{row.get('calib', '-'):26s}{cells}  {gain:+5.1f} {flag}{notes}")
 
 
+def _counts(rows, methods) -> str:
+    """The acceptance counts of issue 19 over ``rows`` (whole-image PSNR)."""
+    below = [r for r in rows if not r["sense"][0] - r["zf"][0] >= TARGET_DB]
+    text = f"CG-SENSE >= zero-filled + {TARGET_DB:g} dB in {len(rows) - len(below)} of {len(rows)} rows"
+    if "modl" in methods:
+        above_sense = sum(r["modl"][0] >= r["sense"][0] for r in rows)
+        mid = [r for r in rows if 4 <= r["R"] <= 8]
+        above_l1 = sum(r["modl"][0] >= r["l1"][0] + TARGET_DB for r in mid)
+        text += (f"\nMoDL >= CG-SENSE in {above_sense} of {len(rows)} rows; MoDL >= L1-wavelet + {TARGET_DB:g} dB at "
+                 f"R = 4..8 in {above_l1} of {len(mid)} (whole-image PSNR)")
+    return text
+
+
+def _compare(base, other, base_name: str, other_name: str, methods) -> str:
+    """Per method, the whole-image PSNR of ``other`` minus ``base`` over the rows both have: mean, range, and rows
+    worse / better by more than 0.3 dB; CG-SENSE per mask kind too."""
+    key = lambda r: (r["orientation"], r["mask"], r["R"])  # noqa: E731
+    pairs = [(b, o) for b in base for o in other if key(b) == key(o)]
+    lines = [f"calibration {other_name} against {base_name}, whole-image PSNR difference over {len(pairs)} rows:"]
+    for name in methods:
+        d = np.array([o[name][0] - b[name][0] for b, o in pairs])
+        lines.append(f"  {name:6s} mean {d.mean():+.2f} dB, {d.min():+.2f} to {d.max():+.2f}; worse by > 0.3 dB in "
+                     f"{int((d < -0.3).sum())}, better by > 0.3 dB in {int((d > 0.3).sum())}")
+    kinds = sorted({b["mask"] for b, _ in pairs})
+    lines.append("  sense per mask: " + ", ".join(
+        f"{k} {np.mean([o['sense'][0] - b['sense'][0] for b, o in pairs if b['mask'] == k]):+.2f}" for k in kinds))
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data",
@@ -106,14 +142,25 @@ def main(argv=None) -> int:
     parser.add_argument("--masks", nargs="+", default=["random", "equispaced"],
                         choices=["random", "equispaced", "poisson"], help="mask kinds (default random equispaced)")
     parser.add_argument("--modl-weights", default=None, help="MoDL weights: shipped name or file (default modl)")
+    parser.add_argument("--calibration", nargs="+", default=["auto"],
+                        choices=["auto", "espirit", "refined", "select", "full"],
+                        help="coil calibration of every method (recon.calibration.calibrate_maps; default auto); "
+                             "full: ESPIRiT maps of the fully sampled data (a bound no real acquisition has); several: "
+                             "one table each, then each against the first")
     args = parser.parse_args(argv)
     orientations = ("as-stored", "transposed") if args.orientation == "both" else (args.orientation,)
     methods = _methods(not args.no_modl)
-    print("PSNR dB whole/in-object against the RSS of the full data; every method through recon.pipeline.run_method (calibrate_maps + the collapse guard)")
-    print(_header(methods))
-    rows = run(args.data, orientations, not args.no_modl, args.seed, args.masks, args.modl_weights)
-    below = [r for r in rows if not r["sense"][0] - r["zf"][0] >= TARGET_DB]
-    print(f"CG-SENSE >= zero-filled + {TARGET_DB:g} dB in {len(rows) - len(below)} of {len(rows)} rows")
+    tables = {}
+    for calibration in args.calibration:
+        print("PSNR dB whole/in-object against the RSS of the full data; every method through "
+              f"recon.pipeline.run_method (calibrate_maps, calibration {calibration}, + the collapse guard)")
+        print(_header(methods))
+        rows = run(args.data, orientations, not args.no_modl, args.seed, args.masks, args.modl_weights, calibration)
+        print(_counts(rows, methods) + "\n", flush=True)
+        tables[calibration] = rows
+    first = args.calibration[0]
+    for calibration in args.calibration[1:]:
+        print(_compare(tables[first], tables[calibration], first, calibration, methods))
     return 0
 
 

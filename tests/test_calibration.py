@@ -220,3 +220,61 @@ def test_region_finds_an_off_centre_block_inside_a_wider_run():
     k = np.ones((1, 2, h, w), np.complex64) * mask
     rows, cols, acs, _ = calibration_region(k, torch.from_numpy(mask))
     assert (rows.start, rows.stop, cols.start, cols.stop, acs) == (13, 19, 13, 19, 6)
+
+
+# ------------------------------------------------------------------------------- held-out lines (select)
+
+
+def test_heldout_line_error_prefers_the_maps_that_made_the_data(phantom):
+    """Maps that generated the k-space predict measured lines they did not see far better than wrong maps
+    (another coil order); a mask with nothing outside the calibration region gives inf."""
+    from recon.calibration import heldout_line_error
+
+    k, maps, _ = phantom
+    width = k.shape[-1]
+    m = line_mask(width, 8, extra=range(0, width, 3))
+    points = np.broadcast_to(m.numpy()[0] > 0, k.shape[-2:])
+    kk = k[0] * points
+    rows, cols, _, _ = calibration_region(kk, m)
+    right = heldout_line_error(kk, points, maps, cols)
+    swapped = heldout_line_error(kk, points, maps[::-1].copy(), cols)
+    shifted = heldout_line_error(kk, points, np.roll(maps, 5, axis=-2), cols)
+    assert right < shifted < swapped and right < swapped / 3  # measured 0.74 < 0.79 < 2.69
+    only_centre = np.broadcast_to(line_mask(width, 8).numpy()[0] > 0, k.shape[-2:])
+    assert heldout_line_error(k[0] * only_centre, only_centre, maps, cols) == float("inf")
+
+
+def test_select_keeps_the_maps_of_lower_heldout_error(phantom):
+    from recon.calibration import _mask_points, heldout_line_error
+
+    k, _, _ = phantom
+    width = k.shape[-1]
+    m = line_mask(width, 6, extra=range(0, width, 4))
+    kk = k * m.numpy()
+    chosen, info = calibrate_maps(kk, m, method="select")
+    plain, _ = calibrate_maps(kk, m, method="espirit")
+    refined = calibrate_maps(kk, m, method="refined")[0][0]
+    rows, cols, _, _ = calibration_region(kk, m)
+    points = _mask_points(m, *kk.shape[-2:], None) & np.any(kk[0] != 0, axis=0)
+    errors = [heldout_line_error(kk[0], points, x, cols) for x in (plain[0], refined)]
+    expected = refined if errors[1] < errors[0] else plain[0]
+    assert np.allclose(chosen[0], expected)
+    assert info.method == ("espirit-refined" if errors[1] < errors[0] else "espirit")
+    assert any(w.startswith("calibration chosen by held-out lines") for w in info.warnings)
+    with pytest.raises(InputError, match="unknown calibration method"):
+        calibrate_maps(kk, m, method="best")
+
+
+def test_real_select_finds_the_better_maps_where_espirit_is_poor(shared_data):
+    """The real 16-coil brain as stored, equispaced R = 4 (8 centre lines): ESPIRiT on the centre gives CG-SENSE
+    only ~5 dB over zero-filled, the refined maps ~14.5 dB; held-out lines choose the refined ones."""
+    full = load_brain16(shared_data)
+    mask = make_mask("equispaced", (96, 96), 4, center_fraction=max(default_center_fraction(4),
+                                                                     min_center_fraction(96)), seed=0)
+    k = full * mask.mask.numpy()
+    rss = rss_of(full)
+    plain, _ = calibrate_maps(k, mask, method="espirit")
+    chosen, info = calibrate_maps(k, mask, method="select")
+    assert info.method == "espirit-refined"
+    gain = psnr(rss, baselines.cg_sense(k, mask.mask, chosen)) - psnr(rss, baselines.cg_sense(k, mask.mask, plain))
+    assert gain > 5.0  # measured +9.5 dB

@@ -58,6 +58,19 @@ def test_sense_beats_zero_filled_on_the_rss_scale(tmp_path, raw_file, capsys):
     assert np.median(image[target > 0.5] / target[target > 0.5]) == pytest.approx(1.0, abs=0.05)
 
 
+def test_recon_calibration_select_says_which_maps_and_writes_them(tmp_path, raw_file, capsys):
+    out = tmp_path / "sense.h5"
+    code, stdout, stderr = _run(capsys, "recon", raw_file, "--method", "sense", "--accel", 3, "--mask", "random",
+                                "--calibration", "select", "--out", out)
+    assert code == 0, stdout + stderr
+    assert "mriqa: note: calibration chosen by held-out lines:" in stderr
+    assert read_reconstruction(out, key="reconstruction").attrs["calibration"].startswith("espirit")
+    with pytest.raises(SystemExit) as exit_:
+        _run(capsys, "recon", raw_file, "--calibration", "best", "--out", tmp_path / "x.h5")
+    assert exit_.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    assert not (tmp_path / "x.h5").exists()
+
+
 def test_recon_without_accel_uses_the_zeros_of_the_kspace(tmp_path, capsys):
     kspace, rss = _phantom_kspace(slices=1)
     kspace[..., 1::2] = 0  # every other column missing, centre kept below

@@ -23,6 +23,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="mask seed")
     p.add_argument("--num-maps", type=int, default=1, choices=[1, 2],
                    help="ESPIRiT map sets for sense/l1 (2 where a small field of view folds over)")
+    p.add_argument("--calibration", default="auto", choices=["auto", "espirit", "refined", "select"],
+                   help="coil calibration: auto (ESPIRiT; a refinement step under 6 centre lines), espirit, refined "
+                        "(always the joint image/maps step) or select (per slice the maps that predict held-out "
+                        "measured lines best)")
     p.add_argument("--maps", default=None, metavar="FILE",
                    help="coil maps you already have (.npy, .h5 with sens_maps, or BART .cfl; [C,H,W], [S,C,H,W] or "
                         "[S,M,C,H,W]) instead of ESPIRiT from the data; estimated maps are cached in "
@@ -73,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     sampled = undersample(volume, args.accel, args.mask_type, args.center_fraction, args.seed)
     start = time.perf_counter()
     result = run_method(args.method, sampled.kspace, sampled.mask, sens_maps=maps, source=volume.path,
-                        num_maps=args.num_maps, weights=args.weights, device=device)
+                        num_maps=args.num_maps, weights=args.weights, device=device, calibration=args.calibration)
     seconds = time.perf_counter() - start
     image = result.image
     if sampled.retrospective and sampled.input_acceleration > 1.0:
