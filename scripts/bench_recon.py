@@ -254,6 +254,9 @@ def fastmri_size(args) -> int:
     t0 = time.perf_counter()
     maps, info = calibrate_maps(y, mask, cache_dir=False)
     t_maps = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    _, chosen = calibrate_maps(y, mask, cache_dir=False, method="select")
+    t_select = time.perf_counter() - t0
     y_t, maps_t = torch.from_numpy(y), torch.from_numpy(maps)
     mask_t = mask.mask.reshape(1, 1, 1, w)
     w_np = mask.mask.numpy().reshape(w)
@@ -290,7 +293,8 @@ def fastmri_size(args) -> int:
     med = {name: float(np.median(v)) for name, v in times.items()}
     print()
     gpu = f"; GPU: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "; no CUDA on this machine"
-    print(f"per slice, same maps (calibrate_maps: {info.short()}, {t_maps:.1f} s), {n} CG iterations, lam = {lam}, "
+    print(f"per slice, same maps (calibrate_maps: {info.short()}, {t_maps:.1f} s; with --calibration select "
+          f"{t_select:.1f} s = {t_select / t_maps:.1f}x, chose {chosen.method}), {n} CG iterations, lam = {lam}, "
           f"median of {args.rounds} alternating rounds{gpu}")
     print()
     print("| per slice | median s | sigpy / this |")
