@@ -152,6 +152,17 @@ def test_a_fine_tune_records_its_earlier_stages_and_calibrates_on_calibrate_data
     missing = {**tuned, "data": {"train": [str(tmp_path / "none.h5")], "val": [str(tmp_path / "none.h5")]}}
     tr, va = calibration_sets(missing, log=lambda s: None)
     assert len(tr["images"]) == len(va["images"]) == 4
+    # --recalibrate with other outlier negatives: tensors kept, the record names the negatives now used
+    from mriqa.restimate.train_rq import recalibrate
+    from recon.io.weights import load_weights
+
+    before = load_weights(second["weights"])[0]
+    tuned["ood"] = {**tuned["ood"], "synthetic": 18, "windows": [64, 96]}
+    recalibrate(tuned, second["weights"], log=lambda s: None)
+    after = RQREstimator.load(second["weights"])
+    assert all(torch.equal(before[k], v) for k, v in load_weights(second["weights"])[0].items())
+    assert after.training["config"]["ood"]["synthetic"] == 18 and after.training["config"]["ood"]["windows"] == [64, 96]
+    assert [s["config"]["name"] for s in after.training["earlier_stages"]] == ["stage1"]
 
 
 def test_outlier_head_separates_and_keeps_its_validation_quantile():
