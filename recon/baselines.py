@@ -132,7 +132,7 @@ def zero_filled(kspace, mask) -> np.ndarray:
 
 def cg_sense(kspace, mask, sens_maps, lam: float = DEFAULT_SENSE_LAM, max_iter: int = DEFAULT_SENSE_ITERS,
              tol: float = DEFAULT_SENSE_TOL, *, batch_size: int = 8,
-             device: str | torch.device | None = None) -> np.ndarray:
+             device: str | torch.device | None = None, complex_output: bool = False) -> np.ndarray:
     """CG-SENSE: per slice, ``x = argmin ||M F S x - y||^2 + lam ||x||^2`` by our batched torch CG.
 
     Args:
@@ -142,23 +142,36 @@ def cg_sense(kspace, mask, sens_maps, lam: float = DEFAULT_SENSE_LAM, max_iter: 
         max_iter, tol: CG iterations and relative-residual tolerance per slice.
         batch_size: slices solved together in one batched CG.
         device: torch device for the solve (default: the k-space tensor's device, CPU for numpy input).
-    Returns: float32 numpy ``[S, H, W]`` magnitude (``sqrt(sum_m |x_m|^2)`` with map sets).
+        complex_output: return the complex image instead (what ``F S x`` predicts k-space from).
+    Returns: float32 numpy ``[S, H, W]`` magnitude (``sqrt(sum_m |x_m|^2)`` with map sets); with
+    ``complex_output`` complex64 ``[S, H, W]`` (``[S, M, H, W]`` with map sets).
     """
     k, m = _prepare_kspace_mask(kspace, mask)
     maps = _prepare_maps(sens_maps, k)
     if int(batch_size) < 1:
         raise InputError(None, f"batch_size must be >= 1, got {batch_size}")
     dev = torch.device(device) if device is not None else k.device
-    out = np.empty((k.shape[0], k.shape[2], k.shape[3]), dtype=np.float32)
+    out = _output_array(k, maps, complex_output)
     with torch.no_grad():
         for start in range(0, k.shape[0], int(batch_size)):
             stop = min(start + int(batch_size), k.shape[0])
             op = SenseOperator(maps[start:stop].to(dev), _slice_mask(m, start, stop).to(dev))
             rhs = op.adjoint(k[start:stop].to(dev))
             x = cg_solve(op.normal, rhs, lam, max_iter=max_iter, tol=tol)
+            if complex_output:
+                out[start:stop] = x.to(torch.complex64).cpu().numpy()
+                continue
             mag = x.abs() if x.ndim == 3 else torch.sqrt((x.real.square() + x.imag.square()).sum(1))
             out[start:stop] = mag.float().cpu().numpy()
     return out
+
+
+def _output_array(k: torch.Tensor, maps: torch.Tensor, complex_output: bool) -> np.ndarray:
+    """The result array: float32 ``[S, H, W]``, or complex64 ``[S, H, W]`` / ``[S, M, H, W]`` (map sets)."""
+    if not complex_output:
+        return np.empty((k.shape[0], k.shape[2], k.shape[3]), dtype=np.float32)
+    sets = (maps.shape[1],) if maps.ndim == 5 else ()
+    return np.empty((k.shape[0], *sets, k.shape[2], k.shape[3]), dtype=np.complex64)
 
 
 def _sigpy_sense_sets(mps: np.ndarray, weights: np.ndarray):
@@ -175,7 +188,7 @@ def _sigpy_sense_sets(mps: np.ndarray, weights: np.ndarray):
 
 
 def l1_wavelet(kspace, mask, sens_maps, lamda: float = DEFAULT_L1_LAMDA, max_iter: int = DEFAULT_L1_ITERS,
-               *, wave_name: str = "db4") -> np.ndarray:
+               *, wave_name: str = "db4", complex_output: bool = False) -> np.ndarray:
     """L1-wavelet compressed sensing with ``sigpy.mri.app.L1WaveletRecon`` (FISTA), slice by slice, on CPU.
 
     Solves ``min_x 1/2 ||M F S x - y / s||^2 + lamda ||W x||_1`` with ``s`` the 99.9th percentile of the
@@ -187,7 +200,9 @@ def l1_wavelet(kspace, mask, sens_maps, lamda: float = DEFAULT_L1_LAMDA, max_ite
         sens_maps: complex ``[S, C, H, W]`` or ``[S, M, C, H, W]``.
         lamda: L1 weight on the db4 wavelet coefficients of the normalised image, >= 0.
         max_iter: FISTA iterations.
-    Returns: float32 numpy ``[S, H, W]`` magnitude.
+        complex_output: return the complex image ``s x`` instead.
+    Returns: float32 numpy ``[S, H, W]`` magnitude; with ``complex_output`` complex64 ``[S, H, W]``
+    (``[S, M, H, W]`` with map sets).
     """
     import sigpy as sp
     import sigpy.mri as mr
@@ -203,13 +218,16 @@ def l1_wavelet(kspace, mask, sens_maps, lamda: float = DEFAULT_L1_LAMDA, max_ite
     k_np = k.cpu().numpy()
     m_np = np.broadcast_to(m.cpu().numpy(), k.shape)
     maps_np = maps.cpu().numpy()
-    out = np.empty((k.shape[0], k.shape[2], k.shape[3]), dtype=np.float32)
+    out = _output_array(k, maps, complex_output)
     for s in range(k.shape[0]):
         weights = np.ascontiguousarray(m_np[s], dtype=np.float32)
         y = (k_np[s] / scale).astype(np.complex64)
         if maps_np.ndim == 4:
             x = mr.app.L1WaveletRecon(y, maps_np[s], lamda, weights=weights, wave_name=wave_name,
                                       max_iter=int(max_iter), show_pbar=False).run()
+            if complex_output:
+                out[s] = (scale * x).astype(np.complex64)
+                continue
             mag = np.abs(x)
         else:
             a = _sigpy_sense_sets(maps_np[s], weights)
@@ -217,6 +235,9 @@ def l1_wavelet(kspace, mask, sens_maps, lamda: float = DEFAULT_L1_LAMDA, max_ite
             proxg = sp.prox.UnitaryTransform(sp.prox.L1Reg(wav.oshape, lamda), wav)
             x = sp.app.LinearLeastSquares(a, y * np.sqrt(weights), proxg=proxg, max_iter=int(max_iter),
                                           show_pbar=False).run()
+            if complex_output:
+                out[s] = (scale * x).astype(np.complex64)
+                continue
             mag = np.sqrt((np.abs(x) ** 2).sum(0))
         out[s] = (scale * mag).astype(np.float32)
     return out

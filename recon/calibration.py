@@ -264,27 +264,20 @@ def heldout_line_error(kspace: np.ndarray, points: np.ndarray, maps: np.ndarray,
     (:func:`recon.guard.sense_image`) from the rest predicts the fold's samples, ``F S x``. Returns
     ``sum |prediction - measured|^2 / sum |measured|^2`` over all folds (1.0: no better than predicting zeros;
     ``inf`` when there is no line outside the region to hold out). Maps that explain the data score lower."""
+    from recon.crossval import heldout_errors
     from recon.fft import fft2c_np
     from recon.guard import sense_image
 
     stack = maps[None] if maps.ndim == 3 else maps  # [M, C, H, W]
-    lines = np.flatnonzero(points.any(axis=0))
-    outer = lines[(lines < cols.start) | (lines >= cols.stop)]
-    if outer.size == 0:
+
+    def predict(kept, keep):
+        image = sense_image(kept[None], torch.from_numpy(keep.astype(np.float32))[None, None], stack[None])[0]
+        return fft2c_np(np.sum(stack * image[:, None], axis=0).astype(np.complex64))  # F S x, [C, H, W]
+
+    errors, held = heldout_errors(kspace, points, cols, predict, folds=folds, seed=seed)
+    if not held.any():
         return float("inf")
-    np.random.default_rng(seed).shuffle(outer)
-    err = total = 0.0
-    for f in range(min(folds, outer.size)):
-        held = np.zeros(points.shape[-1], bool)
-        held[outer[f::folds]] = True
-        keep = points & ~held[None, :]
-        image = sense_image((kspace * keep)[None], torch.from_numpy(keep.astype(np.float32))[None, None],
-                            stack[None])[0]  # [M, H, W]
-        predicted = fft2c_np(np.sum(stack * image[:, None], axis=0).astype(np.complex64))
-        test = points & held[None, :]
-        err += float(np.sum(np.abs(predicted[:, test] - kspace[:, test]) ** 2))
-        total += float(np.sum(np.abs(kspace[:, test]) ** 2))
-    return err / max(total, 1e-30)
+    return float(errors[held].sum()) / max(float(np.sum(np.abs(kspace[:, held]) ** 2)), 1e-30)
 
 
 def calibrate_maps(kspace, mask, *, num_maps: int = 1, source: str | os.PathLike | None = None,

@@ -36,6 +36,10 @@ def add_parser(subparsers) -> None:
                    help="MoDL weights: a shipped name (modl: supervised; modl-qf: reference-free SSDU + QF) or a file")
     p.add_argument("--slices", default=None, help="slice range to reconstruct, e.g. 10:20 (default: all)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--quality", action="store_true",
+                   help="also judge the result without a reference: the recon model's score, the k-space check's "
+                        "NMSE estimate (4 more reconstructions per slice from held-out lines) and their combination "
+                        "(mriqa.recon_quality.kspace); printed and stored in the file's attributes")
     p.add_argument("--out", required=True, help="output h5 file")
     p.set_defaults(func=run)
 
@@ -59,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
     import time
 
+    import numpy as np
     import torch
 
     from recon.io.fastmri_h5 import write_reconstruction_h5
@@ -92,6 +97,16 @@ def run(args: argparse.Namespace) -> int:
                  num_maps=args.num_maps, weights=args.weights or ("modl" if args.method == "modl" else "none"))
     if not sampled.retrospective:
         attrs["seed"] = None
+    if args.quality:
+        from mriqa.recon_quality.kspace import reconstruction_quality
+
+        quality = reconstruction_quality(args.method, sampled.kspace, sampled.mask, image, maps=maps,
+                                         calibration=args.calibration, weights=args.weights, device=device,
+                                         source=volume.path)
+        attrs.update({f"quality_{k}": v for k, v in quality.items()})
+        print("quality (mean over slices, reference-free): recon score "
+              f"{np.mean(quality['image_score']):.3f}, k-space NMSE estimate {np.nanmean(quality['kspace_nmse']):.4f}, "
+              f"combined {np.mean(quality['combined']):.3f}")
     write_reconstruction_h5(args.out, image, mask=sampled.mask.mask.numpy(), attrs=attrs)
     print(f"{args.method}: {image.shape[0]} slice(s) {image.shape[1]}x{image.shape[2]}, "
           f"R = {attrs['acceleration']:.2f} nominal / {attrs['acceleration_effective']:.2f} effective, "

@@ -27,6 +27,9 @@ dataset             shape / type                  meaning
 ``snr``             float32 ``[N]``               SNR after augmentation
 ``apod_sigma``      float32 ``[N]``               apodization blur (pixels)
 ``ssim``, ``psnr``, ``nmse``  float32 ``[N]``     against the group's reference
+``kspace_nmse``     float32 ``[N]``, optional     the k-space check's NMSE estimate
+                                                  (:mod:`mriqa.recon_quality.kspace`; ``kspace_check=True``)
+``kspace_rel``      float32 ``[N]``, optional     its held-out relative error
 ==================  ============================  ========================================================
 """
 from __future__ import annotations
@@ -93,7 +96,8 @@ def build_quality_split(data: str | os.PathLike, split: str, out: str | os.PathL
                         masks: Sequence[str] = QUALITY_MASKS, groups: int | None = None, slices: int = 1,
                         augment: bool = False, snr_range: tuple[float, float] = (15.0, 100.0),
                         shard: tuple[int, int] = (0, 1), seed: int = 0, modl_weights: str = "modl",
-                        log: Callable[[str], None] = print, progress: bool = False) -> Path:
+                        log: Callable[[str], None] = print, progress: bool = False,
+                        kspace_check: bool = False) -> Path:
     """Build one split (module docstring) from ``<data>/multicoil_<split>/*.h5`` into ``out`` (an .h5 file).
 
     Args:
@@ -101,6 +105,8 @@ def build_quality_split(data: str | os.PathLike, split: str, out: str | os.PathL
         slices: evenly spaced slices per file.
         augment: an acquisition variation per group (blur + noise down to ``snr_range``); else the file as is.
         shard: ``(i, n)``: only every n-th file from the i-th (run n processes, then read them together).
+        kspace_check: also store the k-space check of every reconstruction (``kspace_nmse``, ``kspace_rel``;
+            :func:`mriqa.recon_quality.kspace.kspace_check` with the same maps: 4 more reconstructions each).
     Returns the path written.
     """
     from recon.errors import InputError
@@ -116,6 +122,8 @@ def build_quality_split(data: str | os.PathLike, split: str, out: str | os.PathL
     rows: dict[str, list] = {k: [] for k in ("images", "ref_index", "method", "accel", "accel_effective",
                                              "mask_kind", "volume", "slice", "snr", "apod_sigma", "ssim",
                                              "psnr", "nmse")}
+    if kspace_check:
+        rows.update(kspace_nmse=[], kspace_rel=[])
     references: list[np.ndarray] = []
     failures: list[str] = []
     t0 = time.perf_counter()
@@ -165,6 +173,8 @@ def build_quality_split(data: str | os.PathLike, split: str, out: str | os.PathL
                         failures.append(f"{path.stem}[{s}] {kind} R={accel:g} {method}: {exc.problem}")
                         continue
                     q_ssim, q_psnr, q_nmse = _figures(reference, image)
+                    if kspace_check:
+                        _add_kspace_check(rows, method, sampled.kspace, sampled.mask, maps[j], modl_weights)
                     for key, value in (("images", image.astype(np.float32)), ("ref_index", group_index),
                                        ("method", method), ("accel", accel),
                                        ("accel_effective", sampled.mask.acceleration_effective),
@@ -197,6 +207,19 @@ def build_quality_split(data: str | os.PathLike, split: str, out: str | os.PathL
     return out
 
 
+KSPACE_FIELDS = ("kspace_nmse", "kspace_rel")
+
+
+def _add_kspace_check(rows: dict, method: str, kspace: np.ndarray, mask, maps: np.ndarray, weights: str) -> None:
+    """Append the k-space check (:func:`mriqa.recon_quality.kspace.kspace_check`) of one slice to ``rows``."""
+    from mriqa.recon_quality.kspace import kspace_check
+
+    check = kspace_check(method, kspace, mask, np.asarray(maps).reshape((1,) + np.asarray(maps).shape[-3:]),
+                         weights=weights)[0]
+    rows.setdefault("kspace_nmse", []).append(check.nmse_estimate)
+    rows.setdefault("kspace_rel", []).append(check.heldout_error)
+
+
 def write_quality_set(out: str | os.PathLike, data: dict[str, np.ndarray], attrs: dict) -> Path:
     """Write a reconstruction-quality set (the layout :func:`read_quality_set` reads) atomically to ``out``."""
     import h5py
@@ -218,8 +241,9 @@ def write_quality_set(out: str | os.PathLike, data: dict[str, np.ndarray], attrs
                 hf.create_dataset(key, data=np.asarray([str(v) for v in data[key]], dtype=object), dtype=str_t)
             hf["ref_index"] = np.asarray(data["ref_index"], np.int32)
             hf["slice"] = np.asarray(data["slice"], np.int32)
-            for key in ("accel", "accel_effective", "snr", "apod_sigma", "ssim", "psnr", "nmse"):
-                hf[key] = np.asarray(data[key], np.float32)
+            for key in ("accel", "accel_effective", "snr", "apod_sigma", "ssim", "psnr", "nmse", *KSPACE_FIELDS):
+                if key in data:
+                    hf[key] = np.asarray(data[key], np.float32)
             hf.attrs.update(attrs)
     return out
 
@@ -251,16 +275,19 @@ def read_quality_set(paths: Sequence[str | os.PathLike]) -> dict[str, np.ndarray
 
 def real_kspace_set(data_root: str | os.PathLike, *, methods: Sequence[str] = QUALITY_METHODS,
                     accels: Sequence[float] = (2, 3, 4, 6, 8, 10, 12), masks: Sequence[str] = QUALITY_MASKS,
-                    seed: int = 0, modl_weights: str = "modl", log: Callable[[str], None] = print) -> dict:
+                    seed: int = 0, modl_weights: str = "modl", log: Callable[[str], None] = print,
+                    kspace_check: bool = False) -> dict:
     """The real 16-coil k-space (:mod:`recon.io.sense_tutorial`) undersampled at ``accels`` with ``masks`` in both
     orientations (default centre of ``mriqa recon``) and reconstructed by ``methods`` as ``mriqa recon`` does
     (``recon.pipeline.run_method``: calibrated maps, the collapse guard), in :func:`read_quality_set`'s layout
     (``volume`` = ``sense-tutorial_<orientation>``; reference = RSS of the full data; no augmentation).
-    Masks sigpy cannot make and reconstructions the guard refuses are left out (logged)."""
+    Masks sigpy cannot make and reconstructions the guard refuses are left out (logged). ``kspace_check``: also
+    the k-space check of each (``kspace_nmse``, ``kspace_rel``; maps of ``recon.calibration.calibrate_maps``)."""
     from recon.errors import InputError
     from recon.fft import ifft2c_np
     from recon.io.sense_tutorial import SENSE_TUTORIAL, read_sense_tutorial, sense_tutorial_orientations
     from recon.masks import center_fraction_for, make_mask
+    from recon.calibration import calibrate_maps
     from recon.pipeline import run_method
 
     stored = read_sense_tutorial(Path(data_root) / SENSE_TUTORIAL)
@@ -279,6 +306,7 @@ def real_kspace_set(data_root: str | os.PathLike, *, methods: Sequence[str] = QU
                     log(f"  {orientation} {kind} R={accel:g}: no mask ({exc.problem})")
                     continue
                 kspace = full * mask.mask.numpy()
+                maps = calibrate_maps(kspace, mask, cache_dir=False)[0] if kspace_check else None
                 for method in methods:
                     try:
                         image = run_method(method, kspace, mask, weights=modl_weights).image[0]
@@ -286,6 +314,8 @@ def real_kspace_set(data_root: str | os.PathLike, *, methods: Sequence[str] = QU
                         log(f"  {orientation} {kind} R={accel:g} {method}: refused ({exc.problem})")
                         continue
                     q_ssim, q_psnr, q_nmse = _figures(reference, image)
+                    if kspace_check:
+                        _add_kspace_check(rows, method, kspace, mask, maps[0], modl_weights)
                     for key, value in (("images", image), ("ref_index", len(references) - 1), ("method", method),
                                        ("accel", float(accel)), ("accel_effective", mask.acceleration_effective),
                                        ("mask_kind", kind), ("volume", f"sense-tutorial_{orientation}"),
@@ -296,8 +326,9 @@ def real_kspace_set(data_root: str | os.PathLike, *, methods: Sequence[str] = QU
     out = {k: np.asarray(v) for k, v in rows.items()}
     out["images"] = np.stack(rows["images"]).astype(np.float32)
     out["references"] = np.stack(references)
-    for k in ("accel", "accel_effective", "snr", "apod_sigma", "ssim", "psnr", "nmse"):
-        out[k] = out[k].astype(np.float32)
+    for k in ("accel", "accel_effective", "snr", "apod_sigma", "ssim", "psnr", "nmse", *KSPACE_FIELDS):
+        if k in out:
+            out[k] = out[k].astype(np.float32)
     return out
 
 

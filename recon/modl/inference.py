@@ -38,7 +38,8 @@ def estimate_sens_maps(masked_kspace: torch.Tensor, mask: torch.Tensor, num_low_
 
 def modl_reconstruct(model: MoDL, kspace, mask, sens_maps=None, *, batch_size: int = 1,
                      num_low_frequencies: int | None = None, source: str | None = None,
-                     device: str | torch.device | None = None, progress: bool = False) -> np.ndarray:
+                     device: str | torch.device | None = None, progress: bool = False,
+                     complex_output: bool = False) -> np.ndarray:
     """Reconstruct a volume with MoDL: k-space ``[S, C, H, W]`` complex (numpy or torch) -> float32 ``[S, H, W]``.
 
     Args:
@@ -55,6 +56,8 @@ def modl_reconstruct(model: MoDL, kspace, mask, sens_maps=None, *, batch_size: i
         source: file name for error messages.
         device: where to run (default: where the model is; the model is moved there for the call).
         progress: show a tqdm bar over the batches.
+        complex_output: return the complex image instead (complex64 ``[S, H, W]``, ``[S, M, H, W]`` with map
+            sets), e.g. to predict k-space ``F S x`` from it.
     Returns: float32 numpy ``[S, H, W]`` magnitude on the RSS scale.
     """
     if isinstance(kspace, np.ndarray):
@@ -78,7 +81,7 @@ def modl_reconstruct(model: MoDL, kspace, mask, sens_maps=None, *, batch_size: i
         sens_maps = sm
     if int(batch_size) < 1:
         raise InputError(source, f"batch_size must be >= 1, got {batch_size}")
-    out = np.empty((s_count, k.shape[2], k.shape[3]), dtype=np.float32)
+    out = None if complex_output else np.empty((s_count, k.shape[2], k.shape[3]), dtype=np.float32)
     was_training = model.training
     old_device = model.log_lam.device
     if device is not None:
@@ -98,7 +101,12 @@ def modl_reconstruct(model: MoDL, kspace, mask, sens_maps=None, *, batch_size: i
                 y, mm, maps = model.prepare_inputs(k[a:b].to(device), mb.to(device), num_low_frequencies, maps,
                                                    source=source)
                 image = model.unroll(y * mm, SenseOperator(maps, mm))
-                out[a:b] = model.magnitude(image).float().cpu().numpy()
+                if complex_output:
+                    if out is None:
+                        out = np.empty((s_count, *image.shape[1:]), dtype=np.complex64)
+                    out[a:b] = image.to(torch.complex64).cpu().numpy()
+                else:
+                    out[a:b] = model.magnitude(image).float().cpu().numpy()
     finally:
         model.train(was_training)
         model.to(old_device)

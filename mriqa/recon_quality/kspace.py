@@ -1,0 +1,137 @@
+"""A k-space-aware reference-free quality signal, for when the undersampled k-space is at hand.
+
+The recon model (``load_predictor("recon")``) judges a magnitude image alone. With the k-space and the method,
+the measured data can judge too (:mod:`recon.crossval`): the method reconstructs from all but a fold of the
+sampled lines outside the calibration centre, its ``F S x`` predicts the held-out samples, and the held-out
+error applied to the estimated unmeasured energy estimates the k-space NMSE of the reconstruction
+(:func:`kspace_check`; :data:`FOLDS` extra reconstructions per slice).
+
+The two see different things: the image score ranks methods (MoDL above zero-filled at equal R) but barely
+sees R within a method; the k-space estimate falls with R for every method but orders methods worse (each
+fold is reconstructed at a higher R than the image). :func:`combined_score` joins them:
+``image_score * (1 + nmse_estimate / tau) ** -power`` (in [0, 1], higher is better), ``tau`` =
+:data:`COMBINED_TAU` and ``power`` = :data:`COMBINED_POWER` chosen on simulated validation subjects (IXI 31-35) by
+``scripts/eval_kspace_quality.py``, which prints what each signal and the combination score on held-out subjects
+and the real 16-coil k-space (docs/rq/kspace.md).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["KspaceCheck", "kspace_check", "combined_score", "method_predictor", "reconstruction_quality",
+           "COMBINED_TAU", "COMBINED_POWER", "FOLDS"]
+
+FOLDS = 4
+# chosen on the validation subjects by scripts/eval_kspace_quality.py (docs/rq/kspace.md)
+COMBINED_TAU = 0.02
+COMBINED_POWER = 0.25
+
+
+@dataclass(frozen=True)
+class KspaceCheck:
+    """The k-space check of one slice.
+
+    Attributes:
+        nmse_estimate: estimated k-space NMSE against the fully sampled data (lower is better; NaN when no
+            sampled line lies outside the calibration centre).
+        heldout_error: squared error on the held-out samples over their energy (1.0: no better than zeros).
+        heldout_lines: phase-encode lines held out over all folds.
+    """
+
+    nmse_estimate: float
+    heldout_error: float
+    heldout_lines: int
+
+
+def method_predictor(method: str, maps: np.ndarray, *, weights: str | None = None,
+                     device: str | None = None) -> Callable:
+    """``predict(kspace [C, H, W], keep [H, W]) -> F S x [C, H, W]`` for one slice reconstructed by ``method``
+    (``zf``, ``sense``, ``l1``, ``modl``: ``recon.baselines`` / ``recon.modl`` with their defaults) from the
+    samples ``keep`` with the fixed coil maps ``maps`` ``[C, H, W]``. Zero-filled predicts zeros."""
+    import torch
+
+    from recon import baselines
+    from recon.errors import InputError
+    from recon.fft import fft2c_np
+
+    maps = np.asarray(maps, np.complex64)
+    if maps.ndim != 3:
+        raise InputError(None, f"the k-space check takes one map set [C, H, W], got shape {maps.shape}")
+    if method == "zf":
+        return lambda kspace, keep: np.zeros_like(kspace)
+    if method == "modl":
+        from recon.modl import load_modl, modl_reconstruct
+
+        model = load_modl(weights or "modl")
+
+        def solve(k, m):
+            return modl_reconstruct(model, k, m, sens_maps=maps[None], device=device, complex_output=True)
+    elif method == "sense":
+        def solve(k, m):
+            return baselines.cg_sense(k, m, maps[None], device=device, complex_output=True)
+    elif method == "l1":
+        def solve(k, m):
+            return baselines.l1_wavelet(k, m, maps[None], complex_output=True)
+    else:
+        raise InputError(None, f"unknown method {method!r}; choose from zf, sense, l1, modl")
+
+    def predict(kspace, keep):
+        image = solve(kspace[None].astype(np.complex64), torch.from_numpy(keep.astype(np.float32))[None, None])
+        return fft2c_np((maps * image[0][None]).astype(np.complex64))
+
+    return predict
+
+
+def kspace_check(method: str, kspace: np.ndarray, mask, maps: np.ndarray, *, folds: int = FOLDS, seed: int = 0,
+                 weights: str | None = None, device: str | None = None) -> list[KspaceCheck]:
+    """Cross-validate ``method`` on each slice of undersampled k-space ``[S, C, H, W]`` (complex, zero where not
+    sampled) under ``mask`` (a ``recon.masks.SamplingMask`` or array broadcastable to ``[1, H, W]``) with the
+    coil maps it reconstructs with, ``maps`` ``[S, C, H, W]`` (e.g. ``recon.calibration.calibrate_maps``).
+    Returns one :class:`KspaceCheck` per slice."""
+    from recon.calibration import _mask_points, calibration_region
+    from recon.crossval import heldout_errors, nmse_estimate
+
+    kspace = np.asarray(kspace)
+    out = []
+    for s in range(kspace.shape[0]):
+        k = kspace[s].astype(np.complex64)
+        _, cols, _, _ = calibration_region(k, mask)
+        points = _mask_points(mask, *k.shape[-2:]) & np.any(k != 0, axis=0)
+        predict = method_predictor(method, maps[s], weights=weights, device=device)
+        errors, held = heldout_errors(k, points, cols, predict, folds=folds, seed=seed)
+        nmse, relative = nmse_estimate(k, points, errors, held)
+        out.append(KspaceCheck(nmse, relative, int(held.any(axis=0).sum())))
+    return out
+
+
+def combined_score(image_score, nmse_estimate, tau: float = COMBINED_TAU, power: float = COMBINED_POWER):
+    """``image_score * (1 + nmse_estimate / tau) ** -power``: the recon model's score (``[0, 1]``) discounted by the
+    k-space check's NMSE estimate; higher is better. Arrays broadcast; NaN estimates leave the image score."""
+    image_score = np.asarray(image_score, np.float64)
+    nmse = np.nan_to_num(np.asarray(nmse_estimate, np.float64), nan=0.0)
+    return image_score * (1.0 + np.maximum(nmse, 0.0) / float(tau)) ** -float(power)
+
+
+def reconstruction_quality(method: str, kspace: np.ndarray, mask, image: np.ndarray, *, maps: np.ndarray | None = None,
+                           calibration: str = "auto", weights: str | None = None, device: str | None = None,
+                           source=None) -> dict[str, list[float]]:
+    """Per slice, the three reference-free figures of a reconstruction ``image`` ``[S, H, W]`` (magnitude) that
+    ``method`` made from undersampled ``kspace`` ``[S, C, H, W]`` under ``mask``: ``image_score`` (the recon
+    model), ``kspace_nmse`` (:func:`kspace_check`, with ``maps`` ``[S, C, H, W]`` when given, else those of
+    ``recon.calibration.calibrate_maps(method=calibration)``) and ``combined`` (:func:`combined_score`)."""
+    from mriqa.predictor import load_predictor
+    from recon.calibration import calibrate_maps
+
+    if maps is None:
+        maps = calibrate_maps(kspace, mask, source=source, method=calibration)[0]
+    maps = np.asarray(maps)
+    if maps.ndim == 5:  # map sets: the check takes the first
+        maps = maps[:, 0]
+    checks = kspace_check(method, kspace, mask, maps, weights=weights, device=device)
+    scores = load_predictor("recon", device="cpu").score(np.asarray(image, np.float32), kind="mri")
+    nmse = np.array([c.nmse_estimate for c in checks])
+    return {"image_score": [float(v) for v in scores], "kspace_nmse": [float(v) for v in nmse],
+            "combined": [float(v) for v in combined_score(scores, nmse)]}

@@ -1,0 +1,98 @@
+"""K-space cross-validation: how well a reconstruction predicts measured k-space it did not see.
+
+Without a fully sampled reference the measured k-space is the only ground truth, and a reconstruction is data
+consistent on every line it used. So hold some out (SSDU's idea, Yaman et al., MRM 2020, used there for
+training and validation): the sampled phase-encode lines outside the fully sampled centre are dealt into folds;
+for each fold the method reconstructs from the other lines and ``F S x`` predicts the held-out samples.
+
+- :func:`heldout_errors`: the squared prediction error at every held-out sample (one slice, any solver).
+- :func:`unmeasured_energy`: the k-space energy where nothing was measured, estimated per readout row by
+  log-linear interpolation along the phase encode between the measured samples of that row.
+- :func:`nmse_estimate`: the two together, an estimate of the reconstruction's k-space NMSE against the fully
+  sampled data: the held-out relative error ``r = sum err / sum |y_held|^2`` applied to the estimated unmeasured
+  energy ``U``, over the estimated total ``M + U`` (``M`` the measured energy): ``r U / (M + U)``. Zero-filled
+  predicts zeros (``r = 1``) and gets ``U / (M + U)``, the energy it misses.
+
+The estimate is biased high (each fold is reconstructed from fewer lines than the image being judged, most at
+high R), but the bias is shared by every method at a given mask, which is what ranking needs. Measured on the
+real 16-coil brain (``scripts/eval_kspace_quality.py``, docs/rq/kspace.md).
+
+Used by :func:`recon.calibration.heldout_line_error` (which maps explain the data) and by
+:mod:`mriqa.recon_quality.kspace` (a reference-free quality signal).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["heldout_errors", "unmeasured_energy", "nmse_estimate", "outer_lines"]
+
+
+def outer_lines(points: np.ndarray, cols: slice) -> np.ndarray:
+    """The sampled phase-encode lines (columns of ``points`` ``[H, W]`` with any sample) outside ``cols``."""
+    lines = np.flatnonzero(points.any(axis=0))
+    return lines[(lines < cols.start) | (lines >= cols.stop)]
+
+
+def heldout_errors(kspace: np.ndarray, points: np.ndarray, cols: slice, predict: Callable, folds: int = 4,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Squared errors of ``predict`` on held-out sampled lines of one slice.
+
+    Args:
+        kspace: complex ``[C, H, W]``, zero where not sampled.
+        points: bool ``[H, W]``, sampled and holding data.
+        cols: the calibration region's phase-encode columns (never held out).
+        predict: ``predict(kspace [C, H, W], keep bool [H, W]) -> [C, H, W]`` complex k-space predicted from the
+            samples ``keep`` (e.g. ``fft2c(S x)`` of the method's image).
+        folds: the other sampled lines are dealt into this many folds (shuffled with ``seed``).
+
+    Returns:
+        ``(errors, held)``: float64 ``[H, W]`` ``sum_c |predicted - measured|^2`` at held-out samples (0
+        elsewhere) and bool ``[H, W]`` the held-out samples (all False when no line lies outside ``cols``).
+    """
+    outer = outer_lines(points, cols).copy()
+    errors = np.zeros(points.shape, np.float64)
+    held = np.zeros(points.shape, bool)
+    if outer.size == 0:
+        return errors, held
+    np.random.default_rng(seed).shuffle(outer)
+    for f in range(min(folds, outer.size)):
+        lines = np.zeros(points.shape[-1], bool)
+        lines[outer[f::folds]] = True
+        keep = points & ~lines[None, :]
+        test = points & lines[None, :]
+        predicted = predict(kspace * keep, keep)
+        errors[test] = np.sum(np.abs(predicted[:, test] - kspace[:, test]) ** 2, axis=0)
+        held |= test
+    return errors, held
+
+
+def unmeasured_energy(kspace: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Estimated ``sum_c |y|^2`` ``[H, W]`` at the samples ``points`` leaves out (0 at measured ones): per readout
+    row, log-linear interpolation along the phase encode between that row's measured samples (the nearest
+    measured value beyond the outermost). Rows with fewer than two measured samples get 0."""
+    energy = np.sum(np.abs(kspace) ** 2, axis=0)
+    out = np.zeros(points.shape, np.float64)
+    position = np.arange(points.shape[1])
+    for row in range(points.shape[0]):
+        measured = points[row]
+        if measured.sum() < 2 or measured.all():
+            continue
+        log_energy = np.log(np.maximum(energy[row, measured], 1e-30))
+        out[row, ~measured] = np.exp(np.interp(position[~measured], position[measured], log_energy))
+    return out
+
+
+def nmse_estimate(kspace: np.ndarray, points: np.ndarray, errors: np.ndarray, held: np.ndarray) -> tuple[float, float]:
+    """``(nmse, relative)`` of one slice from :func:`heldout_errors`: ``relative`` = held-out error over held-out
+    energy (1.0 for a prediction of zeros), ``nmse`` = the estimate of the module docstring. NaN when nothing
+    was held out."""
+    energy = np.sum(np.abs(kspace) ** 2, axis=0)
+    held_energy = float(energy[held].sum())
+    if not held.any() or held_energy <= 0:
+        return float("nan"), float("nan")
+    relative = float(errors[held].sum()) / held_energy
+    missing = float(unmeasured_energy(kspace, points).sum())
+    measured = float(energy[points].sum())
+    return relative * missing / max(measured + missing, 1e-30), relative

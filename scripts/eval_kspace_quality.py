@@ -1,0 +1,148 @@
+"""Issue 20's k-space-aware signal: does cross-validating on the measured k-space rank reconstructions better?
+
+Three reference-free scores of every reconstruction, each against the reference's SSIM
+(``mriqa.evaluation.recon_quality.ranking_report``):
+
+- ``image``: the recon model's score of the magnitude alone (``load_predictor("recon")``, ``--pool`` pooling);
+- ``kspace``: the k-space check's NMSE estimate (``mriqa.recon_quality.kspace.kspace_check``: 4 folds of
+  held-out lines, the same maps; lower is better, ranked as ``-nmse``; a slice without a sampled line outside the
+  centre has no estimate and is ranked last here, while ``combined`` falls back to the image score there);
+- ``combined``: ``image * (1 + nmse / tau) ** -power`` (``mriqa.recon_quality.kspace.combined_score``), ``tau`` and
+  ``power`` chosen on the validation subjects (IXI 31-35) as the grid point with the best mean of three acceptance
+  figures there (pooled Spearman with SSIM, minus the mean within-method Spearman with R, the method-order
+  agreement).
+
+Sets (built once and cached; every reconstruction with its k-space check, ``kspace_check=True`` of
+``mriqa.recon_quality.data``): validation = the axial file of each IXI 31-35 subject of ``--sim``; test = the axial
+file of each held-out subject (IXI 36-40, Colin27); the full grid R 2-16 x random / equispaced / Poisson, one
+slice per file, as ``scripts/eval_rq.py``'s held-out set; and the real 16-coil k-space (both orientations,
+R 2-12, three mask kinds, every method as ``mriqa recon`` runs it).
+
+Usage: ``python scripts/eval_kspace_quality.py [--sim data/sim128-ixi-snr100] [--cache data/rqk]
+[--out docs/rq/kspace.md --json docs/rq/kspace.json]``
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+TAUS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+POWERS = (0.25, 0.5, 1.0)
+AXIAL = (0, 3)  # shard (i, n) of the sorted files: every 3rd from the first, one orientation per subject
+
+
+def build_sets(args) -> dict[str, dict]:
+    from mriqa.recon_quality.data import build_quality_split, read_quality_set, real_kspace_set, write_quality_set
+
+    cache = Path(args.cache)
+    sets = {}
+    for split in ("val", "test"):
+        path = cache / f"{split}.h5"
+        if not path.exists():
+            build_quality_split(args.sim, split, path, slices=1, shard=AXIAL, kspace_check=True,
+                                log=lambda s: print(s, flush=True))
+        sets[split] = read_quality_set([path])
+    path = cache / "real16.h5"
+    if not args.no_real:
+        if not path.exists():
+            real = real_kspace_set(args.data, kspace_check=True, log=lambda s: print(s, flush=True))
+            write_quality_set(path, real, {"source": "real_kspace_set", "data": str(args.data), "kspace_check": True})
+        sets["real"] = read_quality_set([path])
+    return sets
+
+
+def image_scores(images: np.ndarray, weights: str, pool: str) -> np.ndarray:
+    import mriqa
+
+    predictor = mriqa.load_predictor(weights, device="cpu", batch_size=64)
+    return np.concatenate([predictor.score(images[a:a + 64], pool=pool, kind="mri")
+                           for a in range(0, len(images), 64)])
+
+
+def figures(report: dict) -> dict[str, float]:
+    within = report["within_method_srcc_r"]
+    return {"pooled": report["pooled_srcc"],
+            "per_subject_min": min(report["per_subject_srcc"].values()),
+            "within": float(np.mean([w["score_mean"] for w in within.values()])),
+            "within_share": float(np.mean([w["score_le_-0.9"] for w in within.values()])),
+            "order": report["pair_order_agreement"],
+            "zf_above_modl": report["zf_above_modl"], "groups": report["zf_modl_groups"]}
+
+
+def criterion(f: dict) -> float:
+    """What tau is chosen by on validation: the mean of pooled Spearman, -within-method Spearman, method order."""
+    return (f["pooled"] - f["within"] + f["order"]) / 3
+
+
+def main(argv=None) -> int:
+    import torch
+
+    from mriqa.evaluation.recon_quality import format_report, ranking_report
+    from mriqa.recon_quality.kspace import combined_score
+    from recon.files import atomic_path
+    from recon.training.checkpoints import write_json
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sim", default=str(REPO / "data/sim128-ixi-snr100"),
+                   help="simulated multi-coil volumes split by subject (mriqa make-dataset --splits ixi)")
+    p.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="shared data root (real k-space)")
+    p.add_argument("--cache", default=str(REPO / "data/rqk"), help="where the sets are cached")
+    p.add_argument("--weights", default="recon")
+    p.add_argument("--pool", default="mean", choices=["mean", "foreground"],
+                   help="pooling of the recon model's map (mriqa.pooling; default mean, the model's score)")
+    p.add_argument("--no-real", action="store_true")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=None, help="also write the printed text here (markdown)")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    sets = build_sets(args)
+    reports: dict[str, dict] = {}
+    scores = {name: image_scores(d["images"], args.weights, args.pool) for name, d in sets.items()}
+    val = sets["val"]
+    choice = {(tau, power): criterion(figures(ranking_report(
+        val, combined_score(scores["val"], val["kspace_nmse"], tau, power)))) for tau in TAUS for power in POWERS}
+    tau, power = max(choice, key=choice.get)
+    lines = [f"tau, power chosen on the validation subjects (IXI 31-35, {len(val['images'])} reconstructions): "
+             f"{tau:g}, {power:g} (criterion per tau / power: " + ", ".join(
+                 f"{t:g}/{q:g}: {c:.3f}" for (t, q), c in choice.items()) + ")\n"]
+    names = {"val": "validation subjects (IXI 31-35; tau chosen here)",
+             "test": "held-out subjects (IXI 36-40, Colin27)", "real": "real 16-coil k-space"}
+    header = ("| set | score | pooled Spearman(score, SSIM) | min per subject | mean within-method Spearman(score, R) "
+              "| share <= -0.9 | method order | zero-filled above MoDL |\n|---|---|---:|---:|---:|---:|---:|---:|")
+    table = [header]
+    for name, d in sets.items():
+        nmse = d["kspace_nmse"]
+        worst = np.where(np.isfinite(nmse), nmse, np.nanmax(nmse))  # no outer line to hold out: ranked last
+        variants = {"image": scores[name], "kspace": -worst,
+                    "combined": combined_score(scores[name], d["kspace_nmse"], tau, power)}
+        reports[name] = {}
+        for label, s in variants.items():
+            report = ranking_report(d, s)
+            f = figures(report)
+            reports[name][label] = f
+            table.append(f"| {names[name].split(' (')[0]} | {label} | {f['pooled']:.3f} | {f['per_subject_min']:.3f} | "
+                         f"{f['within']:.3f} | {f['within_share']:.2f} | {f['order']:.3f} | "
+                         f"{f['zf_above_modl']} of {f['groups']} |")
+            if label == "combined" and name != "val":
+                lines.append(format_report(f"{names[name]}: combined score (tau {tau:g}, power {power:g})", report))
+    lines.insert(1, "\n".join(table) + "\n")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        command = " ".join(argv if argv is not None else sys.argv[1:])
+        with atomic_path(args.out) as tmp:
+            Path(tmp).write_text(f"Printed by `python scripts/eval_kspace_quality.py {command}`.\n\n{text}\n")
+    if args.json:
+        write_json({"tau": tau, "power": power, "pool": args.pool,
+                    "criterion": {f"{t:g}/{q:g}": v for (t, q), v in choice.items()}, "sets": reports}, Path(args.json))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
