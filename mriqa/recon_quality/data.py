@@ -122,8 +122,6 @@ def build_quality_split(data: str | os.PathLike, split: str, out: str | os.PathL
     rows: dict[str, list] = {k: [] for k in ("images", "ref_index", "method", "accel", "accel_effective",
                                              "mask_kind", "volume", "slice", "snr", "apod_sigma", "ssim",
                                              "psnr", "nmse")}
-    if kspace_check:
-        rows.update(kspace_nmse=[], kspace_rel=[])
     references: list[np.ndarray] = []
     failures: list[str] = []
     t0 = time.perf_counter()

@@ -46,40 +46,48 @@ class KspaceCheck:
     heldout_lines: int
 
 
-def method_predictor(method: str, maps: np.ndarray, *, weights: str | None = None,
-                     device: str | None = None) -> Callable:
+def _solver(method: str, weights: str | None, device: str | None) -> Callable | None:
+    """``solve(kspace [1, C, H, W], mask [1, 1, H, W], maps [1, C, H, W]) -> complex image [1, H, W]`` of
+    ``method`` (``recon.baselines`` / ``recon.modl`` with their defaults; MoDL's weights loaded once here);
+    None for zero-filled, which predicts zeros."""
+    from recon import baselines
+    from recon.errors import InputError
+
+    if method == "zf":
+        return None
+    if method == "modl":
+        from recon.modl import load_modl, modl_reconstruct
+
+        model = load_modl(weights or "modl")
+        return lambda k, m, maps: modl_reconstruct(model, k, m, sens_maps=maps, device=device, complex_output=True)
+    if method == "sense":
+        return lambda k, m, maps: baselines.cg_sense(k, m, maps, device=device, complex_output=True)
+    if method == "l1":
+        return lambda k, m, maps: baselines.l1_wavelet(k, m, maps, complex_output=True)
+    raise InputError(None, f"unknown method {method!r}; choose from zf, sense, l1, modl")
+
+
+def method_predictor(method: str, maps: np.ndarray, *, weights: str | None = None, device: str | None = None,
+                     solve: Callable | None = None) -> Callable:
     """``predict(kspace [C, H, W], keep [H, W]) -> F S x [C, H, W]`` for one slice reconstructed by ``method``
     (``zf``, ``sense``, ``l1``, ``modl``: ``recon.baselines`` / ``recon.modl`` with their defaults) from the
-    samples ``keep`` with the fixed coil maps ``maps`` ``[C, H, W]``. Zero-filled predicts zeros."""
+    samples ``keep`` with the fixed coil maps ``maps`` ``[C, H, W]``. Zero-filled predicts zeros. ``solve``: a
+    solver already built for ``method`` (:func:`kspace_check` builds one per volume)."""
     import torch
 
-    from recon import baselines
     from recon.errors import InputError
     from recon.fft import fft2c_np
 
     maps = np.asarray(maps, np.complex64)
     if maps.ndim != 3:
         raise InputError(None, f"the k-space check takes one map set [C, H, W], got shape {maps.shape}")
-    if method == "zf":
+    solve = solve or _solver(method, weights, device)
+    if solve is None:
         return lambda kspace, keep: np.zeros_like(kspace)
-    if method == "modl":
-        from recon.modl import load_modl, modl_reconstruct
-
-        model = load_modl(weights or "modl")
-
-        def solve(k, m):
-            return modl_reconstruct(model, k, m, sens_maps=maps[None], device=device, complex_output=True)
-    elif method == "sense":
-        def solve(k, m):
-            return baselines.cg_sense(k, m, maps[None], device=device, complex_output=True)
-    elif method == "l1":
-        def solve(k, m):
-            return baselines.l1_wavelet(k, m, maps[None], complex_output=True)
-    else:
-        raise InputError(None, f"unknown method {method!r}; choose from zf, sense, l1, modl")
 
     def predict(kspace, keep):
-        image = solve(kspace[None].astype(np.complex64), torch.from_numpy(keep.astype(np.float32))[None, None])
+        image = solve(kspace[None].astype(np.complex64), torch.from_numpy(keep.astype(np.float32))[None, None],
+                      maps[None])
         return fft2c_np((maps * image[0][None]).astype(np.complex64))
 
     return predict
@@ -95,12 +103,13 @@ def kspace_check(method: str, kspace: np.ndarray, mask, maps: np.ndarray, *, fol
     from recon.crossval import heldout_errors, nmse_estimate
 
     kspace = np.asarray(kspace)
+    solve = _solver(method, weights, device)
     out = []
     for s in range(kspace.shape[0]):
         k = kspace[s].astype(np.complex64)
         _, cols, _, _ = calibration_region(k, mask)
         points = _mask_points(mask, *k.shape[-2:]) & np.any(k != 0, axis=0)
-        predict = method_predictor(method, maps[s], weights=weights, device=device)
+        predict = method_predictor(method, maps[s], solve=solve)
         errors, held = heldout_errors(k, points, cols, predict, folds=folds, seed=seed)
         nmse, relative = nmse_estimate(k, points, errors, held)
         out.append(KspaceCheck(nmse, relative, int(held.any(axis=0).sum())))
