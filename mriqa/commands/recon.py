@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         from mriqa.recon_quality.kspace import reconstruction_quality
 
         quality = reconstruction_quality(args.method, sampled.kspace, sampled.mask, image, maps=maps,
-                                         calibration=args.calibration, weights=args.weights, device=device,
+                                         num_maps=args.num_maps, calibration=args.calibration, weights=args.weights, device=device,
                                          source=volume.path)
         attrs.update({f"quality_{k}": v for k, v in quality.items()})
         print("quality (mean over slices, reference-free): recon score "

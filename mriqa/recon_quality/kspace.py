@@ -47,7 +47,8 @@ class KspaceCheck:
 
 
 def _solver(method: str, weights: str | None, device: str | None) -> Callable | None:
-    """``solve(kspace [1, C, H, W], mask [1, 1, H, W], maps [1, C, H, W]) -> complex image [1, H, W]`` of
+    """``solve(kspace [1, C, H, W], mask [1, 1, H, W], maps [1, C, H, W] | [1, M, C, H, W]) -> complex image
+    [1, H, W] | [1, M, H, W]`` of
     ``method`` (``recon.baselines`` / ``recon.modl`` with their defaults; MoDL's weights loaded once here);
     None for zero-filled, which predicts zeros."""
     from recon import baselines
@@ -71,24 +72,28 @@ def method_predictor(method: str, maps: np.ndarray, *, weights: str | None = Non
                      solve: Callable | None = None) -> Callable:
     """``predict(kspace [C, H, W], keep [H, W]) -> F S x [C, H, W]`` for one slice reconstructed by ``method``
     (``zf``, ``sense``, ``l1``, ``modl``: ``recon.baselines`` / ``recon.modl`` with their defaults) from the
-    samples ``keep`` with the fixed coil maps ``maps`` ``[C, H, W]``. Zero-filled predicts zeros. ``solve``: a
-    solver already built for ``method`` (:func:`kspace_check` builds one per volume)."""
+    samples ``keep`` with the fixed coil maps ``maps`` ``[C, H, W]`` (or ESPIRiT map sets ``[M, C, H, W]``:
+    ``F sum_m S_m x_m``). Zero-filled predicts zeros. ``solve``: a solver already built for ``method``
+    (:func:`kspace_check` builds one per volume)."""
     import torch
 
     from recon.errors import InputError
     from recon.fft import fft2c_np
 
     maps = np.asarray(maps, np.complex64)
-    if maps.ndim != 3:
-        raise InputError(None, f"the k-space check takes one map set [C, H, W], got shape {maps.shape}")
+    if maps.ndim not in (3, 4):
+        raise InputError(None, f"coil maps for the k-space check must be [C, H, W] or [M, C, H, W], got shape "
+                               f"{maps.shape}")
+    stack = maps[None] if maps.ndim == 3 else maps  # [M, C, H, W]
     solve = solve or _solver(method, weights, device)
     if solve is None:
         return lambda kspace, keep: np.zeros_like(kspace)
 
     def predict(kspace, keep):
         image = solve(kspace[None].astype(np.complex64), torch.from_numpy(keep.astype(np.float32))[None, None],
-                      maps[None])
-        return fft2c_np((maps * image[0][None]).astype(np.complex64))
+                      maps[None])[0]
+        image = image[None] if image.ndim == 2 else image  # [M, H, W]
+        return fft2c_np(np.sum(stack * image[:, None], axis=0).astype(np.complex64))
 
     return predict
 
@@ -97,7 +102,8 @@ def kspace_check(method: str, kspace: np.ndarray, mask, maps: np.ndarray, *, fol
                  weights: str | None = None, device: str | None = None) -> list[KspaceCheck]:
     """Cross-validate ``method`` on each slice of undersampled k-space ``[S, C, H, W]`` (complex, zero where not
     sampled) under ``mask`` (a ``recon.masks.SamplingMask`` or array broadcastable to ``[1, H, W]``) with the
-    coil maps it reconstructs with, ``maps`` ``[S, C, H, W]`` (e.g. ``recon.calibration.calibrate_maps``).
+    coil maps it reconstructs with, ``maps`` ``[S, C, H, W]`` or ``[S, M, C, H, W]`` (e.g.
+    ``recon.calibration.calibrate_maps``).
     Returns one :class:`KspaceCheck` per slice."""
     from recon.calibration import _mask_points, calibration_region
     from recon.crossval import heldout_errors, nmse_estimate
@@ -125,19 +131,21 @@ def combined_score(image_score, nmse_estimate, tau: float = COMBINED_TAU, power:
 
 
 def reconstruction_quality(method: str, kspace: np.ndarray, mask, image: np.ndarray, *, maps: np.ndarray | None = None,
-                           calibration: str = "auto", weights: str | None = None, device: str | None = None,
-                           source=None) -> dict[str, list[float]]:
+                           num_maps: int = 1, calibration: str = "auto", weights: str | None = None,
+                           device: str | None = None, source=None) -> dict[str, list[float]]:
     """Per slice, the three reference-free figures of a reconstruction ``image`` ``[S, H, W]`` (magnitude) that
     ``method`` made from undersampled ``kspace`` ``[S, C, H, W]`` under ``mask``: ``image_score`` (the recon
-    model), ``kspace_nmse`` (:func:`kspace_check`, with ``maps`` ``[S, C, H, W]`` when given, else those of
-    ``recon.calibration.calibrate_maps(method=calibration)``) and ``combined`` (:func:`combined_score`)."""
+    model), ``kspace_nmse`` (:func:`kspace_check`, with ``maps`` ``[S, C, H, W]`` / ``[S, M, C, H, W]`` when given,
+    else ``num_maps`` sets of ``recon.calibration.calibrate_maps(method=calibration)``; MoDL takes one) and
+    ``combined`` (:func:`combined_score`)."""
     from mriqa.predictor import load_predictor
     from recon.calibration import calibrate_maps
 
     if maps is None:
-        maps = calibrate_maps(kspace, mask, source=source, method=calibration)[0]
+        sets = 1 if method == "modl" else int(num_maps)
+        maps = calibrate_maps(kspace, mask, num_maps=sets, source=source, method=calibration)[0]
     maps = np.asarray(maps)
-    if maps.ndim == 5:  # map sets: the check takes the first
+    if method == "modl" and maps.ndim == 5:  # MoDL reconstructs with the first set (recon.pipeline.run_method)
         maps = maps[:, 0]
     checks = kspace_check(method, kspace, mask, maps, weights=weights, device=device)
     scores = load_predictor("recon", device="cpu").score(np.asarray(image, np.float32), kind="mri")
