@@ -12,6 +12,9 @@ Three reference-free scores of every reconstruction, each against the reference'
   figures there (pooled Spearman with SSIM, minus the mean within-method Spearman with R, the method-order
   agreement).
 
+For comparison the table also ranks by each image's PSNR against its reference (full reference, not available to a
+user): how far an NMSE-like signal can agree with the SSIM on each set at best.
+
 Sets (built once and cached; every reconstruction with its k-space check, ``kspace_check=True`` of
 ``mriqa.recon_quality.data``): validation = the axial file of each IXI 31-35 subject of ``--sim``; test = the axial
 file of each held-out subject (IXI 36-40, Colin27); the full grid R 2-16 x random / equispaced / Poisson, one
@@ -120,7 +123,8 @@ def main(argv=None) -> int:
         nmse = d["kspace_nmse"]
         worst = np.where(np.isfinite(nmse), nmse, np.nanmax(nmse))  # no outer line to hold out: ranked last
         variants = {"image": scores[name], "kspace": -worst,
-                    "combined": combined_score(scores[name], d["kspace_nmse"], tau, power)}
+                    "combined": combined_score(scores[name], d["kspace_nmse"], tau, power),
+                    "PSNR (full reference)": d["psnr"]}
         reports[name] = {}
         for label, s in variants.items():
             report = ranking_report(d, s)
