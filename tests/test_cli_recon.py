@@ -199,8 +199,16 @@ def test_demo_runs_on_a_users_file_and_writes_the_report(tmp_path, raw_file, cap
     assert all(0 <= r["recon_score"] <= 1 for r in result["rows"])
     report = (out / "report.html").read_text()
     for column in ("PSNR in obj.", "SSIM in obj.", "R eff.", "What the columns mean", "higher is better",
-                   "recon score", "quality_maps.png"):
+                   "recon score", "quality_maps.png", "k-space NMSE est.", "combined"):
         assert column in report
+    # the k-space check: zero-filled predicts nothing it did not measure, so it gets the highest NMSE estimate
+    for accel in (2.0, 3.0):
+        nmse = {r["method"]: r["kspace_nmse"] for r in result["rows"] if r["acceleration"] == accel}
+        assert 0 < nmse["sense"] < nmse["zf"]
+    assert "k-space NMSE est." in stdout and all(0 <= r["combined"] <= r["recon_score"] for r in result["rows"])
+    code, _, _ = _run(capsys, "demo", "--input", raw_file, "--accels", "2", "--methods", "zf,sense",
+                      "--no-kspace-check", "--out", tmp_path / "plain")
+    assert code == 0 and "k-space NMSE est." not in (tmp_path / "plain" / "report.html").read_text()
 
 
 def test_demo_snr_sets_the_built_in_slices_noise_and_is_refused_for_a_file(tmp_path, raw_file, capsys):
