@@ -86,6 +86,12 @@ def test_recon_quality_prints_and_stores_the_reference_free_figures(tmp_path, ra
         quality[method] = {k: np.asarray(attrs[f"quality_{k}"]) for k in ("image_score", "kspace_nmse", "combined")}
         assert all(v.shape == (2,) and np.all(np.isfinite(v)) for v in quality[method].values())
     assert np.all(quality["sense"]["kspace_nmse"] < quality["zf"]["kspace_nmse"])
+    # fully sampled: nothing outside the centre to hold out, so no estimate, and the combined score is the recon score
+    code, stdout, _ = _run(capsys, "recon", raw_file, "--method", "sense", "--quality", "--out", tmp_path / "full.h5")
+    assert code == 0 and "k-space NMSE estimate n/a" in stdout
+    attrs = read_reconstruction(tmp_path / "full.h5", key="reconstruction").attrs
+    assert np.all(np.isnan(attrs["quality_kspace_nmse"]))
+    assert np.allclose(attrs["quality_combined"], attrs["quality_image_score"])
 
 
 def test_recon_without_accel_uses_the_zeros_of_the_kspace(tmp_path, capsys):

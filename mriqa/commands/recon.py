@@ -104,8 +104,11 @@ def run(args: argparse.Namespace) -> int:
                                          num_maps=args.num_maps, calibration=args.calibration, weights=args.weights, device=device,
                                          source=volume.path)
         attrs.update({f"quality_{k}": v for k, v in quality.items()})
+        nmse = np.asarray(quality["kspace_nmse"])
+        nmse_text = (f"{np.nanmean(nmse):.4f}" if np.isfinite(nmse).any()
+                     else "n/a (no sampled line outside the fully sampled centre to hold out)")
         print("quality (mean over slices, reference-free): recon score "
-              f"{np.mean(quality['image_score']):.3f}, k-space NMSE estimate {np.nanmean(quality['kspace_nmse']):.4f}, "
+              f"{np.mean(quality['image_score']):.3f}, k-space NMSE estimate {nmse_text}, "
               f"combined {np.mean(quality['combined']):.3f}")
     write_reconstruction_h5(args.out, image, mask=sampled.mask.mask.numpy(), attrs=attrs)
     print(f"{args.method}: {image.shape[0]} slice(s) {image.shape[1]}x{image.shape[2]}, "
