@@ -11,8 +11,9 @@ sees R within a method; the k-space estimate falls with R for every method but o
 fold is reconstructed at a higher R than the image). :func:`combined_score` joins them:
 ``image_score * (1 + nmse_estimate / tau) ** -power`` (in [0, 1], higher is better), ``tau`` =
 :data:`COMBINED_TAU` and ``power`` = :data:`COMBINED_POWER` chosen on simulated validation subjects (IXI 31-35) by
-``scripts/eval_kspace_quality.py``, which prints what each signal and the combination score on held-out subjects
-and the real 16-coil k-space (docs/rq/kspace.md).
+``scripts/eval_kspace_quality.py``, which prints how each signal and the combination rank reconstructions of held-out
+subjects and of the real 16-coil k-space (docs/rq/kspace.md): on the real scan Spearman(score, SSIM) 0.64 for the
+image score, 0.87 for the k-space estimate, 0.93 combined.
 """
 from __future__ import annotations
 
@@ -48,9 +49,8 @@ class KspaceCheck:
 
 def _solver(method: str, weights: str | None, device: str | None) -> Callable | None:
     """``solve(kspace [1, C, H, W], mask [1, 1, H, W], maps [1, C, H, W] | [1, M, C, H, W]) -> complex image
-    [1, H, W] | [1, M, H, W]`` of
-    ``method`` (``recon.baselines`` / ``recon.modl`` with their defaults; MoDL's weights loaded once here);
-    None for zero-filled, which predicts zeros."""
+    [1, H, W] | [1, M, H, W]`` of ``method`` (``recon.baselines`` / ``recon.modl`` with their defaults; MoDL's
+    weights loaded once here); None for zero-filled, which predicts zeros."""
     from recon import baselines
     from recon.errors import InputError
 
