@@ -31,8 +31,9 @@ reconstruction, no ESPIRiT cache: ``MRIQA_CACHE=off``), wall time and peak resid
 (``ru_maxrss`` of that process); (2) per slice in this process, with the same calibrated maps: our CG-SENSE
 vs sigpy's ``SenseRecon`` (same problem, ``--iters`` iterations, tol 0) and a MoDL forward pass (shipped
 weights, K = 10); with CUDA present, our CG-SENSE and the MoDL forward also on the GPU (synchronised; the MoDL
-row includes the host/device copies, as ``mriqa recon`` pays them). ``--no-cli`` skips part (1). Exits 1 when
-a command fails or goes over 24 GB.
+row includes the host/device copies, as ``mriqa recon`` pays them); the calibration's time (default and
+``select``) and that of the k-space check of ``mriqa recon --quality`` for CG-SENSE (4 more solves) are printed above
+that table. ``--no-cli`` skips part (1). Exits 1 when a command fails or goes over 24 GB.
 
 Prints the agreement of the two solutions and a markdown table of milliseconds per slice (median, best, ratios);
 README.md's speed paragraph quotes ``--rounds 25``.
@@ -257,6 +258,11 @@ def fastmri_size(args) -> int:
     t0 = time.perf_counter()
     _, chosen = calibrate_maps(y, mask, cache_dir=False, method="select")
     t_select = time.perf_counter() - t0
+    from mriqa.recon_quality.kspace import FOLDS, kspace_check
+
+    t0 = time.perf_counter()
+    kspace_check("sense", y, mask, maps)
+    t_check = time.perf_counter() - t0
     y_t, maps_t = torch.from_numpy(y), torch.from_numpy(maps)
     mask_t = mask.mask.reshape(1, 1, 1, w)
     w_np = mask.mask.numpy().reshape(w)
@@ -295,7 +301,8 @@ def fastmri_size(args) -> int:
     gpu = f"; GPU: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "; no CUDA on this machine"
     print(f"per slice, same maps (calibrate_maps: {info.short()}, {t_maps:.1f} s; with --calibration select "
           f"{t_select:.1f} s = {t_select / t_maps:.1f}x, chose {chosen.method}), {n} CG iterations, lam = {lam}, "
-          f"median of {args.rounds} alternating rounds{gpu}")
+          f"median of {args.rounds} alternating rounds{gpu}; the k-space check of `mriqa recon --quality` "
+          f"(mriqa.recon_quality.kspace, {FOLDS} folds) of CG-SENSE {t_check:.1f} s")
     print()
     print("| per slice | median s | sigpy / this |")
     print("|---|---:|---:|")
