@@ -264,15 +264,14 @@ def heldout_line_error(kspace: np.ndarray, points: np.ndarray, maps: np.ndarray,
     (:func:`recon.guard.sense_image`) from the rest predicts the fold's samples, ``F S x``. Returns
     ``sum |prediction - measured|^2 / sum |measured|^2`` over all folds (1.0: no better than predicting zeros;
     ``inf`` when there is no line outside the region to hold out). Maps that explain the data score lower."""
-    from recon.crossval import heldout_errors
-    from recon.fft import fft2c_np
+    from recon.crossval import coil_kspace, heldout_errors
     from recon.guard import sense_image
 
     stack = maps[None] if maps.ndim == 3 else maps  # [M, C, H, W]
 
     def predict(kept, keep):
         image = sense_image(kept[None], torch.from_numpy(keep.astype(np.float32))[None, None], stack[None])[0]
-        return fft2c_np(np.sum(stack * image[:, None], axis=0).astype(np.complex64))  # F S x, [C, H, W]
+        return coil_kspace(stack, image)  # F S x, [C, H, W]
 
     errors, held = heldout_errors(kspace, points, cols, predict, folds=folds, seed=seed)
     if not held.any():

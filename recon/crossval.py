@@ -26,7 +26,28 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["heldout_errors", "unmeasured_energy", "nmse_estimate", "outer_lines"]
+__all__ = ["heldout_errors", "heldout_layout", "coil_kspace", "unmeasured_energy", "nmse_estimate", "outer_lines"]
+
+
+def heldout_layout(kspace: np.ndarray, mask) -> tuple[np.ndarray, slice]:
+    """``(points, cols)`` of one slice ``[C, H, W]`` under ``mask`` (anything ``recon.calibration`` takes): bool
+    ``[H, W]`` of the samples the mask takes that hold data, and the calibration region's phase-encode columns
+    (:func:`recon.calibration.calibration_region`), which are never held out."""
+    from recon.calibration import _mask_points, calibration_region
+
+    _, cols, _, _ = calibration_region(kspace, mask)
+    points = _mask_points(mask, *kspace.shape[-2:]) & np.any(kspace != 0, axis=0)
+    return points, cols
+
+
+def coil_kspace(maps: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """``F sum_m S_m x_m``: the multi-coil k-space ``[C, H, W]`` of an image ``[H, W]`` (or ``[M, H, W]``) through
+    coil maps ``[C, H, W]`` (or ESPIRiT map sets ``[M, C, H, W]``)."""
+    from recon.fft import fft2c_np
+
+    stack = maps[None] if maps.ndim == 3 else maps
+    image = image[None] if image.ndim == 2 else image
+    return fft2c_np(np.sum(stack * image[:, None], axis=0).astype(np.complex64))
 
 
 def outer_lines(points: np.ndarray, cols: slice) -> np.ndarray:

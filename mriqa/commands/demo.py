@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from mriqa.recon_quality.kspace import COMBINED_POWER, COMBINED_TAU  # numpy only: the legend's constants
+
 DEFAULT_ACCELS = "2,4,6,8,10,12"
 
 
@@ -294,9 +296,9 @@ COLUMNS = [
                           "of the sampled outer lines held out (4 folds) and predicts them; the held-out error, "
                           "applied to the estimated unmeasured energy, estimates the k-space NMSE against a fully "
                           "sampled scan (mriqa.recon_quality.kspace); lower is better"),
-    ("combined", "reference-free: recon score x (1 + k-space NMSE est. / 0.02) ^ -0.25, a ranking score (higher is "
-                 "better; on the real 16-coil scan it orders reconstructions as SSIM does far better than either "
-                 "alone, see README)"),
+    ("combined", f"reference-free: recon score x (1 + k-space NMSE est. / {COMBINED_TAU:g}) ^ -{COMBINED_POWER:g}, "
+                 "a ranking score (higher is better; on the real 16-coil scan it orders reconstructions as SSIM does "
+                 "far better than either alone, see README)"),
     ("time (s)", "wall time of the reconstruction on this machine"),
 ]
 

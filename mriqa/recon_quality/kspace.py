@@ -77,14 +77,13 @@ def method_predictor(method: str, maps: np.ndarray, *, weights: str | None = Non
     (:func:`kspace_check` builds one per volume)."""
     import torch
 
+    from recon.crossval import coil_kspace
     from recon.errors import InputError
-    from recon.fft import fft2c_np
 
     maps = np.asarray(maps, np.complex64)
     if maps.ndim not in (3, 4):
         raise InputError(None, f"coil maps for the k-space check must be [C, H, W] or [M, C, H, W], got shape "
                                f"{maps.shape}")
-    stack = maps[None] if maps.ndim == 3 else maps  # [M, C, H, W]
     solve = solve or _solver(method, weights, device)
     if solve is None:
         return lambda kspace, keep: np.zeros_like(kspace)
@@ -92,8 +91,7 @@ def method_predictor(method: str, maps: np.ndarray, *, weights: str | None = Non
     def predict(kspace, keep):
         image = solve(kspace[None].astype(np.complex64), torch.from_numpy(keep.astype(np.float32))[None, None],
                       maps[None])[0]
-        image = image[None] if image.ndim == 2 else image  # [M, H, W]
-        return fft2c_np(np.sum(stack * image[:, None], axis=0).astype(np.complex64))
+        return coil_kspace(maps, image)
 
     return predict
 
@@ -105,16 +103,14 @@ def kspace_check(method: str, kspace: np.ndarray, mask, maps: np.ndarray, *, fol
     coil maps it reconstructs with, ``maps`` ``[S, C, H, W]`` or ``[S, M, C, H, W]`` (e.g.
     ``recon.calibration.calibrate_maps``).
     Returns one :class:`KspaceCheck` per slice."""
-    from recon.calibration import _mask_points, calibration_region
-    from recon.crossval import heldout_errors, nmse_estimate
+    from recon.crossval import heldout_errors, heldout_layout, nmse_estimate
 
     kspace = np.asarray(kspace)
     solve = _solver(method, weights, device)
     out = []
     for s in range(kspace.shape[0]):
         k = kspace[s].astype(np.complex64)
-        _, cols, _, _ = calibration_region(k, mask)
-        points = _mask_points(mask, *k.shape[-2:]) & np.any(k != 0, axis=0)
+        points, cols = heldout_layout(k, mask)
         predict = method_predictor(method, maps[s], solve=solve)
         errors, held = heldout_errors(k, points, cols, predict, folds=folds, seed=seed)
         nmse, relative = nmse_estimate(k, points, errors, held)
