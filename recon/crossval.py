@@ -26,7 +26,8 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["heldout_errors", "heldout_layout", "coil_kspace", "unmeasured_energy", "nmse_estimate", "outer_lines"]
+__all__ = ["fold_lines", "heldout_errors", "heldout_layout", "coil_kspace", "unmeasured_energy", "nmse_estimate",
+           "outer_lines"]
 
 
 def heldout_layout(kspace: np.ndarray, mask) -> tuple[np.ndarray, slice]:
@@ -56,6 +57,20 @@ def outer_lines(points: np.ndarray, cols: slice) -> np.ndarray:
     return lines[(lines < cols.start) | (lines >= cols.stop)]
 
 
+def fold_lines(points: np.ndarray, cols: slice, folds: int = 4, seed: int = 0) -> list[np.ndarray]:
+    """The folds of :func:`heldout_errors`: bool ``[W]`` phase-encode lines per fold, the sampled lines outside
+    ``cols`` shuffled with ``seed`` and dealt round-robin (fewer folds than ``folds`` when there are fewer lines;
+    none when there are none)."""
+    outer = outer_lines(points, cols).copy()
+    np.random.default_rng(seed).shuffle(outer)
+    out = []
+    for f in range(min(folds, outer.size)):
+        lines = np.zeros(points.shape[-1], bool)
+        lines[outer[f::folds]] = True
+        out.append(lines)
+    return out
+
+
 def heldout_errors(kspace: np.ndarray, points: np.ndarray, cols: slice, predict: Callable, folds: int = 4,
                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Squared errors of ``predict`` on held-out sampled lines of one slice.
@@ -72,15 +87,9 @@ def heldout_errors(kspace: np.ndarray, points: np.ndarray, cols: slice, predict:
         ``(errors, held)``: float64 ``[H, W]`` ``sum_c |predicted - measured|^2`` at held-out samples (0
         elsewhere) and bool ``[H, W]`` the held-out samples (all False when no line lies outside ``cols``).
     """
-    outer = outer_lines(points, cols).copy()
     errors = np.zeros(points.shape, np.float64)
     held = np.zeros(points.shape, bool)
-    if outer.size == 0:
-        return errors, held
-    np.random.default_rng(seed).shuffle(outer)
-    for f in range(min(folds, outer.size)):
-        lines = np.zeros(points.shape[-1], bool)
-        lines[outer[f::folds]] = True
+    for lines in fold_lines(points, cols, folds, seed):
         keep = points & ~lines[None, :]
         test = points & lines[None, :]
         predicted = predict(kspace * keep, keep)

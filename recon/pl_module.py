@@ -79,7 +79,8 @@ class QualityAwareModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         batch = as_batch(batch)
-        seeds = ssdu_seeds(self.seed, int(self.global_step), batch) if self.mode.startswith("ssdu") else None
+        seeded = self.mode.startswith("ssdu") or getattr(self.loss, "needs_refit", False)
+        seeds = ssdu_seeds(self.seed, int(self.global_step), batch) if seeded else None
         total, parts = compute_loss(self.model, batch, self.loss, mode=self.mode, seeds=seeds, ssdu=self.ssdu,
                                     num_unrolls=self.num_unrolls)
         bsz = int(batch["masked_kspace"].shape[0])

@@ -35,6 +35,11 @@ hooks into it; ``output``: its RSS, exactly VarNet's ``forward``) and any other 
 y, image, pred_kspace, data_range)``; ``target`` only in ``mode="supervised"`` and only for losses with
 ``requires_target``.
 
+**Refit** (:class:`Refit`): a loss with ``needs_refit = True`` also gets ``refit``, the step's network re-run on
+a subset of the samples it was given (``refit(keep)``, a :func:`forward_model` dict): what a k-space
+cross-validation term needs (``mriqa.losses.ReconQualityLoss(kspace_check=True)``), as deepinv hands the model
+to its splitting losses. Other losses never see it.
+
 **Modes**: ``"supervised"`` / ``"dc"`` / ``"dc+qf"`` give the network all acquired samples; ``"ssdu"`` /
 ``"ssdu+qf"`` split them (:mod:`recon.ssdu`): the network sees Theta (its physics has mask Theta), the losses
 get ``y`` = all acquired k-space and a physics with mask Lambda (so a data-consistency loss is SSDU's loss on
@@ -54,7 +59,8 @@ from recon.losses.combine import WeightedSum, requires_target
 from recon.physics import Sampling, SenseOperator, as_kspace, as_mask
 from recon.select import center_crop
 
-__all__ = ["as_batch", "batch_physics", "forward_model", "ssdu_inputs", "ssdu_seeds", "compute_loss", "train_step",
+__all__ = ["as_batch", "batch_physics", "forward_model", "Refit", "ssdu_inputs", "ssdu_seeds", "compute_loss",
+           "train_step",
            "model_kind", "build_model", "save_model", "load_model", "MODES", "VARNET_FORMAT"]
 
 MODES = ("supervised", "dc", "ssdu", "dc+qf", "ssdu+qf")
@@ -174,6 +180,33 @@ def forward_model(model: torch.nn.Module, batch, num_unrolls: int | None = None,
     return {"output": center_crop(out, crop), "image": None, "pred_kspace": None}
 
 
+class Refit:
+    """The network of one training step, re-run on part of what it was given.
+
+    ``refit(keep)`` runs :func:`forward_model` on ``batch`` with k-space ``masked_kspace * keep`` and mask
+    ``keep`` (float ``[B, 1, H|1, W]``, inside ``mask``; MoDL's operator built with it), with the step's
+    unrolls and autocast, and returns its dict (``output``, ``image``, ``pred_kspace``), differentiable in the
+    model's parameters. Attributes: ``y`` (complex ``[B, C, H, W]``, the k-space the network was given),
+    ``mask`` (its mask ``[B, 1, H|1, W]``), ``sens_maps`` (or None), ``seeds`` (one int per sample: the
+    step's seeds, for a loss that draws which samples to hold out; None outside the trainers).
+    """
+
+    def __init__(self, model: torch.nn.Module, batch: Mapping, *, num_unrolls: int | None = None, amp: bool = False,
+                 amp_dtype: torch.dtype = torch.bfloat16, seeds: Sequence[int] | None = None):
+        self.model, self.batch = model, batch
+        self.y, self.mask, self.sens_maps = batch["masked_kspace"], batch["mask"], batch.get("sens_maps")
+        self.num_unrolls, self.amp, self.amp_dtype = num_unrolls, amp, amp_dtype
+        self.seeds = None if seeds is None else [int(s) for s in seeds]
+
+    def __call__(self, keep: torch.Tensor) -> dict[str, Any]:
+        sub = dict(self.batch)
+        sub["masked_kspace"] = self.y * keep
+        sub["mask"] = keep
+        physics = batch_physics(sub) if self.sens_maps is not None else None
+        return forward_model(self.model, sub, num_unrolls=self.num_unrolls, amp=self.amp, amp_dtype=self.amp_dtype,
+                             physics=physics)
+
+
 def ssdu_inputs(batch, seeds: Sequence[int], **ssdu) -> tuple[dict, dict]:
     """``(network batch, loss batch)`` of an SSDU split (``ssdu``: :func:`recon.ssdu.split_batch` options).
 
@@ -210,7 +243,8 @@ def compute_loss(model: torch.nn.Module, batch, loss, *, mode: str = "supervised
                  ssdu: Mapping | None = None, num_unrolls: int | None = None, amp: bool = False,
                  amp_dtype: torch.dtype = torch.bfloat16) -> tuple[torch.Tensor, dict[str, float]]:
     """``(loss, {term: unweighted value})`` of ``model`` on ``batch`` in ``mode`` (see the module docstring);
-    no optimiser step. ``seeds``: SSDU split seeds, one per sample (default ``slice_num``). A loss that needs
+    no optimiser step. ``seeds``: the step's seeds, one per sample (the SSDU split's, default ``slice_num``; and
+    :class:`Refit`'s). A loss that needs
     the reference where there is none, or a non-finite loss, is an ``InputError``."""
     if mode not in MODES:
         raise InputError(None, f"mode must be one of {MODES}, got {mode!r}")
@@ -239,8 +273,11 @@ def compute_loss(model: torch.nn.Module, batch, loss, *, mode: str = "supervised
                          physics=net_physics)
     if target is not None:
         target = target.unsqueeze(1).to(pred["output"]) if target.ndim == 3 else target.to(pred["output"])
+    extra = {}
+    if getattr(loss, "needs_refit", False):
+        extra["refit"] = Refit(model, net_batch, num_unrolls=num_unrolls, amp=amp, amp_dtype=amp_dtype, seeds=seeds)
     total = loss(pred["output"], target if needs else None, physics=physics, y=loss_batch["masked_kspace"],
-                 image=pred["image"], pred_kspace=pred["pred_kspace"], data_range=batch.get("max_value"))
+                 image=pred["image"], pred_kspace=pred["pred_kspace"], data_range=batch.get("max_value"), **extra)
     if not torch.is_tensor(total) or total.ndim != 0:
         raise InputError(None, f"the loss must return a scalar tensor, got {type(total).__name__} "
                                f"{tuple(getattr(total, 'shape', ()))}")

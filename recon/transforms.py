@@ -201,7 +201,11 @@ class ModlDataTransform:
             maps = espirit_maps_cached(calib_kspace, self._source(fname), slice_num,
                                        cache_dir=self.cache_dir, **params)
         maps = np.asarray(maps)
-        return (maps[0] if maps.ndim == 4 else maps).astype(np.complex64, copy=False)
+        maps = maps[0] if maps.ndim == 4 else maps
+        if not np.any(maps):  # ESPIRiT's crop kept nothing: a network would train on an all-zero operator
+            raise InputError(fname, f"slice {slice_num}: the ESPIRiT maps from the {calib} x {calib} calibration "
+                                    f"block are all zero (too small a block for the kernel: raise calib_width)")
+        return maps.astype(np.complex64, copy=False)
 
     def __call__(self, kspace: np.ndarray, mask: np.ndarray | None, target: np.ndarray | None, attrs: dict,
                  fname: str, slice_num: int) -> ModlSample:

@@ -127,6 +127,15 @@ def test_acs_maps_and_too_few_acs_lines(volume_dir):
         bad[0]
 
 
+def test_full_maps_from_too_small_a_block_are_an_error_not_zeros(volume_dir):
+    root, _ = volume_dir
+    # an 8 x 8 block is too small for ESPIRiT's 6 x 6 kernel: the crop keeps nothing (the maps came back all zero
+    # and a network trained on a zero operator before this check)
+    ds = slice_dataset(root, _tf(root, accelerations=[4.0], fixed=True, calib_width=8, cache_dir=False))
+    with pytest.raises(InputError, match="all zero"):
+        ds[0]
+
+
 def test_poisson_masks_and_collate(volume_dir):
     root, _ = volume_dir
     tf = _tf(root, accelerations=[4.0], mask_types=["random", "poisson"], seed=3)

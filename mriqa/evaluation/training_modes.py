@@ -30,9 +30,11 @@ __all__ = ["UNTRAINED", "MODES", "EvalSettings", "find_weights", "evaluate", "av
 
 UNTRAINED = "MoDL untrained (D = identity)"
 MODES = {"supervised": "modl-cpu-ft2", "dc": "modl-dc", "ssdu": "modl-ssdu-ft", "dc+qf": "modl-dc-qf",
-         "ssdu+qf": "modl-ssdu-qf-ft", "dc+rq": "modl-dc-rq", "ssdu+rq": "modl-ssdu-rq"}
-#: quality-loss mode -> the mode without the quality term it must not fall below (issue 20)
-RQ_PAIRS = {"ssdu+rq": "ssdu", "dc+rq": "dc"}
+         "ssdu+qf": "modl-ssdu-qf-ft", "dc+rq": "modl-dc-rq", "ssdu+rq": "modl-ssdu-rq", "dc+rqk": "modl-dc-rqk",
+         "ssdu+rqk": "modl-ssdu-rqk"}
+#: quality-loss mode -> the mode without the quality term it must not fall below (issue 20); ``+rqk``: the
+#: quality term with the k-space check (ReconQualityLoss(kspace_check=True))
+RQ_PAIRS = {"ssdu+rq": "ssdu", "dc+rq": "dc", "ssdu+rqk": "ssdu", "dc+rqk": "dc"}
 REFERENCE = "reference (RSS)"
 
 

@@ -11,7 +11,9 @@ mean of the map, in [0, 1], higher = better. A reconstruction network trained to
 
 It can be gamed: as the only term beside data consistency (mode ``dc+qf`` with this loss,
 ``configs/modl-dc-rq.yaml``) MoDL learned to paint gyrus-like stripes that the model scores 95-97 while PSNR fell
-10 dB (``docs/recon/training_eval_rq.md``). Use it beside a loss that anchors the image (SSDU, supervision).
+10 dB (``docs/recon/training_eval_rq.md``). Use it beside a loss that anchors the image (SSDU, supervision), or
+with ``kspace_check=True`` (below), with which the same recipe kept DC alone's PSNR (30.74 vs 30.72 dB at R = 4,
+25.86 vs 25.80 at R = 8; ``docs/recon/training_eval_rqk.md``).
 
 Input handling: ``[B, 1, H, W]`` or ``[B, H, W]``, real or complex (complex -> ``abs``), any scale; normalised by
 :func:`mriqa.models.reconq.normalize_magnitude`, exactly as in the model's training and in
@@ -40,6 +42,19 @@ Needs ``physics`` (a SenseOperator with one map set), ``y`` and the complex ``im
 it; ``recon.train_step.compute_loss`` passes them); the magnitude is centre-cropped to the output's size. Meant for
 mode ``dc+qf``: in ``ssdu+qf`` the loss physics is the held-back mask.
 
+**With the k-space check** (``kspace_check=True``): the loss is ``1 - combined score``, the score
+:func:`mriqa.recon_quality.kspace.combined_score` gives a reconstruction when its k-space is at hand,
+
+    ``1 - score(output) * (1 + nmse / tau) ** -power``   (``tau``, ``power``: the shipped COMBINED_TAU / _POWER)
+
+with ``nmse`` the k-space check's estimate (:mod:`recon.crossval`) from one fold per step: of the sampled
+phase-encode lines outside the calibration centre one fold in :data:`~mriqa.recon_quality.kspace.FOLDS` is held
+out (drawn from the step's seeds, so a resumed run repeats it), the network is re-run on the rest (``refit``,
+:class:`recon.train_step.Refit`: the trainers hand it to a loss with ``needs_refit``), and its ``F S x``
+(or VarNet's predicted k-space) is compared with the held-out samples: ``relative error x U / (M + U)`` (``U``
+the estimated unmeasured energy, ``M`` the measured). Painting structure where nothing was measured now costs
+held-out error, as in SSDU. It doubles the network passes of a step. Measured in docs/recon/training_eval_rq.md.
+
 Interface: recon's loss call (:mod:`recon.losses`), ``loss(output, target=None, *, physics, y, image,
 pred_kspace, data_range)``; only ``output`` is used (and ``physics``, ``y``, ``image`` with ``data_consistent``;
 ``requires_target = False``: a reference-free loss). In a config: ``qf_loss: {factory:
@@ -52,12 +67,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from recon.errors import InputError
 
-__all__ = ["ReconQualityLoss", "recon_quality_loss", "data_consistent_magnitude"]
+__all__ = ["ReconQualityLoss", "recon_quality_loss", "data_consistent_magnitude", "heldout_nmse"]
 
 
 def data_consistent_magnitude(image: torch.Tensor | None, physics, y: torch.Tensor | None,
@@ -86,6 +102,50 @@ def data_consistent_magnitude(image: torch.Tensor | None, physics, y: torch.Tens
     x_dc = x + physics.adjoint(y - physics(x)) * inv  # A^H masks the residual itself
     mag = x_dc.abs().unsqueeze(1)
     return mag if size is None else center_crop(mag, tuple(size))
+
+
+def heldout_nmse(refit, folds: int | None = None) -> torch.Tensor:
+    """The k-space check's NMSE estimate ``[B]`` of a training step's network from one held-out fold per sample
+    (module docstring), differentiable in the network's parameters through ``refit``
+    (:class:`recon.train_step.Refit`). A sample with no sampled line outside its calibration centre gets 0."""
+    from mriqa.recon_quality.kspace import FOLDS
+    from recon.crossval import fold_lines, heldout_layout, unmeasured_energy
+    from recon.physics import SenseOperator
+
+    if refit is None:
+        raise InputError(None, "ReconQualityLoss(kspace_check=True) needs refit= (the network re-run on part of its "
+                               "samples): train with recon.train_step.compute_loss, the trainer or the Lightning "
+                               "module, which pass it")
+    y, mask = refit.y, refit.mask
+    b, _, h, w = y.shape
+    keeps, helds, scales = [], [], []
+    for i in range(b):
+        k = y[i].detach().cpu().numpy()
+        m = mask[i].detach().cpu().numpy()
+        points, cols = heldout_layout(k, m)
+        seed = refit.seeds[i] if refit.seeds else i
+        lines = fold_lines(points, cols, int(folds or FOLDS), seed=int(seed) & 0xFFFFFFFF)
+        held_lines = lines[0] if lines else np.zeros(w, bool)
+        held = points & held_lines[None, :]
+        energy = np.sum(np.abs(k) ** 2, axis=0)
+        held_energy = float(energy[held].sum())
+        missing = float(unmeasured_energy(k, points).sum())
+        measured = float(energy[points].sum())
+        scales.append(missing / max(measured + missing, 1e-30) / held_energy if held_energy > 0 else 0.0)
+        keeps.append(mask[i] * torch.from_numpy(~held_lines).to(mask)[None, None, :])
+        helds.append(torch.from_numpy(held))
+    keep = torch.stack(keeps)
+    held = torch.stack(helds).to(y.device)[:, None]  # [B, 1, H, W]
+    pred = refit(keep)
+    if pred.get("image") is not None and refit.sens_maps is not None:
+        predicted = SenseOperator(refit.sens_maps, held.float())(pred["image"])
+    elif pred.get("pred_kspace") is not None:
+        predicted = pred["pred_kspace"] * held
+    else:
+        raise InputError(None, "ReconQualityLoss(kspace_check=True) needs a network that returns a complex image "
+                               "(with sens_maps in the batch) or predicted k-space (MoDL, VarNet)")
+    error = (predicted - y * held).abs().square().sum(dim=(1, 2, 3))
+    return error.float() * torch.tensor(scales, dtype=torch.float32, device=error.device)
 
 
 def _as_b1hw(x: torch.Tensor) -> torch.Tensor:
@@ -135,14 +195,23 @@ class ReconQualityLoss(nn.Module):
         reduction: ``"mean"`` (scalar) or ``"none"`` (``[B]``).
         data_consistent: score ``x_dc`` (the image with the acquired samples put back; module docstring)
             instead of ``output``.
-    Call: ``loss(output, target=None, *, physics=None, y=None, image=None, **ignored) -> 0-d tensor`` (``[B]`` for ``reduction="none"``),
-    differentiable in ``output``; no gradient reaches the model.
+        kspace_check: ``1 - combined score`` with the k-space check's NMSE estimate from one held-out fold per
+            call (module docstring); needs the call's ``refit``. ``folds``: default ``FOLDS`` (4).
+    Call: ``loss(output, target=None, *, physics=None, y=None, image=None, refit=None, **ignored) -> 0-d tensor``
+    (``[B]`` for ``reduction="none"``), differentiable in ``output`` (and through ``refit`` in the network's
+    parameters); no gradient reaches the quality model. ``.last``: ``image`` (mean score) and ``kspace_nmse``.
     """
 
     requires_target = False
 
-    def __init__(self, model: Any = "recon", reduction: str = "mean", data_consistent: bool = False):
+    def __init__(self, model: Any = "recon", reduction: str = "mean", data_consistent: bool = False,
+                 kspace_check: bool = False, folds: int | None = None):
         super().__init__()
+        if data_consistent and kspace_check:
+            raise InputError(None, "ReconQualityLoss: choose data_consistent or kspace_check, not both")
+        self.kspace_check = bool(kspace_check)
+        self.folds = folds
+        self.last: dict[str, float] = {}
         if reduction not in ("mean", "none"):
             raise InputError(None, f"ReconQualityLoss reduction must be 'mean' or 'none', got {reduction!r}")
         net, self.model_name = _resolve(model)
@@ -185,15 +254,28 @@ class ReconQualityLoss(nn.Module):
         """Scores ``[B]`` in [0, 1] (the mean of each map; higher = better), differentiable in ``output``."""
         return self.quality_maps(output)[1].mean(dim=(-2, -1))
 
+    @property
+    def needs_refit(self) -> bool:
+        return self.kspace_check
+
     def forward(self, output: torch.Tensor, target: torch.Tensor | None = None, *, physics=None, y=None,
-                image: torch.Tensor | None = None, **_) -> torch.Tensor:
+                image: torch.Tensor | None = None, refit=None, **_) -> torch.Tensor:
         if self.data_consistent:
             output = data_consistent_magnitude(image, physics, y, tuple(output.shape[-2:]))
-        loss = 1.0 - self.scores(output)
+        score = self.scores(output)
+        self.last = {"image": float(score.detach().mean())}
+        if self.kspace_check:
+            from mriqa.recon_quality.kspace import COMBINED_POWER, COMBINED_TAU
+
+            nmse = heldout_nmse(refit, folds=self.folds)
+            score = score * (1.0 + nmse.to(score) / COMBINED_TAU) ** -COMBINED_POWER
+            self.last["kspace_nmse"] = float(nmse.detach().mean())
+        loss = 1.0 - score
         return loss.mean() if self.reduction == "mean" else loss
 
     def extra_repr(self) -> str:
-        return f"model={self.model_name!r}, reduction={self.reduction!r}, data_consistent={self.data_consistent}"
+        return (f"model={self.model_name!r}, reduction={self.reduction!r}, data_consistent={self.data_consistent}, "
+                f"kspace_check={self.kspace_check}")
 
 
 def recon_quality_loss(output: torch.Tensor, model: Any = "recon", reduction: str = "mean") -> torch.Tensor:

@@ -1,9 +1,11 @@
 """The one loss combiner: ``WeightedSum({"dc": (1.0, dc), "qf": (0.05, qf)})`` = ``sum_i w_i * loss_i``.
 
 Each term gets the loss call of :mod:`recon.losses` (``target`` only if the term has ``requires_target``, which
-counts as True when absent); the sum has ``requires_target`` when any term does. ``.last`` holds the last
-call's unweighted per-term values (floats; a term's own ``.last`` appears as ``"name.sub"``) for logging. Terms
-that are ``nn.Module`` s are submodules (``terms``), so they move with ``.to()`` and DDP replicates them.
+counts as True when absent); the sum has ``requires_target`` when any term does. A term with ``needs_refit``
+gets the step's ``refit`` (:class:`recon.train_step.Refit`) too, and the sum has ``needs_refit`` when any does.
+``.last`` holds the last call's unweighted per-term values (floats; a term's own ``.last`` appears as
+``"name.sub"``) for logging. Terms that are ``nn.Module`` s are submodules (``terms``), so they move with
+``.to()`` and DDP replicates them.
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ class WeightedSum(nn.Module):
         self.terms = nn.ModuleDict({k: f for k, f in fns.items() if isinstance(f, nn.Module)})
         self._plain = {k: f for k, f in fns.items() if not isinstance(f, nn.Module)}
         self.requires_target = any(requires_target(f) for f in fns.values())
+        self.needs_refit = any(getattr(f, "needs_refit", False) for f in fns.values())
         self.last: dict[str, float] = {}
 
     def term(self, name: str) -> Callable:
@@ -56,9 +59,11 @@ class WeightedSum(nn.Module):
 
     def forward(self, output, target=None, **kwargs) -> torch.Tensor:
         total, last = None, {}
+        refit = kwargs.pop("refit", None)
         for name, weight in self.weights.items():
             fn = self.term(name)
-            value = fn(output, target if requires_target(fn) else None, **kwargs)
+            extra = {"refit": refit} if getattr(fn, "needs_refit", False) else {}
+            value = fn(output, target if requires_target(fn) else None, **kwargs, **extra)
             if not torch.is_tensor(value) or value.ndim != 0:
                 raise InputError(None, f"loss {name!r} must return a scalar tensor, got {type(value).__name__} "
                                        f"{tuple(getattr(value, 'shape', ()))}")

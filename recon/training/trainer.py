@@ -178,11 +178,11 @@ class Trainer:
         if self.arch == "modl":
             self.model.num_unrolls = k
         batch = self.load_batch(step)
-        ssdu = self.mode.startswith("ssdu")
+        seeded = self.mode.startswith("ssdu") or getattr(self.loss, "needs_refit", False)
         try:
             total, parts = compute_loss(
                 self.model, batch, self.loss, mode=self.mode, ssdu=self.cfg["train"]["ssdu"],
-                seeds=ssdu_seeds(self.cfg["train"]["seed"], step, batch) if ssdu else None,
+                seeds=ssdu_seeds(self.cfg["train"]["seed"], step, batch) if seeded else None,
                 num_unrolls=k if self.arch == "modl" else None, amp=self.amp, amp_dtype=self.amp_dtype)
         except InputError as exc:
             raise InputError(exc.source, f"step {step}: {exc.problem}") from None
