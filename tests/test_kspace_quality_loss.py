@@ -82,6 +82,13 @@ def test_heldout_nmse_is_exact_for_zeros_and_for_the_truth(batch):
     other = _Fixed(y, mask, maps, torch.zeros_like(truth), seeds=(5, 6))
     heldout_nmse(other)
     assert not torch.equal(other.kept, zeros.kept)
+    # without seeds (a loop of your own) the fold changes from call to call
+    unseeded = _Fixed(y, mask, maps, torch.zeros_like(truth), seeds=())
+    kept = []
+    for call in (1, 2):
+        heldout_nmse(unseeded, call=call)
+        kept.append(unseeded.kept)
+    assert not torch.equal(kept[0], kept[1])
 
 
 def test_kspace_loss_is_one_minus_the_combined_score(batch, rq_path):

@@ -104,10 +104,12 @@ def data_consistent_magnitude(image: torch.Tensor | None, physics, y: torch.Tens
     return mag if size is None else center_crop(mag, tuple(size))
 
 
-def heldout_nmse(refit, folds: int | None = None) -> torch.Tensor:
+def heldout_nmse(refit, folds: int | None = None, call: int = 0) -> torch.Tensor:
     """The k-space check's NMSE estimate ``[B]`` of a training step's network from one held-out fold per sample
     (module docstring), differentiable in the network's parameters through ``refit``
-    (:class:`recon.train_step.Refit`). A sample with no sampled line outside its calibration centre gets 0."""
+    (:class:`recon.train_step.Refit`). The fold is drawn from ``refit.seeds`` (the trainers': a resumed run
+    repeats it), or from ``call`` and the sample's index when there are none (a loop of your own). A sample with
+    no sampled line outside its calibration centre gets 0."""
     from mriqa.recon_quality.kspace import FOLDS
     from recon.crossval import fold_lines, heldout_layout, unmeasured_energy
     from recon.physics import SenseOperator
@@ -123,7 +125,7 @@ def heldout_nmse(refit, folds: int | None = None) -> torch.Tensor:
         k = y[i].detach().cpu().numpy()
         m = mask[i].detach().cpu().numpy()
         points, cols = heldout_layout(k, m)
-        seed = refit.seeds[i] if refit.seeds else i
+        seed = refit.seeds[i] if refit.seeds else int(call) * 1_000_003 + i
         lines = fold_lines(points, cols, int(folds or FOLDS), seed=int(seed) & 0xFFFFFFFF)
         held_lines = lines[0] if lines else np.zeros(w, bool)
         held = points & held_lines[None, :]
@@ -211,6 +213,7 @@ class ReconQualityLoss(nn.Module):
             raise InputError(None, "ReconQualityLoss: choose data_consistent or kspace_check, not both")
         self.kspace_check = bool(kspace_check)
         self.folds = folds
+        self.calls = 0  # draws the held-out fold when the call brings no seeds
         self.last: dict[str, float] = {}
         if reduction not in ("mean", "none"):
             raise InputError(None, f"ReconQualityLoss reduction must be 'mean' or 'none', got {reduction!r}")
@@ -267,7 +270,8 @@ class ReconQualityLoss(nn.Module):
         if self.kspace_check:
             from mriqa.recon_quality.kspace import COMBINED_POWER, COMBINED_TAU
 
-            nmse = heldout_nmse(refit, folds=self.folds)
+            self.calls += 1
+            nmse = heldout_nmse(refit, folds=self.folds, call=self.calls)
             score = score * (1.0 + nmse.to(score) / COMBINED_TAU) ** -COMBINED_POWER
             self.last["kspace_nmse"] = float(nmse.detach().mean())
         loss = 1.0 - score
