@@ -2,6 +2,8 @@
 
     python -m examples.train_lightning --data DIR --arch varnet --mode dc+qf --qf-weight 0.01 --max-steps 100
     python -m examples.train_lightning --make-tiny-data tiny-data --arch modl --max-steps 5      # no data needed
+    # the quality term that DC training does not game (the recon score with the k-space check):
+    python -m examples.train_lightning --data DIR --mode dc+qf --qf-model recon --kspace-check
     # several GPUs (or nodes), unchanged code:
     python -m examples.train_lightning --data DIR --accelerator gpu --devices 4 --strategy ddp
 
@@ -26,7 +28,9 @@ def parse_args(argv=None):
     p.add_argument("--arch", choices=["modl", "varnet"], default="varnet")
     p.add_argument("--mode", default="dc+qf", choices=["supervised", "dc", "ssdu", "dc+qf", "ssdu+qf"])
     p.add_argument("--qf-weight", type=float, default=0.01)
-    p.add_argument("--qf-model", default="gray")
+    p.add_argument("--qf-model", default="gray", help="gray | rgb (QFLoss) or recon (ReconQualityLoss)")
+    p.add_argument("--kspace-check", action="store_true",
+                   help="with --qf-model recon: 1 - the combined score (the k-space check on one held-out fold)")
     p.add_argument("--accelerations", type=float, nargs="+", default=[4.0])
     p.add_argument("--calib-width", type=int, default=24)
     p.add_argument("--max-steps", type=int, default=5)
@@ -58,14 +62,18 @@ def build(args):
         loss = CombinedLoss({"l1": 1.0})
     else:
         weights = {"dc": 1.0}
+        term = "recon" if args.qf_model == "recon" else "qf"
         if args.mode.endswith("+qf"):
-            weights["qf"] = args.qf_weight
-        loss = CombinedLoss(weights, options={"qf": {"model": args.qf_model}})
+            weights[term] = args.qf_weight
+        loss = CombinedLoss(weights, options={"qf": {"model": args.qf_model},
+                                              "recon": {"model": "recon", "kspace_check": args.kspace_check}})
     return model, loss
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.kspace_check and args.qf_model != "recon":
+        raise SystemExit("--kspace-check needs --qf-model recon")
     import lightning as L
     import torch
 

@@ -168,3 +168,19 @@ def test_lightning_module_gives_the_kspace_term_its_refit(batch, rq_path):
     total = module.training_step(batch, 0)
     total.backward()
     assert rq.last["kspace_nmse"] > 0 and any(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_lightning_example_trains_varnet_with_the_kspace_checked_term(tmp_path):
+    pytest.importorskip("lightning")
+    from examples.train_lightning import build, main, parse_args
+
+    argv = ["--make-tiny-data", str(tmp_path / "data"), "--arch", "varnet", "--tiny-model", "--mode", "dc+qf",
+            "--qf-model", "recon", "--kspace-check", "--calib-width", "16", "--max-steps", "2"]
+    _, loss = build(parse_args(argv))
+    assert loss.needs_refit and loss.term("recon").kspace_check
+    metrics = main(argv)  # VarNet: the held-out samples are predicted by its own k-space output
+    assert metrics["global_step"] == 2 and np.isfinite(metrics["train/loss"])
+    assert "train/recon.kspace_nmse" in metrics
+    with pytest.raises(SystemExit, match="needs --qf-model recon"):
+        main(["--make-tiny-data", str(tmp_path / "d2"), "--kspace-check"])
