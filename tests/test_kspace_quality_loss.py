@@ -184,3 +184,20 @@ def test_lightning_example_trains_varnet_with_the_kspace_checked_term(tmp_path):
     assert "train/recon.kspace_nmse" in metrics
     with pytest.raises(SystemExit, match="needs --qf-model recon"):
         main(["--make-tiny-data", str(tmp_path / "d2"), "--kspace-check"])
+
+
+def test_bench_quality_loss_script_runs(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_quality_loss.py"
+    spec = importlib.util.spec_from_file_location("bench_quality_loss", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    threads = torch.get_num_threads()
+    try:
+        results = bench.main(["--size", "48", "--coils", "4", "--unrolls", "1", "--reps", "1", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    assert len(results) == 3 and all(v > 0 for v in results.values())
+    assert capsys.readouterr().out.count("x |") == 3
