@@ -60,8 +60,7 @@ from recon.physics import Sampling, SenseOperator, as_kspace, as_mask
 from recon.select import center_crop
 
 __all__ = ["as_batch", "batch_physics", "forward_model", "Refit", "ssdu_inputs", "ssdu_seeds", "compute_loss",
-           "train_step",
-           "model_kind", "build_model", "save_model", "load_model", "MODES", "VARNET_FORMAT"]
+           "train_step", "model_kind", "build_model", "save_model", "load_model", "MODES", "VARNET_FORMAT"]
 
 MODES = ("supervised", "dc", "ssdu", "dc+qf", "ssdu+qf")
 VARNET_FORMAT = "fastmri-varnet"
@@ -244,8 +243,8 @@ def compute_loss(model: torch.nn.Module, batch, loss, *, mode: str = "supervised
                  amp_dtype: torch.dtype = torch.bfloat16) -> tuple[torch.Tensor, dict[str, float]]:
     """``(loss, {term: unweighted value})`` of ``model`` on ``batch`` in ``mode`` (see the module docstring);
     no optimiser step. ``seeds``: the step's seeds, one per sample (the SSDU split's, default ``slice_num``; and
-    :class:`Refit`'s). A loss that needs
-    the reference where there is none, or a non-finite loss, is an ``InputError``."""
+    :class:`Refit`'s). A loss that needs the reference where there is none, or a non-finite loss, is an
+    ``InputError``."""
     if mode not in MODES:
         raise InputError(None, f"mode must be one of {MODES}, got {mode!r}")
     batch = as_batch(batch)

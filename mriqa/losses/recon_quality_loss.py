@@ -53,7 +53,8 @@ out (drawn from the step's seeds, so a resumed run repeats it), the network is r
 :class:`recon.train_step.Refit`: the trainers hand it to a loss with ``needs_refit``), and its ``F S x``
 (or VarNet's predicted k-space) is compared with the held-out samples: ``relative error x U / (M + U)`` (``U``
 the estimated unmeasured energy, ``M`` the measured). Painting structure where nothing was measured now costs
-held-out error, as in SSDU. It doubles the network passes of a step. Measured in docs/recon/training_eval_rq.md.
+held-out error, as in SSDU. It doubles the network passes of a step (``scripts/bench_quality_loss.py``: 2.0x).
+Measured in docs/recon/training_eval_rqk.md.
 
 Interface: recon's loss call (:mod:`recon.losses`), ``loss(output, target=None, *, physics, y, image,
 pred_kspace, data_range)``; only ``output`` is used (and ``physics``, ``y``, ``image`` with ``data_consistent``;
@@ -119,7 +120,7 @@ def heldout_nmse(refit, folds: int | None = None, call: int = 0) -> torch.Tensor
                                "samples): train with recon.train_step.compute_loss, the trainer or the Lightning "
                                "module, which pass it")
     y, mask = refit.y, refit.mask
-    b, _, h, w = y.shape
+    b, w = y.shape[0], y.shape[-1]
     keeps, helds, scales = [], [], []
     for i in range(b):
         k = y[i].detach().cpu().numpy()
