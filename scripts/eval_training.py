@@ -20,6 +20,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
+import sys
 from pathlib import Path
 
 from mriqa.evaluation.tables import publish
@@ -88,7 +89,8 @@ def main(argv=None) -> str:
     if args.figure:
         figure(args.figure, examples)
         lines.append(f"figure: {_rel(args.figure)}")
-    return publish("\n".join(lines), args.out)
+    command = "python scripts/eval_training.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    return publish("\n".join(lines), args.out, command=command)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,16 @@ def md_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
     return "\n".join(out)
 
 
-def publish(text: str, path: str | os.PathLike | None = None) -> str:
-    """Print ``text`` and, with ``path``, write it there (with a final newline; atomically). Returns ``text``."""
+def publish(text: str, path: str | os.PathLike | None = None, command: str | None = None) -> str:
+    """Print ``text`` and, with ``path``, write it there (with a final newline; atomically), headed by
+    ``Printed by `command`.`` when ``command`` is given (the file says which command made it). Returns ``text``."""
     print(text)
     if path:
         from pathlib import Path
 
         from recon.files import atomic_path
 
+        head = f"Printed by `{command}`.\n\n" if command else ""
         with atomic_path(path) as tmp:
-            Path(tmp).write_text(text + "\n")
+            Path(tmp).write_text(head + text + "\n")
     return text

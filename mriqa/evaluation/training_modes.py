@@ -218,11 +218,11 @@ def checks(avg: dict) -> list[str]:
             if mode in row and base in row:
                 q, u = row[mode], row[base]
                 need = ("PSNR", "SSIM") if base == "ssdu" else ("PSNR",)
-                ok = all(q[k] >= u[k] for k in need)
+                below = [k for k in need if q[k] < u[k]]
+                verdict = f"{' and '.join(below)} below (NOT met)" if below else f"{' and '.join(need)} not below (met)"
                 lines.append(f"- R = {r:g}, {mode.upper()} vs {base.upper()} alone: PSNR {q['PSNR']:.2f} vs "
                              f"{u['PSNR']:.2f} dB, SSIM {q['SSIM']:.4f} vs {u['SSIM']:.4f}, recon score "
-                             f"{q['RQ']:.1f} vs {u['RQ']:.1f}: {' and '.join(need)} "
-                             f"{'not below (met)' if ok else 'below (NOT met)'}.")
+                             f"{q['RQ']:.1f} vs {u['RQ']:.1f}: {verdict}.")
     return lines
 
 
