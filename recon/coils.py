@@ -138,9 +138,15 @@ def espirit_maps(
 
         maps = sigpy.mri.app.EspiritCalib(kspace, calib_width=calib[0], thresh=thresh, kernel_width=kernel[0],
                                           crop=crop, show_pbar=False).run()
-        return np.ascontiguousarray(maps, dtype=np.complex64)  # sigpy returns coil-last strides
-    maps = _espirit_eigh(kspace, calib, thresh, crop, num_maps, kernel, image_shape, int(phase_coil))
-    return maps[0] if num_maps == 1 else maps
+        maps = np.ascontiguousarray(maps, dtype=np.complex64)  # sigpy returns coil-last strides
+    else:
+        maps = _espirit_eigh(kspace, calib, thresh, crop, num_maps, kernel, image_shape, int(phase_coil))
+        maps = maps[0] if num_maps == 1 else maps
+    if not np.any(maps):  # the crop kept no pixel: every later step would work on an all-zero operator
+        raise InputError(source, f"ESPIRiT maps from the {calib[0]} x {calib[1]} calibration region with a "
+                                 f"{kernel[0]} x {kernel[1]} kernel are all zero (no eigenvalue above crop {crop:g}): "
+                                 f"the region is too small for the kernel; calibrate on a larger centre")
+    return maps
 
 
 def espirit_kernels(kspace: np.ndarray, calib: tuple[int, int], kernel: tuple[int, int],
@@ -293,7 +299,8 @@ def espirit_maps_cached(
         try:
             maps = np.load(entry, allow_pickle=False)
             os.utime(entry)  # least recently used goes first when the cache is pruned
-            return maps
+            if np.any(maps):  # all-zero maps cached before espirit_maps refused them: recompute (and refuse)
+                return maps
         except (OSError, ValueError, EOFError):
             pass  # recompute below
     maps = espirit_maps(kspace, source=source, **params)

@@ -175,7 +175,7 @@ class ModlDataTransform:
 
     def coil_maps(self, kspace: np.ndarray, sampling, fname: str, slice_num: int) -> np.ndarray:
         """ESPIRiT maps ``[C, H, W]`` for a fully sampled slice and its mask (cached on disk)."""
-        from recon.coils import espirit_maps, espirit_maps_cached
+        from recon.coils import espirit_maps_cached
 
         num_coils, height, width = kspace.shape
         if num_coils == 1:
@@ -194,17 +194,12 @@ class ModlDataTransform:
                 raise InputError(fname, f"slice {slice_num}: R = {sampling.acceleration:g}: {exc.problem} "
                                         f"(or use maps='full')") from None
             return maps[0].astype(np.complex64, copy=False)
-        params = {"calib_width": calib, **self.espirit}
-        if self.cache_dir is False:
-            maps = espirit_maps(calib_kspace, **params)
-        else:
-            maps = espirit_maps_cached(calib_kspace, self._source(fname), slice_num,
-                                       cache_dir=self.cache_dir, **params)
-        maps = np.asarray(maps)
+        try:  # cache_dir=False computes without the cache
+            maps = np.asarray(espirit_maps_cached(calib_kspace, self._source(fname), slice_num,
+                                                  cache_dir=self.cache_dir, calib_width=calib, **self.espirit))
+        except InputError as exc:  # e.g. all-zero maps from too small a block: a network would train on nothing
+            raise InputError(fname, f"slice {slice_num}: {exc.problem} (calib_width = {calib})") from None
         maps = maps[0] if maps.ndim == 4 else maps
-        if not np.any(maps):  # ESPIRiT's crop kept nothing: a network would train on an all-zero operator
-            raise InputError(fname, f"slice {slice_num}: the ESPIRiT maps from the {calib} x {calib} calibration "
-                                    f"block are all zero (too small a block for the kernel: raise calib_width)")
         return maps.astype(np.complex64, copy=False)
 
     def __call__(self, kspace: np.ndarray, mask: np.ndarray | None, target: np.ndarray | None, attrs: dict,

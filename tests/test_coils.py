@@ -115,6 +115,22 @@ def test_espirit_bad_input(coil_data):
         espirit_maps(kspace, calib_width=100)
 
 
+def test_espirit_refuses_maps_that_come_back_all_zero(coil_data, tmp_path):
+    kspace, _, _ = coil_data
+    # an 8 x 8 region is too small for a 6 x 6 kernel: no eigenvalue passes the crop, every map is 0
+    for kernel in (6, (6, 5)):  # sigpy's path and the exact eigendecomposition
+        with pytest.raises(InputError, match=r"x\.h5: ESPIRiT maps .* are all zero .*too small for the kernel"):
+            espirit_maps(kspace, calib_width=8, kernel_width=kernel, source="x.h5")
+    # an all-zero entry cached before this check is recomputed, not served
+    source = tmp_path / "data.h5"
+    source.write_bytes(b"x")
+    cache = tmp_path / "cache"
+    maps = espirit_maps_cached(kspace, source, 0, cache_dir=cache, calib_width=16)
+    entry = next(cache.glob("*.npy"))
+    np.save(entry, np.zeros_like(maps))
+    np.testing.assert_array_equal(espirit_maps_cached(kspace, source, 0, cache_dir=cache, calib_width=16), maps)
+
+
 def test_espirit_cache_keyed_by_file_slice_and_params(coil_data, tmp_path, monkeypatch):
     kspace, _, _ = coil_data
     source = tmp_path / "data.h5"
