@@ -20,6 +20,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def main(argv=None) -> str:
     if args.figure:
         figure(args.figure, examples)
         lines.append(f"figure: {_rel(args.figure)}")
-    command = "python scripts/eval_training.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python scripts/eval_training.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     return publish("\n".join(lines), args.out, command=command)
 
 
