@@ -135,7 +135,6 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
 
     tc, dc = cfg["train"], cfg["degradation"]
     out = Path(cfg["output_dir"])
-    out.mkdir(parents=True, exist_ok=True)
     if tc.get("threads"):
         torch.set_num_threads(int(tc["threads"]))
     seed, w = int(cfg["seed"]), float(cfg["loss"]["qf_weight"])

@@ -309,7 +309,6 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
         raise InputError(None, f"sampler.patch must be a multiple of 8, got {sc['patch']}")
     out = Path(cfg["output_dir"])
     out = out if out.is_absolute() else Path.cwd() / out
-    out.mkdir(parents=True, exist_ok=True)
     if tc.get("threads"):
         torch.set_num_threads(int(tc["threads"]))
     seed = int(cfg["seed"])

@@ -288,7 +288,6 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
     if mode not in ("regression", "classification"):
         raise InputError(None, f"mode must be 'regression' or 'classification', got {mode!r}")
     out = Path(cfg["output_dir"]) if Path(cfg["output_dir"]).is_absolute() else Path.cwd() / cfg["output_dir"]
-    out.mkdir(parents=True, exist_ok=True)
     if tc.get("threads"):
         torch.set_num_threads(int(tc["threads"]))
     seed = int(cfg["seed"])

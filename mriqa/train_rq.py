@@ -259,7 +259,6 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
 
     tc, lc = cfg["train"], cfg["loss"]
     out = Path(cfg["output_dir"])
-    out.mkdir(parents=True, exist_ok=True)
     if tc.get("threads"):
         torch.set_num_threads(int(tc["threads"]))
     train_data = read_quality_set(cfg["data"]["train"])

@@ -231,3 +231,7 @@ def test_demo_snr_sets_the_built_in_slices_noise_and_is_refused_for_a_file(tmp_p
     assert code == 2 and "--snr applies to the built-in slice only" in err and not (tmp_path / "file").exists()
     code, _, err = _run(capsys, "demo", "--snr", "-1", "--out", tmp_path / "neg")
     assert code == 2 and "--snr must be a positive number" in err
+    # an R refused after the slice was loaded leaves no report folder either
+    code, _, err = _run(capsys, "demo", "--input", raw_file, "--accels", "2,0", "--methods", "zf",
+                        "--out", tmp_path / "bad-r")
+    assert code == 2 and "R must be >= 1" in err and not (tmp_path / "bad-r").exists()

@@ -102,3 +102,23 @@ def test_r_rq_configs(path):
     cfg = load_config(path)
     assert cfg["arch"] == "rqnet" and not set(cfg["data"]["train"]) & set(cfg["data"]["val"])
     RQNet(cfg["model"])
+
+
+@pytest.mark.parametrize("command,config,data", [
+    ("train-qf", "qf-gray.yaml", "data.train=[{type: volume, path: MISSING}]"),
+    ("train-qairn", "qairn.yaml", "data.train=[{type: images, path: MISSING}]"),
+    ("train-ar", "ar-rgb.yaml", "data.train=[{type: images, path: MISSING}]"),
+    ("train-r", "r-learned-aug.yaml", "data.root=MISSING"),
+    ("train-r", "r-rq.yaml", "data.train=[MISSING/a.h5]"),
+    ("train-rq", "rq.yaml", "data.train=[MISSING/a.h5]"),
+    ("train-recon", "modl-cpu.yaml", "data.root=MISSING")])
+def test_every_trainer_refuses_missing_data_in_one_line_and_leaves_no_output_folder(command, config, data, tmp_path,
+                                                                                    capsys):
+    from mriqa.cli import main
+
+    missing, out = tmp_path / "nowhere", tmp_path / "run"
+    code = main([command, "--config", str(CONFIGS / config), "--set", data.replace("MISSING", str(missing)),
+                 "--output-dir", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("mriqa: error:") and str(missing) in err and "\n" not in err
+    assert not out.exists()

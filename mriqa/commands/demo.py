@@ -64,7 +64,6 @@ def run(args: argparse.Namespace) -> int:
     kspace, reference, source = _load(args)
     height, width = kspace.shape[-2:]
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     scorer = _quality_scorer()
     recon_scorer = _recon_scorer()
     inside = object_mask(reference)
@@ -103,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
             images[(accel, method)] = image[0]
             print(_format_row(row))
 
+    out.mkdir(parents=True, exist_ok=True)  # only now: a run that fails above leaves nothing behind
     _write_figures(out, reference[0], images, accels, methods)
     if quality_maps:
         _write_quality_maps(out, quality_maps, accels, methods)

@@ -256,6 +256,8 @@ def read_quality_set(paths: Sequence[str | os.PathLike]) -> dict[str, np.ndarray
     parts: list[dict[str, np.ndarray]] = []
     offset = 0
     for p in paths:
+        if not Path(p).is_file():
+            raise InputError(p, "reconstruction-quality data not found (made by scripts/make_quality_dataset.py)")
         try:
             with h5py.File(p, "r") as hf:
                 d = {k: hf[k][()] for k in hf.keys()}

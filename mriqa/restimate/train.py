@@ -70,14 +70,21 @@ def load_images(root: str, split: str, methods, predictor, every_nth: int = 1):
     info dict of [N] arrays: method, mask_kind, accel)``."""
     import h5py
 
+    from recon.errors import InputError
+
     xs, ys, meth, kinds = [], [], [], []
     for m in methods:
         path = Path(root) / split / f"{m}.h5"
-        with h5py.File(path, "r") as hf:
-            idx = np.arange(hf["images"].shape[0])[::every_nth]
-            imgs = hf["images"][()][idx]
-            acc = hf["accel"][()][idx]
-            kd = [k.decode() if isinstance(k, bytes) else str(k) for k in hf["mask_kind"][()][idx]]
+        if not path.is_file():
+            raise InputError(path, "R-estimation data not found (made by scripts/make_r_dataset.py)")
+        try:
+            with h5py.File(path, "r") as hf:
+                idx = np.arange(hf["images"].shape[0])[::every_nth]
+                imgs = hf["images"][()][idx]
+                acc = hf["accel"][()][idx]
+                kd = [k.decode() if isinstance(k, bytes) else str(k) for k in hf["mask_kind"][()][idx]]
+        except (OSError, KeyError) as exc:
+            raise InputError(path, f"not an R-estimation data file ({exc})") from None
         for a in range(0, len(imgs), 64):
             x, _ = predictor.prepare(imgs[a:a + 64], kind="mri")
             xs.append(np.round(x[:, 0].numpy() * 255).astype(np.uint8))
@@ -170,7 +177,6 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
     tc, dc = cfg["train"], cfg["data"]
     torch.set_num_threads(int(tc.get("threads", 1)))
     out = Path(cfg["output_dir"])
-    out.mkdir(parents=True, exist_ok=True)
     seed = int(cfg["seed"])
     t_load = time.time()
     predictor = load_predictor(cfg["init"], device="cpu")

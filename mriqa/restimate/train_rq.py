@@ -288,7 +288,6 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
     tc, dc, lc = cfg["train"], cfg["data"], cfg["loss"]
     torch.set_num_threads(int(tc.get("threads") or 1))
     out = Path(cfg["output_dir"])
-    out.mkdir(parents=True, exist_ok=True)
     t_load = time.time()
     tr = read_quality_set(dc["train"])
     va = read_quality_set(dc["val"])

@@ -75,7 +75,9 @@ def resume_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
 def start_state(output_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, resume: bool,
                 name: str, log=print) -> RunState:
     """The state a run starts from: ``output_dir/checkpoint.pt``'s (model and optimiser restored, logged) when
-    ``resume`` and it exists, else a fresh :class:`RunState`."""
+    ``resume`` and it exists, else a fresh :class:`RunState`. Creates ``output_dir``: trainers call this once
+    their data has loaded, so a run that fails on its inputs leaves nothing behind."""
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
     ckpt = Path(output_dir) / "checkpoint.pt"
     if not (resume and ckpt.is_file()):
         return RunState()
