@@ -198,6 +198,37 @@ def test_npy(tmp_path):
         read_images(tmp_path / "obj.npy")
 
 
+
+def test_npz_reads_every_array_as_slices_in_stored_order_or_the_one_named(tmp_path):
+    rng = np.random.default_rng(5)
+    first, stack = rng.random((10, 11)), rng.random((2, 10, 11))
+    np.savez(tmp_path / "a.npz", first, stack)  # arr_0, arr_1
+    records = read_images(tmp_path / "a.npz")
+    assert [r.slice for r in records] == [0, 1, 2] and all(r.kind == "mri" for r in records)
+    np.testing.assert_array_equal(records[0].image, first)
+    np.testing.assert_array_equal(records[2].image, stack[1])
+    (one,) = read_images(tmp_path / "a.npz", h5_key="arr_0")
+    assert one.slice is None
+    np.testing.assert_array_equal(one.image, first)
+    with pytest.raises(InputError, match=r"a\.npz: no array 'image' in the archive \(found: arr_0, arr_1\)"):
+        read_images(tmp_path / "a.npz", h5_key="image")
+    np.savez(tmp_path / "nan.npz", ok=first, bad=np.full((10, 11), np.nan))
+    with pytest.raises(InputError, match=r"nan\.npz.*NaN"):
+        read_images(tmp_path / "nan.npz")
+    np.savez(tmp_path / "vec.npz", v=np.zeros(5))
+    with pytest.raises(InputError, match=r"array 'v': expected a 2-D image"):
+        read_images(tmp_path / "vec.npz")
+    np.savez(tmp_path / "obj.npz", o=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(InputError, match=r"obj\.npz: cannot read as \.npz"):
+        read_images(tmp_path / "obj.npz")
+    np.savez(tmp_path / "empty.npz")
+    with pytest.raises(InputError, match="holds no array"):
+        read_images(tmp_path / "empty.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(InputError, match=r"junk\.npz: cannot read as \.npz"):
+        read_images(tmp_path / "junk.npz")
+
+
 # ----------------------------------------------------------------------------------------------- normalisation
 def test_to_unit_range_rules():
     u8 = np.array([[0, 128, 255]], np.uint8)

@@ -6,7 +6,7 @@
 
 The library: :func:`mriqa.restimate.records.estimate_r_files`. INPUT: anything ``mriqa score`` reads
 (:func:`recon.io.images.read_images`): fastMRI-layout h5 (``reconstruction`` / ``reconstruction_rss``), DICOM
-file or folder, NIfTI, .npy, PNG/TIFF/... One record per 2-D image
+file or folder, NIfTI, .npy, .npz, PNG/TIFF/... One record per 2-D image
 ``{"input", "slice", "r_est", "r_low", "r_high", "estimator", "ood"}`` and, for an input with several slices,
 one more volume-level record with ``"slice": null`` (:func:`mriqa.restimate.volume_estimate`). ``r_est`` is the
 estimated nominal R, ``[r_low, r_high]`` the calibrated interval (conformal on validation reconstructions,
@@ -46,11 +46,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "with a calibrated interval.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="h5 (reconstruction / reconstruction_rss), DICOM, NIfTI, .npy or image files")
+                   help="h5 (reconstruction / reconstruction_rss), DICOM, NIfTI, .npy, .npz or image files")
     p.add_argument("--method", default="auto", choices=ESTIMATORS,
                    help="estimator: rq, learned, qf, or auto (rq, else learned, when installed) (default auto)")
     p.add_argument("--json", metavar="OUT", default=None, help="write the records as JSON to OUT")
-    p.add_argument("--h5-key", default=None, metavar="KEY", help="h5 dataset to read")
+    p.add_argument("--h5-key", default=None, metavar="KEY", help="h5 dataset or .npz array to read")
     add_max_pixels(p)
     p.set_defaults(func=run)
     return p

@@ -6,7 +6,7 @@
                          [--batch-size N] [--device DEV] [--h5-key KEY] [--max-pixels N]
 
 INPUT: PNG/TIFF/BMP/JPEG (or a folder of them), a DICOM file or folder, NIfTI (.nii/.nii.gz), fastMRI-layout h5
-(``reconstruction`` / ``reconstruction_rss`` / ``reconstruction_esc``) or .npy, read by
+(``reconstruction`` / ``reconstruction_rss`` / ``reconstruction_esc``), .npy or .npz, read by
 :func:`recon.io.images.read_images`: one record per 2-D image (per slice of a volume, per frame of a
 multi-frame DICOM, per slice of every volume of a 4-D NIfTI, which adds ``volume``).
 
@@ -61,7 +61,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="PNG/TIFF/BMP/JPEG, DICOM file or folder, NIfTI, fastMRI-layout h5 or .npy (one record per slice)",
+        help="PNG/TIFF/BMP/JPEG, DICOM file or folder, NIfTI, fastMRI-layout h5, .npy or .npz (one record per slice)",
     )
     p.add_argument(
         "--model",
@@ -83,8 +83,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--maps", metavar="DIR", default=None, help="write quality-map overlays (PNG) into DIR")
     p.add_argument("--batch-size", type=int, default=16, metavar="N", help="slices per forward pass (default 16)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    p.add_argument("--h5-key", default=None, metavar="KEY", help="h5 dataset to read (default: the first of "
-                   "reconstruction, reconstruction_rss, reconstruction_esc)")
+    p.add_argument("--h5-key", default=None, metavar="KEY", help="h5 dataset or .npz array to read (h5 default: "
+                   "the first of reconstruction, reconstruction_rss, reconstruction_esc; .npz: every array)")
     add_max_pixels(p)
     p.set_defaults(func=run)
     return p
@@ -100,7 +100,7 @@ def _format_table(rows) -> str:
         return "-" if r.slice is None else (str(r.slice) if r.volume is None else f"{r.volume}:{r.slice}")
 
     return format_table(("input", "slice", "model", "pool", _label(rows)),
-                        [(r.input, where(r), str(r.model), str(r.pool), "error" if r.error else f"{r.score:.4f}")
+                        [(r.input, where(r), str(r.model) if r.model else "-", str(r.pool), "error" if r.error else f"{r.score:.4f}")
                          for r in rows], left=4)
 
 

@@ -25,6 +25,8 @@ h5 (fastMRI layout)         one per slice of ``reconstruction`` / ``reconstructi
                             (:func:`recon.io.fastmri_h5.read_reconstruction`)
 .npy                        2-D: one; ``[H, W, 3|4]`` uint8/uint16: one colour photo;               mri /
                             other 3-D: one per slice ``[S, H, W]``                                  photo
+.npz (``np.savez``)         each array (or only ``h5_key``) as a ``.npy`` file, in stored order;   mri /
+                            the records numbered as slices across the archive                       photo
 ==========================  =====================================================================  ========
 
 Complex data is returned as magnitude. NaN or Inf raises :class:`~recon.errors.InputError` naming the file and
@@ -215,11 +217,12 @@ def _read_h5(path: Path, key: str | None) -> list[ImageRecord]:
     return [ImageRecord(np.ascontiguousarray(image[i]), src, i, "mri") for i in range(image.shape[0])]
 
 
-def _read_npy(path: Path) -> list[ImageRecord]:
-    src = os.fspath(path)
-    arr = _as_mag(np.asarray(_vol.load_npy(path)))
+def _array_records(arr: np.ndarray, src: str, what: str = "") -> list[ImageRecord]:
+    """The records of one array as a ``.npy`` file holds it (see the module docstring); ``what`` names the
+    array in messages (an archive's key)."""
+    arr = _as_mag(np.asarray(arr))
     if arr.dtype.kind not in "biuf":
-        raise InputError(src, f"unsupported array type {arr.dtype}")
+        raise InputError(src, f"{what}unsupported array type {arr.dtype}")
     if arr.ndim == 2:
         _check_finite(arr, src, None)
         return [ImageRecord(arr, src, None, "photo" if arr.dtype in (np.uint8, np.uint16) else "mri")]
@@ -229,7 +232,27 @@ def _read_npy(path: Path) -> list[ImageRecord]:
         for i in range(arr.shape[0]):
             _check_finite(arr[i], src, i)
         return [ImageRecord(np.ascontiguousarray(arr[i]), src, i, "mri") for i in range(arr.shape[0])]
-    raise InputError(src, f"expected a 2-D image or a [slices, H, W] stack, got shape {arr.shape}")
+    raise InputError(src, f"{what}expected a 2-D image or a [slices, H, W] stack, got shape {arr.shape}")
+
+
+def _read_npy(path: Path) -> list[ImageRecord]:
+    return _array_records(_vol.load_npy(path), os.fspath(path))
+
+
+def _read_npz(path: Path, key: str | None) -> list[ImageRecord]:
+    """Every array of the archive (or only ``key``), each as a ``.npy`` file would be read, the records
+    numbered as slices in stored order; one array that is not a stack keeps ``slice`` None."""
+    src = os.fspath(path)
+    arrays = _vol.load_npz(path)
+    if key is not None:
+        if key not in arrays:
+            raise InputError(src, f"no array {key!r} in the archive (found: {', '.join(arrays)})")
+        arrays = {key: arrays[key]}
+    records = [r for name, arr in arrays.items() for r in _array_records(arr, src, f"array {name!r}: ")]
+    if len(records) > 1:
+        for i, r in enumerate(records):
+            r.slice = i
+    return records
 
 
 # ------------------------------------------------------------------------------------------------ dispatch
@@ -246,6 +269,8 @@ def _read_any(p: Path, h5_key: str | None, max_pixels: int | None) -> list[Image
         return _read_h5(p, h5_key)
     if name.endswith(".npy"):
         return _read_npy(p)
+    if name.endswith(".npz"):
+        return _read_npz(p, h5_key)
     if name.endswith(_vol.DICOM_SUFFIXES):
         return _read_dicom_file(p)
     if name.endswith(PHOTO_SUFFIXES):

@@ -34,7 +34,7 @@ from recon.errors import InputError
 
 __all__ = ["Volume", "read_volume", "read_dicom_series", "read_nifti", "read_image", "read_npy", "reslice",
            "reslice_spacing", "ORIENTATIONS", "IMAGE_SUFFIXES", "AXES", "dicom_read", "dicom_pixels",
-           "dicom_series", "load_nifti", "load_npy", "is_nifti"]
+           "dicom_series", "load_nifti", "load_npy", "load_npz", "is_nifti"]
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg", ".jpe", ".jfif")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -291,6 +291,24 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(path, f"cannot read as .npy: {_first_line(exc)}") from None
+
+
+def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The arrays of a ``.npz`` archive (``np.savez``), in stored order (no pickles); InputError for a missing,
+    unreadable or empty archive."""
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(path, f"cannot read as .npz: {_first_line(exc)}") from None
+    if not arrays:
+        raise InputError(path, "the .npz archive holds no array")
+    return arrays
 
 
 def read_npy(path: str | os.PathLike) -> Volume:
