@@ -35,7 +35,8 @@ CARTESIAN_MIN_COLUMN_FILL = 0.75
 
 
 def load_kspace(path: str | os.PathLike) -> KspaceVolume:
-    """Read a fastMRI h5 (``.h5``) or BART (``.cfl``/``.hdr``/base name) k-space file."""
+    """Read a fastMRI h5 (``.h5``), BART (``.cfl``/``.hdr``/base name) or SENSE-tutorial (``.mat``, MATLAB v7.3
+    with dataset ``raw``: the real 16-coil brain of ``recon.io.sense_tutorial``) k-space file."""
     path = Path(path)
     if path.suffix in (".cfl", ".hdr") or (not path.exists() and path.with_suffix(".cfl").exists()):
         from recon.io.bart import read_cfl_kspace
@@ -43,6 +44,10 @@ def load_kspace(path: str | os.PathLike) -> KspaceVolume:
         return read_cfl_kspace(path)
     if not path.exists():
         raise InputError(path, "no such file")
+    if path.suffix.lower() == ".mat":
+        from recon.io.sense_tutorial import read_sense_tutorial_kspace
+
+        return read_sense_tutorial_kspace(path)
     from recon.io.fastmri_h5 import read_kspace
 
     return read_kspace(path)

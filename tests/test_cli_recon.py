@@ -122,6 +122,31 @@ def test_recon_with_accel_on_undersampled_kspace_says_so_and_counts_what_it_keep
     assert attrs["acceleration_effective"] > 1.5 * acquired  # not the mask's own ~2
 
 
+def _sense_tutorial_mat(path, kspace):
+    """``kspace`` [C, H, W] written as the real 16-coil scan's raw_data.mat is: MATLAB v7.3 (HDF5), dataset ``raw``
+    [C, 1, H, W] of a compound (real, imag) type."""
+    raw = np.empty((kspace.shape[0], 1, *kspace.shape[1:]), dtype=[("real", "<f8"), ("imag", "<f8")])
+    raw["real"][:, 0], raw["imag"][:, 0] = kspace.real, kspace.imag
+    with h5py.File(path, "w") as hf:
+        hf.create_dataset("raw", data=raw)
+    return path
+
+
+def test_recon_reads_the_sense_tutorial_mat_layout_as_the_same_kspace_in_h5(tmp_path, capsys):
+    kspace, _ = _phantom_kspace(slices=1)
+    mat = _sense_tutorial_mat(tmp_path / "raw_data.mat", kspace[0])
+    h5 = write_fastmri_h5(tmp_path / "raw.h5", kspace)
+    images = []
+    for path in (mat, h5):
+        out = tmp_path / f"{path.suffix[1:]}-sense.h5"
+        code, stdout, _ = _run(capsys, "recon", path, "--method", "sense", "--accel", 2, "--mask", "equispaced",
+                               "--out", out)
+        assert code == 0, stdout
+        images.append(read_reconstruction(out, key="reconstruction").image)
+    assert images[0].shape == (1, SIZE, SIZE)
+    np.testing.assert_allclose(images[0], images[1], rtol=1e-5, atol=1e-6 * float(images[1].max()))
+
+
 def _bad_h5(tmp_path, name, **datasets):
     path = tmp_path / name
     with h5py.File(path, "w") as hf:
@@ -151,11 +176,13 @@ def _bad_inputs(tmp_path):
         "no ACS for coil maps": (write_fastmri_h5(tmp_path / "ok2.h5", good),
                                  ["--accel", "4", "--center-fraction", "0.03"]),
         "missing file": (tmp_path / "does-not-exist.h5", []),
+        "not SENSE-tutorial .mat": (_bad_h5(tmp_path, "other.mat", kspace=good), []),
     }
 
 
 @pytest.mark.parametrize("case", ["not HDF5", "truncated", "missing kspace", "wrong rank", "NaN", "all-zero k-space",
-                                  "all-zero mask", "R < 1", "no ACS for coil maps", "missing file"])
+                                  "all-zero mask", "R < 1", "no ACS for coil maps", "missing file",
+                                  "not SENSE-tutorial .mat"])
 def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path, capsys, case):
     path, extra = _bad_inputs(tmp_path)[case]
     out = tmp_path / "out" / "rec.h5"

@@ -9,7 +9,7 @@ import numpy as np
 
 from recon.errors import InputError
 
-__all__ = ["SENSE_TUTORIAL", "read_sense_tutorial", "sense_tutorial_orientations"]
+__all__ = ["SENSE_TUTORIAL", "read_sense_tutorial", "read_sense_tutorial_kspace", "sense_tutorial_orientations"]
 
 #: the file, relative to the shared data root
 SENSE_TUTORIAL = Path("mri") / "kspace" / "sense-tutorial-brain16ch" / "raw_data.mat"
@@ -25,7 +25,21 @@ def read_sense_tutorial(path: str | os.PathLike) -> np.ndarray:
             raw = f["raw"][()]
         return (raw["real"] + 1j * raw["imag"])[:, 0].astype(np.complex64)
     except (OSError, KeyError, ValueError, IndexError) as exc:
-        raise InputError(path, f"cannot read dataset 'raw' as SENSE-tutorial k-space ({exc})") from None
+        raise InputError(path, "not SENSE-tutorial k-space (a MATLAB v7.3 file whose dataset 'raw' is [C, 1, H, W] "
+                               f"real / imag; convert other .mat files to fastMRI h5): {exc}") from None
+
+
+def read_sense_tutorial_kspace(path: str | os.PathLike) -> "KspaceVolume":
+    """The file as ``mriqa recon`` / ``demo`` read k-space: a :class:`~recon.io.fastmri_h5.KspaceVolume` of one
+    fully sampled slice, complex64 ``[1, C, H, W]`` as stored (retrospective masks run along W, the file's last
+    axis: the table's ``as-stored`` orientation), no mask, no target."""
+    from recon.io.fastmri_h5 import KspaceVolume, check_kspace
+
+    kspace = read_sense_tutorial(path)[None]
+    check_kspace(kspace, path)
+    return KspaceVolume(kspace=kspace, mask=None, target=None, target_key=None,
+                        attrs={"source_format": "sense-tutorial-mat"}, path=Path(path),
+                        single_coil=kspace.shape[1] == 1)
 
 
 def sense_tutorial_orientations(kspace: np.ndarray) -> dict[str, np.ndarray]:
