@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from recon.errors import InputError
+
+if TYPE_CHECKING:
+    from recon.io.fastmri_h5 import KspaceVolume
 
 __all__ = ["SENSE_TUTORIAL", "read_sense_tutorial", "read_sense_tutorial_kspace", "sense_tutorial_orientations"]
 
