@@ -2,6 +2,7 @@
 
     python -m examples.train_step_example --data DIR --arch modl --mode dc+qf --qf-weight 0.01 --steps 100
     python -m examples.train_step_example --make-tiny-data tiny-data --steps 4      # no data needed
+    python -m examples.train_step_example --data DIR --mode dc+qf --qf-model recon --kspace-check   # issue 20's term
 
 ``DIR/train`` holds fastMRI-format multi-coil h5 files. Prints one line per step
 (``step, loss, dc, qf``) and returns the list of per-step stats.
@@ -19,16 +20,21 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--arch", choices=["modl", "varnet"], default="modl")
     p.add_argument("--mode", default="dc+qf", choices=["dc", "ssdu", "dc+qf", "ssdu+qf"])
     p.add_argument("--qf-weight", type=float, default=0.01)
+    p.add_argument("--qf-model", default="gray", help="gray | rgb (QFLoss) or recon (ReconQualityLoss)")
+    p.add_argument("--kspace-check", action="store_true",
+                   help="with --qf-model recon: 1 - the combined score (the network re-run without a held-out fold)")
     p.add_argument("--accelerations", type=float, nargs="+", default=[4.0])
     p.add_argument("--calib-width", type=int, default=24)
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--tiny-model", action="store_true")
     args = p.parse_args(argv)
+    if args.kspace_check and args.qf_model != "recon":
+        raise SystemExit("--kspace-check needs --qf-model recon")
 
     import torch
 
-    from mriqa.losses import QFLoss
+    from mriqa.losses import QFLoss, ReconQualityLoss
     from recon.losses import DataConsistencyLoss
     from recon.pl_module import fastmri_dataloader  # only the DataLoader helper; Lightning is not used
     from recon.train_step import build_model, train_step
@@ -48,7 +54,9 @@ def main(argv=None) -> list[dict]:
     model = build_model(args.arch, cfg)
     losses = {"dc": (1.0, DataConsistencyLoss())}
     if args.mode.endswith("+qf"):
-        losses["qf"] = (args.qf_weight, QFLoss("gray"))
+        quality = (ReconQualityLoss("recon", kspace_check=args.kspace_check) if args.qf_model == "recon"
+                   else QFLoss(args.qf_model))
+        losses["qf"] = (args.qf_weight, quality)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     loader = fastmri_dataloader(root / "train", accelerations=args.accelerations, train=True,
                                 calib_width=args.calib_width)

@@ -124,3 +124,11 @@ def test_plain_pytorch_example_runs(tiny):
     hist = main(["--data", str(tiny), "--tiny-model", "--calib-width", "16", "--steps", "3", "--mode", "ssdu+qf"])
     assert len(hist) == 3 and all(set(h) == {"loss", "dc", "qf"} for h in hist)
     assert all(h["loss"] == pytest.approx(h["dc"] + 0.01 * h["qf"], rel=1e-4) for h in hist)
+    # issue 20's term in a plain loop: the recon quality model with the k-space check (train_step hands it refit)
+    hist = main(["--data", str(tiny), "--tiny-model", "--calib-width", "16", "--steps", "2", "--mode", "dc+qf",
+                 "--qf-model", "recon", "--kspace-check"])
+    assert len(hist) == 2 and all(set(h) == {"loss", "dc", "qf", "qf.image", "qf.kspace_nmse"} for h in hist)
+    assert all(0 < h["qf"] <= 1 and h["qf.kspace_nmse"] > 0 for h in hist)
+    assert all(h["loss"] == pytest.approx(h["dc"] + 0.01 * h["qf"], rel=1e-4) for h in hist)
+    with pytest.raises(SystemExit, match="--kspace-check needs --qf-model recon"):
+        main(["--data", str(tiny), "--kspace-check"])
