@@ -22,7 +22,8 @@ def add_parser(subparsers) -> None:
         help="undersample a slice at R = 2..12, reconstruct with every method, write report.html",
         description=__doc__.split("\n\n")[0],
     )
-    p.add_argument("--input", default=None, help="a fastMRI h5 or BART cfl (default: built-in simulated slice)")
+    p.add_argument("--input", default=None, help="a fastMRI h5, BART cfl or SENSE-tutorial .mat (default: built-in "
+                   "simulated slice)")
     p.add_argument("--slice", type=int, default=None, help="slice of --input (default: the middle one)")
     p.add_argument("--out", default="mriqa-demo", help="output folder (default ./mriqa-demo)")
     p.add_argument("--accels", default=DEFAULT_ACCELS, help=f"comma-separated R values (default {DEFAULT_ACCELS})")

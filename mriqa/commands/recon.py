@@ -7,14 +7,14 @@ import argparse
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "recon",
-        help="reconstruct k-space (fastMRI h5 or BART cfl) with zf / sense / l1 / modl",
+        help="reconstruct k-space (fastMRI h5, BART cfl, SENSE-tutorial .mat) with zf / sense / l1 / modl",
         description="Reconstruct multi-coil k-space. With --accel the input is treated as fully sampled and "
                     "retrospectively undersampled; without it, zeros in the k-space are the unsampled points. "
                     "OUT holds `reconstruction` (float32 [slices, H, W] magnitude on the scale of the RSS of "
                     "the fully sampled data), `mask`, and attrs method, acceleration, acceleration_effective, "
                     "mask_type, center_fraction, seed.",
     )
-    p.add_argument("input", help="fastMRI h5 file, or BART .cfl/.hdr (or its base name)")
+    p.add_argument("input", help="fastMRI h5 file, BART .cfl/.hdr (or its base name), or SENSE-tutorial .mat")
     p.add_argument("--method", choices=["zf", "sense", "l1", "modl"], default="sense")
     p.add_argument("--accel", type=float, default=None, help="nominal acceleration R for retrospective undersampling")
     p.add_argument("--mask", dest="mask_type", choices=["random", "equispaced", "poisson"], default="random")
