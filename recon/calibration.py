@@ -28,7 +28,8 @@
 For retrospective masks :func:`min_center_fraction` gives the centre fraction that keeps
 :data:`MIN_CENTER_LINES` lines (it lives in :mod:`recon.masks`); ``recon.masks.center_fraction_for(R, W)`` =
 ``max(default_center_fraction(R), min_center_fraction(W))`` is the default of ``recon.pipeline.undersample``,
-``mriqa demo`` and the MoDL training data.
+``mriqa demo`` and the MoDL training data. :func:`estimate_sens_maps` is the same calibration for a torch batch
+(a network's forward pass given no maps).
 
 Measured on the real 16-coil SENSE-tutorial brain (96 x 96, both phase-encode orientations, random masks,
 R = 6 and 12, CG-SENSE PSNR against the RSS of the full data; zero-filled 17.4-21.1 dB): ESPIRiT on the narrow
@@ -50,7 +51,7 @@ from recon.masks import MIN_ACS, min_center_fraction  # noqa: F401 - min_center_
 
 __all__ = ["CalibrationInfo", "calibrate_maps", "calibration_region", "min_center_fraction", "refine_maps",
            "kernel_for", "MIN_CENTER_LINES", "MIN_ESPIRIT_LINES", "MIN_CALIB_LINES", "CALIB_READOUT_MAX",
-           "SYNTH_LINES", "heldout_line_error", "CV_FOLDS", "CALIBRATION_METHODS"]
+           "SYNTH_LINES", "heldout_line_error", "CV_FOLDS", "CALIBRATION_METHODS", "estimate_sens_maps"]
 
 MIN_ESPIRIT_LINES = MIN_ACS  # = 6: ESPIRiT alone from this many centre lines (measured, see the module docstring)
 MIN_CALIB_LINES = 3  # with the refinement step from this many; fewer is an InputError
@@ -368,3 +369,24 @@ def calibrate_maps(kspace, mask, *, num_maps: int = 1, source: str | os.PathLike
     info = CalibrationInfo("espirit-refined" if refine else "espirit", calib, kernel, acs, num_maps,
                            min(crop, REFINE_CROP) if refine else crop, phase_coil, dead, tuple(warnings), synthesised)
     return np.stack(out).astype(np.complex64), info
+
+
+def estimate_sens_maps(masked_kspace: torch.Tensor, mask: torch.Tensor, num_low_frequencies=None,
+                       source: str | None = None) -> torch.Tensor:
+    """Coil maps ``[B, C, H, W]`` per sample from masked k-space ``[B, C, H, W]`` and its mask (``[B|1, 1, 1|H, W]``),
+    by :func:`recon.calibration.calibrate_maps` (as ``mriqa recon`` and the training data calibrate).
+
+    ``num_low_frequencies`` (fastMRI's batch field) is not needed: the calibration measures the fully sampled
+    centre from the mask and the data. Too few centre lines is an ``InputError`` (pass ``sens_maps``).
+    Single-coil (C = 1): maps of ones.
+    """
+    b, c, h, w = masked_kspace.shape
+    if c == 1:
+        return torch.ones_like(masked_kspace)
+    maps = torch.empty_like(masked_kspace)
+    for i in range(b):
+        mi = mask[i if mask.shape[0] > 1 else 0]
+        k = (masked_kspace[i] * mi).detach().cpu().numpy()[None]
+        est, _ = calibrate_maps(k, mi.detach().cpu(), source=source, cache_dir=False)
+        maps[i] = torch.from_numpy(est[0]).to(masked_kspace.device)
+    return maps

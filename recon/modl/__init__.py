@@ -2,7 +2,8 @@
 (:mod:`recon.modl.weights`) and volume inference (:mod:`recon.modl.inference`); see :mod:`recon.modl.network`
 for the method and its choices."""
 from recon.masks import MIN_ACS
-from recon.modl.inference import estimate_sens_maps, modl_reconstruct
+from recon.calibration import estimate_sens_maps  # re-exported: a batch without maps (MoDL's forward)
+from recon.modl.inference import modl_reconstruct
 from recon.modl.network import LAM_MIN, ModlConfig, MoDL, ResidualDenoiser
 from recon.modl.weights import DEFAULT_WEIGHTS, WEIGHTS_DIR, _resolve_weights, load_modl, save_modl, weights_metadata
 

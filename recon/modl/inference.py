@@ -1,5 +1,5 @@
-"""MoDL inference: a volume at a time (what ``recon.pipeline.reconstruct(method="modl")`` runs), and ESPIRiT coil
-maps for a batch that comes without them.
+"""MoDL inference: a volume at a time (what ``recon.pipeline.reconstruct(method="modl")`` runs); a batch that comes
+without coil maps gets :func:`recon.calibration.estimate_sens_maps`.
 """
 from __future__ import annotations
 
@@ -10,30 +10,7 @@ from recon.errors import InputError
 from recon.modl.network import MoDL
 from recon.physics import SenseOperator, as_kspace, as_mask
 
-__all__ = ["estimate_sens_maps", "modl_reconstruct"]
-
-
-def estimate_sens_maps(masked_kspace: torch.Tensor, mask: torch.Tensor, num_low_frequencies=None,
-                       source: str | None = None) -> torch.Tensor:
-    """Coil maps ``[B, C, H, W]`` per sample from masked k-space ``[B, C, H, W]`` and its mask (``[B|1, 1, 1|H, W]``),
-    by :func:`recon.calibration.calibrate_maps` (as ``mriqa recon`` and the training data calibrate).
-
-    ``num_low_frequencies`` (fastMRI's batch field) is not needed: the calibration measures the fully sampled
-    centre from the mask and the data. Too few centre lines is an ``InputError`` (pass ``sens_maps``).
-    Single-coil (C = 1): maps of ones.
-    """
-    from recon.calibration import calibrate_maps
-
-    b, c, h, w = masked_kspace.shape
-    if c == 1:
-        return torch.ones_like(masked_kspace)
-    maps = torch.empty_like(masked_kspace)
-    for i in range(b):
-        mi = mask[i if mask.shape[0] > 1 else 0]
-        k = (masked_kspace[i] * mi).detach().cpu().numpy()[None]
-        est, _ = calibrate_maps(k, mi.detach().cpu(), source=source, cache_dir=False)
-        maps[i] = torch.from_numpy(est[0]).to(masked_kspace.device)
-    return maps
+__all__ = ["modl_reconstruct"]
 
 
 def modl_reconstruct(model: MoDL, kspace, mask, sens_maps=None, *, batch_size: int = 1,
@@ -50,7 +27,7 @@ def modl_reconstruct(model: MoDL, kspace, mask, sens_maps=None, *, batch_size: i
             ``[1, H, W]``, ``[S, 1, H, W]``, or a ``recon.masks.SamplingMask``.
         sens_maps: complex ``[S, C, H, W]``, or ``[S, M, C, H, W]`` for M ESPIRiT map sets (soft SENSE: the
             magnitude is ``sqrt(sum_m |x_m|^2)``, as ``recon.baselines`` does); default:
-            :func:`estimate_sens_maps` per slice.
+            :func:`recon.calibration.estimate_sens_maps` per slice.
         batch_size: slices per forward pass.
         num_low_frequencies: fastMRI's field, passed on (the calibration measures the centre itself).
         source: file name for error messages.

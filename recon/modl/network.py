@@ -275,7 +275,7 @@ class MoDL(nn.Module):
             raise InputError(source, f"image {y.shape[-2]}x{y.shape[-1]} is smaller than the network's field of "
                                      f"view ({rf}x{rf})")
         if sens_maps is None:
-            from recon.modl.inference import estimate_sens_maps
+            from recon.calibration import estimate_sens_maps
 
             maps = estimate_sens_maps(y, m, num_low_frequencies, source=source)
         else:
