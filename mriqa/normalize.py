@@ -28,6 +28,9 @@ layout). The rules:
    ``0.299 R + 0.587 G + 0.114 B`` (then re-quantised to 8 bits, like Pillow's ``convert("L")``); the RGB
    model takes gray images repeated to three channels; an alpha channel (LA, RGBA) is dropped. CMYK and
    palette images are converted to RGB by Pillow when read (:mod:`recon.io.images`).
+
+QAIRN and the tiled restorers take photos without the 8-bit rounding: :func:`unit_range` (a torch tensor, integers
+divided by their maximum, floats as they are).
 """
 from __future__ import annotations
 
@@ -191,3 +194,13 @@ def as_model_input(image, channels: int, kind: str = "photo", source: str | None
     unit = to_unit_range(arr, kind=kind, source=source)
     out = convert_channels(unit, channels, source)
     return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))[None].float()
+
+
+def unit_range(x: torch.Tensor) -> torch.Tensor:
+    """An image tensor in [0, 1] as float32: floats as they are, uint8 / 255 (in float32), uint16 / 65535 (in
+    float64, then float32), the same numbers as :mod:`mriqa.restoration` reading a photo file."""
+    if x.is_floating_point():
+        return x.float()
+    if x.dtype == torch.uint8:
+        return x.float() / 255.0
+    return (x.to(torch.float64) / 65535.0).float()

@@ -69,6 +69,7 @@ import torch
 
 from mriqa import pooling
 from mriqa.tiling import QF_TILE, valid_tiled_map
+from recon.device import resolve_device
 from recon.errors import InputError
 
 #: names of the shipped models -> files in ``mriqa/weights/``.
@@ -97,25 +98,6 @@ def is_batch(shape: Sequence[int]) -> bool:
         f"unsupported image shape {shape}: expected [H, W], [H, W, C], [N, H, W], "
         "[N, C, H, W] (C = 1 or 3) or [N, H, W, C]",
     )
-
-
-def default_device() -> torch.device:
-    """CUDA when available, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> :func:`default_device`; a device string -> ``torch.device``; InputError for a malformed
-    name or a CUDA device on a machine without CUDA."""
-    if device is None:
-        return default_device()
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise InputError(None, f"unknown torch device {device!r} (e.g. 'cpu', 'cuda', 'cuda:1')") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(None, f"device {device!r} asked for, but CUDA is not available on this machine")
-    return dev
 
 
 def shipped_weights(name: str) -> Path:

@@ -50,7 +50,7 @@ class RestoreRecord:
 def read_photo_for_restore(path: str, max_pixels: int | None = DEFAULT_MAX_PIXELS):
     """-> (uint8 / uint16 ``[H, W]`` or ``[H, W, 3]``, alpha uint8 or None, Pillow format, output mode). The
     pixels stay integers (a quarter of float32's memory); QAIRN takes them to [0, 1] tile by tile
-    (:func:`mriqa.models.qairn.unit_range`)."""
+    (:func:`mriqa.normalize.unit_range`)."""
     from recon.io.images import read_photo_file
 
     (photo,) = read_photo_file(path, max_pixels)

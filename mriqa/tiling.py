@@ -80,7 +80,7 @@ def qairn_halos(model) -> tuple[int, int, int]:
 def _window(t: torch.Tensor, level: int, rows: tuple[int, int], cols: tuple[int, int], device) -> torch.Tensor:
     """Rows / columns (level-0 pixels, multiples of ``2**level``) of ``t`` at ``level``, on ``device``; beyond
     ``t``'s extent (only for the unpadded input) the last row / column is repeated, as QAIRN pads."""
-    from mriqa.models.qairn import unit_range
+    from mriqa.normalize import unit_range
 
     f = 2 ** level
     (a, b), (c, d) = (rows[0] // f, rows[1] // f), (cols[0] // f, cols[1] // f)
@@ -125,12 +125,12 @@ def qairn_tiled_forward(model, x: torch.Tensor, tile: int = QAIRN_TILE) -> tuple
 
     Tile origins lie on ``model.multiple`` (stride-2 grids align) and the bottom / right border is padded by
     repetition exactly as the whole-image forward pads it, so the result equals ``model(x)`` up to float
-    rounding. ``x`` may be a non-contiguous CPU view, and uint8 / uint16 (:func:`mriqa.models.qairn.unit_range`):
+    rounding. ``x`` may be a non-contiguous CPU view, and uint8 / uint16 (:func:`mriqa.normalize.unit_range`):
     each window is converted and copied to the model's device on its own. Call it under ``torch.no_grad()``."""
     height, width = x.shape[-2:]
     device = next(model.parameters()).device
     if height <= tile and width <= tile:
-        from mriqa.models.qairn import unit_range
+        from mriqa.normalize import unit_range
 
         return model(unit_range(x.contiguous().to(device)))
     m = int(model.multiple)

@@ -70,7 +70,8 @@ from recon.errors import InputError
 from mriqa.jpeg import jpeg_compress
 from mriqa.models.qairn import QAIRN, load_deepened
 from recon.metrics_torch import psnr, ssim
-from recon.training.loop import export_weights, resolve_device, run_steps, start_state, training_record
+from recon.device import resolve_device
+from recon.training.loop import export_weights, run_steps, start_state, training_record
 from recon.io.weights import load_weights, save_weights
 
 VAL_QFS = (10, 20, 30, 40)

@@ -46,7 +46,8 @@ import torch
 import torch.nn.functional as F
 
 from recon.errors import InputError
-from recon.training.loop import export_weights, resolve_device, run_steps, start_state, training_record
+from recon.device import resolve_device
+from recon.training.loop import export_weights, run_steps, start_state, training_record
 from mriqa.models.qfnet import QFNet
 from mriqa.normalize import NORMALIZATION
 from mriqa.qf_data import PatchSampler, load_pools

@@ -126,3 +126,17 @@ def test_no_ema_leaves_rows_and_checkpoint_without_it(tmp_path):
 def test_ema_decay_outside_0_1_is_refused(tmp_path, decay):
     with pytest.raises(ValueError, match="train.ema"):
         _run(tmp_path / "t", 4, ema=decay)
+
+
+def test_resolve_device_is_one_rule_for_commands_trainers_and_loaders():
+    from recon.device import resolve_device
+    from recon.errors import InputError
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device(None).type == resolve_device("auto").type == expected
+    assert resolve_device("cpu") == resolve_device(torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(InputError, match="unknown torch device 'gpu0'"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available"):
+            resolve_device("cuda")

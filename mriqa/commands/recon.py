@@ -64,13 +64,13 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     import numpy as np
-    import torch
 
+    from recon.device import resolve_device
     from recon.io.fastmri_h5 import write_reconstruction_h5
     from recon.masks import describe_mask
     from recon.pipeline import load_kspace, run_method, undersample
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     volume = load_kspace(args.input)
     selected = _slice_range(args.slices, volume.num_slices)
     maps = None

@@ -99,7 +99,7 @@ class ARCNN(nn.Module):
 def load_arcnn(path, device: str | torch.device | None = None) -> tuple[ARCNN, dict]:
     """Load weights written by :func:`recon.io.weights.save_weights` -> ``(model in eval mode, metadata)``."""
     from recon.errors import InputError
-    from mriqa.predictor import resolve_device
+    from recon.device import resolve_device
     from recon.io.weights import load_weights
 
     state, meta = load_weights(path)

@@ -68,6 +68,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mriqa.normalize import unit_range
+
 ARCH = "qairn"
 SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "qairn.safetensors"
 
@@ -308,7 +310,7 @@ def resolve_qairn_weights(path: str | os.PathLike | None = None) -> Path:
 def load_qairn(path: str | os.PathLike, device: str | torch.device | None = None) -> tuple[QAIRN, dict]:
     """Load QAIRN weights saved by :func:`recon.io.weights.save_weights` -> ``(model in eval mode, metadata)``."""
     from recon.errors import InputError
-    from mriqa.predictor import resolve_device
+    from recon.device import resolve_device
     from recon.io.weights import load_weights
 
     state, meta = load_weights(path)
@@ -352,16 +354,6 @@ def restore_self_ensemble(model: QAIRN, x: torch.Tensor, tile: int | None = None
         y = torch.flip(y.float(), dims=(-1,)) if flip else y.float()
         acc += torch.rot90(y, -k, dims=(-2, -1))
     return acc / len(DIHEDRAL), maps
-
-
-def unit_range(x: torch.Tensor) -> torch.Tensor:
-    """An image tensor in [0, 1] as float32: floats as they are, uint8 / 255 (in float32), uint16 / 65535 (in
-    float64, then float32), the same numbers as :mod:`mriqa.restoration` reading a photo file."""
-    if x.is_floating_point():
-        return x.float()
-    if x.dtype == torch.uint8:
-        return x.float() / 255.0
-    return (x.to(torch.float64) / 65535.0).float()
 
 
 @torch.no_grad()

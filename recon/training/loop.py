@@ -86,13 +86,6 @@ def start_state(output_dir: Path, model: torch.nn.Module, optimizer: torch.optim
     return state
 
 
-def resolve_device(name: str | None = "auto") -> torch.device:
-    """``"auto"`` (or None): CUDA when available, else the CPU; any other name as torch reads it."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(str(name))
-
-
 def ema_decay_at(step: int, decay: float) -> float:
     """The moving-average decay used after optimiser step ``step`` (0-based) of a run: ``decay`` after a warm-up."""
     return min(float(decay), (1.0 + step) / (10.0 + step))

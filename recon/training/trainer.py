@@ -45,6 +45,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
+from recon.device import resolve_device
 from recon.errors import InputError
 from recon.training.recon_config import build_loss, build_mode_loss, load_recon_config
 
@@ -81,9 +82,7 @@ class Trainer:
         self.progress = progress
         if tcfg.get("num_threads"):
             torch.set_num_threads(int(tcfg["num_threads"]))
-        dev = tcfg.get("device", "auto")
-        self.device = torch.device("cuda" if dev == "auto" and torch.cuda.is_available() else
-                                   ("cpu" if dev == "auto" else dev))
+        self.device = resolve_device(tcfg.get("device", "auto"))
         amp = tcfg.get("amp", "auto")
         self.amp = self.device.type == "cuda" and amp in ("auto", True, "bf16", "fp16")
         self.amp_dtype = torch.float16 if amp == "fp16" else torch.bfloat16
