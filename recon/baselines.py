@@ -36,11 +36,12 @@ from recon.errors import InputError
 from recon.fft import ifft2c
 from recon.physics import SenseOperator
 
-__all__ = ["zero_filled", "cg_sense", "l1_wavelet", "DEFAULT_SENSE_LAM", "DEFAULT_L1_LAMDA"]
+__all__ = ["zero_filled", "cg_sense", "sense_image", "l1_wavelet", "DEFAULT_SENSE_LAM", "DEFAULT_L1_LAMDA"]
 
 DEFAULT_SENSE_LAM = 0.003
 DEFAULT_SENSE_ITERS = 30
 DEFAULT_SENSE_TOL = 1e-5
+QUICK_SENSE_ITERS = 20  # sense_image: the collapse guard's and the calibration's k-space predictions
 DEFAULT_L1_LAMDA = 1e-3
 DEFAULT_L1_ITERS = 60
 _L1_SCALE_PERCENTILE = 99.9
@@ -164,6 +165,17 @@ def cg_sense(kspace, mask, sens_maps, lam: float = DEFAULT_SENSE_LAM, max_iter: 
             mag = x.abs() if x.ndim == 3 else torch.sqrt((x.real.square() + x.imag.square()).sum(1))
             out[start:stop] = mag.float().cpu().numpy()
     return out
+
+
+def sense_image(kspace, mask, maps, lam: float = DEFAULT_SENSE_LAM, max_iter: int = QUICK_SENSE_ITERS
+                ) -> np.ndarray:
+    """The complex CG-SENSE image with an axis per map set, complex64 ``[S, M, H, W]`` (M = 1 for maps
+    ``[S, C, H, W]``; ``[S, M, C, H, W]`` as they are): :func:`cg_sense` with ``complex_output``, tolerance 1e-6.
+    What the collapse guard (:mod:`recon.guard`) and the calibration's held-out lines
+    (:func:`recon.calibration.heldout_line_error`) predict measured k-space with, ``F S x``."""
+    s = _as_tensor(maps, "coil maps")
+    return cg_sense(kspace, mask, s[:, None] if s.ndim == 4 else s, lam=lam, max_iter=max_iter, tol=1e-6,
+                    complex_output=True)
 
 
 def _output_array(k: torch.Tensor, maps: torch.Tensor, complex_output: bool) -> np.ndarray:

@@ -51,7 +51,7 @@ from recon.masks import MIN_ACS, min_center_fraction  # noqa: F401 - min_center_
 
 __all__ = ["CalibrationInfo", "calibrate_maps", "calibration_region", "min_center_fraction", "refine_maps",
            "kernel_for", "MIN_CENTER_LINES", "MIN_ESPIRIT_LINES", "MIN_CALIB_LINES", "CALIB_READOUT_MAX",
-           "SYNTH_LINES", "heldout_line_error", "CV_FOLDS", "CALIBRATION_METHODS", "estimate_sens_maps"]
+           "SYNTH_LINES", "heldout_layout", "heldout_line_error", "CV_FOLDS", "CALIBRATION_METHODS", "estimate_sens_maps"]
 
 MIN_ESPIRIT_LINES = MIN_ACS  # = 6: ESPIRiT alone from this many centre lines (measured, see the module docstring)
 MIN_CALIB_LINES = 3  # with the refinement step from this many; fewer is an InputError
@@ -236,8 +236,8 @@ def refine_maps(kspace: np.ndarray, points: np.ndarray, maps: np.ndarray, rows: 
     ``(maps, calib, kernel)``, maps shaped as :func:`recon.coils.espirit_maps` returns them.
     """
     from recon.coils import espirit_maps_cached
+    from recon.baselines import sense_image
     from recon.fft import fft2c_np
-    from recon.guard import sense_image
 
     width = kspace.shape[-1]
     stack = maps[None] if maps.ndim == 3 else maps  # [M, C, H, W]
@@ -255,6 +255,15 @@ def refine_maps(kspace: np.ndarray, points: np.ndarray, maps: np.ndarray, rows: 
     return out, calib, kernel
 
 
+def heldout_layout(kspace: np.ndarray, mask) -> tuple[np.ndarray, slice]:
+    """``(points, cols)`` of one slice ``[C, H, W]`` under ``mask`` (anything :func:`calibrate_maps` takes): bool
+    ``[H, W]`` of the samples the mask takes that hold data, and the calibration region's phase-encode columns
+    (:func:`calibration_region`), which are never held out."""
+    _, cols, _, _ = calibration_region(kspace, mask)
+    points = _mask_points(mask, *kspace.shape[-2:]) & np.any(kspace != 0, axis=0)
+    return points, cols
+
+
 def heldout_line_error(kspace: np.ndarray, points: np.ndarray, maps: np.ndarray, cols: slice,
                        folds: int = CV_FOLDS, seed: int = 0) -> float:
     """How well ``maps`` let CG-SENSE predict measured k-space it did not see: relative squared error ``[0, inf)``.
@@ -262,11 +271,11 @@ def heldout_line_error(kspace: np.ndarray, points: np.ndarray, maps: np.ndarray,
     ``kspace`` ``[C, H, W]`` (one slice), ``points`` bool ``[H, W]`` (sampled and holding data), ``maps``
     ``[C, H, W]`` or ``[M, C, H, W]``, ``cols`` the calibration region's phase-encode columns (always kept). The
     other sampled phase-encode lines are dealt into ``folds`` folds (shuffled with ``seed``); for each, CG-SENSE
-    (:func:`recon.guard.sense_image`) from the rest predicts the fold's samples, ``F S x``. Returns
+    (:func:`recon.baselines.sense_image`) from the rest predicts the fold's samples, ``F S x``. Returns
     ``sum |prediction - measured|^2 / sum |measured|^2`` over all folds (1.0: no better than predicting zeros;
     ``inf`` when there is no line outside the region to hold out). Maps that explain the data score lower."""
+    from recon.baselines import sense_image
     from recon.crossval import coil_kspace, heldout_errors
-    from recon.guard import sense_image
 
     stack = maps[None] if maps.ndim == 3 else maps  # [M, C, H, W]
 

@@ -5,7 +5,8 @@ consistent on every line it used. So hold some out (SSDU's idea, Yaman et al., M
 training and validation): the sampled phase-encode lines outside the fully sampled centre are dealt into folds;
 for each fold the method reconstructs from the other lines and ``F S x`` predicts the held-out samples.
 
-- :func:`heldout_errors`: the squared prediction error at every held-out sample (one slice, any solver).
+- :func:`heldout_errors`: the squared prediction error at every held-out sample (one slice, any solver); which
+  samples may be held out (``points``, ``cols``) comes from :func:`recon.calibration.heldout_layout`.
 - :func:`unmeasured_energy`: the k-space energy where nothing was measured, estimated per readout row by
   log-linear interpolation along the phase encode between the measured samples of that row.
 - :func:`nmse_estimate`: the two together, an estimate of the reconstruction's k-space NMSE against the fully
@@ -26,19 +27,8 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["fold_lines", "heldout_errors", "heldout_layout", "coil_kspace", "unmeasured_energy", "nmse_estimate",
+__all__ = ["fold_lines", "heldout_errors", "coil_kspace", "unmeasured_energy", "nmse_estimate",
            "outer_lines"]
-
-
-def heldout_layout(kspace: np.ndarray, mask) -> tuple[np.ndarray, slice]:
-    """``(points, cols)`` of one slice ``[C, H, W]`` under ``mask`` (anything ``recon.calibration`` takes): bool
-    ``[H, W]`` of the samples the mask takes that hold data, and the calibration region's phase-encode columns
-    (:func:`recon.calibration.calibration_region`), which are never held out."""
-    from recon.calibration import _mask_points, calibration_region
-
-    _, cols, _, _ = calibration_region(kspace, mask)
-    points = _mask_points(mask, *kspace.shape[-2:]) & np.any(kspace != 0, axis=0)
-    return points, cols
 
 
 def coil_kspace(maps: np.ndarray, image: np.ndarray) -> np.ndarray:

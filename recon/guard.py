@@ -9,7 +9,7 @@ see it (:func:`check_reconstruction`, thresholds measured on the real 16-coil SE
 - **coverage**: the fraction of the zero-filled RSS energy inside the maps' support (pixels where some coil's
   map is non-zero) must be >= :data:`MIN_COVERAGE`: maps that miss part of the object reconstruct none of it.
 - **data consistency**: the part of ``||M F S x - y|| / ||y||`` (of the complex image; for a magnitude-only
-  method: of the CG-SENSE image with the same maps, :func:`sense_image`) that the measurement noise does not
+  method: of the CG-SENSE image with the same maps, :func:`recon.baselines.sense_image`) that the measurement noise does not
   explain, ``sqrt(max(res^2 - noise^2, 0))`` with ``noise = ||M n|| / ||y||`` estimated from the outer k-space
   (:func:`noise_fraction`), must be <= :data:`MAX_RESIDUAL`: maps that cannot explain the measured data are
   wrong whatever the method does with them, while a noisy scan's residual is mostly its noise (measured on
@@ -48,7 +48,7 @@ import torch
 
 from recon.errors import InputError
 
-__all__ = ["GuardReport", "check_reconstruction", "guarded", "sense_image", "data_residual", "noise_fraction", "mask_matching_data",
+__all__ = ["GuardReport", "check_reconstruction", "guarded", "data_residual", "noise_fraction", "mask_matching_data",
            "acs_disagreement", "MIN_COVERAGE", "MAX_RESIDUAL", "MAX_ACS_DISAGREEMENT", "ACS_MARGIN", "MIN_CORRELATION",
            "ENERGY_RANGE"]
 
@@ -59,8 +59,6 @@ MAX_ACS_DISAGREEMENT = 0.3  # good 0.08-0.18; collapsed 0.39-0.95
 ACS_MARGIN = 0.2  # allowed above zero-filled's own disagreement
 MIN_CORRELATION = 0.6  # good 0.78-0.97; collapsed 0.43-0.73
 ENERGY_RANGE = (0.5, 2.0)  # good 1.03-1.28; collapsed 0.85-1.88
-RESIDUAL_LAM = 0.003
-RESIDUAL_ITERS = 20
 
 
 @dataclass(frozen=True)
@@ -113,19 +111,6 @@ def _mask_tensor(mask) -> torch.Tensor:
 def _sets(maps: np.ndarray) -> np.ndarray:
     """Maps ``[S, C, H, W]`` or ``[S, M, C, H, W]`` -> ``[S, M, C, H, W]``."""
     return maps[:, None] if maps.ndim == 4 else maps
-
-
-def sense_image(kspace, mask, maps, lam: float = RESIDUAL_LAM, max_iter: int = RESIDUAL_ITERS) -> np.ndarray:
-    """The complex CG-SENSE image ``argmin ||M F S x - y||^2 + lam ||x||^2``: k-space ``[S, C, H, W]``, mask
-    broadcastable to it, maps ``[S, C, H, W]`` or ``[S, M, C, H, W]`` -> complex64 ``[S, M, H, W]``."""
-    from recon.cg import cg_solve
-    from recon.physics import SenseOperator
-
-    k = torch.as_tensor(_numpy(kspace)).to(torch.complex64)
-    s = torch.as_tensor(_sets(_numpy(maps))).to(torch.complex64)
-    op = SenseOperator(s, _mask_tensor(mask))
-    with torch.no_grad():
-        return cg_solve(op.normal, op.adjoint(k), lam, max_iter=max_iter, tol=1e-6).numpy()
 
 
 NOISE_BAND = 0.4  # k-space points with max(|k_row| / H, |k_col| / W) >= this (of 0.5) estimate the noise
@@ -204,7 +189,7 @@ def check_reconstruction(image, kspace, mask, maps, zero_filled=None) -> GuardRe
         maps: ``[S, C, H, W]`` or ``[S, M, C, H, W]``.
         zero_filled: the zero-filled RSS ``[S, H, W]`` (computed when not given).
     """
-    from recon.baselines import zero_filled as zf_recon
+    from recon.baselines import sense_image, zero_filled as zf_recon
 
     m = _mask_tensor(mask)
     zf = zf_recon(kspace, m) if zero_filled is None else np.asarray(zero_filled, dtype=np.float32)

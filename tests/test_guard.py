@@ -12,6 +12,7 @@ from recon import baselines
 from recon.calibration import calibrate_maps, min_center_fraction
 from recon.coils import espirit_maps
 from recon.errors import InputError
+from recon.baselines import sense_image
 from recon.guard import (
     MAX_ACS_DISAGREEMENT,
     acs_disagreement,
@@ -20,7 +21,6 @@ from recon.guard import (
     guarded,
     mask_matching_data,
     noise_fraction,
-    sense_image,
 )
 from recon.masks import default_center_fraction, make_mask
 from recon.metrics import psnr

@@ -14,7 +14,8 @@ from examples.tiny_data import make_tiny_dataset
 from mriqa.losses import ReconQualityLoss
 from mriqa.losses.recon_quality_loss import heldout_nmse
 from mriqa.models.reconq import RQNet
-from recon.crossval import heldout_layout, unmeasured_energy
+from recon.calibration import heldout_layout
+from recon.crossval import unmeasured_energy
 from recon.errors import InputError
 from recon.io.weights import save_weights
 from recon.losses import DataConsistencyLoss, WeightedSum

@@ -112,7 +112,8 @@ def heldout_nmse(refit, folds: int | None = None, call: int = 0) -> torch.Tensor
     repeats it), or from ``call`` and the sample's index when there are none (a loop of your own). A sample with
     no sampled line outside its calibration centre gets 0."""
     from mriqa.recon_quality.kspace import FOLDS
-    from recon.crossval import fold_lines, heldout_layout, unmeasured_energy
+    from recon.calibration import heldout_layout
+    from recon.crossval import fold_lines, unmeasured_energy
     from recon.physics import SenseOperator
 
     if refit is None:

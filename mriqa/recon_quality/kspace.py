@@ -103,7 +103,8 @@ def kspace_check(method: str, kspace: np.ndarray, mask, maps: np.ndarray, *, fol
     coil maps it reconstructs with, ``maps`` ``[S, C, H, W]`` or ``[S, M, C, H, W]`` (e.g.
     ``recon.calibration.calibrate_maps``).
     Returns one :class:`KspaceCheck` per slice."""
-    from recon.crossval import heldout_errors, heldout_layout, nmse_estimate
+    from recon.calibration import heldout_layout
+    from recon.crossval import heldout_errors, nmse_estimate
 
     kspace = np.asarray(kspace)
     solve = _solver(method, weights, device)
