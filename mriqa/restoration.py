@@ -4,7 +4,7 @@
 >>> records = restore_files(["a.jpg", "b.png"], "restored/")   # writes restored/a.jpg, restored/b.png
 >>> [r.to_json() for r in records]                             # {"input", "output", "q1", "q2", "q3"}
 
-Each input (PNG, BMP, TIFF or JPEG photo, read by :func:`recon.io.images.read_photo_file`) is restored by QAIRN
+Each input (PNG, BMP, TIFF or JPEG photo, read by :func:`recon.io.photos.read_photo_file`) is restored by QAIRN
 (:func:`mriqa.models.qairn.run_qairn`; an image larger than the tile runs tile by tile, same result) and written
 to ``out_dir/<input file name>``: same file format, same size, same mode (gray stays gray, RGBA keeps its
 alpha, 16-bit gray stays 16-bit; palette and CMYK images are written as RGB). A JPEG output is saved at
@@ -51,7 +51,7 @@ def read_photo_for_restore(path: str, max_pixels: int | None = DEFAULT_MAX_PIXEL
     """-> (uint8 / uint16 ``[H, W]`` or ``[H, W, 3]``, alpha uint8 or None, Pillow format, output mode). The
     pixels stay integers (a quarter of float32's memory); QAIRN takes them to [0, 1] tile by tile
     (:func:`mriqa.normalize.unit_range`)."""
-    from recon.io.images import read_photo_file
+    from recon.io.photos import read_photo_file
 
     (photo,) = read_photo_file(path, max_pixels)
     if photo.format not in PIL_FORMATS:

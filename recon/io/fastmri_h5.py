@@ -34,7 +34,7 @@ from typing import Any, Mapping, Sequence
 import h5py
 import numpy as np
 
-from recon.errors import InputError
+from recon.errors import InputError, first_line
 from recon.io.output import output_file
 from recon.io.ismrmrd import ismrmrd_header, parse_header as _parse_header
 
@@ -194,12 +194,7 @@ def _open(path: Path) -> h5py.File:
     try:
         return h5py.File(path, "r")
     except OSError as exc:  # truncated / corrupt
-        raise InputError(path, f"cannot open as HDF5 (truncated or corrupt?): {_first_line(exc)}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+        raise InputError(path, f"cannot open as HDF5 (truncated or corrupt?): {first_line(exc)}") from None
 
 
 def _mask_to_convention(mask: np.ndarray, height: int, width: int, path: Path, key: str = "mask") -> np.ndarray:
@@ -297,7 +292,7 @@ def read_kspace(path: str | os.PathLike, slices: slice | Sequence[int] | None = 
             encoding_size, recon_size = _parse_header(header)
             attrs = {key: _plain(value) for key, value in hf.attrs.items()}
         except OSError as exc:  # a truncated file often opens, then fails on read
-            raise InputError(path, f"cannot read (truncated or corrupt?): {_first_line(exc)}") from None
+            raise InputError(path, f"cannot read (truncated or corrupt?): {first_line(exc)}") from None
     return KspaceVolume(kspace=kspace, mask=mask, target=target, target_key=target_key, attrs=attrs, path=path,
                         single_coil=single_coil, encoding_size=encoding_size, recon_size=recon_size, header=header)
 
@@ -339,7 +334,7 @@ def read_reconstruction(path: str | os.PathLike, key: str | None = None, with_ma
                 mask = _mask_to_convention(np.asarray(hf["mask"]), image.shape[-2], image.shape[-1], path)
             attrs = {k: _plain(v) for k, v in hf.attrs.items()}
         except OSError as exc:
-            raise InputError(path, f"cannot read (truncated or corrupt?): {_first_line(exc)}") from None
+            raise InputError(path, f"cannot read (truncated or corrupt?): {first_line(exc)}") from None
     return Reconstruction(image=image, mask=mask, attrs=attrs, key=found, path=path)
 
 
@@ -350,7 +345,7 @@ def read_reconstruction_attrs(path: str | os.PathLike) -> "ReconstructionAttrs":
         try:
             return ReconstructionAttrs.from_attrs({k: _plain(v) for k, v in hf.attrs.items()})
         except OSError as exc:
-            raise InputError(path, f"cannot read (truncated or corrupt?): {_first_line(exc)}") from None
+            raise InputError(path, f"cannot read (truncated or corrupt?): {first_line(exc)}") from None
 
 
 # --------------------------------------------------------------------------------------------- writing

@@ -37,7 +37,6 @@ normalisation): :mod:`mriqa.normalize` does that.
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +44,7 @@ import numpy as np
 
 from recon.errors import InputError
 from recon.io import volumes as _vol
+from recon.io.photos import Photo, check_finite, check_pixels, read_photo_file  # noqa: F401 - re-exported
 
 __all__ = ["ImageRecord", "Photo", "read_images", "read_photo", "read_photo_file", "image_folder_files",
            "record_name", "records_with_signal", "check_pixels", "PHOTO_SUFFIXES", "DEFAULT_MAX_PIXELS"]
@@ -66,83 +66,8 @@ class ImageRecord:
     volume: int | None = None
 
 
-@dataclass
-class Photo:
-    """One decoded frame of an image file: ``array`` as in the module table, ``kind``, the file's Pillow
-    ``format`` (``PNG``, ``JPEG``, ``TIFF``, ``BMP``, ...) and ``mode`` (before any conversion)."""
-
-    array: np.ndarray
-    kind: str
-    format: str | None
-    mode: str
-
-
-def check_pixels(source, height: int, width: int, max_pixels: int | None) -> None:
-    """InputError when an image of ``height`` x ``width`` has more than ``max_pixels`` pixels (None: no limit)."""
-    if max_pixels is not None and int(height) * int(width) > int(max_pixels):
-        raise InputError(source, f"image is {width}x{height} = {height * width / 1e6:.1f} megapixels, more than "
-                                 f"the limit of {max_pixels / 1e6:g} megapixels (--max-pixels)")
-
-
-def _check_finite(arr: np.ndarray, source, index: int | None) -> None:
-    if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
-        where = f"slice {index}" if index is not None else "image"
-        raise InputError(source, f"{where} contains NaN or Inf values")
-
-
 def _as_mag(arr: np.ndarray) -> np.ndarray:
     return np.abs(arr).astype(np.float32) if np.iscomplexobj(arr) else arr
-
-
-# ------------------------------------------------------------------------------------------------ photos
-def _frame_array(im) -> tuple[np.ndarray, str]:
-    """One Pillow frame -> (array, kind) following the module table."""
-    mode = im.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
-        return np.asarray(im).astype(np.uint16), "photo"
-    if mode == "1":
-        return np.asarray(im.convert("L")), "photo"
-    if mode in ("L", "RGB", "RGBA", "LA"):
-        return np.asarray(im), "photo"
-    if mode in ("I", "F"):
-        arr = np.asarray(im)
-        if mode == "I" and arr.size and arr.min() >= 0 and arr.max() <= 65535:
-            return arr.astype(np.uint16), "photo"  # 16-bit PNG opened as mode I
-        return arr.astype(np.float32), "mri"  # unscaled integer / float data: robust-max scaling
-    if mode == "P":
-        return np.asarray(im.convert("RGBA" if "transparency" in im.info else "RGB")), "photo"
-    if mode == "PA":
-        return np.asarray(im.convert("RGBA")), "photo"
-    return np.asarray(im.convert("RGB")), "photo"  # CMYK, YCbCr, LAB, HSV, RGBX, ...
-
-
-def read_photo_file(path: str | os.PathLike, max_pixels: int | None = None, all_frames: bool = False
-                    ) -> list[Photo]:
-    """Decode an image file with Pillow: the first frame (or every frame of a multi-page file)."""
-    from PIL import Image, UnidentifiedImageError
-
-    src = os.fspath(path)
-    out = []
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is max_pixels
-            with Image.open(src) as im:
-                check_pixels(src, im.height, im.width, max_pixels)
-                for index in range(getattr(im, "n_frames", 1) if all_frames else 1):
-                    im.seek(index)
-                    im.load()
-                    arr, kind = _frame_array(im)
-                    _check_finite(arr, src, None)
-                    out.append(Photo(np.ascontiguousarray(arr), kind, im.format, im.mode))
-    except FileNotFoundError:
-        raise InputError(src, "file not found") from None
-    except Image.DecompressionBombError as exc:
-        raise InputError(src, f"image too large to decode ({_vol._first_line(exc)})") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
-        if isinstance(exc, InputError):
-            raise
-        raise InputError(src, f"cannot read as an image: {_vol._first_line(exc)}") from None
-    return out
 
 
 def read_photo(path: str | os.PathLike, max_pixels: int | None = None) -> list[ImageRecord]:
@@ -174,9 +99,9 @@ def _read_dicom_file(path: Path) -> list[ImageRecord]:
     kind = "photo" if getattr(ds, "SamplesPerPixel", 1) == 3 else "mri"
     if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
         for i in range(arr.shape[0]):
-            _check_finite(arr[i], src, i)
+            check_finite(arr[i], src, i)
         return [ImageRecord(np.ascontiguousarray(arr[i]), src, i, kind) for i in range(arr.shape[0])]
-    _check_finite(arr, src, None)
+    check_finite(arr, src, None)
     return [ImageRecord(np.ascontiguousarray(arr), src, None, kind)]
 
 
@@ -184,7 +109,7 @@ def _read_dicom_folder(folder: Path) -> list[ImageRecord]:
     out = []
     for i, (file, ds) in enumerate(_vol.dicom_series(folder)):
         arr = _vol.dicom_pixels(ds, file)
-        _check_finite(arr, file, i)
+        check_finite(arr, file, i)
         kind = "photo" if getattr(ds, "SamplesPerPixel", 1) == 3 else "mri"
         out.append(ImageRecord(np.ascontiguousarray(arr), os.fspath(file), i, kind))
     return out
@@ -194,7 +119,7 @@ def _read_nifti(path: Path) -> list[ImageRecord]:
     src = os.fspath(path)
     data, _ = _vol.load_nifti(path)
     if data.ndim == 2:
-        _check_finite(data, src, None)
+        check_finite(data, src, None)
         return [ImageRecord(np.ascontiguousarray(np.flipud(data.T)), src, None, "mri")]
     if data.ndim not in (3, 4):
         raise InputError(src, f"unsupported NIfTI shape {data.shape} (2-D, 3-D or 4-D expected)")
@@ -203,7 +128,7 @@ def _read_nifti(path: Path) -> list[ImageRecord]:
         vol = data[..., t] if data.ndim == 4 else data
         for k in range(vol.shape[-1]):
             sl = vol[:, :, k]
-            _check_finite(sl, src, k)
+            check_finite(sl, src, k)
             out.append(ImageRecord(np.ascontiguousarray(np.flipud(sl.T)), src, k, "mri",
                                    t if data.ndim == 4 else None))
     return out
@@ -224,13 +149,13 @@ def _array_records(arr: np.ndarray, src: str, what: str = "") -> list[ImageRecor
     if arr.dtype.kind not in "biuf":
         raise InputError(src, f"{what}unsupported array type {arr.dtype}")
     if arr.ndim == 2:
-        _check_finite(arr, src, None)
+        check_finite(arr, src, None)
         return [ImageRecord(arr, src, None, "photo" if arr.dtype in (np.uint8, np.uint16) else "mri")]
     if arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.dtype in (np.uint8, np.uint16):
         return [ImageRecord(arr, src, None, "photo")]
     if arr.ndim == 3:
         for i in range(arr.shape[0]):
-            _check_finite(arr[i], src, i)
+            check_finite(arr[i], src, i)
         return [ImageRecord(np.ascontiguousarray(arr[i]), src, i, "mri") for i in range(arr.shape[0])]
     raise InputError(src, f"{what}expected a 2-D image or a [slices, H, W] stack, got shape {arr.shape}")
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recon.errors import InputError
+from recon.errors import InputError, first_line
 
 __all__ = ["Volume", "read_volume", "read_dicom_series", "read_nifti", "read_image", "read_npy", "reslice",
            "reslice_spacing", "ORIENTATIONS", "IMAGE_SUFFIXES", "AXES", "dicom_read", "dicom_pixels",
@@ -61,11 +61,6 @@ class Volume:
     path: Path
     ras: bool = False
     affine: np.ndarray | None = None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _finish(data: np.ndarray, path: Path, what: str) -> np.ndarray:
@@ -121,7 +116,7 @@ def dicom_pixels(ds, source: str | os.PathLike) -> np.ndarray:
         arr = ds.pixel_array
     except Exception as exc:  # pydicom raises many types (missing handler, bad data, ...)
         raise InputError(source, f"cannot decode DICOM pixel data ({type(exc).__name__}: "
-                                 f"{_first_line(exc)})") from None
+                                 f"{first_line(exc)})") from None
     try:
         from pydicom.pixels import apply_modality_lut
     except ImportError:  # pragma: no cover - pydicom < 3
@@ -233,7 +228,7 @@ def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         image = nib.load(str(path))
         data = np.asarray(image.dataobj)
     except Exception as exc:  # nibabel raises ImageFileError, OSError, EOFError, zlib errors, ...
-        raise InputError(path, f"cannot read as NIfTI: {_first_line(exc)}") from None
+        raise InputError(path, f"cannot read as NIfTI: {first_line(exc)}") from None
     if np.iscomplexobj(data):
         data = np.abs(data).astype(np.float32)
     while data.ndim > 3 and data.shape[-1] == 1:  # trailing singleton dims (e.g. [X, Y, Z, 1])
@@ -264,10 +259,10 @@ def read_nifti(path: str | os.PathLike, axes: str = "ras") -> Volume:
 
 
 def read_image(path: str | os.PathLike) -> Volume:
-    """Read a 2-D image (PNG/TIFF/BMP/JPEG; :func:`recon.io.images.read_photo_file`, every frame) as
+    """Read a 2-D image (PNG/TIFF/BMP/JPEG; :func:`recon.io.photos.read_photo_file`, every frame) as
     grayscale float32 ``[S, H, W]`` (S = frames, usually 1). Colour images become luma
     ``0.299 R + 0.587 G + 0.114 B`` (ITU-R BT.601, alpha dropped) in float32, so 16-bit gray keeps its range."""
-    from recon.io.images import read_photo_file
+    from recon.io.photos import read_photo_file
 
     path = Path(path)
     frames = []
@@ -290,7 +285,7 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise InputError(path, f"cannot read as .npy: {_first_line(exc)}") from None
+        raise InputError(path, f"cannot read as .npy: {first_line(exc)}") from None
 
 
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -305,7 +300,7 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputError(path, f"cannot read as .npz: {_first_line(exc)}") from None
+        raise InputError(path, f"cannot read as .npz: {first_line(exc)}") from None
     if not arrays:
         raise InputError(path, "the .npz archive holds no array")
     return arrays
