@@ -9,7 +9,8 @@ import scipy.io
 from PIL import Image
 
 from recon.errors import InputError
-from mriqa.iqa.datasets import IQADataset, load_dataset, parse_spec
+from mriqa.iqa.databases import load_dataset, parse_spec
+from mriqa.iqa.datasets import IQADataset
 
 
 def _img(path: Path, seed: int = 0, size=(8, 10), fmt=None) -> Path:

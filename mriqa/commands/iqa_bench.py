@@ -126,7 +126,7 @@ def run(args) -> int:
     from recon.errors import InputError
     from recon.io.output import check_writable, output_file
     from mriqa.iqa.correlation import evaluate
-    from mriqa.iqa.datasets import load_dataset
+    from mriqa.iqa.databases import load_dataset
     from mriqa.iqa.metrics_registry import get_metric, read_image01
 
     if args.bootstrap < 0:

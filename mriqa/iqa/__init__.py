@@ -21,7 +21,8 @@ from mriqa.iqa.correlation import (
     plcc,
     srcc,
 )
-from mriqa.iqa.datasets import IQADataset, IQAItem, load_dataset
+from mriqa.iqa.databases import load_dataset
+from mriqa.iqa.datasets import IQADataset, IQAItem
 from mriqa.iqa.metrics_registry import Metric, get_metric, list_metrics, read_image01, register_metric
 
 __all__ = [

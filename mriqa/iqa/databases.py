@@ -1,5 +1,5 @@
-"""Readers for the published layouts and score files of the standard IQA databases (``mriqa iqa-bench --dataset
-KIND:PATH``; :func:`mriqa.iqa.datasets.load_dataset`). Each returns an :class:`~mriqa.iqa.datasets.IQADataset`;
+"""Readers for the published layouts and score files of the standard IQA databases, and :func:`load_dataset`, the
+``KIND:PATH`` dispatch of ``mriqa iqa-bench --dataset``. Each returns an :class:`~mriqa.iqa.datasets.IQADataset`;
 the rules for missing images and malformed score files are those of :mod:`mriqa.iqa.datasets`.
 
 ``live`` (LIVE Image Quality Assessment Database, release 2; Sheikh et al. 2006) — ``PATH`` is the
@@ -72,14 +72,16 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import re
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from recon.errors import InputError
 from mriqa.iqa.datasets import (IQADataset, IQAItem, _Finder, _loadmat, _mat_strings, _missing, _need_file, _number,
-                                _read_text)
+                                _read_text, read_csv)
 
 LIVE_FOLDERS = ("jp2k", "jpeg", "wn", "gblur", "fastfading")
 LIVE_COUNTS = (227, 233, 174, 174, 174)
@@ -429,3 +431,42 @@ def read_pipal(root, check_files: bool = True) -> IQADataset:
     if not items:
         raise InputError(label_dir, "the label files list no images")
     return IQADataset("pipal", "PIPAL (training)", root, items, "Elo", True, label_files)
+
+
+# ----------------------------------------------------------------------------------------------- dispatch
+KINDS = ("live", "live-realigned", "csiq", "tid2013", "kadid10k", "pipal", "csv")
+
+
+def reader(kind: str) -> Callable[..., IQADataset]:
+    """The reader of a database kind (:data:`KINDS`): ``reader(kind)(path, check_files=True)``."""
+    if kind == "csv":
+        return read_csv
+    if kind == "live-realigned":
+        return lambda p, **kw: read_live(p, realigned=True, **kw)
+    return {"live": read_live, "csiq": read_csiq, "tid2013": read_tid2013, "kadid10k": read_kadid10k,
+            "pipal": read_pipal}[kind]
+ALIASES = {"kadid": "kadid10k", "kadid-10k": "kadid10k", "tid": "tid2013", "live2": "live", "generic": "csv"}
+
+
+def parse_spec(spec: str) -> tuple[str, Path]:
+    """``"KIND:PATH"`` -> ``(kind, path)`` (kind lower-cased, aliases resolved); InputError otherwise."""
+    if ":" not in str(spec):
+        raise InputError(None, f"--dataset expects KIND:PATH (KIND one of {', '.join(KINDS)}), got {spec!r}")
+    kind, path = str(spec).split(":", 1)
+    kind = ALIASES.get(kind.strip().lower(), kind.strip().lower())
+    if kind not in KINDS:
+        raise InputError(None, f"unknown dataset kind {kind!r}: expected one of {', '.join(KINDS)}")
+    if not path:
+        raise InputError(None, f"--dataset {spec!r}: empty path")
+    return kind, Path(os.path.expanduser(path))
+
+
+def load_dataset(spec: str | tuple[str, str | os.PathLike], check_files: bool = True) -> IQADataset:
+    """Read a database from ``"KIND:PATH"`` (or ``(kind, path)``); see the module docstring for the layouts."""
+    if isinstance(spec, tuple):
+        kind, path = parse_spec(f"{spec[0]}:{os.fspath(spec[1])}")
+    else:
+        kind, path = parse_spec(spec)
+    if not path.exists():
+        raise InputError(path, f"{kind} dataset path not found")
+    return reader(kind)(path, check_files=check_files)

@@ -4,9 +4,9 @@ Every reader returns an :class:`IQADataset`: a list of :class:`IQAItem` (distort
 reference image, distortion label, level) plus the score's name and direction. Every image named by a score
 file must exist: a missing image, or a score file that is missing or malformed, raises
 :class:`recon.errors.InputError` naming the score file and the line (``entry N`` for MATLAB files). Nothing is
-downloaded; point a reader at your own copy. :func:`load_dataset` takes ``"KIND:PATH"``: the published
-databases (``live``, ``live-realigned``, ``csiq``, ``tid2013``, ``kadid10k``, ``pipal``) are read by
-:mod:`mriqa.iqa.databases`, whose docstring gives each layout, and:
+downloaded; point a reader at your own copy. :func:`mriqa.iqa.databases.load_dataset` takes ``"KIND:PATH"``: the
+published databases (``live``, ``live-realigned``, ``csiq``, ``tid2013``, ``kadid10k``, ``pipal``) are read by
+:mod:`mriqa.iqa.databases`, whose docstring gives each layout, and (read here, :func:`read_csv`):
 
 ``csv`` — a generic CSV file (``PATH`` is the file; image paths are relative to its folder). With a header
 row the columns are found by name: ``image`` and one of ``score`` / ``mos`` (higher = better) / ``dmos``
@@ -20,10 +20,9 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -238,44 +237,3 @@ def read_csv(path, check_files: bool = True) -> IQADataset:
         raise InputError(path, f"line {lineno}: no reference, but other rows have one (give every row a "
                          "reference or none)")
     return IQADataset("csv", f"CSV {path.name}", base, items, score_name, higher_better, [path])
-
-
-# ----------------------------------------------------------------------------------------------- dispatch
-KINDS = ("live", "live-realigned", "csiq", "tid2013", "kadid10k", "pipal", "csv")
-
-
-def reader(kind: str) -> Callable[..., IQADataset]:
-    """The reader of a database kind (:data:`KINDS`): ``reader(kind)(path, check_files=True)``."""
-    if kind == "csv":
-        return read_csv
-    from mriqa.iqa import databases  # imports this module: loaded on first use
-
-    if kind == "live-realigned":
-        return lambda p, **kw: databases.read_live(p, realigned=True, **kw)
-    return {"live": databases.read_live, "csiq": databases.read_csiq, "tid2013": databases.read_tid2013,
-            "kadid10k": databases.read_kadid10k, "pipal": databases.read_pipal}[kind]
-ALIASES = {"kadid": "kadid10k", "kadid-10k": "kadid10k", "tid": "tid2013", "live2": "live", "generic": "csv"}
-
-
-def parse_spec(spec: str) -> tuple[str, Path]:
-    """``"KIND:PATH"`` -> ``(kind, path)`` (kind lower-cased, aliases resolved); InputError otherwise."""
-    if ":" not in str(spec):
-        raise InputError(None, f"--dataset expects KIND:PATH (KIND one of {', '.join(KINDS)}), got {spec!r}")
-    kind, path = str(spec).split(":", 1)
-    kind = ALIASES.get(kind.strip().lower(), kind.strip().lower())
-    if kind not in KINDS:
-        raise InputError(None, f"unknown dataset kind {kind!r}: expected one of {', '.join(KINDS)}")
-    if not path:
-        raise InputError(None, f"--dataset {spec!r}: empty path")
-    return kind, Path(os.path.expanduser(path))
-
-
-def load_dataset(spec: str | tuple[str, str | os.PathLike], check_files: bool = True) -> IQADataset:
-    """Read a database from ``"KIND:PATH"`` (or ``(kind, path)``); see the module docstring for the layouts."""
-    if isinstance(spec, tuple):
-        kind, path = parse_spec(f"{spec[0]}:{os.fspath(spec[1])}")
-    else:
-        kind, path = parse_spec(spec)
-    if not path.exists():
-        raise InputError(path, f"{kind} dataset path not found")
-    return reader(kind)(path, check_files=check_files)
