@@ -13,86 +13,41 @@ import os
 import torch
 
 from recon.errors import InputError
-from recon.io.weights import load_weights, save_half_precision
+from recon.io.weights import build_model, load_model, load_weights, save_half_precision
 
 
-def _check_arch(path, meta: dict, arch: str) -> None:
-    found = meta.get("arch")
-    if found != arch:
-        raise InputError(path, f"weights are for architecture {found!r}, not {arch!r}")
+def _qfnet():
+    from mriqa.models.qfnet import ARCH, QFNet
+
+    return ARCH, QFNet.from_config, "QFNet"
 
 
-def _qfnet_from(path, state: dict, meta: dict, map_location):
-    from mriqa.models.qfnet import QFNet
+def _rqnet():
+    from mriqa.models.reconq import ARCH, RQNet
 
-    config = meta.get("config")
-    if not isinstance(config, dict):
-        raise InputError(path, "weights metadata has no QFNet 'config'")
-    try:
-        model = QFNet.from_config(config)
-    except (TypeError, ValueError) as exc:
-        raise InputError(path, f"bad QFNet config in metadata: {exc}") from None
-    return _load_state(path, model, state, "QFNet", map_location), meta
-
-
-def _rqnet_from(path, state: dict, meta: dict, map_location):
-    from mriqa.models.reconq import RQNet
-
-    config = meta.get("config")
-    if not isinstance(config, dict):
-        raise InputError(path, "weights metadata has no RQNet 'config'")
-    try:
-        model = RQNet(config)
-    except InputError as exc:
-        raise InputError(path, f"bad RQNet config in metadata: {exc.problem}") from None
-    except (TypeError, ValueError) as exc:
-        raise InputError(path, f"bad RQNet config in metadata: {exc}") from None
-    return _load_state(path, model, state, "RQNet", map_location), meta
-
-
-def _load_state(path, model: torch.nn.Module, state: dict, what: str, map_location) -> torch.nn.Module:
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise InputError(path, f"tensors do not match the {what} config ({first})") from None
-    model.eval()
-    return model.to(map_location)
+    return ARCH, RQNet, "RQNet"
 
 
 def load_qfnet(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
     """Load a :class:`~mriqa.models.QFNet` saved by :func:`save_weights` -> ``(model in eval mode, metadata)``."""
-    from mriqa.models.qfnet import ARCH
-
-    state, meta = load_weights(path)
-    _check_arch(path, meta, ARCH)
-    return _qfnet_from(path, state, meta, map_location)
+    return load_model(path, *_qfnet(), device=map_location)
 
 
 def load_rqnet(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
     """Load a :class:`~mriqa.models.reconq.RQNet` saved by :func:`save_weights` (metadata ``arch: "rqnet"``,
     ``config``: the RQNet config dict) -> ``(model in eval mode, metadata)``."""
-    from mriqa.models.reconq import ARCH
-
-    state, meta = load_weights(path)
-    _check_arch(path, meta, ARCH)
-    return _rqnet_from(path, state, meta, map_location)
+    return load_model(path, *_rqnet(), device=map_location)
 
 
 def load_scoring_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
     """A QF predictor or the reconstruction-quality model, by the metadata's ``arch`` (``"qfnet"`` /
     ``"rqnet"``) -> ``(model in eval mode, metadata)``; any other architecture is an InputError."""
-    from mriqa.models.qfnet import ARCH as QF_ARCH
-    from mriqa.models.reconq import ARCH as RQ_ARCH
-
     state, meta = load_weights(path)
-    arch = meta.get("arch")
-    if arch == QF_ARCH:
-        return _qfnet_from(path, state, meta, map_location)
-    if arch == RQ_ARCH:
-        return _rqnet_from(path, state, meta, map_location)
-    raise InputError(path, f"weights are for architecture {arch!r}, not a scoring model "
-                           f"({QF_ARCH!r} or {RQ_ARCH!r})")
+    known = {arch: (build, what) for arch, build, what in (_qfnet(), _rqnet())}
+    if meta.get("arch") not in known:
+        raise InputError(path, f"weights are for architecture {meta.get('arch')!r}, not a scoring model "
+                               f"({' or '.join(map(repr, known))})")
+    return build_model(path, state, meta, *known[meta["arch"]], device=map_location), meta
 
 
 def main(argv=None) -> int:

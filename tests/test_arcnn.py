@@ -44,3 +44,25 @@ def test_bad_config_and_weights_round_trip(tmp_path):
     save_weights(QAIRN(channels=[4, 4, 4, 4], n_res=0, att_hidden=2), tmp_path / "q.safetensors")
     with pytest.raises(InputError, match="architecture"):
         load_arcnn(tmp_path / "q.safetensors")
+
+
+def test_every_weights_failure_is_one_line_naming_the_file(tmp_path):
+    """recon.io.weights.load_model, which the ARCNN, QAIRN and scoring-model loaders share."""
+    from safetensors.torch import save_file
+
+    m = ARCNN(1, "srcnn", residual=False)
+    path = save_weights(m, tmp_path / "w.safetensors")
+    state = {k: v.contiguous() for k, v in m.state_dict().items()}
+    cases = {
+        "no config": ({"arch": '"arcnn"', "config": '"none"'}, state, "has no ARCNN 'config'"),
+        "bad config": ({"arch": '"arcnn"', "config": '{"in_channels": 2}'}, state, "bad ARCNN config in metadata"),
+        "other tensors": ({"arch": '"arcnn"', "config": '{"in_channels": 3}'}, state,
+                          "tensors do not match the ARCNN config"),
+    }
+    for name, (meta, tensors, message) in cases.items():
+        bad = tmp_path / f"{name.replace(' ', '-')}.safetensors"
+        save_file(tensors, str(bad), metadata=meta)
+        with pytest.raises(InputError, match=message) as info:
+            load_arcnn(bad)
+        assert str(info.value).startswith(str(bad)) and "\n" not in str(info.value)
+    assert load_arcnn(path)[0].config == m.config

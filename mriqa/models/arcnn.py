@@ -98,16 +98,6 @@ class ARCNN(nn.Module):
 
 def load_arcnn(path, device: str | torch.device | None = None) -> tuple[ARCNN, dict]:
     """Load weights written by :func:`recon.io.weights.save_weights` -> ``(model in eval mode, metadata)``."""
-    from recon.errors import InputError
-    from recon.device import resolve_device
-    from recon.io.weights import load_weights
+    from recon.io.weights import load_model
 
-    state, meta = load_weights(path)
-    if meta.get("arch") != ARCH:
-        raise InputError(path, f"weights are for architecture {meta.get('arch')!r}, not {ARCH!r}")
-    try:
-        model = ARCNN.from_config(meta.get("config") or {})
-        model.load_state_dict(state, strict=True)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise InputError(path, f"weights do not match an ARCNN ({str(exc).splitlines()[0]})") from None
-    return model.eval().to(resolve_device(device)), meta
+    return load_model(path, ARCH, ARCNN.from_config, "ARCNN", device=device, default_config={})

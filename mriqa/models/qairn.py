@@ -309,25 +309,9 @@ def resolve_qairn_weights(path: str | os.PathLike | None = None) -> Path:
 
 def load_qairn(path: str | os.PathLike, device: str | torch.device | None = None) -> tuple[QAIRN, dict]:
     """Load QAIRN weights saved by :func:`recon.io.weights.save_weights` -> ``(model in eval mode, metadata)``."""
-    from recon.errors import InputError
-    from recon.device import resolve_device
-    from recon.io.weights import load_weights
+    from recon.io.weights import load_model
 
-    state, meta = load_weights(path)
-    if meta.get("arch") != ARCH:
-        raise InputError(path, f"weights are for architecture {meta.get('arch')!r}, not {ARCH!r}")
-    config = meta.get("config")
-    if not isinstance(config, dict):
-        raise InputError(path, "weights metadata has no QAIRN 'config'")
-    try:
-        model = QAIRN.from_config(config)
-    except (TypeError, ValueError) as exc:
-        raise InputError(path, f"bad QAIRN config in metadata: {exc}") from None
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise InputError(path, f"tensors do not match the QAIRN config ({str(exc).splitlines()[0]})") from None
-    return model.eval().to(resolve_device(device)), meta
+    return load_model(path, ARCH, QAIRN.from_config, "QAIRN", device=device)
 
 
 DIHEDRAL = tuple((k, flip) for k in range(4) for flip in (False, True))  # the 8 rotations / flips of a square
