@@ -1,4 +1,5 @@
-"""The direction of dependence: recon is the bottom and never imports mriqa; scoring a photo needs no sigpy.
+"""The direction of dependence: recon is the bottom and never imports mriqa; no two modules import each other;
+scoring a photo needs no sigpy.
 
 Checked twice: statically (no ``import mriqa`` anywhere in recon/, docstrings aside) and by running code in a
 subprocess whose import system refuses the forbidden package.
@@ -78,3 +79,59 @@ def test_scoring_a_photo_needs_no_sigpy(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
     assert (tmp_path / "out.json").stat().st_size > 0
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Module -> the repo modules it imports (module level and inside functions; packages' ``__init__`` left
+    out: they only hand names on)."""
+    files = {".".join(p.relative_to(REPO).with_suffix("").parts): p
+             for pkg in ("recon", "mriqa") for p in (REPO / pkg).rglob("*.py") if p.name != "__init__.py"}
+    graph = {}
+    for name, path in files.items():
+        package = name.rsplit(".", 1)[0]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: ``from .x import y`` inside package ``a.b`` is ``a.b.x``
+                    parts = package.split(".")
+                    base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+                targets.add(base)
+                targets |= {f"{base}.{alias.name}" for alias in node.names}
+        graph[name] = {t for t in targets if t in files and t != name}
+    return graph
+
+
+def test_no_two_modules_import_each_other():
+    """The direction of dependence inside each package too: no import circle (a helper two modules need
+    lives in the lower one, or below both)."""
+    graph = _module_graph()
+    index, low, stack, on_stack, circles = {}, {}, [], set(), []
+
+    def visit(node):  # Tarjan's strongly connected components
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph[node]:
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    assert len(graph) > 100 and not circles, circles
