@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recon.files import atomic_path
 from mriqa.iqa.correlation import srcc
 
 __all__ = ["QFModel", "QFS", "BINS", "LEVELS", "LABEL", "accuracy_rows", "summarize_accuracy", "degrade",
@@ -181,7 +182,8 @@ def fig_pairs(results: dict, path: Path) -> None:
         ax.set_xlim(0, 1.02)
         ax.set_ylim(0, 1.02)
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
 
 
@@ -204,5 +206,6 @@ def fig_curves(gen: dict, path: Path, title: str) -> None:
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
