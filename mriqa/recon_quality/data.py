@@ -400,7 +400,7 @@ def other_anatomy_files(data_root: str | os.PathLike, out: str | os.PathLike, *,
     birdcage maps, noise at ``snr``; magnitude / its 99.5th percentile, resized to ``size``). Returns ``out``."""
     from recon.coils import birdcage_maps
     from recon.io.fastmri_h5 import write_fastmri_h5
-    from recon.io.volumes import load_npz
+    from recon.io.volumes import load_npy, load_npz
     from recon.simulate import _resize, simulate_slice
 
     root = Path(data_root) / MSD_SLICES
@@ -409,7 +409,7 @@ def other_anatomy_files(data_root: str | os.PathLike, out: str | os.PathLike, *,
     for i, key in enumerate(sorted(archive)):
         slices[f"msd-brain-tumour-{i}"] = archive[key]
     for name in ("prostate_t2_a", "prostate_t2_b"):
-        slices[f"msd-{name.replace('_', '-')}"] = np.load(root / f"{name}.npy")
+        slices[f"msd-{name.replace('_', '-')}"] = load_npy(root / f"{name}.npy")
     folder = Path(out) / SPLIT_FOLDERS["test"]
     folder.mkdir(parents=True, exist_ok=True)
     for i, (name, image) in enumerate(slices.items()):
