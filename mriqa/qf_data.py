@@ -104,7 +104,10 @@ class Pool:
         return int(sum(im.shape[0] * im.shape[1] for im in self.images))
 
 
-def _fg_mask(unit: np.ndarray) -> np.ndarray:
+def sampling_foreground(unit: np.ndarray) -> np.ndarray:
+    """Where the QF training sampler may centre an MRI patch: bool ``[H, W]`` of a [0, 1] slice whose 5 x 5 mean
+    is >= :data:`FG_THRESHOLD`, dilated by 4 pixels (the recipe of the shipped gray weights; scoring's pooling
+    mask is :func:`mriqa.pooling.foreground_mask`)."""
     m = ndimage.uniform_filter(unit.astype(np.float32), 5) >= FG_THRESHOLD
     return ndimage.binary_dilation(m, iterations=4)
 
@@ -169,7 +172,7 @@ def _mri_slices(vol: np.ndarray, axes, min_foreground: float, name: str, channel
                 continue  # all-zero slice
             img = to_uint8(convert_channels(unit, channels))
             pool.images.append(img)
-            pool.masks.append(_fg_mask(unit))
+            pool.masks.append(sampling_foreground(unit))
             pool.names.append(f"{name}[axis{ax}:{i}]")
             if nv is not None:
                 scaled = np.clip(nv[i].astype(np.float64), 0, None) / robust_max(np.clip(sl, 0, None))

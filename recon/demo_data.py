@@ -13,7 +13,7 @@ from typing import Iterable
 import numpy as np
 
 from recon.errors import InputError
-from recon.simulate import NORMALISATION_PERCENTILE, _resize, _slice_rng, simulate_slice
+from recon.simulate import NORMALISATION_PERCENTILE, resize_slice, slice_rng, simulate_slice
 
 __all__ = ["DEMO_COIL_RADIUS", "DEMO_FIELD_OF_VIEW", "demo_slice", "dipy_t1_slice_path", "fastmri_size_volume"]
 
@@ -82,8 +82,8 @@ def demo_slice(size: int = DEMO_FIELD_OF_VIEW, coils: int = 8, snr: float = 40.0
     """
     from recon.coils import birdcage_maps
 
-    magnitude = _resize(dipy_head(), int(size))
-    rng = _slice_rng(seed, "dipy-t1_coronal_slice", "coronal", 0)
+    magnitude = resize_slice(dipy_head(), int(size))
+    rng = slice_rng(seed, "dipy-t1_coronal_slice", "coronal", 0)
     maps = birdcage_maps(int(coils), int(size), int(size), radius=DEMO_COIL_RADIUS)
     kspace, rss, info = simulate_slice(magnitude, maps, float(snr), rng)
     info.update({
@@ -114,7 +114,7 @@ def fastmri_size_volume(slices: int = 3, coils: int = 15, shape: tuple[int, int]
     inner = resize(dipy_head(), (height // 2, width), order=1, mode="constant", preserve_range=True).astype(np.float32)
     magnitude = np.zeros((height, width), np.float32)
     magnitude[height // 4: height // 4 + height // 2] = inner
-    maps = birdcage_maps(int(coils), height, width, _slice_rng(seed, "fastmri-size", "coronal", 0))
-    out = [simulate_slice(magnitude, maps, snr, _slice_rng(seed, "fastmri-size", "coronal", s + 1))
+    maps = birdcage_maps(int(coils), height, width, slice_rng(seed, "fastmri-size", "coronal", 0))
+    out = [simulate_slice(magnitude, maps, snr, slice_rng(seed, "fastmri-size", "coronal", s + 1))
            for s in range(int(slices))]
     return np.stack([k for k, _, _ in out]), np.stack([r for _, r, _ in out])

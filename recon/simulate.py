@@ -186,7 +186,9 @@ class SimulationConfig:
 # ------------------------------------------------------------------------------------------------ pieces
 
 
-def _slice_rng(seed: int, name: str, orientation: str, index: int) -> np.random.Generator:
+def slice_rng(seed: int, name: str, orientation: str, index: int) -> np.random.Generator:
+    """The random stream of one simulated slice (maps, SNR, phase, noise): ``SeedSequence([seed, crc32(name),
+    orientation, index])``, so a slice's data do not depend on which other slices are made or in what order."""
     orientation_id = ORIENTATIONS.index(orientation) if orientation in ORIENTATIONS else 99
     return np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(name.encode()), orientation_id,
                                                          int(index)]))
@@ -247,7 +249,9 @@ def simulate_slice(magnitude: np.ndarray, maps: np.ndarray, snr: float, rng: np.
     return kspace, rss, {"noise_std": float(sigma), "foreground_mean": foreground_mean}
 
 
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
+def resize_slice(image: np.ndarray, size: int) -> np.ndarray:
+    """``image`` ``[H, W]`` as float32 ``[size, size]``: linear interpolation, anti-aliased when shrinking
+    (:func:`skimage.transform.resize`); the simulations' resampling."""
     if image.shape == (size, size):
         return image.astype(np.float32)
     from skimage.transform import resize
@@ -421,7 +425,7 @@ def make_dataset(
             raise InputError(sources[name], f"no {orientation} slice has foreground >= {config.min_foreground:.0%}")
         kspaces, targets, noise, kinds, snrs = [], [], [], [], []
         for index in indices:
-            rng = _slice_rng(config.seed, name, orientation, index)
+            rng = slice_rng(config.seed, name, orientation, index)
             maps, kind = _coil_maps(config.coil_maps, config.coils, config.size, rng, data_root, cache_dir)
             snr = config.snr
             if config.snr_max is not None:  # drawn after the maps, so fixed-SNR datasets are unchanged
@@ -429,7 +433,7 @@ def make_dataset(
             source = stack[index]
             if config.fov_fill is not None:  # drawn after the SNR, so datasets without it are unchanged
                 source = crop_to_fill(source, float(rng.uniform(*config.fov_fill)))
-            magnitude = _resize(source, config.size)
+            magnitude = resize_slice(source, config.size)
             if config.contrast > 0:
                 magnitude = random_contrast(magnitude, config.contrast, rng)
             if config.bias > 0:

@@ -186,9 +186,9 @@ def build(split: str, method: str, args, predictor, log=print) -> Path:
                 "seconds": time.perf_counter() - t0,
             })
             if method == "modl":
-                from recon.modl import _resolve_weights
+                from recon.modl import resolve_weights
 
-                wpath = _resolve_weights(args.modl_weights)
+                wpath = resolve_weights(args.modl_weights)
                 hf.attrs.update({"modl_weights": str(wpath), "modl_weights_sha256": file_sha256(wpath),
                                  "modl_weights_mtime": os.path.getmtime(wpath)})
     log(f"wrote {out}: {len(images)} images, {time.perf_counter() - t0:.0f} s")

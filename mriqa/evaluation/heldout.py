@@ -36,9 +36,9 @@ def kodak(names) -> list[tuple[str, np.ndarray]]:
 
 def bbox_crop(unit: np.ndarray, margin: int = 8) -> np.ndarray:
     """The bounding box of the foreground (``mriqa.qf_data``'s mask) of a gray ``[H, W]`` image, + ``margin``."""
-    from mriqa.qf_data import _fg_mask
+    from mriqa.qf_data import sampling_foreground
 
-    ys, xs = np.nonzero(_fg_mask(unit))
+    ys, xs = np.nonzero(sampling_foreground(unit))
     y0, y1 = max(0, ys.min() - margin), min(unit.shape[0], ys.max() + margin + 1)
     x0, x1 = max(0, xs.min() - margin), min(unit.shape[1], xs.max() + margin + 1)
     return unit[y0:y1, x0:x1]

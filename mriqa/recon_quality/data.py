@@ -401,7 +401,7 @@ def other_anatomy_files(data_root: str | os.PathLike, out: str | os.PathLike, *,
     from recon.coils import birdcage_maps
     from recon.io.fastmri_h5 import write_fastmri_h5
     from recon.io.volumes import load_npy, load_npz
-    from recon.simulate import _resize, simulate_slice
+    from recon.simulate import resize_slice, simulate_slice
 
     root = Path(data_root) / MSD_SLICES
     slices: dict[str, np.ndarray] = {}
@@ -414,7 +414,7 @@ def other_anatomy_files(data_root: str | os.PathLike, out: str | os.PathLike, *,
     folder.mkdir(parents=True, exist_ok=True)
     for i, (name, image) in enumerate(slices.items()):
         image = np.clip(np.asarray(image, np.float32), 0, None)
-        image = _resize(image / max(float(np.percentile(image, 99.5)), 1e-12), size)
+        image = resize_slice(image / max(float(np.percentile(image, 99.5)), 1e-12), size)
         rng = np.random.default_rng([seed, i])
         kspace, rss, info = simulate_slice(image, birdcage_maps(coils, size, size, rng), snr, rng)
         write_fastmri_h5(folder / f"{name}.h5", kspace[None], reconstruction_rss=rss[None],

@@ -76,9 +76,9 @@ class RRecord:
 def _attributes(path: str):
     """The reconstruction attributes of an h5 input, else None."""
     from recon.io.fastmri_h5 import read_reconstruction_attrs
-    from recon.io.volumes import H5_SUFFIXES, _sniff
+    from recon.io.volumes import H5_SUFFIXES, sniff_format
 
-    if not (path.lower().endswith(H5_SUFFIXES) or (os.path.isfile(path) and _sniff(path) == "h5")):
+    if not (path.lower().endswith(H5_SUFFIXES) or (os.path.isfile(path) and sniff_format(path) == "h5")):
         return None
     return read_reconstruction_attrs(path)
 

@@ -84,7 +84,7 @@ def image_folder_files(folder: str | os.PathLike) -> list[Path] | None:
     if not photos:
         return None
     others = [p for p in files if p not in photos]
-    if any(p.name.lower().endswith(_vol.DICOM_SUFFIXES) or _vol._sniff(p) == "dicom" for p in others):
+    if any(p.name.lower().endswith(_vol.DICOM_SUFFIXES) or _vol.sniff_format(p) == "dicom" for p in others):
         return None
     return photos
 
@@ -200,7 +200,7 @@ def _read_any(p: Path, h5_key: str | None, max_pixels: int | None) -> list[Image
         return _read_dicom_file(p)
     if name.endswith(PHOTO_SUFFIXES):
         return read_photo(p, max_pixels)
-    kind = _vol._sniff(p)
+    kind = _vol.sniff_format(p)
     if kind == "h5":
         return _read_h5(p, h5_key)
     if kind == "dicom":

@@ -323,8 +323,9 @@ def _read_h5(path: Path, key: str | None) -> Volume:
     return Volume(_finish(read_reconstruction(path, key=key).image, path, "h5 image"), (1.0, 1.0, 1.0), path)
 
 
-def _sniff(path: Path) -> str | None:
-    """``"h5"``, ``"dicom"`` or ``"npy"`` from a file's first bytes, or None."""
+def sniff_format(path: Path) -> str | None:
+    """``"h5"``, ``"dicom"`` or ``"npy"`` from a file's first bytes (for files without a telling suffix), or
+    None."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)
@@ -360,7 +361,7 @@ def read_volume(path: str | os.PathLike, axes: str = "ras", h5_key: str | None =
         return read_dicom_series(path, axes)
     if name.endswith(NIFTI_SUFFIXES):
         return read_nifti(path, axes)
-    if name.endswith(H5_SUFFIXES) or _sniff(path) == "h5":
+    if name.endswith(H5_SUFFIXES) or sniff_format(path) == "h5":
         return _read_h5(path, h5_key)
     if name.endswith(".npy"):
         return read_npy(path)

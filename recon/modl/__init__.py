@@ -5,8 +5,8 @@ from recon.masks import MIN_ACS
 from recon.calibration import estimate_sens_maps  # re-exported: a batch without maps (MoDL's forward)
 from recon.modl.inference import modl_reconstruct
 from recon.modl.network import LAM_MIN, ModlConfig, MoDL, ResidualDenoiser
-from recon.modl.weights import DEFAULT_WEIGHTS, WEIGHTS_DIR, _resolve_weights, load_modl, save_modl, weights_metadata
+from recon.modl.weights import DEFAULT_WEIGHTS, WEIGHTS_DIR, resolve_weights, load_modl, save_modl, weights_metadata
 
 __all__ = ["ModlConfig", "ResidualDenoiser", "MoDL", "estimate_sens_maps", "save_modl", "load_modl",
            "weights_metadata", "modl_reconstruct", "WEIGHTS_DIR", "DEFAULT_WEIGHTS", "MIN_ACS", "LAM_MIN",
-           "_resolve_weights"]
+           "resolve_weights"]

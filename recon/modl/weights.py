@@ -44,7 +44,8 @@ def save_modl(model: MoDL, path: str | os.PathLike, extra: dict[str, Any] | None
     return path
 
 
-def _resolve_weights(name_or_path: str | os.PathLike | None) -> Path:
+def resolve_weights(name_or_path: str | os.PathLike | None) -> Path:
+    """A shipped weights name (``"modl"``, ``"modl-qf"``; None: :data:`DEFAULT_WEIGHTS`) or a path -> the file."""
     if name_or_path is None:
         name_or_path = DEFAULT_WEIGHTS
     p = Path(name_or_path)
@@ -71,7 +72,7 @@ def load_modl(name_or_path: str | os.PathLike | None = None, device: str | torch
     """
     from safetensors import safe_open
 
-    path = _resolve_weights(name_or_path)
+    path = resolve_weights(name_or_path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
@@ -119,7 +120,7 @@ def weights_metadata(name_or_path: str | os.PathLike | None = None) -> dict[str,
     """The metadata of a MoDL weights file (``config`` and ``extra`` decoded from JSON)."""
     from safetensors import safe_open
 
-    path = _resolve_weights(name_or_path)
+    path = resolve_weights(name_or_path)
     with safe_open(str(path), framework="pt", device="cpu") as f:
         meta = dict(f.metadata() or {})
     for key in ("config", "extra"):
