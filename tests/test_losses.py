@@ -88,7 +88,7 @@ def test_qf_predictor_frozen_no_grad_eval_mode(t1_slice):
         assert torch.equal(v, before[k]), k  # running stats untouched
     assert loss.requires_target is False
     # target / data_range are ignored (fastMRI-style call)
-    assert float(loss(out, out, data_range=torch.ones(2))) == pytest.approx(float(value), abs=1e-6)
+    assert float(loss(out, out, data_range=torch.ones(2)).detach()) == pytest.approx(float(value.detach()), abs=1e-6)
 
 
 def test_qf_loss_errors_and_rgb():
