@@ -13,7 +13,7 @@ import os
 import torch
 
 from recon.errors import InputError
-from recon.io.weights import build_model, load_model, load_weights, save_half_precision
+from recon.io.weights import load_network, load_weights, model_from_state, save_half_precision
 
 
 def _qfnet():
@@ -30,13 +30,13 @@ def _rqnet():
 
 def load_qfnet(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
     """Load a :class:`~mriqa.models.QFNet` saved by :func:`save_weights` -> ``(model in eval mode, metadata)``."""
-    return load_model(path, *_qfnet(), device=map_location)
+    return load_network(path, *_qfnet(), device=map_location)
 
 
 def load_rqnet(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
     """Load a :class:`~mriqa.models.reconq.RQNet` saved by :func:`save_weights` (metadata ``arch: "rqnet"``,
     ``config``: the RQNet config dict) -> ``(model in eval mode, metadata)``."""
-    return load_model(path, *_rqnet(), device=map_location)
+    return load_network(path, *_rqnet(), device=map_location)
 
 
 def load_scoring_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
@@ -47,7 +47,7 @@ def load_scoring_model(path: str | os.PathLike, map_location: str | torch.device
     if meta.get("arch") not in known:
         raise InputError(path, f"weights are for architecture {meta.get('arch')!r}, not a scoring model "
                                f"({' or '.join(map(repr, known))})")
-    return build_model(path, state, meta, *known[meta["arch"]], device=map_location), meta
+    return model_from_state(path, state, meta, *known[meta["arch"]], device=map_location), meta
 
 
 def main(argv=None) -> int:

@@ -47,7 +47,7 @@ def test_bad_config_and_weights_round_trip(tmp_path):
 
 
 def test_every_weights_failure_is_one_line_naming_the_file(tmp_path):
-    """recon.io.weights.load_model, which the ARCNN, QAIRN and scoring-model loaders share."""
+    """recon.io.weights.load_network, which the ARCNN, QAIRN and scoring-model loaders share."""
     from safetensors.torch import save_file
 
     m = ARCNN(1, "srcnn", residual=False)

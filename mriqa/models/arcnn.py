@@ -98,6 +98,6 @@ class ARCNN(nn.Module):
 
 def load_arcnn(path, device: str | torch.device | None = None) -> tuple[ARCNN, dict]:
     """Load weights written by :func:`recon.io.weights.save_weights` -> ``(model in eval mode, metadata)``."""
-    from recon.io.weights import load_model
+    from recon.io.weights import load_network
 
-    return load_model(path, ARCH, ARCNN.from_config, "ARCNN", device=device, default_config={})
+    return load_network(path, ARCH, ARCNN.from_config, "ARCNN", device=device, default_config={})

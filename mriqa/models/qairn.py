@@ -309,9 +309,9 @@ def resolve_qairn_weights(path: str | os.PathLike | None = None) -> Path:
 
 def load_qairn(path: str | os.PathLike, device: str | torch.device | None = None) -> tuple[QAIRN, dict]:
     """Load QAIRN weights saved by :func:`recon.io.weights.save_weights` -> ``(model in eval mode, metadata)``."""
-    from recon.io.weights import load_model
+    from recon.io.weights import load_network
 
-    return load_model(path, ARCH, QAIRN.from_config, "QAIRN", device=device)
+    return load_network(path, ARCH, QAIRN.from_config, "QAIRN", device=device)
 
 
 DIHEDRAL = tuple((k, flip) for k in range(4) for flip in (False, True))  # the 8 rotations / flips of a square

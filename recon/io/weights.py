@@ -6,8 +6,8 @@ and a string-to-string metadata header in which **every value is JSON-encoded** 
 :func:`save_weights` always writes ``arch`` (the model's ``arch`` attribute, else its class name in lower case)
 and ``config`` (``model.config`` where it has one), and ``mriqa_format`` = 1; callers add normalisation,
 training info, metrics. :func:`load_weights` decodes every value back with ``json.loads`` (a value that is not
-valid JSON, e.g. written by another tool, is returned as the raw string). :func:`load_model` and
-:func:`build_model` turn such a file into a model of a known architecture (the loaders of the scoring and
+valid JSON, e.g. written by another tool, is returned as the raw string). :func:`load_network` and
+:func:`model_from_state` turn such a file into a model of a known architecture (the loaders of the scoring and
 restoration networks in ``mriqa`` go through them).
 
 Writes are atomic (:func:`recon.files.atomic_path`). A missing file or a file that is not safetensors raises
@@ -95,9 +95,9 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     return state, {k: _decode(v) for k, v in raw.items()}
 
 
-def build_model(path, state: dict[str, torch.Tensor], meta: dict[str, Any], build: Callable[[dict], torch.nn.Module],
-                what: str, device: str | torch.device | None = None, default_config: dict | None = None
-                ) -> torch.nn.Module:
+def model_from_state(path, state: dict[str, torch.Tensor], meta: dict[str, Any],
+                     build: Callable[[dict], torch.nn.Module], what: str, device: str | torch.device | None = None,
+                     default_config: dict | None = None) -> torch.nn.Module:
     """The model of ``meta["config"]`` (``build(config)``; ``default_config`` when the file has none, else a
     missing config is an error) with ``state`` loaded strictly, in eval mode on ``device``
     (:func:`recon.device.resolve_device`). Each failure is one :class:`InputError` naming ``path`` and ``what``."""
@@ -119,12 +119,12 @@ def build_model(path, state: dict[str, torch.Tensor], meta: dict[str, Any], buil
     return model.eval().to(resolve_device(device))
 
 
-def load_model(path: str | os.PathLike, arch: str, build: Callable[[dict], torch.nn.Module], what: str,
-               device: str | torch.device | None = None, default_config: dict | None = None
-               ) -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_network(path: str | os.PathLike, arch: str, build: Callable[[dict], torch.nn.Module], what: str,
+                 device: str | torch.device | None = None, default_config: dict | None = None
+                 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """``(model in eval mode, metadata)`` from a file of architecture ``arch`` (:func:`load_weights`, then
-    :func:`build_model`); a file of another architecture is an :class:`InputError`."""
+    :func:`model_from_state`); a file of another architecture is an :class:`InputError`."""
     state, meta = load_weights(path)
     if meta.get("arch") != arch:
         raise InputError(path, f"weights are for architecture {meta.get('arch')!r}, not {arch!r}")
-    return build_model(path, state, meta, build, what, device, default_config), meta
+    return model_from_state(path, state, meta, build, what, device, default_config), meta
