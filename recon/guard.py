@@ -9,9 +9,9 @@ see it (:func:`check_reconstruction`, thresholds measured on the real 16-coil SE
 - **coverage**: the fraction of the zero-filled RSS energy inside the maps' support (pixels where some coil's
   map is non-zero) must be >= :data:`MIN_COVERAGE`: maps that miss part of the object reconstruct none of it.
 - **data consistency**: the part of ``||M F S x - y|| / ||y||`` (of the complex image; for a magnitude-only
-  method: of the CG-SENSE image with the same maps, :func:`recon.baselines.sense_image`) that the measurement noise does not
-  explain, ``sqrt(max(res^2 - noise^2, 0))`` with ``noise = ||M n|| / ||y||`` estimated from the outer k-space
-  (:func:`noise_fraction`), must be <= :data:`MAX_RESIDUAL`: maps that cannot explain the measured data are
+  method: of the CG-SENSE image with the same maps, :func:`recon.baselines.sense_image`) that the measurement
+  noise does not explain, ``sqrt(max(res^2 - noise^2, 0))`` with ``noise = ||M n|| / ||y||`` estimated from the
+  outer k-space (:func:`noise_fraction`), must be <= :data:`MAX_RESIDUAL`: maps that cannot explain the measured data are
   wrong whatever the method does with them, while a noisy scan's residual is mostly its noise (measured on
   simulated IXI slices at SNR 15: raw residual 0.24, i.e. over the limit, with good maps).
 - **agreement with the fully sampled centre**: the image low-passed to the calibration region (the largest
