@@ -11,9 +11,9 @@ see it (:func:`check_reconstruction`, thresholds measured on the real 16-coil SE
 - **data consistency**: the part of ``||M F S x - y|| / ||y||`` (of the complex image; for a magnitude-only
   method: of the CG-SENSE image with the same maps, :func:`recon.baselines.sense_image`) that the measurement
   noise does not explain, ``sqrt(max(res^2 - noise^2, 0))`` with ``noise = ||M n|| / ||y||`` estimated from the
-  outer k-space (:func:`noise_fraction`), must be <= :data:`MAX_RESIDUAL`: maps that cannot explain the measured data are
-  wrong whatever the method does with them, while a noisy scan's residual is mostly its noise (measured on
-  simulated IXI slices at SNR 15: raw residual 0.24, i.e. over the limit, with good maps).
+  outer k-space (:func:`noise_fraction`), must be <= :data:`MAX_RESIDUAL`: maps that cannot explain the measured
+  data are wrong whatever the method does with them, while a noisy scan's residual is mostly its noise (measured
+  on simulated IXI slices at SNR 15: raw residual 0.24, i.e. over the limit, with good maps).
 - **agreement with the fully sampled centre**: the image low-passed to the calibration region (the largest
   fully sampled rectangle: readout x ACS lines) must match the RSS of the coil images of that region (the
   only artefact-free image of the data): ``|| |F^-1 W F |x|| - RSS(F^-1 W y) || / ||RSS(F^-1 W y)||`` <=
