@@ -177,12 +177,13 @@ def _bad_inputs(tmp_path):
                                  ["--accel", "4", "--center-fraction", "0.03"]),
         "missing file": (tmp_path / "does-not-exist.h5", []),
         "not SENSE-tutorial .mat": (_bad_h5(tmp_path, "other.mat", kspace=good), []),
+        "unknown device": (write_fastmri_h5(tmp_path / "ok3.h5", good), ["--device", "gpu0"]),
     }
 
 
 @pytest.mark.parametrize("case", ["not HDF5", "truncated", "missing kspace", "wrong rank", "NaN", "all-zero k-space",
                                   "all-zero mask", "R < 1", "no ACS for coil maps", "missing file",
-                                  "not SENSE-tutorial .mat"])
+                                  "not SENSE-tutorial .mat", "unknown device"])
 def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path, capsys, case):
     path, extra = _bad_inputs(tmp_path)[case]
     out = tmp_path / "out" / "rec.h5"
@@ -191,7 +192,7 @@ def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path, capsys, case):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mriqa: error: ")
     assert "Traceback" not in err
-    assert str(path.name) in lines[0] or case in ("R < 1",)
+    assert str(path.name) in lines[0] or case in ("R < 1", "unknown device")
     assert not out.exists()
     assert not list(out.parent.glob("*")) if out.parent.exists() else True
 
