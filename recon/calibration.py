@@ -51,7 +51,8 @@ from recon.masks import MIN_ACS, min_center_fraction  # noqa: F401 - min_center_
 
 __all__ = ["CalibrationInfo", "calibrate_maps", "calibration_region", "min_center_fraction", "refine_maps",
            "kernel_for", "MIN_CENTER_LINES", "MIN_ESPIRIT_LINES", "MIN_CALIB_LINES", "CALIB_READOUT_MAX",
-           "SYNTH_LINES", "heldout_layout", "heldout_line_error", "CV_FOLDS", "CALIBRATION_METHODS", "estimate_sens_maps"]
+           "SYNTH_LINES", "heldout_layout", "heldout_line_error", "CV_FOLDS", "CALIBRATION_METHODS",
+           "estimate_sens_maps"]
 
 MIN_ESPIRIT_LINES = MIN_ACS  # = 6: ESPIRiT alone from this many centre lines (measured, see the module docstring)
 MIN_CALIB_LINES = 3  # with the refinement step from this many; fewer is an InputError

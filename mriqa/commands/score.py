@@ -100,8 +100,8 @@ def _format_table(rows) -> str:
         return "-" if r.slice is None else (str(r.slice) if r.volume is None else f"{r.volume}:{r.slice}")
 
     return format_table(("input", "slice", "model", "pool", _label(rows)),
-                        [(r.input, where(r), str(r.model) if r.model else "-", str(r.pool), "error" if r.error else f"{r.score:.4f}")
-                         for r in rows], left=4)
+                        [(r.input, where(r), str(r.model) if r.model else "-", str(r.pool),
+                          "error" if r.error else f"{r.score:.4f}") for r in rows], left=4)
 
 
 def run(args) -> int:

@@ -70,7 +70,7 @@ def load_images(root: str, split: str, methods, predictor, every_nth: int = 1):
     info dict of [N] arrays: method, mask_kind, accel)``."""
     import h5py
 
-    from recon.errors import InputError
+    from recon.errors import InputError, first_line
 
     xs, ys, meth, kinds = [], [], [], []
     for m in methods:
@@ -84,7 +84,7 @@ def load_images(root: str, split: str, methods, predictor, every_nth: int = 1):
                 acc = hf["accel"][()][idx]
                 kd = [k.decode() if isinstance(k, bytes) else str(k) for k in hf["mask_kind"][()][idx]]
         except (OSError, KeyError) as exc:
-            raise InputError(path, f"not an R-estimation data file ({exc})") from None
+            raise InputError(path, f"not an R-estimation data file ({first_line(exc)})") from None
         for a in range(0, len(imgs), 64):
             x, _ = predictor.prepare(imgs[a:a + 64], kind="mri")
             xs.append(np.round(x[:, 0].numpy() * 255).astype(np.uint8))
