@@ -150,12 +150,12 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
     out = tmp_path / "failed.json"
     for bad, words in ((tmp_path / "missing.h5", "missing.h5"), (tiny, "smaller"), (nan, "NaN"),
                        (zero, "all slices are zero")):
-        code, _, err = run_cli([bad, "--json", out], capsys)
+        code, stdout, err = run_cli([bad, "--json", out], capsys)
         assert code == 2
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("mriqa: error:") and words in lines[0], err
-        (record,) = json.loads(out.read_text())  # the failure is a record, with no estimate
-        assert record["input"] == str(bad) and "r_est" not in record and record["error"]
+        # nothing was estimated: no table, no JSON file (a failed input is a record only beside results)
+        assert stdout == "" and not out.exists() and list(tmp_path.glob(".failed.json*")) == []
     with pytest.raises(SystemExit) as exc:
         main(["estimate-r", str(tiny), "--method", "nonsense"])
     assert exc.value.code == 2

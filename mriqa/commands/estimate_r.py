@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import argparse
 
-from mriqa.commands.shared import add_max_pixels, exit_code, format_table, write_records
+from mriqa.commands.shared import add_max_pixels, all_failed, exit_code, format_table, write_records
 
 from mriqa.restimate import ESTIMATORS
 
@@ -96,6 +96,8 @@ def run(args) -> int:
     rows = estimate_r_files(args.inputs, method=load_estimator(args.method), h5_key=args.h5_key,
                             max_pixels=args.max_pixels, notes=notes)
     failed = write_records(rows, args.json, notes)
+    if all_failed(rows, failed):
+        return exit_code(rows, failed, args.json)
     print(_table(rows))
     for r in rows:
         line = _comparison(r)

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import argparse
 
-from mriqa.commands.shared import add_max_pixels, exit_code, format_table, write_records
+from mriqa.commands.shared import add_max_pixels, all_failed, exit_code, format_table, write_records
 
 POOLS = ("mean", "center", "foreground")
 
@@ -119,6 +119,8 @@ def run(args) -> int:
                        device=args.device, h5_key=args.h5_key, max_pixels=args.max_pixels, maps_dir=args.maps,
                        notes=notes)
     failed = write_records(rows, args.json, notes)
+    if all_failed(rows, failed):
+        return exit_code(rows, failed, args.json)
     print(_format_table(rows))
     scored = [r.score for r in rows if not r.error]
     label = _label(rows)

@@ -36,26 +36,37 @@ def format_table(header: tuple[str, ...], rows: list[tuple[str, ...]], left: int
                                for i in range(len(header))).rstrip() for c in cells)
 
 
+def all_failed(rows, failed: list) -> bool:
+    """True when no input gave a result: then nothing is written and no table is printed, only the errors."""
+    return len(failed) == len(rows)
+
+
 def write_records(rows, json_path, notes: list[str]) -> list:
     """Write ``[r.to_json() for r in rows]`` to ``json_path`` (atomically; an OSError is one InputError line),
-    print the notes and one ``mriqa: error: FILE: problem`` line per failed record on stderr; return those."""
+    print the notes and one ``mriqa: error: FILE: problem`` line per failed record on stderr; return those.
+
+    A failed input is a record beside the others (``error`` instead of values); when every input failed there is
+    nothing to report and no file is written."""
     import json
 
     from recon.io.output import output_file
 
-    if json_path is not None:
+    failed = [r for r in rows if getattr(r, "error", None)]
+    if json_path is not None and not all_failed(rows, failed):
         with output_file(json_path, "--json", suffix=".json") as tmp:
             tmp.write_text(json.dumps([r.to_json() for r in rows], indent=2) + "\n")
     for note in notes:
         print(f"mriqa: note: {note}", file=sys.stderr)
-    failed = [r for r in rows if getattr(r, "error", None)]
     for r in failed:
         print(f"mriqa: error: {r.error_message()}", file=sys.stderr)
     return failed
 
 
 def exit_code(rows, failed: list, json_path) -> int:
-    """Print where the JSON went and how many inputs failed; 2 when any did, else 0."""
+    """Print where the JSON went and how many inputs failed; 2 when any did, else 0. When every input failed
+    stdout stays empty (the errors are on stderr)."""
+    if all_failed(rows, failed):
+        return 2
     if json_path is not None:
         print(f"wrote {json_path}")
     if failed:
