@@ -117,6 +117,8 @@ def test_build_refuses_bad_input_and_leaves_nothing(tmp_path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(png)
     with pytest.raises(InputError, match="mixes"):
         build_study(tmp_path / "x", [files[0], png])
+    with pytest.raises(InputError, match="3 of 3 groups have one image"):  # one file: nothing to compare
+        build_study(tmp_path / "x", [files[0]])
     assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x.*"))
 
 # ------------------------------------------------------------------------------------------------ Elo / BT

@@ -289,7 +289,10 @@ def build_study(out, inputs, *, reference=None, slices: str | None = None, group
                 _save_png(rendered[-1], tmp / ref_file)
             groups.append({"id": gname, "window": window, "reference": ref_file, "images": ids})
         if not groups:
-            raise InputError(paths[0], "no content group with two or more non-constant images to compare")
+            single = sum(len(m) < 2 for m in by_group.values())
+            why = (f"{single} of {len(by_group)} groups have one image (images are compared within a group: "
+                   "the same slice across files, or --group-regex)" if single else "every group is constant")
+            raise InputError(paths[0], f"no content group with two or more non-constant images to compare; {why}")
         pairs = sum(len(g["images"]) * (len(g["images"]) - 1) // 2 for g in groups)
         target = int(target_per_reader) if target_per_reader else min(5 * len(images), 3 * pairs)
         manifest = {
