@@ -18,8 +18,8 @@
    ``InputError`` of one line. Coils without signal get zero maps (and a warning); single-coil data maps of 1.
 4. **Or let the data choose** (``method="select"``, opt-in: ``mriqa recon --calibration select``): both the
    ESPIRiT maps and the refined ones, and per slice the set whose CG-SENSE image predicts measured lines it did
-   not see best (:func:`heldout_line_error`: :data:`CV_FOLDS` folds over the sampled lines outside the
-   calibration region, the maps fixed). On the real 16-coil brain, R 2-12, three mask kinds, both orientations
+   not see best (:func:`heldout_line_error`: :data:`CV_FOLDS` folds over the samples outside the
+   calibration region, whole lines of line masks, the maps fixed). On the real 16-coil brain, R 2-12, three mask kinds, both orientations
    (``scripts/real_kspace_check.py --calibration auto select refined full``, docs/recon/real_kspace.md): CG-SENSE
    +1.59 dB on average over ``auto`` (-0.90 to +11.3), L1-wavelet +1.96, MoDL +1.76 (never below ``auto``);
    always refining gains as much on average but loses up to 1.5 dB; ESPIRiT maps of the fully sampled data
@@ -256,25 +256,27 @@ def refine_maps(kspace: np.ndarray, points: np.ndarray, maps: np.ndarray, rows: 
     return out, calib, kernel
 
 
-def heldout_layout(kspace: np.ndarray, mask) -> tuple[np.ndarray, slice]:
-    """``(points, cols)`` of one slice ``[C, H, W]`` under ``mask`` (anything :func:`calibrate_maps` takes): bool
-    ``[H, W]`` of the samples the mask takes that hold data, and the calibration region's phase-encode columns
-    (:func:`calibration_region`), which are never held out."""
-    _, cols, _, _ = calibration_region(kspace, mask)
-    points = _mask_points(mask, *kspace.shape[-2:]) & np.any(kspace != 0, axis=0)
-    return points, cols
+def heldout_layout(kspace: np.ndarray, mask):
+    """:class:`recon.crossval.HeldoutLayout` of one slice ``[C, H, W]`` under ``mask`` (anything
+    :func:`calibrate_maps` takes): the samples the mask takes that hold data, the calibration rectangle
+    (:func:`calibration_region`), never held out, and whether the mask samples whole lines."""
+    from recon.crossval import HeldoutLayout, samples_lines
+
+    rows, cols, _, _ = calibration_region(kspace, mask)
+    marked = _mask_points(mask, *kspace.shape[-2:])
+    return HeldoutLayout(marked & np.any(kspace != 0, axis=0), (rows, cols), samples_lines(marked))
 
 
-def heldout_line_error(kspace: np.ndarray, points: np.ndarray, maps: np.ndarray, cols: slice,
-                       folds: int = CV_FOLDS, seed: int = 0) -> float:
+def heldout_line_error(kspace: np.ndarray, layout, maps: np.ndarray, folds: int = CV_FOLDS, seed: int = 0) -> float:
     """How well ``maps`` let CG-SENSE predict measured k-space it did not see: relative squared error ``[0, inf)``.
 
-    ``kspace`` ``[C, H, W]`` (one slice), ``points`` bool ``[H, W]`` (sampled and holding data), ``maps``
-    ``[C, H, W]`` or ``[M, C, H, W]``, ``cols`` the calibration region's phase-encode columns (always kept). The
-    other sampled phase-encode lines are dealt into ``folds`` folds (shuffled with ``seed``); for each, CG-SENSE
-    (:func:`recon.baselines.sense_image`) from the rest predicts the fold's samples, ``F S x``. Returns
-    ``sum |prediction - measured|^2 / sum |measured|^2`` over all folds (1.0: no better than predicting zeros;
-    ``inf`` when there is no line outside the region to hold out). Maps that explain the data score lower."""
+    ``kspace`` ``[C, H, W]`` (one slice), ``layout`` its :class:`recon.crossval.HeldoutLayout`
+    (:func:`heldout_layout`), ``maps`` ``[C, H, W]`` or ``[M, C, H, W]``. The samples outside the calibration
+    rectangle (whole lines of line masks, points of 2-D masks: :func:`recon.crossval.fold_masks`) are dealt into
+    ``folds`` folds (shuffled with ``seed``); for each, CG-SENSE (:func:`recon.baselines.sense_image`) from the
+    rest predicts the fold's samples, ``F S x``. Returns ``sum |prediction - measured|^2 / sum |measured|^2`` over
+    all folds (1.0: no better than predicting zeros; ``inf`` when nothing lies outside the centre to hold out).
+    Maps that explain the data score lower."""
     from recon.baselines import sense_image
     from recon.crossval import coil_kspace, heldout_errors
 
@@ -284,7 +286,7 @@ def heldout_line_error(kspace: np.ndarray, points: np.ndarray, maps: np.ndarray,
         image = sense_image(kept[None], torch.from_numpy(keep.astype(np.float32))[None, None], stack[None])[0]
         return coil_kspace(stack, image)  # F S x, [C, H, W]
 
-    errors, held = heldout_errors(kspace, points, cols, predict, folds=folds, seed=seed)
+    errors, held = heldout_errors(kspace, layout, predict, folds=folds, seed=seed)
     if not held.any():
         return float("inf")
     return float(errors[held].sum()) / max(float(np.sum(np.abs(kspace[:, held]) ** 2)), 1e-30)
@@ -317,6 +319,7 @@ def calibrate_maps(kspace, mask, *, num_maps: int = 1, source: str | os.PathLike
             are and what to do; all-zero k-space has 0), or bad shapes.
     """
     from recon.coils import espirit_maps_cached
+    from recon.crossval import HeldoutLayout, samples_lines
 
     k = kspace.detach().cpu().numpy() if torch.is_tensor(kspace) else np.asarray(kspace)
     if k.ndim != 4 or not np.iscomplexobj(k):
@@ -355,7 +358,8 @@ def calibrate_maps(kspace, mask, *, num_maps: int = 1, source: str | os.PathLike
     kernel = kernel_for(calib)
     params = dict(calib_width=calib, kernel_width=kernel, thresh=thresh, crop=crop, num_maps=num_maps,
                   phase_coil=phase_coil)
-    points = _mask_points(mask, height, width, source) & np.any(k.reshape(-1, height, width) != 0, axis=0)
+    marked = _mask_points(mask, height, width, source)
+    points = marked & np.any(k.reshape(-1, height, width) != 0, axis=0)
     out, synthesised, chosen = [], None, []
     for s in range(slices):
         maps = espirit_maps_cached(_centred(k[s], rows, cols), source, s,
@@ -365,7 +369,8 @@ def calibrate_maps(kspace, mask, *, num_maps: int = 1, source: str | os.PathLike
                                                   phase_coil=phase_coil, crop=min(crop, REFINE_CROP), thresh=thresh,
                                                   source=source, slice_index=s, cache_dir=cache_dir)
             if method == "select":
-                errors = [heldout_line_error(k[s], points, m, cols) for m in (maps, refined)]
+                layout = HeldoutLayout(points, (rows, cols), samples_lines(marked))
+                errors = [heldout_line_error(k[s], layout, m) for m in (maps, refined)]
                 chosen.append(int(errors[1] < errors[0]))
                 refined = refined if chosen[-1] else maps
             maps = refined

@@ -1,12 +1,15 @@
 """K-space cross-validation: how well a reconstruction predicts measured k-space it did not see.
 
 Without a fully sampled reference the measured k-space is the only ground truth, and a reconstruction is data
-consistent on every line it used. So hold some out (SSDU's idea, Yaman et al., MRM 2020, used there for
-training and validation): the sampled phase-encode lines outside the fully sampled centre are dealt into folds;
-for each fold the method reconstructs from the other lines and ``F S x`` predicts the held-out samples.
+consistent on every sample it used. So hold some out (SSDU's idea, Yaman et al., MRM 2020, used there for
+training and validation): the samples outside the fully sampled centre are dealt into folds; for each fold the
+method reconstructs from the rest and ``F S x`` predicts the held-out samples. What is dealt is what the mask
+samples independently (:func:`fold_masks`): whole phase-encode lines for line masks (random, equispaced), single
+points for 2-D masks (Poisson disk; in a 3-D scan each is a readout line), so each fold's reconstruction sees a
+mask of the same kind as the image being judged.
 
 - :func:`heldout_errors`: the squared prediction error at every held-out sample (one slice, any solver); which
-  samples may be held out (``points``, ``cols``) comes from :func:`recon.calibration.heldout_layout`.
+  samples may be held out (a :class:`HeldoutLayout`) comes from :func:`recon.calibration.heldout_layout`.
 - :func:`unmeasured_energy`: the k-space energy where nothing was measured, estimated per readout row by
   log-linear interpolation along the phase encode between the measured samples of that row.
 - :func:`nmse_estimate`: the two together, an estimate of the reconstruction's k-space NMSE against the fully
@@ -14,7 +17,7 @@ for each fold the method reconstructs from the other lines and ``F S x`` predict
   energy ``U``, over the estimated total ``M + U`` (``M`` the measured energy): ``r U / (M + U)``. Zero-filled
   predicts zeros (``r = 1``) and gets ``U / (M + U)``, the energy it misses.
 
-The estimate is biased high (each fold is reconstructed from fewer lines than the image being judged, most at
+The estimate is biased high (each fold is reconstructed from fewer samples than the image being judged, most at
 high R), but the bias is shared by every method at a given mask, which is what ranking needs. Measured on the
 real 16-coil brain (``scripts/eval_kspace_quality.py``, docs/rq/kspace.md).
 
@@ -23,12 +26,27 @@ Used by :func:`recon.calibration.heldout_line_error` (which maps explain the dat
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
-__all__ = ["fold_lines", "heldout_errors", "coil_kspace", "unmeasured_energy", "nmse_estimate",
-           "outer_lines"]
+__all__ = ["HeldoutLayout", "fold_masks", "heldout_errors", "coil_kspace", "unmeasured_energy", "nmse_estimate",
+           "outer_lines", "samples_lines"]
+
+
+class HeldoutLayout(NamedTuple):
+    """What the k-space check of one slice may hold out (:func:`recon.calibration.heldout_layout` makes it).
+
+    Attributes:
+        points: bool ``[H, W]``, the samples the mask takes that hold data.
+        centre: ``(rows, cols)``, the calibration rectangle: never held out (line masks keep its whole columns).
+        lines: whether the mask samples whole phase-encode lines (:func:`samples_lines`): folds deal lines, else
+            single points.
+    """
+
+    points: np.ndarray
+    centre: tuple[slice, slice]
+    lines: bool
 
 
 def coil_kspace(maps: np.ndarray, image: np.ndarray) -> np.ndarray:
@@ -47,41 +65,57 @@ def outer_lines(points: np.ndarray, cols: slice) -> np.ndarray:
     return lines[(lines < cols.start) | (lines >= cols.stop)]
 
 
-def fold_lines(points: np.ndarray, cols: slice, folds: int = 4, seed: int = 0) -> list[np.ndarray]:
-    """The folds of :func:`heldout_errors`: bool ``[W]`` phase-encode lines per fold, the sampled lines outside
-    ``cols`` shuffled with ``seed`` and dealt round-robin (fewer folds than ``folds`` when there are fewer lines;
-    none when there are none)."""
-    outer = outer_lines(points, cols).copy()
-    np.random.default_rng(seed).shuffle(outer)
+def samples_lines(marked: np.ndarray) -> bool:
+    """Whether a mask's sampled points ``marked`` ``[H, W]`` are whole phase-encode lines (every marked column is
+    marked in every row). Judged on the mask, not on the data: a scan may hold data in part of a sampled line."""
+    return bool(marked[:, marked.any(axis=0)].all())
+
+
+def fold_masks(layout: HeldoutLayout, folds: int = 4, seed: int = 0) -> list[np.ndarray]:
+    """The folds of :func:`heldout_errors`: bool ``[H, W]`` held-out samples per fold.
+
+    ``layout.centre``, the calibration rectangle, is never held out. Line masks: the sampled lines outside its
+    columns, shuffled with ``seed`` and dealt round-robin (a fold holds out every sample of its lines). 2-D masks:
+    the sampled points outside the rectangle, likewise. Fewer folds than ``folds`` when there are fewer units; none
+    when there are none."""
+    points, (rows, cols) = layout.points, layout.centre
+    if layout.lines:
+        units = outer_lines(points, cols)  # column indices
+    else:
+        kept = np.zeros(points.shape, bool)
+        kept[rows, cols] = True
+        units = np.flatnonzero(points & ~kept)  # flat point indices
+    units = units.copy()
+    np.random.default_rng(seed).shuffle(units)
     out = []
-    for f in range(min(folds, outer.size)):
-        lines = np.zeros(points.shape[-1], bool)
-        lines[outer[f::folds]] = True
-        out.append(lines)
+    for f in range(min(folds, units.size)):
+        held = np.zeros(points.shape[-1] if layout.lines else points.size, bool)
+        held[units[f::folds]] = True
+        out.append(points & held[None, :] if layout.lines else held.reshape(points.shape))
     return out
 
 
-def heldout_errors(kspace: np.ndarray, points: np.ndarray, cols: slice, predict: Callable, folds: int = 4,
+def heldout_errors(kspace: np.ndarray, layout: HeldoutLayout, predict: Callable, folds: int = 4,
                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Squared errors of ``predict`` on held-out sampled lines of one slice.
+    """Squared errors of ``predict`` on held-out samples of one slice.
 
     Args:
         kspace: complex ``[C, H, W]``, zero where not sampled.
-        points: bool ``[H, W]``, sampled and holding data.
-        cols: the calibration region's phase-encode columns (never held out).
+        layout: which samples there are and which may be held out (:class:`HeldoutLayout`).
         predict: ``predict(kspace [C, H, W], keep bool [H, W]) -> [C, H, W]`` complex k-space predicted from the
             samples ``keep`` (e.g. ``fft2c(S x)`` of the method's image).
-        folds: the other sampled lines are dealt into this many folds (shuffled with ``seed``).
+        folds: the samples outside the centre are dealt into this many folds (:func:`fold_masks`, shuffled with
+            ``seed``).
 
     Returns:
         ``(errors, held)``: float64 ``[H, W]`` ``sum_c |predicted - measured|^2`` at held-out samples (0
-        elsewhere) and bool ``[H, W]`` the held-out samples (all False when no line lies outside ``cols``).
+        elsewhere) and bool ``[H, W]`` the held-out samples (all False when nothing lies outside the centre).
     """
+    points = layout.points
     errors = np.zeros(points.shape, np.float64)
     held = np.zeros(points.shape, bool)
-    for lines in fold_lines(points, cols, folds, seed):
-        keep = points & ~lines[None, :]
-        test = points & lines[None, :]
+    for test in fold_masks(layout, folds, seed):
+        keep = points & ~test
         predicted = predict(kspace * keep, keep)
         errors[test] = np.sum(np.abs(predicted[:, test] - kspace[:, test]) ** 2, axis=0)
         held |= test

@@ -228,24 +228,25 @@ def test_region_finds_an_off_centre_block_inside_a_wider_run():
 def test_heldout_line_error_prefers_the_maps_that_made_the_data(phantom):
     """Maps that generated the k-space predict measured lines they did not see far better than wrong maps
     (another coil order); a mask with nothing outside the calibration region gives inf."""
-    from recon.calibration import heldout_line_error
+    from recon.calibration import heldout_layout, heldout_line_error
 
     k, maps, _ = phantom
     width = k.shape[-1]
     m = line_mask(width, 8, extra=range(0, width, 3))
     points = np.broadcast_to(m.numpy()[0] > 0, k.shape[-2:])
     kk = k[0] * points
-    rows, cols, _, _ = calibration_region(kk, m)
-    right = heldout_line_error(kk, points, maps, cols)
-    swapped = heldout_line_error(kk, points, maps[::-1].copy(), cols)
-    shifted = heldout_line_error(kk, points, np.roll(maps, 5, axis=-2), cols)
+    layout = heldout_layout(kk, m)
+    right = heldout_line_error(kk, layout, maps)
+    swapped = heldout_line_error(kk, layout, maps[::-1].copy())
+    shifted = heldout_line_error(kk, layout, np.roll(maps, 5, axis=-2))
     assert right < shifted < swapped and right < swapped / 3  # measured 0.74 < 0.79 < 2.69
     only_centre = np.broadcast_to(line_mask(width, 8).numpy()[0] > 0, k.shape[-2:])
-    assert heldout_line_error(k[0] * only_centre, only_centre, maps, cols) == float("inf")
+    centre_only = line_mask(width, 8)
+    assert heldout_line_error(k[0] * only_centre, heldout_layout(k[0] * only_centre, centre_only), maps) == float("inf")
 
 
 def test_select_keeps_the_maps_of_lower_heldout_error(phantom):
-    from recon.calibration import _mask_points, heldout_line_error
+    from recon.calibration import heldout_layout, heldout_line_error
 
     k, _, _ = phantom
     width = k.shape[-1]
@@ -254,9 +255,8 @@ def test_select_keeps_the_maps_of_lower_heldout_error(phantom):
     chosen, info = calibrate_maps(kk, m, method="select")
     plain, _ = calibrate_maps(kk, m, method="espirit")
     refined = calibrate_maps(kk, m, method="refined")[0][0]
-    rows, cols, _, _ = calibration_region(kk, m)
-    points = _mask_points(m, *kk.shape[-2:], None) & np.any(kk[0] != 0, axis=0)
-    errors = [heldout_line_error(kk[0], points, x, cols) for x in (plain[0], refined)]
+    layout = heldout_layout(kk[0], m)
+    errors = [heldout_line_error(kk[0], layout, x) for x in (plain[0], refined)]
     expected = refined if errors[1] < errors[0] else plain[0]
     assert np.allclose(chosen[0], expected)
     assert info.method == ("espirit-refined" if errors[1] < errors[0] else "espirit")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recon.crossval import heldout_errors, nmse_estimate, outer_lines, unmeasured_energy
+from recon.crossval import HeldoutLayout, heldout_errors, nmse_estimate, outer_lines, unmeasured_energy
 from recon.masks import make_mask
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -43,17 +43,44 @@ def test_heldout_errors_of_a_perfect_and_of_a_zero_prediction(disc):
     points = np.broadcast_to(mask.mask.numpy().reshape(1, -1) > 0, full.shape[-2:]).copy()
     k = full * points
     cols = slice(28, 36)
-    errors, held = heldout_errors(k, points, cols, lambda kept, keep: full, folds=3)
+    layout = HeldoutLayout(points, (slice(0, full.shape[-2]), cols), lines=True)
+    errors, held = heldout_errors(k, layout, lambda kept, keep: full, folds=3)
     assert held.any() and not held[:, cols].any() and np.all(errors == 0)
     assert set(np.flatnonzero(held.any(0))) == set(outer_lines(points, cols))  # every outer line, once
-    errors, held = heldout_errors(k, points, cols, lambda kept, keep: np.zeros_like(kept), folds=3)
+    errors, held = heldout_errors(k, layout, lambda kept, keep: np.zeros_like(kept), folds=3)
     nmse, relative = nmse_estimate(k, points, errors, held)
     assert relative == pytest.approx(1.0)
     # no line outside the centre: nothing to hold out
     only_centre = np.zeros_like(points)
     only_centre[:, cols] = True
-    errors, held = heldout_errors(full * only_centre, only_centre, cols, lambda kept, keep: full)
+    errors, held = heldout_errors(full * only_centre, layout._replace(points=only_centre), lambda kept, keep: full)
     assert not held.any() and np.isnan(nmse_estimate(full * only_centre, only_centre, errors, held)[0])
+
+
+def test_folds_of_a_2d_mask_hold_out_points_and_never_the_calibration_box(disc):
+    """A Poisson-disk mask samples points, not lines: its folds deal single points outside the fully sampled box
+    (each once), so a fold's reconstruction still sees a Poisson-like mask; a line mask's folds are whole lines."""
+    from recon.calibration import heldout_layout
+    from recon.crossval import fold_masks
+
+    kspace, _, _ = disc
+    full = kspace[0]
+    mask = make_mask("poisson", full.shape[-2:], 6, seed=0)
+    k = full * mask.mask.numpy()[0]
+    layout = heldout_layout(k, mask)
+    points, (rows, cols) = layout.points, layout.centre
+    assert not layout.lines and rows.stop - rows.start < full.shape[-2]
+    folds = fold_masks(layout, folds=4, seed=0)
+    held = np.sum(folds, axis=0)
+    box = np.zeros_like(points)
+    box[rows, cols] = True
+    assert len(folds) == 4 and held.max() == 1 and np.array_equal(held > 0, points & ~box)
+    assert all(not np.array_equal(f.any(0)[None] & points, f) for f in folds)  # points of a line, not the line
+    line = make_mask("random", full.shape[-2:], 4, seed=1)
+    lines = heldout_layout(full * line.mask.numpy(), line)
+    assert lines.lines
+    for f in fold_masks(lines, folds=4, seed=0):
+        assert np.array_equal(f, lines.points & f.any(0)[None])  # whole lines
 
 
 def test_unmeasured_energy_interpolates_a_log_linear_spectrum_exactly():
@@ -81,7 +108,8 @@ def test_nmse_estimate_of_zero_filled_is_close_to_the_energy_it_misses(disc):
         mask = make_mask("random", full.shape[-2:], accel, seed=0)
         points = np.broadcast_to(mask.mask.numpy().reshape(1, -1) > 0, full.shape[-2:]).copy()
         k = full * points
-        errors, held = heldout_errors(k, points, slice(32 - mask.num_low_frequencies // 2, 32),
+        centre = (slice(0, 64), slice(32 - mask.num_low_frequencies // 2, 32))
+        errors, held = heldout_errors(k, HeldoutLayout(points, centre, lines=True),
                                       lambda kept, keep: np.zeros_like(kept))
         nmse, _ = nmse_estimate(k, points, errors, held)
         missing = float(np.sum(np.abs(full[:, ~points]) ** 2) / np.sum(np.abs(full) ** 2))

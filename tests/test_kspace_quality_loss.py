@@ -66,7 +66,7 @@ def test_heldout_nmse_is_exact_for_zeros_and_for_the_truth(batch):
     nmse = heldout_nmse(zeros)
     for i in range(y.shape[0]):  # predicting zeros: the relative error is 1, the estimate the missing energy
         k = y[i].numpy()
-        points, _ = heldout_layout(k, mask[i].numpy())
+        points = heldout_layout(k, mask[i].numpy()).points
         energy = np.sum(np.abs(k) ** 2, axis=0)
         missing = unmeasured_energy(k, points).sum()
         assert float(nmse[i]) == pytest.approx(missing / (energy[points].sum() + missing), rel=1e-4)
@@ -105,6 +105,11 @@ def test_kspace_loss_is_one_minus_the_combined_score(batch, rq_path):
     want = 1 - combined_score(plain.scores(output).detach().numpy(), heldout_nmse(half).numpy())
     np.testing.assert_allclose(got.detach().numpy(), want, rtol=1e-5, atol=1e-6)
     assert set(loss.last) == {"image", "kspace_nmse"} and loss.last["kspace_nmse"] > 0
+    pinned = ReconQualityLoss(rq_path, reduction="none", kspace_check=True, tau=0.05, power=1.0)  # a config's own
+    want = 1 - combined_score(plain.scores(output).detach().numpy(), heldout_nmse(half).numpy(), tau=0.05, power=1.0)
+    np.testing.assert_allclose(pinned(output, refit=half).detach().numpy(), want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match="must be > 0"):
+        ReconQualityLoss(rq_path, kspace_check=True, tau=0)
     with pytest.raises(InputError, match="needs refit="):
         loss(output)
     with pytest.raises(InputError, match="not both"):

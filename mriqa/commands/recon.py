@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         attrs.update({f"quality_{k}": v for k, v in quality.items()})
         nmse = np.asarray(quality["kspace_nmse"])
         nmse_text = (f"{np.nanmean(nmse):.4f}" if np.isfinite(nmse).any()
-                     else "n/a (no sampled line outside the fully sampled centre to hold out)")
+                     else "n/a (no sample outside the fully sampled centre to hold out)")
         print("quality (mean over slices, reference-free): recon score "
               f"{np.mean(quality['image_score']):.3f}, k-space NMSE estimate {nmse_text}, "
               f"combined {np.mean(quality['combined']):.3f}")

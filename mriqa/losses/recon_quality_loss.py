@@ -45,10 +45,10 @@ mode ``dc+qf``: in ``ssdu+qf`` the loss physics is the held-back mask.
 **With the k-space check** (``kspace_check=True``): the loss is ``1 - combined score``, the score
 :func:`mriqa.recon_quality.kspace.combined_score` gives a reconstruction when its k-space is at hand,
 
-    ``1 - score(output) * (1 + nmse / tau) ** -power``   (``tau``, ``power``: the shipped COMBINED_TAU / _POWER)
+    ``1 - score(output) * (1 + nmse / tau) ** -power``   (``tau``, ``power``: default the shipped COMBINED_TAU / _POWER)
 
-with ``nmse`` the k-space check's estimate (:mod:`recon.crossval`) from one fold per step: of the sampled
-phase-encode lines outside the calibration centre one fold in :data:`~mriqa.recon_quality.kspace.FOLDS` is held
+with ``nmse`` the k-space check's estimate (:mod:`recon.crossval`) from one fold per step: of the samples outside
+the calibration centre (whole lines of line masks) one fold in :data:`~mriqa.recon_quality.kspace.FOLDS` is held
 out (drawn from the step's seeds, so a resumed run repeats it), the network is re-run on the rest (``refit``,
 :class:`recon.train_step.Refit`: the trainers hand it to a loss with ``needs_refit``), and its ``F S x``
 (or VarNet's predicted k-space) is compared with the held-out samples: ``relative error x U / (M + U)`` (``U``
@@ -110,10 +110,10 @@ def heldout_nmse(refit, folds: int | None = None, call: int = 0) -> torch.Tensor
     (module docstring), differentiable in the network's parameters through ``refit``
     (:class:`recon.train_step.Refit`). The fold is drawn from ``refit.seeds`` (the trainers': a resumed run
     repeats it), or from ``call`` and the sample's index when there are none (a loop of your own). A sample with
-    no sampled line outside its calibration centre gets 0."""
+    no sample outside its calibration centre gets 0."""
     from mriqa.recon_quality.kspace import FOLDS
     from recon.calibration import heldout_layout
-    from recon.crossval import fold_lines, unmeasured_energy
+    from recon.crossval import fold_masks, unmeasured_energy
     from recon.physics import SenseOperator
 
     if refit is None:
@@ -121,22 +121,22 @@ def heldout_nmse(refit, folds: int | None = None, call: int = 0) -> torch.Tensor
                                "samples): train with recon.train_step.compute_loss, the trainer or the Lightning "
                                "module, which pass it")
     y, mask = refit.y, refit.mask
-    b, w = y.shape[0], y.shape[-1]
+    b = y.shape[0]
     keeps, helds, scales = [], [], []
     for i in range(b):
         k = y[i].detach().cpu().numpy()
         m = mask[i].detach().cpu().numpy()
-        points, cols = heldout_layout(k, m)
+        layout = heldout_layout(k, m)
+        points = layout.points
         seed = refit.seeds[i] if refit.seeds else int(call) * 1_000_003 + i
-        lines = fold_lines(points, cols, int(folds or FOLDS), seed=int(seed) & 0xFFFFFFFF)
-        held_lines = lines[0] if lines else np.zeros(w, bool)
-        held = points & held_lines[None, :]
+        held_folds = fold_masks(layout, int(folds or FOLDS), seed=int(seed) & 0xFFFFFFFF)
+        held = held_folds[0] if held_folds else np.zeros(points.shape, bool)
         energy = np.sum(np.abs(k) ** 2, axis=0)
         held_energy = float(energy[held].sum())
         missing = float(unmeasured_energy(k, points).sum())
         measured = float(energy[points].sum())
         scales.append(missing / max(measured + missing, 1e-30) / held_energy if held_energy > 0 else 0.0)
-        keeps.append(mask[i] * torch.from_numpy(~held_lines).to(mask)[None, None, :])
+        keeps.append(mask[i] * torch.from_numpy(~held).to(mask)[None])
         helds.append(torch.from_numpy(held))
     keep = torch.stack(keeps)
     held = torch.stack(helds).to(y.device)[:, None]  # [B, 1, H, W]
@@ -200,7 +200,8 @@ class ReconQualityLoss(nn.Module):
         data_consistent: score ``x_dc`` (the image with the acquired samples put back; module docstring)
             instead of ``output``.
         kspace_check: ``1 - combined score`` with the k-space check's NMSE estimate from one held-out fold per
-            call (module docstring); needs the call's ``refit``. ``folds``: default ``FOLDS`` (4).
+            call (module docstring); needs the call's ``refit``. ``folds``: default ``FOLDS`` (4); ``tau``,
+            ``power``: the combination's, default :data:`~mriqa.recon_quality.kspace.COMBINED_TAU` / ``_POWER``.
     Call: ``loss(output, target=None, *, physics=None, y=None, image=None, refit=None, **ignored) -> 0-d tensor``
     (``[B]`` for ``reduction="none"``), differentiable in ``output`` (and through ``refit`` in the network's
     parameters); no gradient reaches the quality model. ``.last``: ``image`` (mean score) and ``kspace_nmse``.
@@ -209,12 +210,19 @@ class ReconQualityLoss(nn.Module):
     requires_target = False
 
     def __init__(self, model: Any = "recon", reduction: str = "mean", data_consistent: bool = False,
-                 kspace_check: bool = False, folds: int | None = None):
+                 kspace_check: bool = False, folds: int | None = None, tau: float | None = None,
+                 power: float | None = None):
+        from mriqa.recon_quality.kspace import COMBINED_POWER, COMBINED_TAU
+
         super().__init__()
         if data_consistent and kspace_check:
             raise InputError(None, "ReconQualityLoss: choose data_consistent or kspace_check, not both")
         self.kspace_check = bool(kspace_check)
         self.folds = folds
+        self.tau = float(COMBINED_TAU if tau is None else tau)
+        self.power = float(COMBINED_POWER if power is None else power)
+        if self.tau <= 0 or self.power <= 0:
+            raise InputError(None, f"ReconQualityLoss: tau and power must be > 0, got {self.tau:g}, {self.power:g}")
         self.calls = 0  # draws the held-out fold when the call brings no seeds
         self.last: dict[str, float] = {}
         if reduction not in ("mean", "none"):
@@ -270,18 +278,16 @@ class ReconQualityLoss(nn.Module):
         score = self.scores(output)
         self.last = {"image": float(score.detach().mean())}
         if self.kspace_check:
-            from mriqa.recon_quality.kspace import COMBINED_POWER, COMBINED_TAU
-
             self.calls += 1
             nmse = heldout_nmse(refit, folds=self.folds, call=self.calls)
-            score = score * (1.0 + nmse.to(score) / COMBINED_TAU) ** -COMBINED_POWER
+            score = score * (1.0 + nmse.to(score) / self.tau) ** -self.power
             self.last["kspace_nmse"] = float(nmse.detach().mean())
         loss = 1.0 - score
         return loss.mean() if self.reduction == "mean" else loss
 
     def extra_repr(self) -> str:
         return (f"model={self.model_name!r}, reduction={self.reduction!r}, data_consistent={self.data_consistent}, "
-                f"kspace_check={self.kspace_check}")
+                f"kspace_check={self.kspace_check}" + (f", tau={self.tau:g}, power={self.power:g}" if self.kspace_check else ""))
 
 
 def recon_quality_loss(output: torch.Tensor, model: Any = "recon", reduction: str = "mean") -> torch.Tensor:

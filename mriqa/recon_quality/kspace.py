@@ -2,7 +2,8 @@
 
 The recon model (``load_predictor("recon")``) judges a magnitude image alone. With the k-space and the method,
 the measured data can judge too (:mod:`recon.crossval`): the method reconstructs from all but a fold of the
-sampled lines outside the calibration centre, its ``F S x`` predicts the held-out samples, and the held-out
+samples outside the calibration centre (whole lines of line masks, points of 2-D masks), its ``F S x`` predicts
+the held-out samples, and the held-out
 error applied to the estimated unmeasured energy estimates the k-space NMSE of the reconstruction
 (:func:`kspace_check`; :data:`FOLDS` extra reconstructions per slice).
 
@@ -27,7 +28,7 @@ __all__ = ["KspaceCheck", "kspace_check", "combined_score", "method_predictor", 
 
 FOLDS = 4
 # chosen on the validation subjects by scripts/eval_kspace_quality.py (docs/rq/kspace.md)
-COMBINED_TAU = 0.02
+COMBINED_TAU = 0.01  # 0.02 until the check held out points of 2-D masks (the rqk training configs pin it)
 COMBINED_POWER = 0.25
 
 
@@ -37,9 +38,9 @@ class KspaceCheck:
 
     Attributes:
         nmse_estimate: estimated k-space NMSE against the fully sampled data (lower is better; NaN when no
-            sampled line lies outside the calibration centre).
+            sample lies outside the calibration centre).
         heldout_error: squared error on the held-out samples over their energy (1.0: no better than zeros).
-        heldout_lines: phase-encode lines held out over all folds.
+        heldout_lines: phase-encode lines with held-out samples over all folds.
     """
 
     nmse_estimate: float
@@ -111,10 +112,10 @@ def kspace_check(method: str, kspace: np.ndarray, mask, maps: np.ndarray, *, fol
     out = []
     for s in range(kspace.shape[0]):
         k = kspace[s].astype(np.complex64)
-        points, cols = heldout_layout(k, mask)
+        layout = heldout_layout(k, mask)
         predict = method_predictor(method, maps[s], solve=solve)
-        errors, held = heldout_errors(k, points, cols, predict, folds=folds, seed=seed)
-        nmse, relative = nmse_estimate(k, points, errors, held)
+        errors, held = heldout_errors(k, layout, predict, folds=folds, seed=seed)
+        nmse, relative = nmse_estimate(k, layout.points, errors, held)
         out.append(KspaceCheck(nmse, relative, int(held.any(axis=0).sum())))
     return out
 
