@@ -17,13 +17,13 @@
    keeps every measured point and takes the model's k-space elsewhere), with a warning. Fewer lines: an
    ``InputError`` of one line. Coils without signal get zero maps (and a warning); single-coil data maps of 1.
 4. **Or let the data choose** (``method="select"``, opt-in: ``mriqa recon --calibration select``): both the
-   ESPIRiT maps and the refined ones, and per slice the set whose CG-SENSE image predicts measured lines it did
-   not see best (:func:`heldout_line_error`: :data:`CV_FOLDS` folds over the samples outside the
-   calibration region, whole lines of line masks, the maps fixed). On the real 16-coil brain, R 2-12, three mask kinds, both orientations
-   (``scripts/real_kspace_check.py --calibration auto select refined full``, docs/recon/real_kspace.md): CG-SENSE
-   +1.59 dB on average over ``auto`` (-0.90 to +11.3), L1-wavelet +1.96, MoDL +1.76 (never below ``auto``);
-   always refining gains as much on average but loses up to 1.5 dB; ESPIRiT maps of the fully sampled data
-   would give +3.9.
+   ESPIRiT maps and the refined ones, and per slice the set whose CG-SENSE image predicts measured samples it did
+   not see best (:func:`heldout_line_error`: :data:`CV_FOLDS` folds over the samples outside the calibration
+   region, whole lines of line masks, the maps fixed). On the real 16-coil brain, R 2-12, three mask kinds, both
+   orientations (``scripts/real_kspace_check.py --calibration auto select refined full``,
+   docs/recon/real_kspace.md): CG-SENSE +1.48 dB on average over ``auto`` (-0.90 to +11.3), L1-wavelet +1.99, MoDL
+   +1.60 (never below ``auto`` by more than 0.1); always refining gains as much on average but loses up to 1.5 dB; ESPIRiT maps of the fully sampled data
+   would give +3.5.
 
 For retrospective masks :func:`min_center_fraction` gives the centre fraction that keeps
 :data:`MIN_CENTER_LINES` lines (it lives in :mod:`recon.masks`); ``recon.masks.center_fraction_for(R, W)`` =

@@ -23,8 +23,9 @@ of the fully sampled centre in columns (for Poisson masks: in columns of the cal
 Every mask reports ``acceleration`` (the nominal R asked for) and ``acceleration_effective``: total lines /
 sampled lines (``W / sum(mask)``) for line masks, total points / sampled points (``H W / sum(mask)``) for 2-D
 masks. R = 1 gives a fully sampled mask; R < 1, a centre too large for R, or an all-zero mask is an
-:class:`recon.errors.InputError`. Masks are deterministic given ``seed`` (fastMRI's and sigpy's own seeding);
-``seed=None`` draws a fresh mask each call.
+:class:`recon.errors.InputError`. Masks are deterministic given ``seed`` (fastMRI's and sigpy's own seeding; where
+sigpy's Poisson-disk search fails for a seed, the next seeds are tried: :data:`POISSON_TRIES`); ``seed=None`` draws
+a fresh mask each call.
 
 Mask tensors follow CONTRIBUTING: float32 0/1, ``[1, 1, W]`` (line masks) or ``[1, H, W]`` (2-D masks),
 broadcastable to k-space ``[B, C, H, W]``.
@@ -53,10 +54,13 @@ MASK_KINDS = ("random", "equispaced", "poisson")
 MIN_ACS = 6
 # fastMRI's pairs (R=4, 0.08) and (R=8, 0.04) both keep a centre of 0.32 / R of the columns.
 CENTER_FRACTION_TIMES_R = 0.32
-# sigpy's Poisson-disk sampler cannot reach R = 2 or 3 with the default calibration block on small grids (96 x 96:
-# "Cannot generate mask"), and bisects its density for minutes trying: training and evaluation sets draw Poisson
-# masks from this R up (make_mask itself accepts any R and says when sigpy fails).
+# sigpy's Poisson-disk sampler often fails at R = 2 or 3 with the default calibration block on small grids (96 x 96:
+# "Cannot generate mask"; make_mask then tries the next seeds, POISSON_TRIES): training and evaluation sets draw
+# Poisson masks from this R up (make_mask itself accepts any R and says when sigpy fails).
 POISSON_MIN_ACCEL = 4.0
+#: sigpy's Poisson-disk density search fails for some seeds on small grids (e.g. 96 x 96 at R = 2 or 3 with seed 0):
+#: then seeds ``seed + 1``, ``seed + 2``, ... are tried, this many in all (the mask stays a function of ``seed``)
+POISSON_TRIES = 10
 
 
 class SamplingMask(NamedTuple):
@@ -194,11 +198,15 @@ def _poisson(height: int, width: int, accel: float, center_fraction: float, seed
     if calib[0] * calib[1] * accel >= height * width:
         raise InputError(None, f"calibration block {calib[0]}x{calib[1]} is too large for R = {accel:g} on a "
                                f"{height}x{width} grid; use a smaller center fraction")
-    try:
-        mask = sigpy.mri.poisson((height, width), accel, calib=calib, dtype=np.float32, crop_corner=True,
-                                 seed=seed)
-    except ValueError as exc:
-        raise InputError(None, f"Poisson-disk mask: {exc} (grid {height}x{width})") from None
+    for attempt in range(POISSON_TRIES):
+        try:
+            mask = sigpy.mri.poisson((height, width), accel, calib=calib, dtype=np.float32, crop_corner=True,
+                                     seed=None if seed is None else seed + attempt)
+            break
+        except ValueError as exc:  # sigpy's density search did not converge for this seed
+            problem = exc
+    else:
+        raise InputError(None, f"Poisson-disk mask: {problem} ({POISSON_TRIES} seeds tried; grid {height}x{width})")
     return torch.from_numpy(np.ascontiguousarray(mask != 0, dtype=np.float32)).reshape(1, height, width), calib[1]
 
 

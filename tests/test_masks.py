@@ -67,6 +67,21 @@ def test_poisson_mask_2d_with_calibration_block():
     assert m.is_2d and not make_mask("random", (40, 48), 4, seed=0).is_2d
 
 
+@pytest.mark.parametrize("accel, center", [(2, 0.16), (3, 0.32 / 3)])
+def test_poisson_mask_at_low_r_on_a_small_grid_tries_the_next_seeds(accel, center):
+    """sigpy's density search fails for seed 0 on the real 16-coil scan's 96 x 96 grid at R = 2 and 3 with the
+    default centre (it printed "no mask" there before); the next seed is tried, and the mask is still a function of
+    the seed."""
+    import sigpy.mri
+
+    calib = (round(96 * center),) * 2
+    with pytest.raises(ValueError, match="Cannot generate mask"):
+        sigpy.mri.poisson((96, 96), accel, calib=calib, dtype=np.float32, crop_corner=True, seed=0)
+    m = make_mask("poisson", (96, 96), accel, center_fraction=center, seed=0)
+    assert m.acceleration_effective == pytest.approx(accel, rel=0.05)
+    assert torch.equal(m.mask, make_mask("poisson", (96, 96), accel, center_fraction=center, seed=0).mask)
+
+
 @pytest.mark.parametrize("kind", ["random", "equispaced", "poisson"])
 def test_deterministic_by_seed(kind):
     a = make_mask(kind, (32, 40), 4, seed=5).mask

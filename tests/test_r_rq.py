@@ -355,5 +355,5 @@ def test_model_card_lists_every_training_stage_and_the_refused_inputs(tmp_path):
     text = card.read_text()
     stages = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| r-rq-")]
     assert stages == ["r-rq-fine", "r-rq-look"]  # the first stage, then the look fine-tune from its weights
-    assert "| real 16-coil k-space (method known) | 152 |" in text and "Inputs to refuse, flagged:" in text
+    assert "| real 16-coil k-space (method known) | 168 |" in text and "Inputs to refuse, flagged:" in text
     assert "fitted on `data/rq128-snr400/val.h5`" in text  # calibrate.data, not the fine-tune's own sets
