@@ -22,8 +22,8 @@
    region, whole lines of line masks, the maps fixed). On the real 16-coil brain, R 2-12, three mask kinds, both
    orientations (``scripts/real_kspace_check.py --calibration auto select refined full``,
    docs/recon/real_kspace.md): CG-SENSE +1.48 dB on average over ``auto`` (-0.90 to +11.3), L1-wavelet +1.99, MoDL
-   +1.60 (never below ``auto`` by more than 0.1); always refining gains as much on average but loses up to 1.5 dB; ESPIRiT maps of the fully sampled data
-   would give +3.5.
+   +1.60 (never below ``auto`` by more than 0.1); always refining gains as much on average but loses up to 1.5 dB;
+   ESPIRiT maps of the fully sampled data would give +3.5.
 
 For retrospective masks :func:`min_center_fraction` gives the centre fraction that keeps
 :data:`MIN_CENTER_LINES` lines (it lives in :mod:`recon.masks`); ``recon.masks.center_fraction_for(R, W)`` =

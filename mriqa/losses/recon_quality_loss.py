@@ -45,7 +45,7 @@ mode ``dc+qf``: in ``ssdu+qf`` the loss physics is the held-back mask.
 **With the k-space check** (``kspace_check=True``): the loss is ``1 - combined score``, the score
 :func:`mriqa.recon_quality.kspace.combined_score` gives a reconstruction when its k-space is at hand,
 
-    ``1 - score(output) * (1 + nmse / tau) ** -power``   (``tau``, ``power``: default the shipped COMBINED_TAU / _POWER)
+    ``1 - score(output) * (1 + nmse / tau) ** -power``   (``tau``, ``power``: default COMBINED_TAU / _POWER)
 
 with ``nmse`` the k-space check's estimate (:mod:`recon.crossval`) from one fold per step: of the samples outside
 the calibration centre (whole lines of line masks) one fold in :data:`~mriqa.recon_quality.kspace.FOLDS` is held
@@ -286,8 +286,9 @@ class ReconQualityLoss(nn.Module):
         return loss.mean() if self.reduction == "mean" else loss
 
     def extra_repr(self) -> str:
+        combination = f", tau={self.tau:g}, power={self.power:g}" if self.kspace_check else ""
         return (f"model={self.model_name!r}, reduction={self.reduction!r}, data_consistent={self.data_consistent}, "
-                f"kspace_check={self.kspace_check}" + (f", tau={self.tau:g}, power={self.power:g}" if self.kspace_check else ""))
+                f"kspace_check={self.kspace_check}{combination}")
 
 
 def recon_quality_loss(output: torch.Tensor, model: Any = "recon", reduction: str = "mean") -> torch.Tensor:
