@@ -145,8 +145,8 @@ def build(split: str, method: str, args, predictor, log=print) -> Path:
                 if augment:
                     rng = np.random.default_rng(mask_seed(args.seed, "r-augment", split, path.name, kind, r))
                     k_in, sigma, snr = augment_kspace(kspace, noise_std, rng)
-                seed, sampled = undersample_at(k_in, kind, r, mask_seed(args.seed, "r-estimation", split,
-                                                                        path.name, kind, r), source=path)
+                seed = mask_seed(args.seed, "r-estimation", split, path.name, kind, r)
+                sampled = undersample_at(k_in, kind, r, seed, source=path)
                 m = sampled.mask
                 img = reconstruct(method, sampled.kspace, m, sens_maps=maps, weights=args.modl_weights)
                 n = len(slices)

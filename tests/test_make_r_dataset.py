@@ -49,29 +49,21 @@ def test_augment_window_and_noise_have_the_stated_size(monkeypatch):
     assert np.sqrt((row * x ** 2).sum()) == pytest.approx(1.0, rel=0.05)  # sqrt(2) or 2 pi slips fail
 
 
-def test_undersample_at_retries_failing_seeds(monkeypatch):
-    import recon.pipeline
-    from recon.errors import InputError
+def test_undersample_at_is_the_mask_of_its_seed():
+    """The mask of ``seed`` (recon.masks.make_mask, which itself tries the next seeds where sigpy's Poisson-disk
+    search fails: tests/test_masks.py), applied to the fully sampled k-space."""
+    from recon.masks import make_mask
 
     k = _kspace(np.random.default_rng(0), s=1, c=2, n=32)
-    seed, sampled = mrd.undersample_at(k, "random", 4.0, seed=7)
-    assert seed == 7 and sampled.retrospective and sampled.mask.acceleration == 4.0
+    sampled = mrd.undersample_at(k, "random", 4.0, seed=7)
+    assert sampled.retrospective and sampled.mask.acceleration == 4.0
     assert np.array_equal(sampled.kspace, k * sampled.mask.mask.numpy())
-    real = recon.pipeline.undersample
-    tried = []
-
-    def flaky(volume, accel, kind, seed):  # the first two seeds fail, as sigpy's Poisson-disk search can
-        tried.append(seed)
-        if len(tried) < 3:
-            raise InputError(None, "Poisson-disk search failed")
-        return real(volume, accel, kind, seed=seed)
-
-    monkeypatch.setattr(recon.pipeline, "undersample", flaky)
-    assert mrd.undersample_at(k, "random", 4.0, seed=7)[0] == 9 and tried == [7, 8, 9]
-    tried.clear()
-    with pytest.raises(InputError):
-        mrd.undersample_at(k, "random", 4.0, seed=7, tries=2)
-    assert tried == [7, 8]
+    assert not np.array_equal(sampled.mask.mask.numpy(), mrd.undersample_at(k, "random", 4.0, seed=8).mask.mask.numpy())
+    assert np.array_equal(sampled.mask.mask.numpy(), mrd.undersample_at(k, "random", 4.0, seed=7).mask.mask.numpy())
+    poisson = mrd.undersample_at(k, "poisson", 4.0, seed=3)
+    assert np.array_equal(poisson.mask.mask.numpy(), make_mask("poisson", (32, 32), 4.0,
+                                                               center_fraction=poisson.mask.center_fraction,
+                                                               seed=3).mask.numpy())
 
 
 def test_script_help_runs():

@@ -7,8 +7,8 @@ Data set (``scripts/make_r_dataset.py``):
   ``exp(-2 pi^2 sigma^2 f^2)`` (``f`` in cycles per pixel), i.e. an image blur of ``sigma`` pixels with
   ``sigma`` uniform in ``APOD_SIGMA``, then i.i.d. complex Gaussian noise so that the noise std becomes
   ``noise_std * SIM_SNR / snr`` with ``snr`` log-uniform in ``SNR_RANGE`` (the simulation's own SNR is 40).
-- :func:`undersample_at`: :func:`recon.pipeline.undersample` at the first seed from ``seed`` on for which the
-  mask exists (sigpy's Poisson-disk search fails for some seeds, seen at R = 2 on 128 x 128).
+- :func:`undersample_at`: :func:`recon.pipeline.undersample` of fully sampled k-space with one seed (where sigpy's
+  Poisson-disk search fails for it, seen at R = 2 on 128 x 128, ``recon.masks.make_mask`` tries the next seeds).
 - :func:`pooled_qf_scores`: the gray QF score with the three poolings from one QF map per image.
 - :func:`file_sha256`: which weights made a file (recorded in the data set, checked by the evaluation).
 
@@ -66,22 +66,16 @@ def augment_kspace(kspace: np.ndarray, noise_std: np.ndarray, rng: np.random.Gen
     return out.astype(np.complex64), sigma, snr
 
 
-def undersample_at(kspace: np.ndarray, kind: str, accel: float, seed: int, source=None, tries: int = 20):
-    """``(seed used, recon.pipeline.Undersampled)``: ``kspace`` ``[S, C, H, W]`` (fully sampled) under one
-    mask of ``kind`` at nominal R ``accel``, trying seeds ``seed, seed + 1, ...`` (``tries`` in all)."""
-    from recon.errors import InputError
+def undersample_at(kspace: np.ndarray, kind: str, accel: float, seed: int, source=None):
+    """``recon.pipeline.Undersampled``: ``kspace`` ``[S, C, H, W]`` (fully sampled) under the mask of ``kind`` at
+    nominal R ``accel`` drawn with ``seed`` (where sigpy's Poisson-disk search fails for a seed,
+    ``recon.masks.make_mask`` tries the next ones; the mask is a function of ``seed``)."""
     from recon.io.fastmri_h5 import KspaceVolume
     from recon.pipeline import undersample
 
     volume = KspaceVolume(kspace=kspace, mask=None, target=None, target_key=None, attrs={},
                           path=Path(source) if source is not None else None)
-    for k in range(tries):
-        try:
-            return seed + k, undersample(volume, accel, kind, seed=seed + k)
-        except InputError:
-            if k == tries - 1:
-                raise
-    raise AssertionError("unreachable")
+    return undersample(volume, accel, kind, seed=seed)
 
 
 def pooled_qf_scores(maps: np.ndarray, images: np.ndarray, geometry, pools=POOLS) -> dict[str, np.ndarray]:

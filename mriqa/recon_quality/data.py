@@ -149,9 +149,9 @@ def build_quality_split(data: str | os.PathLike, split: str, out: str | os.PathL
                     arng = np.random.default_rng(mask_seed(seed, "quality-augment", split, path.name, s, kind, accel))
                     k_in, sigma, snr = augment_kspace(k_full, std, arng, sim_snr=sim_snr, snr_range=snr_range)
                 try:
-                    _, sampled = _time_limited(20.0, undersample_at, k_in, kind, accel,
-                                               mask_seed(seed, "quality-mask", split, path.name, s, kind, accel),
-                                               source=path, tries=5)
+                    sampled = _time_limited(20.0, undersample_at, k_in, kind, accel,
+                                            mask_seed(seed, "quality-mask", split, path.name, s, kind, accel),
+                                            source=path)
                 except InputError as exc:  # e.g. sigpy cannot make a Poisson mask at this R and size
                     failures.append(f"{path.stem}[{s}] {kind} R={accel:g}: {exc.problem}")
                     continue
