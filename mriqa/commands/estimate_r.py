@@ -97,7 +97,7 @@ def run(args) -> int:
                             max_pixels=args.max_pixels, notes=notes)
     failed = write_records(rows, args.json, notes)
     if all_failed(rows, failed):
-        return exit_code(rows, failed, args.json)
+        return 2  # nothing written, stdout empty: the errors are on stderr
     print(_table(rows))
     for r in rows:
         line = _comparison(r)

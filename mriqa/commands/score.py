@@ -120,7 +120,7 @@ def run(args) -> int:
                        notes=notes)
     failed = write_records(rows, args.json, notes)
     if all_failed(rows, failed):
-        return exit_code(rows, failed, args.json)
+        return 2  # nothing written, stdout empty: the errors are on stderr
     print(_format_table(rows))
     scored = [r.score for r in rows if not r.error]
     label = _label(rows)

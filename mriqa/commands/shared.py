@@ -63,10 +63,8 @@ def write_records(rows, json_path, notes: list[str]) -> list:
 
 
 def exit_code(rows, failed: list, json_path) -> int:
-    """Print where the JSON went and how many inputs failed; 2 when any did, else 0. When every input failed
-    stdout stays empty (the errors are on stderr)."""
-    if all_failed(rows, failed):
-        return 2
+    """Print where the JSON went and how many inputs failed; 2 when any did, else 0 (the caller returns 2 without
+    it when every input failed: :func:`all_failed`)."""
     if json_path is not None:
         print(f"wrote {json_path}")
     if failed:
