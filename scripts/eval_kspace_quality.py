@@ -5,12 +5,15 @@ Three reference-free scores of every reconstruction, each against the reference'
 
 - ``image``: the recon model's score of the magnitude alone (``load_predictor("recon")``, ``--pool`` pooling);
 - ``kspace``: the k-space check's NMSE estimate (``mriqa.recon_quality.kspace.kspace_check``: 4 folds of
-  held-out lines, the same maps; lower is better, ranked as ``-nmse``; a slice without a sampled line outside the
-  centre has no estimate and is ranked last here, while ``combined`` falls back to the image score there);
-- ``combined``: ``image * (1 + nmse / tau) ** -power`` (``mriqa.recon_quality.kspace.combined_score``), ``tau`` and
-  ``power`` chosen on the validation subjects (IXI 31-35) as the grid point with the best mean of three acceptance
-  figures there (pooled Spearman with SSIM, minus the mean within-method Spearman with R, the method-order
-  agreement).
+  held-out lines or points, the same maps, the held-out error per radial band; lower is better, ranked as
+  ``-nmse``; a slice without a sample outside the centre has no estimate and is ranked last here, while
+  ``combined`` falls back to the image score there);
+- ``combined``: ``image * (1 + nmse / tau) ** -power`` (``mriqa.recon_quality.kspace.combined_score``); the bands
+  of the estimate (``recon.crossval.NMSE_BAND_CHOICES``), ``tau`` and ``power`` chosen on the validation subjects
+  (IXI 31-35) as the grid point with the best mean of three acceptance figures there (pooled Spearman with SSIM,
+  minus the mean within-method Spearman with R, the method-order agreement). The shipped constants
+  (``recon.crossval.NMSE_BANDS``, ``COMBINED_TAU``, ``COMBINED_POWER``) are set from this choice by hand; the
+  script says when they differ (mean pooling: the shipped score).
 
 For comparison the table also ranks by each image's PSNR against its reference (full reference, not available to a
 user): how far an NMSE-like signal can agree with the SSIM on each set at best.
@@ -19,8 +22,8 @@ Sets (built once and cached; every reconstruction with its k-space check, ``kspa
 ``mriqa.recon_quality.data``): validation = the axial file of each IXI 31-35 subject of ``--sim``; test = the axial
 file of each held-out subject (IXI 36-40, Colin27); the full grid R 2-16 x random / equispaced / Poisson, one
 slice per file, as ``scripts/eval_rq.py``'s held-out set; and the real 16-coil k-space (both orientations,
-R 2-12, three mask kinds, every method as ``mriqa recon`` runs it). Building them took 11.5 + 15 + 3.4 minutes on
-one thread each; with the cache the script runs in seconds.
+R 2-12, three mask kinds, every method as ``mriqa recon`` runs it). Building them took 9, 11 and 8 minutes
+(2026-12-05, on one thread each, two at a time); with the cache the script runs in seconds.
 
 Usage: ``python scripts/eval_kspace_quality.py [--sim data/sim128-ixi-snr100] [--cache data/rqk]
 [--out docs/rq/kspace.md --json docs/rq/kspace.json]``
@@ -72,6 +75,7 @@ def figures(report: dict) -> dict[str, float]:
     return {"pooled": report["pooled_srcc"],
             "per_subject_min": min(report["per_subject_srcc"].values()),
             "within": float(np.mean([w["score_mean"] for w in within.values()])),
+            "within_modl": within["modl"]["score_mean"] if "modl" in within else float("nan"),
             "within_share": float(np.mean([w["score_le_-0.9"] for w in within.values()])),
             "order": report["pair_order_agreement"],
             "zf_above_modl": report["zf_above_modl"], "groups": report["zf_modl_groups"]}
@@ -82,11 +86,32 @@ def criterion(f: dict) -> float:
     return (f["pooled"] - f["within"] + f["order"]) / 3
 
 
+def estimate_table(data: dict, bands: int) -> str:
+    """Mean k-space NMSE estimate with one band and with ``bands`` against the mean true NMSE, per method, mask kind
+    and R."""
+    from recon.crossval import NMSE_BAND_CHOICES
+
+    one, chosen = (data["kspace_bands"][:, NMSE_BAND_CHOICES.index(b)] for b in (1, bands))
+    accels = np.unique(data["accel"])
+    lines = [f"Mean k-space NMSE estimate, one band / {bands} bands / true NMSE, per R:", "",
+             "| method | mask | " + " | ".join(f"R {r:g}" for r in accels) + " |", "|---|---|" + "---:|" * len(accels)]
+    for m in ("zf", "sense", "l1", "modl"):
+        for kind in ("random", "equispaced", "poisson"):
+            cells = []
+            for r in accels:
+                idx = (data["method"] == m) & (data["mask_kind"] == kind) & (data["accel"] == r)
+                cells.append(f"{np.nanmean(one[idx]):.4f} / {np.nanmean(chosen[idx]):.4f} / "
+                             f"{data['nmse'][idx].mean():.4f}" if idx.any() else "—")
+            lines.append(f"| {m} | {kind} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     import torch
 
     from mriqa.evaluation.recon_quality import format_report, ranking_report
-    from mriqa.recon_quality.kspace import combined_score
+    from mriqa.recon_quality.kspace import COMBINED_POWER, COMBINED_TAU, combined_score
+    from recon.crossval import NMSE_BAND_CHOICES, NMSE_BANDS
     from recon.files import atomic_path
     from recon.training.checkpoints import write_json
 
@@ -106,19 +131,32 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     sets = build_sets(args)
+    for name, d in sets.items():
+        if d.get("kspace_bands") is None or d["kspace_bands"].shape[-1] != len(NMSE_BAND_CHOICES):
+            raise SystemExit(f"{args.cache}: the {name} set has no estimate per band choice {NMSE_BAND_CHOICES} "
+                             "(made before the bands): delete it to rebuild")
     reports: dict[str, dict] = {}
     scores = {name: image_scores(d["images"], args.weights, args.pool) for name, d in sets.items()}
     val = sets["val"]
-    choice = {(tau, power): criterion(figures(ranking_report(
-        val, combined_score(scores["val"], val["kspace_nmse"], tau, power)))) for tau in TAUS for power in POWERS}
-    tau, power = max(choice, key=choice.get)
-    lines = [f"tau, power chosen on the validation subjects (IXI 31-35, {len(val['images'])} reconstructions): "
-             f"{tau:g}, {power:g} (criterion per tau / power: " + ", ".join(
-                 f"{t:g}/{q:g}: {c:.3f}" for (t, q), c in choice.items()) + ")\n"]
+    choice = {(bands, tau, power): criterion(figures(ranking_report(val, combined_score(
+        scores["val"], val["kspace_bands"][:, i], tau, power))))
+        for i, bands in enumerate(NMSE_BAND_CHOICES) for tau in TAUS for power in POWERS}
+    bands, tau, power = max(choice, key=choice.get)
+    for d in sets.values():
+        d["kspace_nmse"] = d["kspace_bands"][:, NMSE_BAND_CHOICES.index(bands)]
+    best = {b: max(v for k, v in choice.items() if k[0] == b) for b in NMSE_BAND_CHOICES}
+    lines = [f"bands, tau, power chosen on the validation subjects (IXI 31-35, {len(val['images'])} reconstructions): "
+             f"{bands}, {tau:g}, {power:g}; the best criterion per number of bands: " + ", ".join(
+                 f"{b}: {c:.3f}" for b, c in best.items()) + f"; with {bands} bands, per tau / power: " + ", ".join(
+                 f"{t:g}/{q:g}: {c:.3f}" for (b, t, q), c in choice.items() if b == bands) + "\n"]
+    if args.pool == "mean" and (bands, tau, power) != (NMSE_BANDS, COMBINED_TAU, COMBINED_POWER):
+        lines.append(f"NOTE: the shipped constants are bands {NMSE_BANDS}, tau {COMBINED_TAU:g}, power "
+                     f"{COMBINED_POWER:g}: set them to the choice above\n")
     names = {"val": "validation subjects (IXI 31-35; tau chosen here)",
              "test": "held-out subjects (IXI 36-40, Colin27)", "real": "real 16-coil k-space"}
     header = ("| set | score | pooled Spearman(score, SSIM) | min per subject | mean within-method Spearman(score, R) "
-              "| share <= -0.9 | method order | zero-filled above MoDL |\n|---|---|---:|---:|---:|---:|---:|---:|")
+              "| MoDL's | share <= -0.9 | method order | zero-filled above MoDL |\n"
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|")
     table = [header]
     for name, d in sets.items():
         nmse = d["kspace_nmse"]
@@ -132,10 +170,12 @@ def main(argv=None) -> int:
             f = figures(report)
             reports[name][label] = f
             table.append(f"| {names[name].split(' (')[0]} | {label} | {f['pooled']:.3f} | {f['per_subject_min']:.3f} | "
-                         f"{f['within']:.3f} | {f['within_share']:.2f} | {f['order']:.3f} | "
+                         f"{f['within']:.3f} | {f['within_modl']:.3f} | {f['within_share']:.2f} | {f['order']:.3f} | "
                          f"{f['zf_above_modl']} of {f['groups']} |")
             if label == "combined" and name != "val":
-                lines.append(format_report(f"{names[name]}: combined score (tau {tau:g}, power {power:g})", report))
+                lines.append(format_report(f"{names[name]}: combined score (bands {bands}, tau {tau:g}, power "
+                                           f"{power:g})", report))
+                lines.append(estimate_table(d, bands))
     lines.insert(1, "\n".join(table) + "\n")
     text = "\n".join(lines)
     print(text)
@@ -144,8 +184,9 @@ def main(argv=None) -> int:
         with atomic_path(args.out) as tmp:
             Path(tmp).write_text(f"Printed by `python scripts/eval_kspace_quality.py {command}`.\n\n{text}\n")
     if args.json:
-        write_json({"tau": tau, "power": power, "pool": args.pool,
-                    "criterion": {f"{t:g}/{q:g}": v for (t, q), v in choice.items()}, "sets": reports}, Path(args.json))
+        write_json({"bands": bands, "tau": tau, "power": power, "pool": args.pool,
+                    "criterion": {f"{b}/{t:g}/{q:g}": v for (b, t, q), v in choice.items()}, "sets": reports},
+                   Path(args.json))
     return 0
 
 

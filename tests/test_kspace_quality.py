@@ -118,6 +118,45 @@ def test_nmse_estimate_of_zero_filled_is_close_to_the_energy_it_misses(disc):
     assert np.all(np.diff(estimates) > 0)
 
 
+def test_banded_nmse_estimate_weighs_each_band_by_its_own_relative_error(disc):
+    """``nmse_estimate(bands=B)``: the held-out samples in B radial bands of equal count, each band's relative error
+    applied to the unmeasured energy at its radii. One band is ``r U / (M + U)``; zero-filled (r = 1 everywhere)
+    and a prediction with the same relative error at every sample get the same estimate for any B; a prediction
+    exact near the centre and zero far out gets, with bands, the unmeasured energy of the far bands."""
+    from recon.crossval import heldout_weights, kspace_radius
+
+    kspace, _, _ = disc
+    full = kspace[0]
+    points = make_mask("poisson", full.shape[-2:], 4, seed=0).mask.numpy().reshape(full.shape[-2:]) > 0
+    k = full * points
+    layout = HeldoutLayout(points, (slice(28, 36), slice(28, 36)), lines=False)
+    energy = np.sum(np.abs(full) ** 2, axis=0)
+    missing = unmeasured_energy(k, points)
+    total = energy[points].sum() + missing.sum()
+
+    errors, held = heldout_errors(k, layout, lambda kept, keep: np.zeros_like(kept))
+    for bands in (1, 2, 4, 8):
+        assert nmse_estimate(k, points, errors, held, bands)[0] == pytest.approx(missing.sum() / total, rel=1e-6)
+    half = heldout_errors(k, layout, lambda kept, keep: 0.5 * full)[0]  # |y - y/2|^2 = |y|^2 / 4 everywhere
+    quarter = missing.sum() / total / 4
+    assert [nmse_estimate(k, points, half, held, b)[0] for b in (1, 8)] == pytest.approx([quarter, quarter])
+
+    radius = kspace_radius(full.shape[-2:])
+    low = heldout_errors(k, layout, lambda kept, keep: full * (radius < 0.2))[0]
+    one, relative = nmse_estimate(k, points, low, held, 1)
+    assert one == pytest.approx(relative * missing.sum() / total)
+    weights = heldout_weights(k, points, held, 8)
+    assert np.all(weights[~held] == 0) and np.all(weights[held] > 0)
+    edges = np.quantile(radius[held], np.linspace(0, 1, 9)[1:-1])
+    inner = radius <= edges[0]  # the first band: all its held-out samples predicted exactly
+    assert np.all(low[held & inner] == 0)
+    far = np.searchsorted(edges, radius) == 7  # the last band: all of them wrong (predicted 0)
+    assert np.allclose(low[held & far], energy[held & far])
+    banded = nmse_estimate(k, points, low, held, 8)[0]
+    assert banded > one  # the far bands, where the energy is missing, get their own (larger) rate
+    assert banded >= missing[far].sum() / total
+
+
 def test_kspace_check_ranks_methods_and_accelerations(disc):
     from mriqa.recon_quality.kspace import kspace_check
 
@@ -179,6 +218,12 @@ def test_builder_stores_the_kspace_check(tmp_path, phantom_kspace):
     assert d["kspace_nmse"].shape == (4,) and np.all(np.isfinite(d["kspace_nmse"]))
     zf = d["method"] == "zf"
     assert np.allclose(d["kspace_rel"][zf], 1.0)
+    # the estimate with every band choice (what the evaluation chooses from), the shipped one among them
+    from recon.crossval import NMSE_BAND_CHOICES, NMSE_BANDS
+
+    assert d["kspace_bands"].shape == (4, len(NMSE_BAND_CHOICES))
+    assert np.allclose(d["kspace_bands"][:, NMSE_BAND_CHOICES.index(NMSE_BANDS)], d["kspace_nmse"])
+    assert np.allclose(d["kspace_bands"][zf], d["kspace_nmse"][zf][:, None], rtol=1e-5)  # zeros: r = 1 in every band
     for accel in (2.0, 4.0):
         at = d["accel"] == accel
         assert d["kspace_nmse"][at & ~zf][0] < d["kspace_nmse"][at & zf][0]
@@ -206,19 +251,22 @@ def test_real_kspace_check_and_combined_score_order_like_the_reference(shared_da
 
 
 def test_shipped_combination_is_the_one_the_evaluation_chose():
-    """COMBINED_TAU / COMBINED_POWER are what scripts/eval_kspace_quality.py chose on the validation subjects."""
+    """NMSE_BANDS, COMBINED_TAU and COMBINED_POWER are what scripts/eval_kspace_quality.py chose on the validation
+    subjects."""
     import json
     from pathlib import Path
 
     from mriqa.recon_quality.kspace import COMBINED_POWER, COMBINED_TAU
+    from recon.crossval import NMSE_BANDS
 
     chosen = json.loads((Path(__file__).resolve().parents[1] / "docs/rq/kspace.json").read_text())
-    assert (chosen["tau"], chosen["power"], chosen["pool"]) == (COMBINED_TAU, COMBINED_POWER, "mean")
+    assert (chosen["bands"], chosen["tau"], chosen["power"], chosen["pool"]) == (
+        NMSE_BANDS, COMBINED_TAU, COMBINED_POWER, "mean")
 
 
 def test_kspace_check_sees_the_fold_over_one_map_set_cannot_explain(shared_data):
     """The ESPIRiT small-FOV scan (its field of view smaller than the head) needs two map sets: the k-space check
-    of CG-SENSE says so (NMSE estimate 0.68 with one set, 0.07 with two), where the recon score barely moves."""
+    of CG-SENSE says so (NMSE estimate 0.75 with one set, 0.05 with two), where the recon score barely moves."""
     from mriqa.recon_quality.data import SMALLFOV
     from mriqa.recon_quality.kspace import reconstruction_quality
     from recon.pipeline import load_kspace, run_method, undersample

@@ -92,6 +92,27 @@ def test_heldout_nmse_is_exact_for_zeros_and_for_the_truth(batch):
     assert not torch.equal(kept[0], kept[1])
 
 
+def test_heldout_nmse_is_the_kspace_checks_estimate_on_the_fold_it_held_out(batch):
+    """One formula (recon.crossval.nmse_estimate, per radial band) for the loss and the check: a prediction whose
+    relative error grows with the k-space radius (the truth shifted by a pixel: a linear phase) gives the library's
+    estimate on the same fold, with the default bands and with one, and the two differ."""
+    from recon.crossval import NMSE_BANDS, coil_kspace, nmse_estimate
+
+    y, mask, maps, truth = _problem(batch)
+    shifted = torch.roll(truth, 1, dims=-1)
+    moved = _Fixed(y, mask, maps, shifted)
+    got = {b: heldout_nmse(moved, bands=b).numpy() for b in (1, NMSE_BANDS)}
+    assert not np.allclose(got[1], got[NMSE_BANDS], rtol=1e-3)
+    for i in range(y.shape[0]):
+        k = y[i].numpy()
+        points = heldout_layout(k, mask[i].numpy()).points
+        held = np.broadcast_to((mask - moved.kept)[i, 0].numpy() > 0, points.shape)
+        predicted = coil_kspace(maps[i].numpy(), shifted[i].numpy())
+        errors = np.where(held, np.sum(np.abs(predicted - k) ** 2, axis=0), 0.0)
+        for b in (1, NMSE_BANDS):
+            assert float(got[b][i]) == pytest.approx(nmse_estimate(k, points, errors, held, b)[0], rel=1e-4)
+
+
 def test_kspace_loss_is_one_minus_the_combined_score(batch, rq_path):
     from mriqa.recon_quality.kspace import combined_score
 
@@ -108,6 +129,9 @@ def test_kspace_loss_is_one_minus_the_combined_score(batch, rq_path):
     pinned = ReconQualityLoss(rq_path, reduction="none", kspace_check=True, tau=0.05, power=1.0)  # a config's own
     want = 1 - combined_score(plain.scores(output).detach().numpy(), heldout_nmse(half).numpy(), tau=0.05, power=1.0)
     np.testing.assert_allclose(pinned(output, refit=half).detach().numpy(), want, rtol=1e-5, atol=1e-6)
+    one_band = ReconQualityLoss(rq_path, reduction="none", kspace_check=True, bands=1)  # the rqk configs' estimate
+    want = 1 - combined_score(plain.scores(output).detach().numpy(), heldout_nmse(half, bands=1).numpy())
+    np.testing.assert_allclose(one_band(output, refit=half).detach().numpy(), want, rtol=1e-5, atol=1e-6)
     with pytest.raises(InputError, match="must be > 0"):
         ReconQualityLoss(rq_path, kspace_check=True, tau=0)
     with pytest.raises(InputError, match="needs refit="):

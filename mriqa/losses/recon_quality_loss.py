@@ -52,7 +52,8 @@ the calibration centre (whole lines of line masks) one fold in :data:`~mriqa.rec
 out (drawn from the step's seeds, so a resumed run repeats it), the network is re-run on the rest (``refit``,
 :class:`recon.train_step.Refit`: the trainers hand it to a loss with ``needs_refit``), and its ``F S x``
 (or VarNet's predicted k-space) is compared with the held-out samples: ``relative error x U / (M + U)`` (``U``
-the estimated unmeasured energy, ``M`` the measured). Painting structure where nothing was measured now costs
+the estimated unmeasured energy, ``M`` the measured; the relative error per radial band, applied to ``U`` at the
+same radii: ``recon.crossval.heldout_weights``). Painting structure where nothing was measured now costs
 held-out error, as in SSDU. It doubles the network passes of a step (``scripts/bench_quality_loss.py``: 2.0x).
 Measured in docs/recon/training_eval_rqk.md.
 
@@ -105,15 +106,16 @@ def data_consistent_magnitude(image: torch.Tensor | None, physics, y: torch.Tens
     return mag if size is None else center_crop(mag, tuple(size))
 
 
-def heldout_nmse(refit, folds: int | None = None, call: int = 0) -> torch.Tensor:
+def heldout_nmse(refit, folds: int | None = None, call: int = 0, bands: int | None = None) -> torch.Tensor:
     """The k-space check's NMSE estimate ``[B]`` of a training step's network from one held-out fold per sample
     (module docstring), differentiable in the network's parameters through ``refit``
     (:class:`recon.train_step.Refit`). The fold is drawn from ``refit.seeds`` (the trainers': a resumed run
-    repeats it), or from ``call`` and the sample's index when there are none (a loop of your own). A sample with
-    no sample outside its calibration centre gets 0."""
+    repeats it), or from ``call`` and the sample's index when there are none (a loop of your own). The held-out
+    error is weighed per ``bands`` radial bands (``recon.crossval.heldout_weights``; default ``NMSE_BANDS``). A
+    sample with no sample outside its calibration centre gets 0."""
     from mriqa.recon_quality.kspace import FOLDS
     from recon.calibration import heldout_layout
-    from recon.crossval import fold_masks, unmeasured_energy
+    from recon.crossval import NMSE_BANDS, fold_masks, heldout_weights
     from recon.physics import SenseOperator
 
     if refit is None:
@@ -122,7 +124,7 @@ def heldout_nmse(refit, folds: int | None = None, call: int = 0) -> torch.Tensor
                                "module, which pass it")
     y, mask = refit.y, refit.mask
     b = y.shape[0]
-    keeps, helds, scales = [], [], []
+    keeps, helds, weights = [], [], []
     for i in range(b):
         k = y[i].detach().cpu().numpy()
         m = mask[i].detach().cpu().numpy()
@@ -131,11 +133,7 @@ def heldout_nmse(refit, folds: int | None = None, call: int = 0) -> torch.Tensor
         seed = refit.seeds[i] if refit.seeds else int(call) * 1_000_003 + i
         held_folds = fold_masks(layout, int(folds or FOLDS), seed=int(seed) & 0xFFFFFFFF)
         held = held_folds[0] if held_folds else np.zeros(points.shape, bool)
-        energy = np.sum(np.abs(k) ** 2, axis=0)
-        held_energy = float(energy[held].sum())
-        missing = float(unmeasured_energy(k, points).sum())
-        measured = float(energy[points].sum())
-        scales.append(missing / max(measured + missing, 1e-30) / held_energy if held_energy > 0 else 0.0)
+        weights.append(torch.from_numpy(heldout_weights(k, points, held, int(bands or NMSE_BANDS))))
         keeps.append(mask[i] * torch.from_numpy(~held).to(mask)[None])
         helds.append(torch.from_numpy(held))
     keep = torch.stack(keeps)
@@ -148,8 +146,8 @@ def heldout_nmse(refit, folds: int | None = None, call: int = 0) -> torch.Tensor
     else:
         raise InputError(None, "ReconQualityLoss(kspace_check=True) needs a network that returns a complex image "
                                "(with sens_maps in the batch) or predicted k-space (MoDL, VarNet)")
-    error = (predicted - y * held).abs().square().sum(dim=(1, 2, 3))
-    return error.float() * torch.tensor(scales, dtype=torch.float32, device=error.device)
+    error = (predicted - y * held).abs().square().sum(dim=1)  # [B, H, W]
+    return (error.float() * torch.stack(weights).to(device=error.device, dtype=torch.float32)).sum(dim=(1, 2))
 
 
 def _as_b1hw(x: torch.Tensor) -> torch.Tensor:
@@ -200,8 +198,9 @@ class ReconQualityLoss(nn.Module):
         data_consistent: score ``x_dc`` (the image with the acquired samples put back; module docstring)
             instead of ``output``.
         kspace_check: ``1 - combined score`` with the k-space check's NMSE estimate from one held-out fold per
-            call (module docstring); needs the call's ``refit``. ``folds``: default ``FOLDS`` (4); ``tau``,
-            ``power``: the combination's, default :data:`~mriqa.recon_quality.kspace.COMBINED_TAU` / ``_POWER``.
+            call (module docstring); needs the call's ``refit``. ``folds``: default ``FOLDS`` (4); ``bands``: of
+            the estimate, default ``recon.crossval.NMSE_BANDS``; ``tau``, ``power``: the combination's, default
+            :data:`~mriqa.recon_quality.kspace.COMBINED_TAU` / ``_POWER``.
     Call: ``loss(output, target=None, *, physics=None, y=None, image=None, refit=None, **ignored) -> 0-d tensor``
     (``[B]`` for ``reduction="none"``), differentiable in ``output`` (and through ``refit`` in the network's
     parameters); no gradient reaches the quality model. ``.last``: ``image`` (mean score) and ``kspace_nmse``.
@@ -211,7 +210,7 @@ class ReconQualityLoss(nn.Module):
 
     def __init__(self, model: Any = "recon", reduction: str = "mean", data_consistent: bool = False,
                  kspace_check: bool = False, folds: int | None = None, tau: float | None = None,
-                 power: float | None = None):
+                 power: float | None = None, bands: int | None = None):
         from mriqa.recon_quality.kspace import COMBINED_POWER, COMBINED_TAU
 
         super().__init__()
@@ -219,6 +218,7 @@ class ReconQualityLoss(nn.Module):
             raise InputError(None, "ReconQualityLoss: choose data_consistent or kspace_check, not both")
         self.kspace_check = bool(kspace_check)
         self.folds = folds
+        self.bands = bands
         self.tau = float(COMBINED_TAU if tau is None else tau)
         self.power = float(COMBINED_POWER if power is None else power)
         if self.tau <= 0 or self.power <= 0:
@@ -279,14 +279,15 @@ class ReconQualityLoss(nn.Module):
         self.last = {"image": float(score.detach().mean())}
         if self.kspace_check:
             self.calls += 1
-            nmse = heldout_nmse(refit, folds=self.folds, call=self.calls)
+            nmse = heldout_nmse(refit, folds=self.folds, call=self.calls, bands=self.bands)
             score = score * (1.0 + nmse.to(score) / self.tau) ** -self.power
             self.last["kspace_nmse"] = float(nmse.detach().mean())
         loss = 1.0 - score
         return loss.mean() if self.reduction == "mean" else loss
 
     def extra_repr(self) -> str:
-        combination = f", tau={self.tau:g}, power={self.power:g}" if self.kspace_check else ""
+        combination = (f", bands={self.bands or 'default'}, tau={self.tau:g}, power={self.power:g}"
+                       if self.kspace_check else "")
         return (f"model={self.model_name!r}, reduction={self.reduction!r}, data_consistent={self.data_consistent}, "
                 f"kspace_check={self.kspace_check}{combination}")
 

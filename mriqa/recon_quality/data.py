@@ -30,6 +30,8 @@ dataset             shape / type                  meaning
 ``kspace_nmse``     float32 ``[N]``, optional     the k-space check's NMSE estimate
                                                   (:mod:`mriqa.recon_quality.kspace`; ``kspace_check=True``)
 ``kspace_rel``      float32 ``[N]``, optional     its held-out relative error
+``kspace_bands``    float32 ``[N, K]``, optional  the estimate with each of ``recon.crossval.NMSE_BAND_CHOICES``
+                                                  radial bands (``kspace_nmse``: with ``NMSE_BANDS``)
 ==================  ============================  ========================================================
 """
 from __future__ import annotations
@@ -205,7 +207,7 @@ def build_quality_split(data: str | os.PathLike, split: str, out: str | os.PathL
     return out
 
 
-KSPACE_FIELDS = ("kspace_nmse", "kspace_rel")
+KSPACE_FIELDS = ("kspace_nmse", "kspace_rel", "kspace_bands")
 
 
 def _add_kspace_check(rows: dict, method: str, kspace: np.ndarray, mask, maps: np.ndarray, weights: str) -> None:
@@ -216,6 +218,7 @@ def _add_kspace_check(rows: dict, method: str, kspace: np.ndarray, mask, maps: n
                          weights=weights)[0]
     rows.setdefault("kspace_nmse", []).append(check.nmse_estimate)
     rows.setdefault("kspace_rel", []).append(check.heldout_error)
+    rows.setdefault("kspace_bands", []).append(check.nmse_per_bands)
 
 
 def write_quality_set(out: str | os.PathLike, data: dict[str, np.ndarray], attrs: dict) -> Path:

@@ -3,17 +3,19 @@
 The recon model (``load_predictor("recon")``) judges a magnitude image alone. With the k-space and the method,
 the measured data can judge too (:mod:`recon.crossval`): the method reconstructs from all but a fold of the
 samples outside the calibration centre (whole lines of line masks, points of 2-D masks), its ``F S x`` predicts
-the held-out samples, and the held-out error applied to the estimated unmeasured energy estimates the k-space NMSE
-of the reconstruction (:func:`kspace_check`; :data:`FOLDS` extra reconstructions per slice).
+the held-out samples, and the held-out error, per band of k-space radius, applied to the estimated unmeasured
+energy at the same radii estimates the k-space NMSE of the reconstruction (:func:`kspace_check`; :data:`FOLDS`
+extra reconstructions per slice).
 
 The two see different things: the image score ranks methods (MoDL above zero-filled at equal R) but barely
 sees R within a method; the k-space estimate falls with R for every method but orders methods worse (each
 fold is reconstructed at a higher R than the image). :func:`combined_score` joins them:
 ``image_score * (1 + nmse_estimate / tau) ** -power`` (in [0, 1], higher is better), ``tau`` =
-:data:`COMBINED_TAU` and ``power`` = :data:`COMBINED_POWER` chosen on simulated validation subjects (IXI 31-35) by
+:data:`COMBINED_TAU` and ``power`` = :data:`COMBINED_POWER` chosen, with the estimate's radial bands
+(``recon.crossval.NMSE_BANDS``), on simulated validation subjects (IXI 31-35) by
 ``scripts/eval_kspace_quality.py``, which prints how each signal and the combination rank reconstructions of held-out
-subjects and of the real 16-coil k-space (docs/rq/kspace.md): on the real scan Spearman(score, SSIM) 0.61 for the
-image score, 0.88 for the k-space estimate, 0.94 combined.
+subjects and of the real 16-coil k-space (docs/rq/kspace.md): Spearman(score, SSIM) for the image score, the k-space
+estimate and the combination 0.61 / 0.91 / 0.92 on the real scan, 0.94 / 0.68 / 0.93 on the held-out subjects.
 """
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ __all__ = ["KspaceCheck", "kspace_check", "combined_score", "method_predictor", 
 
 FOLDS = 4
 # chosen on the validation subjects by scripts/eval_kspace_quality.py (docs/rq/kspace.md)
-COMBINED_TAU = 0.01  # 0.02 until the check held out points of 2-D masks (the rqk training configs pin it)
+COMBINED_TAU = 0.1  # with recon.crossval.NMSE_BANDS; 0.01 with one band, 0.02 before the check held out points
+# of 2-D masks (the rqk training configs pin 0.02 and one band)
 COMBINED_POWER = 0.25
 
 
@@ -37,14 +40,17 @@ class KspaceCheck:
 
     Attributes:
         nmse_estimate: estimated k-space NMSE against the fully sampled data (lower is better; NaN when no
-            sample lies outside the calibration centre).
+            sample lies outside the calibration centre), with the check's ``bands``.
         heldout_error: squared error on the held-out samples over their energy (1.0: no better than zeros).
         heldout_lines: phase-encode lines with held-out samples over all folds.
+        nmse_per_bands: the estimate with each of ``recon.crossval.NMSE_BAND_CHOICES`` bands (what
+            ``scripts/eval_kspace_quality.py`` chooses the bands from).
     """
 
     nmse_estimate: float
     heldout_error: float
     heldout_lines: int
+    nmse_per_bands: tuple[float, ...] = ()
 
 
 def _solver(method: str, weights: str | None, device: str | None) -> Callable | None:
@@ -97,14 +103,16 @@ def method_predictor(method: str, maps: np.ndarray, *, weights: str | None = Non
 
 
 def kspace_check(method: str, kspace: np.ndarray, mask, maps: np.ndarray, *, folds: int = FOLDS, seed: int = 0,
-                 weights: str | None = None, device: str | None = None) -> list[KspaceCheck]:
+                 bands: int | None = None, weights: str | None = None,
+                 device: str | None = None) -> list[KspaceCheck]:
     """Cross-validate ``method`` on each slice of undersampled k-space ``[S, C, H, W]`` (complex, zero where not
     sampled) under ``mask`` (a ``recon.masks.SamplingMask`` or array broadcastable to ``[1, H, W]``) with the
     coil maps it reconstructs with, ``maps`` ``[S, C, H, W]`` or ``[S, M, C, H, W]`` (e.g.
-    ``recon.calibration.calibrate_maps``).
+    ``recon.calibration.calibrate_maps``); the NMSE estimate per ``bands`` radial bands (default
+    ``recon.crossval.NMSE_BANDS``).
     Returns one :class:`KspaceCheck` per slice."""
     from recon.calibration import heldout_layout
-    from recon.crossval import heldout_errors, nmse_estimate
+    from recon.crossval import NMSE_BAND_CHOICES, NMSE_BANDS, heldout_errors, nmse_estimate
 
     kspace = np.asarray(kspace)
     solve = _solver(method, weights, device)
@@ -114,8 +122,9 @@ def kspace_check(method: str, kspace: np.ndarray, mask, maps: np.ndarray, *, fol
         layout = heldout_layout(k, mask)
         predict = method_predictor(method, maps[s], solve=solve)
         errors, held = heldout_errors(k, layout, predict, folds=folds, seed=seed)
-        nmse, relative = nmse_estimate(k, layout.points, errors, held)
-        out.append(KspaceCheck(nmse, relative, int(held.any(axis=0).sum())))
+        nmse, relative = nmse_estimate(k, layout.points, errors, held, bands or NMSE_BANDS)
+        per_bands = tuple(nmse_estimate(k, layout.points, errors, held, b)[0] for b in NMSE_BAND_CHOICES)
+        out.append(KspaceCheck(nmse, relative, int(held.any(axis=0).sum()), per_bands))
     return out
 
 
