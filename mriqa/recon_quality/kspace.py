@@ -116,15 +116,17 @@ def kspace_check(method: str, kspace: np.ndarray, mask, maps: np.ndarray, *, fol
 
     kspace = np.asarray(kspace)
     solve = _solver(method, weights, device)
+    chosen = int(bands or NMSE_BANDS)
     out = []
     for s in range(kspace.shape[0]):
         k = kspace[s].astype(np.complex64)
         layout = heldout_layout(k, mask)
         predict = method_predictor(method, maps[s], solve=solve)
         errors, held = heldout_errors(k, layout, predict, folds=folds, seed=seed)
-        nmse, relative = nmse_estimate(k, layout.points, errors, held, bands or NMSE_BANDS)
-        per_bands = tuple(nmse_estimate(k, layout.points, errors, held, b)[0] for b in NMSE_BAND_CHOICES)
-        out.append(KspaceCheck(nmse, relative, int(held.any(axis=0).sum()), per_bands))
+        estimates = {b: nmse_estimate(k, layout.points, errors, held, b) for b in {*NMSE_BAND_CHOICES, chosen}}
+        nmse, relative = estimates[chosen]
+        out.append(KspaceCheck(nmse, relative, int(held.any(axis=0).sum()),
+                               tuple(estimates[b][0] for b in NMSE_BAND_CHOICES)))
     return out
 
 
