@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-TAUS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
-POWERS = (0.25, 0.5, 1.0)
+TAUS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+POWERS = (0.02, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0)
 AXIAL = (0, 3)  # shard (i, n) of the sorted files: every 3rd from the first, one orientation per subject
 
 

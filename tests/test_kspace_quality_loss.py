@@ -114,8 +114,8 @@ def test_heldout_nmse_is_the_kspace_checks_estimate_on_the_fold_it_held_out(batc
 
 
 def test_kspace_loss_is_one_minus_the_combined_score(batch, rq_path):
-    from mriqa.losses.recon_quality_loss import LOSS_TAU
-    from mriqa.recon_quality.kspace import COMBINED_TAU, combined_score
+    from mriqa.losses.recon_quality_loss import LOSS_POWER, LOSS_TAU
+    from mriqa.recon_quality.kspace import COMBINED_POWER, combined_score
 
     y, mask, maps, truth = _problem(batch)
     half = _Fixed(y, mask, maps, 0.5 * truth)
@@ -124,16 +124,18 @@ def test_kspace_loss_is_one_minus_the_combined_score(batch, rq_path):
     assert loss.needs_refit and not plain.needs_refit
     output = truth.abs()[:, None]
     got = loss(output, refit=half)
-    # a training loss's own tau (LOSS_TAU, 0.02), not the ranking's COMBINED_TAU (0.1): it lets the term be gamed
-    assert LOSS_TAU == 0.02 and loss.tau == LOSS_TAU != COMBINED_TAU
-    want = 1 - combined_score(plain.scores(output).detach().numpy(), heldout_nmse(half).numpy(), tau=LOSS_TAU)
+    # a training loss's own tau and power (0.02, 0.25), not the ranking's power (0.1): that lets the term be gamed
+    assert (loss.tau, loss.power) == (LOSS_TAU, LOSS_POWER) == (0.02, 0.25) and LOSS_POWER != COMBINED_POWER
+    want = 1 - combined_score(plain.scores(output).detach().numpy(), heldout_nmse(half).numpy(), tau=LOSS_TAU,
+                              power=LOSS_POWER)
     np.testing.assert_allclose(got.detach().numpy(), want, rtol=1e-5, atol=1e-6)
     assert set(loss.last) == {"image", "kspace_nmse"} and loss.last["kspace_nmse"] > 0
     pinned = ReconQualityLoss(rq_path, reduction="none", kspace_check=True, tau=0.05, power=1.0)  # a config's own
     want = 1 - combined_score(plain.scores(output).detach().numpy(), heldout_nmse(half).numpy(), tau=0.05, power=1.0)
     np.testing.assert_allclose(pinned(output, refit=half).detach().numpy(), want, rtol=1e-5, atol=1e-6)
     one_band = ReconQualityLoss(rq_path, reduction="none", kspace_check=True, bands=1)  # the rqk configs' estimate
-    want = 1 - combined_score(plain.scores(output).detach().numpy(), heldout_nmse(half, bands=1).numpy(), tau=LOSS_TAU)
+    want = 1 - combined_score(plain.scores(output).detach().numpy(), heldout_nmse(half, bands=1).numpy(),
+                              tau=LOSS_TAU, power=LOSS_POWER)
     np.testing.assert_allclose(one_band(output, refit=half).detach().numpy(), want, rtol=1e-5, atol=1e-6)
     with pytest.raises(InputError, match="must be > 0"):
         ReconQualityLoss(rq_path, kspace_check=True, tau=0)

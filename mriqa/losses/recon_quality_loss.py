@@ -44,9 +44,10 @@ mode ``dc+qf``: in ``ssdu+qf`` the loss physics is the held-back mask.
 
 **With the k-space check** (``kspace_check=True``): the loss is ``1 - combined score``, the score
 :func:`mriqa.recon_quality.kspace.combined_score` gives a reconstruction when its k-space is at hand, with a
-training loss's own ``tau`` (:data:`LOSS_TAU`, 0.02: the ranking's 0.1 lets the term be gamed; measured there),
+training loss's own ``tau`` and ``power`` (:data:`LOSS_TAU` 0.02, :data:`LOSS_POWER` 0.25: a weaker k-space
+term lets the image score be gamed; measured there),
 
-    ``1 - score(output) * (1 + nmse / tau) ** -power``   (``tau``: default LOSS_TAU; ``power``: COMBINED_POWER)
+    ``1 - score(output) * (1 + nmse / tau) ** -power``   (defaults ``tau`` LOSS_TAU, ``power`` LOSS_POWER)
 
 with ``nmse`` the k-space check's estimate (:mod:`recon.crossval`) from one fold per step: of the samples outside
 the calibration centre (whole lines of line masks) one fold in :data:`~mriqa.recon_quality.kspace.FOLDS` is held
@@ -76,13 +77,17 @@ from torch import nn
 
 from recon.errors import InputError
 
-__all__ = ["ReconQualityLoss", "recon_quality_loss", "data_consistent_magnitude", "heldout_nmse", "LOSS_TAU"]
+__all__ = ["ReconQualityLoss", "recon_quality_loss", "data_consistent_magnitude", "heldout_nmse", "LOSS_TAU",
+           "LOSS_POWER"]
 
-# The combination's tau as a training loss: smaller than the ranking's COMBINED_TAU (0.1), so that the k-space term
-# weighs more. DC + 0.01 x this loss (configs/modl-dc-rqk.yaml with 8 bands) against DC alone, held out: tau 0.02
-# +0.26 / +0.05 dB at R = 4 / 8 (docs/recon/training_eval_rqk-b8-t002.md); tau 0.1 -0.40 / -0.20 dB (-b8-t01.md;
-# one band: -0.63 / -0.32, -b1-t01.md): with the ranking's tau the term starts to be gamed.
+# The combination's tau and power as a training loss, kept apart from the ranking's COMBINED_TAU / COMBINED_POWER
+# (chosen for ranking, not for training): the k-space term must weigh enough. DC + 0.01 x this loss
+# (configs/modl-dc-rqk.yaml with 8 bands) against DC alone, held out: tau 0.02, power 0.25 +0.26 / +0.05 dB at
+# R = 4 / 8 (docs/recon/training_eval_rqk-b8-t002.md); tau 0.1 -0.40 / -0.20 dB (-b8-t01.md; one band: -0.63 /
+# -0.32, -b1-t01.md): with a weaker k-space discount the term starts to be gamed. A smaller power weakens the
+# discount as a larger tau does (not trained with).
 LOSS_TAU = 0.02
+LOSS_POWER = 0.25
 
 
 def data_consistent_magnitude(image: torch.Tensor | None, physics, y: torch.Tensor | None,
@@ -207,8 +212,7 @@ class ReconQualityLoss(nn.Module):
         kspace_check: ``1 - combined score`` with the k-space check's NMSE estimate from one held-out fold per
             call (module docstring); needs the call's ``refit``. ``folds``: default ``FOLDS`` (4); ``bands``: of
             the estimate, default ``recon.crossval.NMSE_BANDS``; ``tau``, ``power``: the combination's, default
-            :data:`LOSS_TAU` (not the ranking's ``COMBINED_TAU``) /
-            :data:`~mriqa.recon_quality.kspace.COMBINED_POWER`.
+            :data:`LOSS_TAU` / :data:`LOSS_POWER` (not the ranking's ``COMBINED_TAU`` / ``COMBINED_POWER``).
     Call: ``loss(output, target=None, *, physics=None, y=None, image=None, refit=None, **ignored) -> 0-d tensor``
     (``[B]`` for ``reduction="none"``), differentiable in ``output`` (and through ``refit`` in the network's
     parameters); no gradient reaches the quality model. ``.last``: ``image`` (mean score) and ``kspace_nmse``.
@@ -219,8 +223,6 @@ class ReconQualityLoss(nn.Module):
     def __init__(self, model: Any = "recon", reduction: str = "mean", data_consistent: bool = False,
                  kspace_check: bool = False, folds: int | None = None, tau: float | None = None,
                  power: float | None = None, bands: int | None = None):
-        from mriqa.recon_quality.kspace import COMBINED_POWER
-
         super().__init__()
         if data_consistent and kspace_check:
             raise InputError(None, "ReconQualityLoss: choose data_consistent or kspace_check, not both")
@@ -228,7 +230,7 @@ class ReconQualityLoss(nn.Module):
         self.folds = folds
         self.bands = bands
         self.tau = float(LOSS_TAU if tau is None else tau)
-        self.power = float(COMBINED_POWER if power is None else power)
+        self.power = float(LOSS_POWER if power is None else power)
         if self.tau <= 0 or self.power <= 0:
             raise InputError(None, f"ReconQualityLoss: tau and power must be > 0, got {self.tau:g}, {self.power:g}")
         self.calls = 0  # draws the held-out fold when the call brings no seeds
