@@ -49,7 +49,9 @@ class ScoreRecord:
     input: the path given; slice: slice / frame index (None for single images); volume: the 4th index of a
     4-D NIfTI (else None); qf: pooled QF / 100 in [0, 1] (QF models only, else None); pool: the pooling;
     model: ``gray`` / ``rgb`` / ``recon`` / the weights path used; score: the pooled score in [0, 1] of any
-    model, higher is better (for a QF model the same value as ``qf``, which it defaults to)."""
+    model, higher is better (for a QF model the same value as ``qf``, which it defaults to); r_est, r_aware: with
+    ``r_aware`` scoring (recon only), the rq estimator's R of the image and ``score * r_est ** -R_AWARE_POWER``
+    (:mod:`mriqa.recon_quality.r_aware`), else None."""
 
     input: str
     slice: int | None = None
@@ -59,6 +61,8 @@ class ScoreRecord:
     volume: int | None = None
     error: str | None = None
     score: float | None = None
+    r_est: float | None = None
+    r_aware: float | None = None
 
     def __post_init__(self):
         if self.score is None and self.qf is not None:
@@ -69,7 +73,8 @@ class ScoreRecord:
         return self.error if self.error.startswith(self.input) else f"{self.input}: {self.error}"
 
     def to_json(self) -> dict:
-        """``{"input", ["volume"], "slice", ["qf"], "score", "pool", "model"}`` (``qf`` for QF models only); a
+        """``{"input", ["volume"], "slice", ["qf"], "score", ["r_est", "r_aware"], "pool", "model"}`` (``qf`` for QF
+        models only, ``r_est`` / ``r_aware`` with ``r_aware`` scoring); a
         failure: ``{"input", "slice", "pool", "model", "error"}`` (``volume`` only for 4-D inputs)."""
         out: dict = {"input": self.input}
         if self.volume is not None:
@@ -79,6 +84,8 @@ class ScoreRecord:
             if self.qf is not None:
                 out["qf"] = self.qf
             out["score"] = self.score
+            if self.r_aware is not None:
+                out.update(r_est=self.r_est, r_aware=self.r_aware)
         out.update(pool=self.pool, model=self.model)
         if self.error is not None:
             out["error"] = self.error
@@ -160,7 +167,7 @@ class _ModelError(Exception):
         self.error = error
 
 
-def _score_input(path, predictor, model_of, pool, batch_size, h5_key, max_pixels, notes, on_map):
+def _score_input(path, predictor, model_of, pool, batch_size, h5_key, max_pixels, notes, on_map, estimator=None):
     from recon.io.images import read_images, record_name, records_with_signal
 
     input_notes: list[str] = []  # kept only when the input succeeds
@@ -176,12 +183,23 @@ def _score_input(path, predictor, model_of, pool, batch_size, h5_key, max_pixels
             if batch.ndim == 3:
                 batch = batch[..., None]  # [N, H, W, 1]: unambiguous channels-last batch
             pred = qf.evaluate(batch, pool=pool, kind=chunk[0].kind, source=[record_name(r) for r in chunk])
+            r_est = None
+            if estimator is not None:
+                from mriqa.restimate import estimate_images
+
+                r_est = estimate_images(estimator, batch[..., 0], kind=chunk[0].kind,
+                                        source=[record_name(r) for r in chunk])["r_est"]
             for j, r in enumerate(chunk):
                 if pred.fallback[j]:
                     input_notes.append(f"{record_name(r)}: no foreground found, scored with mean pooling")
                 value = round(float(pred.scores[j]), 6)
-                out.append(ScoreRecord(r.source, r.slice, value if qf.is_qf else None, pool, name, r.volume,
-                                       score=value))
+                record = ScoreRecord(r.source, r.slice, value if qf.is_qf else None, pool, name, r.volume, score=value)
+                if r_est is not None:
+                    from mriqa.recon_quality.r_aware import r_aware_score
+
+                    record.r_est = round(float(r_est[j]), 4)
+                    record.r_aware = round(float(r_aware_score(pred.scores[j], r_est[j])), 6)
+                out.append(record)
                 if on_map is not None:
                     maps.append(on_map(r, pred, j, name, "QF" if qf.is_qf else "score"))
     notes += input_notes
@@ -191,12 +209,14 @@ def _score_input(path, predictor, model_of, pool, batch_size, h5_key, max_pixels
 def score_files(paths: Sequence[str | os.PathLike], model: str | None = None, pool: str = "mean",
                 batch_size: int = 16, device: str | None = None, h5_key: str | None = None,
                 max_pixels: int | None = DEFAULT_MAX_PIXELS, maps_dir: str | os.PathLike | None = None,
-                notes: list[str] | None = None, tile: int | None = None) -> list[ScoreRecord]:
+                notes: list[str] | None = None, tile: int | None = None, r_aware: bool = False) -> list[ScoreRecord]:
     """Score every 2-D image of every input (module docstring); one :class:`ScoreRecord` per image, or one
     with ``error`` per input that failed. ``notes`` collects the notes (skipped slices, pooling fallbacks).
+    ``r_aware`` (``model="recon"`` only): also the rq estimator's R and the R-aware score of each image.
 
     Raises:
-        InputError: a bad ``pool``, ``batch_size`` or ``model``, missing shipped weights, a bad ``device``.
+        InputError: a bad ``pool``, ``batch_size`` or ``model``, missing shipped weights, a bad ``device``,
+        ``r_aware`` with another model than ``recon``.
     """
     from mriqa.pooling import check_pool
     from mriqa.predictor import load_predictor
@@ -207,6 +227,15 @@ def score_files(paths: Sequence[str | os.PathLike], model: str | None = None, po
         raise InputError(None, f"--batch-size must be >= 1, got {batch_size}")
     notes = [] if notes is None else notes
     predictors: dict[str, object] = {}
+    estimator = None
+    if r_aware:
+        if model != "recon":
+            given = "no --model" if model is None else f"--model {model}"
+            raise InputError(None, f"--r-aware needs --model recon (the R-aware score joins the recon score with the "
+                                   f"rq estimator's R), got {given}")
+        from mriqa.restimate import load_estimator
+
+        estimator = load_estimator("rq")
 
     def predictor(name: str):
         if name not in predictors:
@@ -238,7 +267,7 @@ def score_files(paths: Sequence[str | os.PathLike], model: str | None = None, po
         for path in expand_inputs(paths):
             try:
                 scored, maps = _score_input(path, predictor, model_of, pool, int(batch_size), h5_key, max_pixels,
-                                            notes, on_map if staging is not None else None)
+                                            notes, on_map if staging is not None else None, estimator)
             except (InputError, OSError) as exc:
                 records.append(ScoreRecord(path, None, None, pool, model,
                                            error=_problem(path, failure_message(path, exc))))

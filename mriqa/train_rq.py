@@ -17,6 +17,9 @@ the batch whose SSIM differs by more than 0.02 (Spearman is what the model is ju
 the reference's object, the score an object-weighted mean of the map: no reward for copying the reference's
 background convention; use ``pool="foreground"`` with such a model).
 
+``init``: start from these weights (a path or a shipped name such as ``"recon"``; the architecture must match)
+instead of a random initialisation: fine-tuning, e.g. on simulations of another look.
+
 ``pretrain_jpeg_steps`` (the paper's self-supervision as pre-training): first that many steps regressing
 ``QF / 100`` of JPEG-compressed references (QF uniform in 5..95) as a constant map, then the SSIM training.
 The step loop, checkpoints, resumption and exports are :func:`recon.training.loop.run_steps`'.
@@ -48,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
               "stop_at_step": None, "progress": True, "ema": 0.0},
     "output_dir": "runs/rq",
     "export": None,
+    "init": None,
 }
 
 
@@ -252,6 +256,22 @@ def predict_scores(model: RQNet, images: np.ndarray, batch: int = 64, weights: t
     return np.concatenate(out)
 
 
+def load_init(model: RQNet, init: str, name: str, log=print) -> None:
+    """Copy every tensor of the ``init`` weights (a file or a shipped name) into ``model``; a tensor missing or of
+    another shape is an :class:`~recon.errors.InputError` naming ``init`` (fine-tuning needs the same network)."""
+    from mriqa.predictor import load_predictor
+    from recon.errors import InputError
+
+    src = load_predictor(init, device="cpu").model.state_dict()
+    own = model.state_dict()
+    bad = [k for k, v in own.items() if k not in src or src[k].shape != v.shape]
+    if bad:
+        raise InputError(init, f"init weights do not fit the configured RQNet "
+                               f"({len(bad)} tensors missing or of another shape, e.g. {bad[0]})")
+    model.load_state_dict({k: src[k] for k in own})
+    log(f"[{name}] initialised from {init}")
+
+
 def train(cfg: dict, resume: bool = True, log=print) -> dict:
     """Run (or resume) one training; returns ``{"step", "stopped_early", "wall_s", "weights", "best"}``;
     the exported weights are the best validation row's (per-volume Spearman)."""
@@ -270,6 +290,8 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
                              dc["slice_probability"])
     torch.manual_seed(int(cfg["seed"]))
     model = RQNet(cfg["model"])
+    if cfg.get("init"):
+        load_init(model, cfg["init"], cfg["name"], log)
     opt = torch.optim.Adam(model.parameters(), lr=float(tc["lr"]))
     state = start_state(out, model, opt, resume, cfg["name"], log)
     model.train()

@@ -1,9 +1,14 @@
-"""Issue 20's k-space-aware signal: does cross-validating on the measured k-space rank reconstructions better?
+"""Issue 20's reference-free signals: does the acceleration the image shows, or cross-validating on the measured
+k-space, rank reconstructions better than the recon score alone?
 
-Three reference-free scores of every reconstruction, each against the reference's SSIM
+Four reference-free scores of every reconstruction, each against the reference's SSIM
 (``mriqa.evaluation.recon_quality.ranking_report``):
 
 - ``image``: the recon model's score of the magnitude alone (``load_predictor("recon")``, ``--pool`` pooling);
+- ``image x R``: ``image * r_est ** -power`` (``mriqa.recon_quality.r_aware``: ``r_est`` from the rq acceleration
+  estimator, the image alone, the method not given); ``power`` chosen on the validation subjects by the same
+  criterion as below (grid ``R_POWERS``; the shipped ``R_AWARE_POWER`` is set from it by hand, and the script says
+  when they differ);
 - ``kspace``: the k-space check's NMSE estimate (``mriqa.recon_quality.kspace.kspace_check``: 4 folds of
   held-out lines or points, the same maps, the held-out error per radial band; lower is better, ranked as
   ``-nmse``; a slice without a sample outside the centre has no estimate and is ranked last here, while
@@ -23,7 +28,7 @@ Sets (built once and cached; every reconstruction with its k-space check, ``kspa
 file of each held-out subject (IXI 36-40, Colin27); the full grid R 2-16 x random / equispaced / Poisson, one
 slice per file, as ``scripts/eval_rq.py``'s held-out set; and the real 16-coil k-space (both orientations,
 R 2-12, three mask kinds, every method as ``mriqa recon`` runs it). Building them took 9, 11 and 8 minutes
-(2026-12-05, on one thread each, two at a time); with the cache the script runs in seconds.
+(2026-12-05, on one thread each, two at a time); with the cache the script runs in about a minute (the R estimates).
 
 Usage: ``python scripts/eval_kspace_quality.py [--sim data/sim128-ixi-snr100] [--cache data/rqk]
 [--out docs/rq/kspace.md --json docs/rq/kspace.json]``
@@ -39,6 +44,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 TAUS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 POWERS = (0.02, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0)
+R_POWERS = (0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.3, 0.5)
 AXIAL = (0, 3)  # shard (i, n) of the sorted files: every 3rd from the first, one orientation per subject
 
 
@@ -67,6 +73,15 @@ def image_scores(images: np.ndarray, weights: str, pool: str) -> np.ndarray:
 
     predictor = mriqa.load_predictor(weights, device="cpu", batch_size=64)
     return np.concatenate([predictor.score(images[a:a + 64], pool=pool, kind="mri")
+                           for a in range(0, len(images), 64)])
+
+
+def r_estimates(images: np.ndarray) -> np.ndarray:
+    """The rq acceleration estimator's R of each image (method not given)."""
+    from mriqa.restimate import estimate_images, load_estimator
+
+    estimator = load_estimator("rq")
+    return np.concatenate([np.asarray(estimate_images(estimator, images[a:a + 64], kind="mri")["r_est"], np.float64)
                            for a in range(0, len(images), 64)])
 
 
@@ -111,6 +126,7 @@ def main(argv=None) -> int:
 
     from mriqa.evaluation.recon_quality import format_report, ranking_report
     from mriqa.recon_quality.kspace import COMBINED_POWER, COMBINED_TAU, combined_score
+    from mriqa.recon_quality.r_aware import R_AWARE_POWER, r_aware_score
     from recon.crossval import NMSE_BAND_CHOICES, NMSE_BANDS
     from recon.files import atomic_path
     from recon.training.checkpoints import write_json
@@ -137,7 +153,11 @@ def main(argv=None) -> int:
                              "(made before the bands): delete it to rebuild")
     reports: dict[str, dict] = {}
     scores = {name: image_scores(d["images"], args.weights, args.pool) for name, d in sets.items()}
+    r_est = {name: r_estimates(d["images"]) for name, d in sets.items()}
     val = sets["val"]
+    r_choice = {q: criterion(figures(ranking_report(val, r_aware_score(scores["val"], r_est["val"], q))))
+                for q in R_POWERS}
+    r_power = max(r_choice, key=r_choice.get)
     choice = {(bands, tau, power): criterion(figures(ranking_report(val, combined_score(
         scores["val"], val["kspace_bands"][:, i], tau, power))))
         for i, bands in enumerate(NMSE_BAND_CHOICES) for tau in TAUS for power in POWERS}
@@ -149,9 +169,13 @@ def main(argv=None) -> int:
              f"{bands}, {tau:g}, {power:g}; the best criterion per number of bands: " + ", ".join(
                  f"{b}: {c:.3f}" for b, c in best.items()) + f"; with {bands} bands, per tau / power: " + ", ".join(
                  f"{t:g}/{q:g}: {c:.3f}" for (b, t, q), c in choice.items() if b == bands) + "\n"]
+    lines.append(f"image x R: power chosen on the validation subjects: {r_power:g}; per power: " + ", ".join(
+        f"{q:g}: {c:.3f}" for q, c in r_choice.items()) + "\n")
     if args.pool == "mean" and (bands, tau, power) != (NMSE_BANDS, COMBINED_TAU, COMBINED_POWER):
         lines.append(f"NOTE: the shipped constants are bands {NMSE_BANDS}, tau {COMBINED_TAU:g}, power "
                      f"{COMBINED_POWER:g}: set them to the choice above\n")
+    if args.pool == "mean" and r_power != R_AWARE_POWER:
+        lines.append(f"NOTE: the shipped R_AWARE_POWER is {R_AWARE_POWER:g}: set it to the choice above\n")
     names = {"val": "validation subjects (IXI 31-35; tau chosen here)",
              "test": "held-out subjects (IXI 36-40, Colin27)", "real": "real 16-coil k-space"}
     header = ("| set | score | pooled Spearman(score, SSIM) | min per subject | mean within-method Spearman(score, R) "
@@ -161,7 +185,8 @@ def main(argv=None) -> int:
     for name, d in sets.items():
         nmse = d["kspace_nmse"]
         worst = np.where(np.isfinite(nmse), nmse, np.nanmax(nmse))  # no outer line to hold out: ranked last
-        variants = {"image": scores[name], "kspace": -worst,
+        variants = {"image": scores[name], "image x R": r_aware_score(scores[name], r_est[name], r_power),
+                    "kspace": -worst,
                     "combined": combined_score(scores[name], d["kspace_nmse"], tau, power),
                     "PSNR (full reference)": d["psnr"]}
         reports[name] = {}
@@ -172,7 +197,10 @@ def main(argv=None) -> int:
             table.append(f"| {names[name].split(' (')[0]} | {label} | {f['pooled']:.3f} | {f['per_subject_min']:.3f} | "
                          f"{f['within']:.3f} | {f['within_modl']:.3f} | {f['within_share']:.2f} | {f['order']:.3f} | "
                          f"{f['zf_above_modl']} of {f['groups']} |")
-            if label == "combined" and name != "val":
+            if label in ("image x R", "combined") and name != "val":
+                if label == "image x R":
+                    lines.append(format_report(f"{names[name]}: image x R (power {r_power:g})", report))
+                    continue
                 lines.append(format_report(f"{names[name]}: combined score (bands {bands}, tau {tau:g}, power "
                                            f"{power:g})", report))
                 lines.append(estimate_table(d, bands))
@@ -184,7 +212,8 @@ def main(argv=None) -> int:
         with atomic_path(args.out) as tmp:
             Path(tmp).write_text(f"Printed by `python scripts/eval_kspace_quality.py {command}`.\n\n{text}\n")
     if args.json:
-        write_json({"bands": bands, "tau": tau, "power": power, "pool": args.pool,
+        write_json({"bands": bands, "tau": tau, "power": power, "pool": args.pool, "r_power": r_power,
+                    "r_criterion": {f"{q:g}": v for q, v in r_choice.items()},
                     "criterion": {f"{b}/{t:g}/{q:g}": v for (b, t, q), v in choice.items()}, "sets": reports},
                    Path(args.json))
     return 0

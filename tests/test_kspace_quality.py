@@ -251,17 +251,18 @@ def test_real_kspace_check_and_combined_score_order_like_the_reference(shared_da
 
 
 def test_shipped_combination_is_the_one_the_evaluation_chose():
-    """NMSE_BANDS, COMBINED_TAU and COMBINED_POWER are what scripts/eval_kspace_quality.py chose on the validation
-    subjects."""
+    """NMSE_BANDS, COMBINED_TAU, COMBINED_POWER and R_AWARE_POWER are what scripts/eval_kspace_quality.py chose on
+    the validation subjects."""
     import json
     from pathlib import Path
 
     from mriqa.recon_quality.kspace import COMBINED_POWER, COMBINED_TAU
+    from mriqa.recon_quality.r_aware import R_AWARE_POWER
     from recon.crossval import NMSE_BANDS
 
     chosen = json.loads((Path(__file__).resolve().parents[1] / "docs/rq/kspace.json").read_text())
-    assert (chosen["bands"], chosen["tau"], chosen["power"], chosen["pool"]) == (
-        NMSE_BANDS, COMBINED_TAU, COMBINED_POWER, "mean")
+    assert (chosen["bands"], chosen["tau"], chosen["power"], chosen["pool"], chosen["r_power"]) == (
+        NMSE_BANDS, COMBINED_TAU, COMBINED_POWER, "mean", R_AWARE_POWER)
 
 
 def test_kspace_check_sees_the_fold_over_one_map_set_cannot_explain(shared_data):

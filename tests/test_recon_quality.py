@@ -206,6 +206,27 @@ def test_training_smoke_and_resume(tiny_split, tmp_path, region, pretrain):
     assert scores.shape == (4,) and np.all((scores >= 0) & (scores <= 1))
 
 
+def test_training_from_init_starts_as_the_init_and_refuses_another_network(tiny_split, tmp_path):
+    from mriqa.predictor import load_predictor
+    from mriqa.train_rq import load_config, train
+    from recon.errors import InputError
+
+    path, _ = tiny_split
+    base = [f"data.train=[{path}]", f"data.val=[{path}]", "model.width=8", "train.batch=4",
+            "train.eval_every=1", "train.checkpoint_every=1", "train.progress=false"]
+    first = train(load_config(None, base + [f"output_dir={tmp_path / 'a'}", "train.steps=3"]), log=lambda s: None)
+    images = read_quality_set([path])["images"]
+    before = load_predictor(first["weights"], device="cpu").score(images)
+    # a learning rate of zero: the fine-tuned weights are the init's, so are its scores
+    tuned = train(load_config(None, base + [f"output_dir={tmp_path / 'b'}", "train.steps=1", "train.lr=0",
+                                            f"init={first['weights']}"]), log=lambda s: None)
+    assert np.allclose(load_predictor(tuned["weights"], device="cpu").score(images), before, atol=1e-6)
+    with pytest.raises(InputError, match="init weights do not fit"):
+        train(load_config(None, base + [f"output_dir={tmp_path / 'c'}", "train.steps=1", "model.width=16",
+                                        f"init={first['weights']}"]), log=lambda s: None)
+    assert not (tmp_path / "c").exists()  # refused before the run directory is made
+
+
 @pytest.fixture(scope="module")
 def real_set(shared_data):
     return real_kspace_set(shared_data, methods=("zf", "sense"), accels=(2, 8), masks=("equispaced",),

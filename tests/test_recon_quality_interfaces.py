@@ -225,6 +225,37 @@ def test_score_cli_recon_colour_and_small_inputs_fail_alone(tmp_path, capsys, rq
     assert "score" not in records[0] and "qf" not in records[2] and 0 <= records[2]["score"] <= 1
 
 
+def test_r_aware_score_falls_with_r_and_leaves_unestimated_images_alone():
+    from mriqa.recon_quality.r_aware import R_AWARE_POWER, r_aware_score
+
+    got = r_aware_score([0.8, 0.8, 0.8, 0.8], [1.0, 4.0, 0.5, np.nan])
+    np.testing.assert_allclose(got, [0.8, 0.8 * 4.0 ** -R_AWARE_POWER, 0.8, 0.8])  # R < 1 reads as fully sampled
+    assert np.all(np.diff(r_aware_score(np.full(5, 0.9), [2, 3, 4, 8, 12])) < 0)
+
+
+def test_score_cli_r_aware_adds_the_estimated_r_and_the_joined_score(tmp_path, capsys):
+    from mriqa.recon_quality.r_aware import r_aware_scores
+
+    vol = np.stack([_slice((64, 64), seed=i) for i in range(2)])
+    npy = tmp_path / "recon.npy"
+    np.save(npy, vol)
+    out_json = tmp_path / "out.json"
+    rc, out, err = _score_cli(capsys, "--model", "recon", "--r-aware", npy, "--json", out_json)
+    assert rc == 0, err
+    records = json.loads(out_json.read_text())
+    assert [set(r) for r in records] == [{"input", "slice", "score", "r_est", "r_aware", "pool", "model"}] * 2
+    api = r_aware_scores(vol)  # the library: the shipped recon model and rq estimator
+    np.testing.assert_allclose([r["score"] for r in records], api["score"], atol=1e-6)
+    np.testing.assert_allclose([r["r_est"] for r in records], api["r_est"], atol=1e-4)
+    np.testing.assert_allclose([r["r_aware"] for r in records], api["r_aware"], atol=1e-5)
+    assert all(r["r_aware"] < r["score"] for r in records)  # every estimate is above 1 here
+    assert out.splitlines()[0].split()[-3:] == ["score", "r_est", "r_aware"]
+    # another model: refused before any input is read, one line, nothing written
+    rc, out, err = _score_cli(capsys, "--model", "gray", "--r-aware", npy, "--json", tmp_path / "no.json")
+    assert rc == 2 and out == "" and err.count("\n") == 1 and "--r-aware needs --model recon" in err
+    assert not (tmp_path / "no.json").exists()
+
+
 # --------------------------------------------------------------------------------------------------- metrics
 def test_qfmetric_and_qfscore_accept_recon(rq_path, rq, weights_dir, monkeypatch):
     from mriqa.metric import QFMetric, QFScore

@@ -2,8 +2,8 @@
 
 ::
 
-    mriqa score INPUT... [--model gray|rgb|recon|PATH] [--pool mean|center|foreground] [--json OUT] [--maps DIR]
-                         [--batch-size N] [--device DEV] [--h5-key KEY] [--max-pixels N]
+    mriqa score INPUT... [--model gray|rgb|recon|PATH] [--pool mean|center|foreground] [--r-aware] [--json OUT]
+                         [--maps DIR] [--batch-size N] [--device DEV] [--h5-key KEY] [--max-pixels N]
 
 INPUT: PNG/TIFF/BMP/JPEG (or a folder of them), a DICOM file or folder, NIfTI (.nii/.nii.gz), fastMRI-layout h5
 (``reconstruction`` / ``reconstruction_rss`` / ``reconstruction_esc``), .npy or .npz, read by
@@ -16,6 +16,11 @@ fully sampled reference it never sees; gray magnitudes only) or the path of a we
 Without it each image gets a default: ``rgb`` for colour images (3 or 4 channels: RGB photos, and CMYK/palette
 files, which are read as RGB), ``gray`` for everything single-channel (DICOM, NIfTI, h5 and gray photos, 8- or
 16-bit).
+
+``--r-aware`` (with ``--model recon``): each record also carries ``r_est``, the acceleration the rq estimator reads
+in the image (:mod:`mriqa.restimate`), and ``r_aware`` = ``score * r_est ** -R_AWARE_POWER`` (0.1)
+(:mod:`mriqa.recon_quality.r_aware`): a ranking score that, unlike the recon score, falls with R within a method
+(held-out simulations: docs/rq/kspace.md); the table shows both.
 
 Output: a table on stdout (input, slice, model, pool, qf; the last column is ``score`` for ``recon``);
 ``--json OUT`` writes a list of records ``{"input", "slice", "qf", "score", "pool", "model"}`` (``slice`` null
@@ -51,6 +56,8 @@ POOLS = ("mean", "center", "foreground")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    from mriqa.recon_quality.r_aware import R_AWARE_POWER  # numpy only
+
     p = subparsers.add_parser(
         "score",
         help="score images / MRI slices with a reference-free quality model (QF predictor or recon)",
@@ -79,6 +86,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "paper does for MRI), foreground (weighted by a mask of the anatomy, ignores near-black background) "
         "(default: mean)",
     )
+    p.add_argument("--r-aware", action="store_true",
+                   help="with --model recon: also the acceleration R the image shows (rq estimator) and the R-aware "
+                   f"score, score x R^-{R_AWARE_POWER:g} (falls with R within a method; a ranking score)")
     p.add_argument("--json", metavar="OUT", default=None, help="write the records as JSON to OUT")
     p.add_argument("--maps", metavar="DIR", default=None, help="write quality-map overlays (PNG) into DIR")
     p.add_argument("--batch-size", type=int, default=16, metavar="N", help="slices per forward pass (default 16)")
@@ -99,6 +109,11 @@ def _format_table(rows) -> str:
     def where(r):
         return "-" if r.slice is None else (str(r.slice) if r.volume is None else f"{r.volume}:{r.slice}")
 
+    if any(r.r_aware is not None for r in rows):
+        return format_table(("input", "slice", "model", "pool", "score", "r_est", "r_aware"),
+                            [(r.input, where(r), str(r.model) if r.model else "-", str(r.pool))
+                             + (("error", "-", "-") if r.error else (f"{r.score:.4f}", f"{r.r_est:.2f}",
+                                                                        f"{r.r_aware:.4f}")) for r in rows], left=4)
     return format_table(("input", "slice", "model", "pool", _label(rows)),
                         [(r.input, where(r), str(r.model) if r.model else "-", str(r.pool),
                           "error" if r.error else f"{r.score:.4f}") for r in rows], left=4)
@@ -117,7 +132,7 @@ def run(args) -> int:
     notes: list[str] = []
     rows = score_files(args.inputs, model=args.model, pool=args.pool, batch_size=args.batch_size,
                        device=args.device, h5_key=args.h5_key, max_pixels=args.max_pixels, maps_dir=args.maps,
-                       notes=notes)
+                       notes=notes, r_aware=args.r_aware)
     failed = write_records(rows, args.json, notes)
     if all_failed(rows, failed):
         return 2  # nothing written, stdout empty: the errors are on stderr
