@@ -10,7 +10,8 @@ other anatomy (the MSD brain-tumour and prostate slices, simulated as the traini
 ``data/rq128/`` (``--real-cache``, ``--msd-cache``).
 
 Scores: the recon model (``--weights``, default the shipped ``recon``) and, for comparison, the gray QF model
-(the paper's JPEG quality factor). Prints the tables of ``mriqa.evaluation.recon_quality`` (markdown),
+(the paper's JPEG quality factor); ``--r-aware`` adds the R-aware score of every set (``score * r_est **
+-R_AWARE_POWER``, ``mriqa.recon_quality.r_aware``: the rq acceleration estimator on the same images). Prints the tables of ``mriqa.evaluation.recon_quality`` (markdown),
 writes ``--json`` and the scatter figure ``--figure``.
 
     python scripts/eval_rq.py [--weights recon] [--test data/rq128/test.h5] [--json docs/rq/eval.json]
@@ -76,6 +77,7 @@ def main(argv=None) -> int:
     from mriqa.iqa.correlation import srcc
     from mriqa.recon_quality.data import (build_quality_split, other_anatomy_files, read_quality_set,
                                           real_kspace_set, write_quality_set)
+    import mriqa
     from recon.files import atomic_path
     from recon.training.checkpoints import write_json
 
@@ -97,6 +99,8 @@ def main(argv=None) -> int:
     p.add_argument("--pool", default="mean", choices=["mean", "foreground"],
                    help="pooling of the recon model's map: mean (the model's score) or foreground (the image's "
                         "own object cells, mriqa.pooling; the gray QF comparison keeps mean)")
+    p.add_argument("--r-aware", action="store_true",
+                   help="also rank by the R-aware score (recon score x the rq estimator's R ** -R_AWARE_POWER)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -132,6 +136,15 @@ def main(argv=None) -> int:
         print(out_lines[-1], flush=True)
         summary["sets"][title] = {"recon": report}
         figure_sets[title] = (data, scores)
+        if args.r_aware:
+            from mriqa.recon_quality.r_aware import R_AWARE_POWER, r_aware_scores
+
+            joined = r_aware_scores(data["images"], pool=args.pool,
+                                    predictor=mriqa.load_predictor(args.weights, device="cpu", batch_size=64))
+            aware = ranking_report(data, joined["r_aware"])
+            out_lines.append(format_report(f"{title}: recon score x R ** -{R_AWARE_POWER:g}", aware, LABELS))
+            print(out_lines[-1], flush=True)
+            summary["sets"][title]["r_aware"] = aware
         if not args.no_gray:
             gray = ranking_report(data, model_scores("gray", data["images"]))
             out_lines.append(f"gray QF on the same images: pooled Spearman {gray['pooled_srcc']:.3f}, per subject "
@@ -140,7 +153,6 @@ def main(argv=None) -> int:
                   f"{gray['zf_above_modl']} of {gray['zf_modl_groups']}\n")
             print(out_lines[-1], flush=True)
             summary["sets"][title]["gray_qf"] = gray
-    import mriqa
     from mriqa.evaluation.recon_quality import out_of_domain_scores
 
     ood = out_of_domain_scores(mriqa.load_predictor(args.weights, device="cpu"), args.data)
