@@ -182,13 +182,13 @@ def _score_input(path, predictor, model_of, pool, batch_size, h5_key, max_pixels
             batch = np.stack([r.image for r in chunk])
             if batch.ndim == 3:
                 batch = batch[..., None]  # [N, H, W, 1]: unambiguous channels-last batch
-            pred = qf.evaluate(batch, pool=pool, kind=chunk[0].kind, source=[record_name(r) for r in chunk])
+            names = [record_name(r) for r in chunk]
+            pred = qf.evaluate(batch, pool=pool, kind=chunk[0].kind, source=names)
             r_est = None
             if estimator is not None:
                 from mriqa.restimate import estimate_images
 
-                r_est = estimate_images(estimator, batch[..., 0], kind=chunk[0].kind,
-                                        source=[record_name(r) for r in chunk])["r_est"]
+                r_est = estimate_images(estimator, batch[..., 0], kind=chunk[0].kind, source=names)["r_est"]
             for j, r in enumerate(chunk):
                 if pred.fallback[j]:
                     input_notes.append(f"{record_name(r)}: no foreground found, scored with mean pooling")
