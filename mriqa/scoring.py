@@ -186,9 +186,9 @@ def _score_input(path, predictor, model_of, pool, batch_size, h5_key, max_pixels
             pred = qf.evaluate(batch, pool=pool, kind=chunk[0].kind, source=names)
             r_est = None
             if estimator is not None:
-                from mriqa.restimate import estimate_images
+                from mriqa.restimate import point_estimates
 
-                r_est = estimate_images(estimator, batch[..., 0], kind=chunk[0].kind, source=names)["r_est"]
+                r_est = point_estimates(estimator, batch[..., 0], kind=chunk[0].kind, source=names)
             for j, r in enumerate(chunk):
                 if pred.fallback[j]:
                     input_notes.append(f"{record_name(r)}: no foreground found, scored with mean pooling")

@@ -77,11 +77,11 @@ def image_scores(images: np.ndarray, weights: str, pool: str) -> np.ndarray:
 
 
 def r_estimates(images: np.ndarray) -> np.ndarray:
-    """The rq acceleration estimator's R of each image (method not given)."""
-    from mriqa.restimate import estimate_images, load_estimator
+    """The rq acceleration estimator's R of each image (method not given; ``mriqa.restimate.point_estimates``)."""
+    from mriqa.restimate import load_estimator, point_estimates
 
     estimator = load_estimator("rq")
-    return np.concatenate([np.asarray(estimate_images(estimator, images[a:a + 64], kind="mri")["r_est"], np.float64)
+    return np.concatenate([point_estimates(estimator, images[a:a + 64], kind="mri")
                            for a in range(0, len(images), 64)])
 
 

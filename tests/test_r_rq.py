@@ -209,6 +209,20 @@ def test_shipped_estimator_flags_noise_and_photo_like_inputs():
 
 
 @shipped
+def test_point_estimates_are_the_estimates_without_their_checks(phantom_kspace):
+    from mriqa.restimate import estimate_images, load_estimator, point_estimates
+
+    est = load_estimator("rq")
+    _, rss = phantom_kspace(slices=2, size=64, coils=4)  # fully sampled [S, H, W]
+    rng = np.random.default_rng(0)
+    noise = np.abs(rng.standard_normal((2, 64, 64)) + 1j * rng.standard_normal((2, 64, 64))).astype(np.float32)
+    for images in (rss, noise):  # in distribution and flagged alike: the same point estimate
+        for method in (None, "modl"):
+            full = estimate_images(est, images, recon_method=method)
+            np.testing.assert_allclose(point_estimates(est, images, recon_method=method), full["r_est"], rtol=1e-9)
+
+
+@shipped
 def test_estimate_r_cli_uses_rq_and_the_files_method(tmp_path, capsys, phantom_kspace):
     from mriqa.cli import main
     from recon.io.fastmri_h5 import ReconstructionAttrs, write_reconstruction_h5

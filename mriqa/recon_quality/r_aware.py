@@ -34,23 +34,20 @@ def r_aware_score(image_score, r_est, power: float = R_AWARE_POWER) -> np.ndarra
 
 def r_aware_scores(images, *, pool: str = "mean", predictor=None, estimator=None, batch: int = 64,
                    power: float = R_AWARE_POWER) -> dict[str, np.ndarray]:
-    """Score MRI magnitudes ``[N, H, W]`` (any scale): ``{"score", "r_est", "ood", "r_aware"}``, each ``[N]``
-    (``ood``: the estimator's reason an image is unlike its training data, else None). ``predictor``: a loaded
-    recon predictor (default ``load_predictor("recon")``); ``estimator``: a loaded R estimator (default
-    ``load_estimator("rq")``)."""
+    """Score MRI magnitudes ``[N, H, W]`` (any scale): ``{"score", "r_est", "r_aware"}``, each ``[N]``
+    (``r_est``: :func:`mriqa.restimate.point_estimates`, the estimate without its interval and
+    out-of-distribution checks; ``mriqa estimate-r`` has those). ``predictor``: a loaded recon predictor (default
+    ``load_predictor("recon")``); ``estimator``: a loaded R estimator (default ``load_estimator("rq")``)."""
     from mriqa.predictor import load_predictor
-    from mriqa.restimate import estimate_images, load_estimator
+    from mriqa.restimate import load_estimator, point_estimates
 
     predictor = predictor or load_predictor("recon", device="cpu", batch_size=batch)
     estimator = estimator or load_estimator("rq")
     images = np.asarray(images)
-    scores, r_est, ood = [], [], []
+    scores, r_est = [], []
     for a in range(0, len(images), batch):
         chunk = images[a:a + batch]
         scores.append(predictor.score(chunk, pool=pool, kind="mri"))
-        est = estimate_images(estimator, chunk, kind="mri")
-        r_est.append(np.asarray(est["r_est"], np.float64))
-        ood += list(est["ood"])
+        r_est.append(point_estimates(estimator, chunk, kind="mri"))
     score, r = np.concatenate(scores), np.concatenate(r_est)
-    return {"score": score, "r_est": r, "ood": np.asarray(ood, dtype=object),
-            "r_aware": r_aware_score(score, r, power)}
+    return {"score": score, "r_est": r, "r_aware": r_aware_score(score, r, power)}

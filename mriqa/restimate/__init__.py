@@ -83,6 +83,19 @@ def estimate_images(estimator, images, kind: str | None = "mri", recon_method: s
     return estimator.estimate(x, colour=colour, recon_method=recon_method)
 
 
+def point_estimates(estimator, images, kind: str | None = "mri", recon_method: str | None = None,
+                    source=None) -> np.ndarray:
+    """The estimator's R ``[N]`` of raw images (see :func:`prepare`), clipped to the interval bounds as
+    :func:`estimate_images`' ``r_est``, without its interval and out-of-distribution checks (learned and rq
+    estimators: :meth:`~mriqa.restimate.learned.LearnedREstimator.point_estimate`; others: their ``estimate``)."""
+    from mriqa.restimate.intervals import R_BOUNDS
+
+    x = prepare(estimator, images, kind=kind, source=source)
+    if hasattr(estimator, "point_estimate"):
+        return np.clip(np.exp(estimator.point_estimate(x, recon_method)[0]), *R_BOUNDS)
+    return np.asarray(estimator.estimate(x, recon_method=recon_method)["r_est"], np.float64)
+
+
 def volume_estimate(log_r, halfwidth, ood) -> dict:
     """One estimate for a volume from its slices (same acquisition, so the same R).
 

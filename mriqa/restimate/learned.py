@@ -150,15 +150,21 @@ class LearnedREstimator(REstimator):
         geom = self.predictor.geometry(tuple(x.shape[-2:]), tuple(np.shape(maps)[-2:]))
         return pooled(maps, x, geom)
 
+    def point_estimate(self, x, recon_method: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(log_r, raw, spread)``, numpy ``[N]``, for model inputs ``x`` ``[N, 1, H, W]``: the network's pooled
+        log R (``raw``), recalibrated for ``recon_method`` (``log_r``), and its spread; no interval and no
+        out-of-distribution checks (:meth:`estimate` adds them; what a score that only needs R uses)."""
+        raw, spread = self.pool(self.log_r_maps(x), x)
+        return apply_recalibration(raw, self.calibration_for(recon_method)[0]), raw, spread
+
     def estimate(self, x, colour=None, recon_method: str | None = None) -> dict:
         """Estimate R for model inputs ``x`` ``[N, 1, H, W]`` in [0, 1]; ``recon_method`` (as written by
         ``mriqa recon``) selects that method's recalibration and interval when the weights have one
         (:meth:`calibration_for`); unknown or None uses the one fitted on all methods. Returns numpy ``[N]``
         arrays ``r_est``, ``r_low``, ``r_high``, ``log_r``, ``spread``, ``halfwidth`` and a list ``ood``
         (reason or None)."""
-        raw, spread = self.pool(self.log_r_maps(x), x)
-        recal, halfwidth = self.calibration_for(recon_method)
-        log_r = apply_recalibration(raw, recal)
+        log_r, raw, spread = self.point_estimate(x, recon_method)
+        halfwidth = self.calibration_for(recon_method)[1]
         r_est, r_low, r_high = intervals.interval(log_r, halfwidth)
         reasons = ood.image_checks(x, colour, self.info["min_correlation"])
         log_range = self.info.get("log_r_range", LOG_R_RANGE)
