@@ -11,7 +11,8 @@ other anatomy (the MSD brain-tumour and prostate slices, simulated as the traini
 
 Scores: the recon model (``--weights``, default the shipped ``recon``) and, for comparison, the gray QF model
 (the paper's JPEG quality factor); ``--r-aware`` adds the R-aware score of every set (``score * r_est **
--R_AWARE_POWER``, ``mriqa.recon_quality.r_aware``: the rq acceleration estimator on the same images). Prints the tables of ``mriqa.evaluation.recon_quality`` (markdown),
+-R_AWARE_POWER``, ``mriqa.recon_quality.r_aware``: the rq acceleration estimator on the same images).
+Prints the tables of ``mriqa.evaluation.recon_quality`` (markdown),
 writes ``--json`` and the scatter figure ``--figure``.
 
     python scripts/eval_rq.py [--weights recon] [--test data/rq128/test.h5] [--json docs/rq/eval.json]
@@ -137,11 +138,13 @@ def main(argv=None) -> int:
         summary["sets"][title] = {"recon": report}
         figure_sets[title] = (data, scores)
         if args.r_aware:
-            from mriqa.recon_quality.r_aware import R_AWARE_POWER, r_aware_scores
+            from mriqa.recon_quality.r_aware import R_AWARE_POWER, r_aware_score
+            from mriqa.restimate import load_estimator, point_estimates
 
-            joined = r_aware_scores(data["images"], pool=args.pool,
-                                    predictor=mriqa.load_predictor(args.weights, device="cpu", batch_size=64))
-            aware = ranking_report(data, joined["r_aware"])
+            estimator = load_estimator("rq")
+            r_est = np.concatenate([point_estimates(estimator, data["images"][a:a + 64])
+                                    for a in range(0, len(data["images"]), 64)])
+            aware = ranking_report(data, r_aware_score(scores, r_est))  # the recon scores computed above
             out_lines.append(format_report(f"{title}: recon score x R ** -{R_AWARE_POWER:g}", aware, LABELS))
             print(out_lines[-1], flush=True)
             summary["sets"][title]["r_aware"] = aware
