@@ -20,7 +20,8 @@ Per orientation (one h5 file each):
     slices whose foreground (pixels > 0.1 after normalisation) covers >= ``min_foreground`` (15 %) of the
     slice are candidates; every ``slice_step``-th candidate is kept, then at most ``max_slices_per_file``
     evenly spaced ones. With ``fov_fill`` each is cropped to a tighter field of view (``crop_to_fill``); each is
-    resized to ``size x size`` (linear, anti-aliased when shrinking).
+    resized to ``size x size`` (``resample``: ``linear``, anti-aliased when shrinking, or ``kspace``, the centred
+    2-D spectrum cropped or zero-padded: a real acquisition's truncation, with its Gibbs ringing).
 Per slice (``simulate_slice``), with its own random stream ``(seed, volume, orientation, slice)``:
     complex image ``x = m * exp(i phi)``; ``phi`` is a smooth random phase (``smooth_random_phase``: the real
     part of a random 5 x 5 block of lowest spatial frequencies, scaled to max |phi| = pi);
@@ -62,7 +63,7 @@ from recon.splits import (  # noqa: F401 - re-exported: recon.simulate was their
     volume_source,
 )
 from recon.files import atomic_path
-from recon.fft import fft2c, ifft2c
+from recon.fft import fft2c, fft2c_np, ifft2c, ifft2c_np
 from recon.io.volumes import ORIENTATIONS
 
 __all__ = [
@@ -80,12 +81,16 @@ __all__ = [
     "prepare_volume",
     "select_slices",
     "crop_to_fill",
+    "resize_slice",
+    "resize_kspace",
+    "RESAMPLINGS",
     "random_contrast",
     "random_bias",
     "make_dataset",
 ]
 
 COIL_MAP_KINDS = ("birdcage", "espirit", "mixed")
+RESAMPLINGS = ("linear", "kspace")  # how a source slice is brought to the simulation's matrix (CHOICES["resample"])
 FOREGROUND_LEVEL = 0.1  # foreground = normalised magnitude above this
 NORMALISATION_PERCENTILE = 99.5
 PHASE_FREQUENCIES = 5  # the smooth phase uses the PHASE_FREQUENCIES x PHASE_FREQUENCIES lowest frequencies
@@ -121,6 +126,10 @@ CHOICES = {
     "contrast": "0: the source's intensities. s > 0: per slice a random piecewise-linear remapping of tissue "
                 "intensities (recon.simulate.random_contrast; knots' values from 0.3 up (1 - s) x + s U(0.05, 1), "
                 "not monotone; below 0.15 unchanged), renormalised: contrasts other than the sources' T1",
+    "resample": "linear: skimage resize, linear interpolation (anti-aliased when shrinking): a smooth spectrum "
+                "that falls off before the matrix edge. kspace: the magnitude of the slice's centred 2-D spectrum "
+                "cropped or zero-padded to size x size (recon.simulate.resize_kspace): the spectrum runs to the "
+                "matrix edge and stops there, with the Gibbs ringing of a real acquisition's truncation",
     "bias": "0: none. b > 0: per slice the magnitude times exp of a smooth random field (3 x 3 lowest "
             "frequencies, max |log| = b; recon.simulate.random_bias): a receive-coil shading",
     "seed": "each slice draws from numpy.random.default_rng(SeedSequence([seed, crc32(volume), orientation, "
@@ -147,6 +156,7 @@ class SimulationConfig:
     fov_fill: tuple | None = None  # (lo, hi): the object spans U(lo, hi) of the FOV (None: the cube's FOV)
     contrast: float = 0.0  # strength in [0, 1] of a random tissue-intensity remapping per slice (0: the source's)
     bias: float = 0.0  # max |log| of a smooth random receive-bias field per slice (0: none)
+    resample: str = "linear"  # how a slice is brought to size x size: linear (interpolation) or kspace (truncation)
     seed: int = 0
     splits: dict = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_SPLITS.items()})
     orientations: tuple = ORIENTATIONS
@@ -170,6 +180,8 @@ class SimulationConfig:
             raise InputError(None, f"fov_fill {self.fov_fill}: need 0.1 <= lo <= hi <= 1 (fraction of the FOV)")
         if not 0 <= self.contrast <= 1 or not 0 <= self.bias <= 2:
             raise InputError(None, f"contrast {self.contrast} must be in [0, 1] and bias {self.bias} in [0, 2]")
+        if self.resample not in RESAMPLINGS:
+            raise InputError(None, f"unknown resampling {self.resample!r}; choose from {', '.join(RESAMPLINGS)}")
         if not 0 <= self.min_foreground < 1:
             raise InputError(None, f"min_foreground {self.min_foreground} must be in [0, 1)")
         for orientation in self.orientations:
@@ -259,6 +271,25 @@ def resize_slice(image: np.ndarray, size: int) -> np.ndarray:
     shrinking = size < max(image.shape)
     return resize(image, (size, size), order=1, mode="constant", anti_aliasing=shrinking,
                   preserve_range=True).astype(np.float32)
+
+
+def resize_kspace(image: np.ndarray, size: int) -> np.ndarray:
+    """``image`` ``[H, W]`` as float32 ``[size, size]`` by its centred 2-D spectrum (``recon.fft``'s convention),
+    cropped or zero-padded per axis, then the magnitude, on the input's intensity scale: what a scan of the same
+    field of view acquired with a ``size x size`` matrix shows (the spectrum runs to the matrix edge, Gibbs ringing
+    at sharp edges), unlike :func:`resize_slice`'s smooth interpolation."""
+    spectrum = fft2c_np(np.asarray(image, dtype=np.complex64))
+    for axis in (0, 1):
+        n = spectrum.shape[axis]
+        if size < n:
+            start = n // 2 - size // 2
+            spectrum = np.take(spectrum, np.arange(start, start + size), axis=axis)
+        elif size > n:
+            pad = [(0, 0), (0, 0)]
+            pad[axis] = (size // 2 - n // 2, size - n - (size // 2 - n // 2))
+            spectrum = np.pad(spectrum, pad)
+    scale = math.sqrt(size * size / float(np.prod(np.shape(image))))  # orthonormal FFT: keep the intensities
+    return (np.abs(ifft2c_np(spectrum)) * scale).astype(np.float32)
 
 
 def _coil_maps(kind: str, coils: int, size: int, rng: np.random.Generator, data_root: Path,
@@ -433,7 +464,7 @@ def make_dataset(
             source = stack[index]
             if config.fov_fill is not None:  # drawn after the SNR, so datasets without it are unchanged
                 source = crop_to_fill(source, float(rng.uniform(*config.fov_fill)))
-            magnitude = resize_slice(source, config.size)
+            magnitude = (resize_kspace if config.resample == "kspace" else resize_slice)(source, config.size)
             if config.contrast > 0:
                 magnitude = random_contrast(magnitude, config.contrast, rng)
             if config.bias > 0:

@@ -18,6 +18,8 @@ from recon.simulate import (
     make_dataset,
     random_bias,
     random_contrast,
+    resize_kspace,
+    resize_slice,
     simulate_slice,
     smooth_random_phase,
 )
@@ -180,6 +182,32 @@ def test_crop_to_fill_makes_the_object_span_the_asked_fraction():
     out = crop_to_fill(edge, 0.5)
     assert out.shape == (60, 60) and out.sum() == edge.sum()
     np.testing.assert_array_equal(crop_to_fill(np.zeros((8, 8)), 0.9), 0)
+
+
+def _outer_energy(image: np.ndarray) -> float:
+    """Share of the spectrum's energy in its outer half (Chebyshev radius > 1/2 of the matrix)."""
+    spectrum = np.abs(np.fft.fftshift(np.fft.fft2(image))) ** 2
+    n = image.shape[0]
+    y, x = np.mgrid[:n, :n]
+    outer = np.maximum(abs(y - n // 2), abs(x - n // 2)) > n // 4
+    return float(spectrum[outer].sum() / spectrum.sum())
+
+
+def test_resize_kspace_truncates_the_spectrum_and_keeps_intensities():
+    image = _magnitude(96) + 0.2
+    for size in (64, 96, 128):
+        out = resize_kspace(image, size)
+        assert out.shape == (size, size) and out.dtype == np.float32
+        assert abs(out.mean() - image.mean()) < 0.01 * image.mean()  # the intensity scale is kept
+    np.testing.assert_allclose(resize_kspace(image, 96), image, atol=1e-5)  # same size: the image itself
+    # cropping keeps the centre of the spectrum exactly (the magnitude: a real image's crop may be complex)
+    np.testing.assert_allclose(np.abs(np.fft.fftshift(np.fft.fft2(resize_kspace(image, 64))))[32, 32],
+                               np.abs(np.fft.fft2(image))[0, 0] * (64 / 96) ** 2, rtol=1e-3)  # the mean kept
+    # a sharp-edged object: the spectrum still reaches the matrix edge, unlike linear interpolation's
+    small = _magnitude(120)
+    assert _outer_energy(resize_kspace(small, 128)) > 1.4 * _outer_energy(resize_slice(small, 128))  # 1.65x
+    with pytest.raises(InputError, match="resampling"):
+        SimulationConfig(resample="cubic").validate()
 
 
 def test_random_contrast_remaps_tissues_and_keeps_air():

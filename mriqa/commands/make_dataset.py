@@ -36,6 +36,9 @@ def add_parser(subparsers) -> None:
                    help="strength in [0, 1] of a random tissue-intensity remapping per slice (other contrasts)")
     p.add_argument("--bias", type=float, default=0.0,
                    help="max |log| of a smooth random receive-bias field per slice (default 0: none)")
+    p.add_argument("--resample", choices=["linear", "kspace"], default="linear",
+                   help="bring each slice to --size by linear interpolation (default; a smooth spectrum) or by "
+                   "cropping / zero-padding its k-space (kspace: a real acquisition's truncation and Gibbs ringing)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--splits", choices=["default", "ixi"], default="default",
                    help="default: train = 3T MPRAGE, val = MNI152, test = Colin27; ixi: train = MPRAGE + 30 IXI "
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = SimulationConfig(size=args.size, coils=args.coils, snr=args.snr, snr_max=args.snr_max,
                               coil_maps=args.coil_maps, fov_fill=tuple(args.fov_fill) if args.fov_fill else None,
-                              contrast=args.contrast, bias=args.bias,
+                              contrast=args.contrast, bias=args.bias, resample=args.resample,
                               slice_step=args.slice_step, max_slices_per_file=args.max_slices_per_file,
                               seed=args.seed, splits=split_preset(args.splits, args.data_root))
     manifest = make_dataset(args.out, args.data_root, config, progress=not args.no_progress)
