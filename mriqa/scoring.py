@@ -49,9 +49,10 @@ class ScoreRecord:
     input: the path given; slice: slice / frame index (None for single images); volume: the 4th index of a
     4-D NIfTI (else None); qf: pooled QF / 100 in [0, 1] (QF models only, else None); pool: the pooling;
     model: ``gray`` / ``rgb`` / ``recon`` / the weights path used; score: the pooled score in [0, 1] of any
-    model, higher is better (for a QF model the same value as ``qf``, which it defaults to); r_est, r_aware: with
-    ``r_aware`` scoring (recon only), the rq estimator's R of the image and ``score * r_est ** -R_AWARE_POWER``
-    (:mod:`mriqa.recon_quality.r_aware`), else None."""
+    model, higher is better (for a QF model the same value as ``qf``, which it defaults to); r_est, r_aware, r_ood:
+    with ``r_aware`` scoring (recon only), the rq estimator's R of the image, ``score * r_est ** -R_AWARE_POWER``
+    (:mod:`mriqa.recon_quality.r_aware`) and why the estimator flags the image as unlike its training
+    reconstructions (None: it does not; ``mriqa estimate-r``'s checks), else None."""
 
     input: str
     slice: int | None = None
@@ -63,6 +64,7 @@ class ScoreRecord:
     score: float | None = None
     r_est: float | None = None
     r_aware: float | None = None
+    r_ood: str | None = None
 
     def __post_init__(self):
         if self.score is None and self.qf is not None:
@@ -73,8 +75,8 @@ class ScoreRecord:
         return self.error if self.error.startswith(self.input) else f"{self.input}: {self.error}"
 
     def to_json(self) -> dict:
-        """``{"input", ["volume"], "slice", ["qf"], "score", ["r_est", "r_aware"], "pool", "model"}`` (``qf`` for QF
-        models only, ``r_est`` / ``r_aware`` with ``r_aware`` scoring); a
+        """``{"input", ["volume"], "slice", ["qf"], "score", ["r_est", "r_aware", "r_ood"], "pool", "model"}``
+        (``qf`` for QF models only, ``r_est`` / ``r_aware`` / ``r_ood`` with ``r_aware`` scoring); a
         failure: ``{"input", "slice", "pool", "model", "error"}`` (``volume`` only for 4-D inputs)."""
         out: dict = {"input": self.input}
         if self.volume is not None:
@@ -85,7 +87,7 @@ class ScoreRecord:
                 out["qf"] = self.qf
             out["score"] = self.score
             if self.r_aware is not None:
-                out.update(r_est=self.r_est, r_aware=self.r_aware)
+                out.update(r_est=self.r_est, r_aware=self.r_aware, r_ood=self.r_ood)
         out.update(pool=self.pool, model=self.model)
         if self.error is not None:
             out["error"] = self.error
@@ -185,10 +187,10 @@ def _score_input(path, predictor, model_of, pool, batch_size, h5_key, max_pixels
             names = [record_name(r) for r in chunk]
             pred = qf.evaluate(batch, pool=pool, kind=chunk[0].kind, source=names)
             r_est = None
-            if estimator is not None:
-                from mriqa.restimate import point_estimates
+            if estimator is not None:  # the estimate with its checks: r_est as point_estimates, and the flags
+                from mriqa.restimate import estimate_images
 
-                r_est = point_estimates(estimator, batch[..., 0], kind=chunk[0].kind, source=names)
+                r_est = estimate_images(estimator, batch[..., 0], kind=chunk[0].kind, source=names)
             for j, r in enumerate(chunk):
                 if pred.fallback[j]:
                     input_notes.append(f"{record_name(r)}: no foreground found, scored with mean pooling")
@@ -197,8 +199,12 @@ def _score_input(path, predictor, model_of, pool, batch_size, h5_key, max_pixels
                 if r_est is not None:
                     from mriqa.recon_quality.r_aware import r_aware_score
 
-                    record.r_est = round(float(r_est[j]), 4)
-                    record.r_aware = round(float(r_aware_score(pred.scores[j], r_est[j])), 6)
+                    record.r_est = round(float(r_est["r_est"][j]), 4)
+                    record.r_aware = round(float(r_aware_score(pred.scores[j], r_est["r_est"][j])), 6)
+                    record.r_ood = r_est["ood"][j]
+                    if record.r_ood is not None:
+                        input_notes.append(f"{record_name(r)}: the R estimator flags this image ({record.r_ood}); "
+                                           f"its r_est and r_aware are not to be trusted")
                 out.append(record)
                 if on_map is not None:
                     maps.append(on_map(r, pred, j, name, "QF" if qf.is_qf else "score"))

@@ -243,13 +243,25 @@ def test_score_cli_r_aware_adds_the_estimated_r_and_the_joined_score(tmp_path, c
     rc, out, err = _score_cli(capsys, "--model", "recon", "--r-aware", npy, "--json", out_json)
     assert rc == 0, err
     records = json.loads(out_json.read_text())
-    assert [set(r) for r in records] == [{"input", "slice", "score", "r_est", "r_aware", "pool", "model"}] * 2
+    assert [set(r) for r in records] == [{"input", "slice", "score", "r_est", "r_aware", "r_ood", "pool",
+                                          "model"}] * 2
     api = r_aware_scores(vol)  # the library: the shipped recon model and rq estimator
     np.testing.assert_allclose([r["score"] for r in records], api["score"], atol=1e-6)
     np.testing.assert_allclose([r["r_est"] for r in records], api["r_est"], atol=1e-4)
     np.testing.assert_allclose([r["r_aware"] for r in records], api["r_aware"], atol=1e-5)
     assert all(r["r_aware"] < r["score"] for r in records)  # every estimate is above 1 here
     assert out.splitlines()[0].split()[-3:] == ["score", "r_est", "r_aware"]
+    # the estimator's checks: the synthetic slices above are unlike its training reconstructions (flagged, with a
+    # note); a simulated MRI slice (the demo's RSS) is not; pure noise is
+    assert all(isinstance(r["r_ood"], str) for r in records) and "the R estimator flags" in out + err
+    from recon.demo_data import demo_slice
+
+    for image, flagged in ((demo_slice()[1][0], False), (np.random.default_rng(0).random((64, 64)), True)):
+        np.save(npy, image.astype(np.float32))
+        rc, out, err = _score_cli(capsys, "--model", "recon", "--r-aware", npy, "--json", out_json)
+        (record,) = json.loads(out_json.read_text())
+        assert rc == 0 and record["r_aware"] is not None and (record["r_ood"] is not None) == flagged
+        assert ("the R estimator flags this image" in out + err) == flagged
     # another model: refused before any input is read, one line, nothing written
     rc, out, err = _score_cli(capsys, "--model", "gray", "--r-aware", npy, "--json", tmp_path / "no.json")
     assert rc == 2 and out == "" and err.count("\n") == 1 and "--r-aware needs --model recon" in err

@@ -20,7 +20,9 @@ files, which are read as RGB), ``gray`` for everything single-channel (DICOM, NI
 ``--r-aware`` (with ``--model recon``): each record also carries ``r_est``, the acceleration the rq estimator reads
 in the image (:mod:`mriqa.restimate`), and ``r_aware`` = ``score * r_est ** -R_AWARE_POWER`` (0.1)
 (:mod:`mriqa.recon_quality.r_aware`): a ranking score that, unlike the recon score, falls with R within a method
-(held-out simulations: docs/rq/kspace.md); the table shows both.
+(held-out simulations: docs/rq/kspace.md); the table shows both. ``r_ood`` says why the estimator would flag the
+image as unlike its training reconstructions (null when it does not; a note is printed too): then neither
+``r_est`` nor ``r_aware`` is to be trusted.
 
 Output: a table on stdout (input, slice, model, pool, qf; the last column is ``score`` for ``recon``);
 ``--json OUT`` writes a list of records ``{"input", "slice", "qf", "score", "pool", "model"}`` (``slice`` null

@@ -36,7 +36,7 @@ def r_aware_scores(images, *, pool: str = "mean", predictor=None, estimator=None
                    power: float = R_AWARE_POWER) -> dict[str, np.ndarray]:
     """Score MRI magnitudes ``[N, H, W]`` (any scale): ``{"score", "r_est", "r_aware"}``, each ``[N]``
     (``r_est``: :func:`mriqa.restimate.point_estimates`, the estimate without its interval and
-    out-of-distribution checks; ``mriqa estimate-r`` has those). ``predictor``: a loaded recon predictor (default
+    out-of-distribution checks; ``mriqa estimate-r`` and ``mriqa score --r-aware`` run them). ``predictor``: a loaded recon predictor (default
     ``load_predictor("recon")``); ``estimator``: a loaded R estimator (default ``load_estimator("rq")``)."""
     from mriqa.predictor import load_predictor
     from mriqa.restimate import load_estimator, point_estimates
