@@ -186,22 +186,23 @@ def _score_input(path, predictor, model_of, pool, batch_size, h5_key, max_pixels
                 batch = batch[..., None]  # [N, H, W, 1]: unambiguous channels-last batch
             names = [record_name(r) for r in chunk]
             pred = qf.evaluate(batch, pool=pool, kind=chunk[0].kind, source=names)
-            r_est = None
+            r_estimates = None
             if estimator is not None:  # the estimate with its checks: r_est as point_estimates, and the flags
                 from mriqa.restimate import estimate_images
 
-                r_est = estimate_images(estimator, batch[..., 0], kind=chunk[0].kind, source=names)
+                r_estimates = estimate_images(estimator, batch[..., 0], kind=chunk[0].kind, source=names)
             for j, r in enumerate(chunk):
                 if pred.fallback[j]:
                     input_notes.append(f"{record_name(r)}: no foreground found, scored with mean pooling")
                 value = round(float(pred.scores[j]), 6)
                 record = ScoreRecord(r.source, r.slice, value if qf.is_qf else None, pool, name, r.volume, score=value)
-                if r_est is not None:
+                if r_estimates is not None:
                     from mriqa.recon_quality.r_aware import r_aware_score
 
-                    record.r_est = round(float(r_est["r_est"][j]), 4)
-                    record.r_aware = round(float(r_aware_score(pred.scores[j], r_est["r_est"][j])), 6)
-                    record.r_ood = r_est["ood"][j]
+                    r_est = r_estimates["r_est"][j]
+                    record.r_est = round(float(r_est), 4)
+                    record.r_aware = round(float(r_aware_score(pred.scores[j], r_est)), 6)
+                    record.r_ood = r_estimates["ood"][j]
                     if record.r_ood is not None:
                         input_notes.append(f"{record_name(r)}: the R estimator flags this image ({record.r_ood}); "
                                            f"its r_est and r_aware are not to be trusted")
