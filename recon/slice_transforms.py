@@ -11,7 +11,8 @@ import numpy as np
 from recon.fft import fft2c_np, ifft2c_np
 
 __all__ = ["FOREGROUND_LEVEL", "NORMALISATION_PERCENTILE", "PHASE_FREQUENCIES", "CONTRAST_KNOTS",
-           "smooth_random_phase", "resize_slice", "resize_kspace", "crop_to_fill", "random_contrast", "random_bias"]
+           "smooth_random_phase", "resize_slice", "resize_kspace", "spectrum_share_beyond", "crop_to_fill",
+           "random_contrast", "random_bias"]
 
 FOREGROUND_LEVEL = 0.1  # foreground = normalised magnitude above this
 NORMALISATION_PERCENTILE = 99.5
@@ -65,6 +66,18 @@ def resize_kspace(image: np.ndarray, size: int) -> np.ndarray:
             spectrum = np.pad(spectrum, pad)
     scale = math.sqrt(size * size / float(np.prod(np.shape(image))))  # orthonormal FFT: keep the intensities
     return (np.abs(ifft2c_np(spectrum)) * scale).astype(np.float32)
+
+
+def spectrum_share_beyond(image: np.ndarray, radius: float) -> float:
+    """Share of the energy of ``image`` ``[H, W]``'s centred 2-D spectrum beyond ``radius`` (a fraction of the
+    half-width, Chebyshev: the square ring between ``radius`` and the matrix edge): how far the spectrum runs
+    towards the edge (:func:`resize_kspace` against :func:`resize_slice`, simulated against real scans)."""
+    energy = np.abs(fft2c_np(np.asarray(image, dtype=np.complex64))) ** 2
+    h, w = energy.shape
+    rows = np.abs(np.arange(h) - h // 2)[:, None] / (h / 2)
+    cols = np.abs(np.arange(w) - w // 2)[None, :] / (w / 2)
+    outer = np.maximum(rows, cols) > radius
+    return float(energy[outer].sum() / energy.sum())
 
 
 def crop_to_fill(image: np.ndarray, fill: float) -> np.ndarray:

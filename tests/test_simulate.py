@@ -23,6 +23,7 @@ from recon.simulate import (
     simulate_slice,
     smooth_random_phase,
 )
+from recon.slice_transforms import spectrum_share_beyond
 
 
 def _magnitude(size: int = 64) -> np.ndarray:
@@ -184,15 +185,6 @@ def test_crop_to_fill_makes_the_object_span_the_asked_fraction():
     np.testing.assert_array_equal(crop_to_fill(np.zeros((8, 8)), 0.9), 0)
 
 
-def _outer_energy(image: np.ndarray) -> float:
-    """Share of the spectrum's energy in its outer half (Chebyshev radius > 1/2 of the matrix)."""
-    spectrum = np.abs(np.fft.fftshift(np.fft.fft2(image))) ** 2
-    n = image.shape[0]
-    y, x = np.mgrid[:n, :n]
-    outer = np.maximum(abs(y - n // 2), abs(x - n // 2)) > n // 4
-    return float(spectrum[outer].sum() / spectrum.sum())
-
-
 def test_resize_kspace_truncates_the_spectrum_and_keeps_intensities():
     image = _magnitude(96) + 0.2
     for size in (64, 96, 128):
@@ -205,7 +197,11 @@ def test_resize_kspace_truncates_the_spectrum_and_keeps_intensities():
                                np.abs(np.fft.fft2(image))[0, 0] * (64 / 96) ** 2, rtol=1e-3)  # the mean kept
     # a sharp-edged object: the spectrum still reaches the matrix edge, unlike linear interpolation's
     small = _magnitude(120)
-    assert _outer_energy(resize_kspace(small, 128)) > 1.4 * _outer_energy(resize_slice(small, 128))  # 1.65x
+    assert spectrum_share_beyond(np.ones((32, 32)), 0.1) < 1e-12  # all energy at DC
+    noise = np.random.default_rng(0).standard_normal((128, 128))  # a flat spectrum: the ring's area, 1 - 0.75^2
+    assert abs(spectrum_share_beyond(noise, 0.75) - (1 - 0.75 ** 2)) < 0.02
+    share = spectrum_share_beyond(resize_kspace(small, 128), 0.5)
+    assert share > 1.4 * spectrum_share_beyond(resize_slice(small, 128), 0.5)  # 1.65x
     with pytest.raises(InputError, match="resampling"):
         SimulationConfig(resample="cubic").validate()
 
