@@ -7,7 +7,9 @@ reference slice's max: :func:`recon.metrics_torch.ssim_map_uniform`), as a map (
 output cells) and as the whole-image number. A quarter of each batch (``data.reference_fraction``) are the
 references themselves, clean or blurred, noised or JPEG-compressed (so that the model also knows a good
 image and the classical degradations); every image is flipped / transposed at random (the phase-encode
-direction is not known to the model). ``data.crop_probability``: that share of batches is cut to one random square
+direction is not known to the model). ``data.noise_probability``: that share of the degraded references get
+heavy noise instead (Rician, std 10-300 % of their max: up to an image that is all noise, which a diverged
+reconstruction can be and which must score low). ``data.crop_probability``: that share of batches is cut to one random square
 window (``crop_min``..H px) of image and reference alike; ``data.slice_probability``: that share of batches is
 drawn from two slices only, so the ranking pairs compare methods and R on the same anatomy.
 
@@ -44,7 +46,8 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "model": {"width": 32},
     "data": {"train": ["data/rq128/train.0of2.h5", "data/rq128/train.1of2.h5"], "val": ["data/rq128/val.h5"],
-             "reference_fraction": 0.25, "crop_probability": 0.0, "crop_min": 64, "slice_probability": 0.0},
+             "reference_fraction": 0.25, "crop_probability": 0.0, "crop_min": 64, "slice_probability": 0.0,
+             "noise_probability": 0.0},
     "loss": {"map_weight": 1.0, "score_weight": 1.0, "rank_weight": 0.5, "target_region": "image"},
     "train": {"steps": 3000, "batch": 16, "lr": 1.0e-3, "lr_min_factor": 0.05, "pretrain_jpeg_steps": 0,
               "eval_every": 250, "checkpoint_every": 250, "threads": 1, "max_minutes": None,
@@ -84,17 +87,19 @@ def dihedral(x: np.ndarray, k: int) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def degrade_reference(ref: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def degrade_reference(ref: np.ndarray, rng: np.random.Generator, heavy_noise: bool = False) -> np.ndarray:
     """A reference as is, blurred (Gaussian sigma 0.5-2 px), with Rician noise (std 1-10 % of its max) or
-    JPEG-compressed (QF 5-95, on its [0, 1] scale); one of the four at random."""
+    JPEG-compressed (QF 5-95, on its [0, 1] scale); one of the four at random. ``heavy_noise``: Rician noise of
+    std 10-300 % of its max instead (log-uniform; at the top the image is noise alone)."""
     from scipy.ndimage import gaussian_filter
 
-    kind = int(rng.integers(4))
+    kind = 2 if heavy_noise else int(rng.integers(4))
     peak = float(ref.max())
     if kind == 1:
         return gaussian_filter(ref, float(rng.uniform(0.5, 2.0))).astype(np.float32)
     if kind == 2:
-        std = peak * float(np.exp(rng.uniform(np.log(0.01), np.log(0.10))))
+        low, high = (0.10, 3.0) if heavy_noise else (0.01, 0.10)
+        std = peak * float(np.exp(rng.uniform(np.log(low), np.log(high))))
         n = rng.standard_normal((2, *ref.shape)) * std
         return np.sqrt((ref + n[0]) ** 2 + n[1] ** 2).astype(np.float32)
     if kind == 3:
@@ -114,7 +119,7 @@ class QualityBatches:
     """Draws training batches from a reconstruction-quality data set (``mriqa.recon_quality.data``)."""
 
     def __init__(self, data: dict[str, np.ndarray], reference_fraction: float, crop_probability: float = 0.0,
-                 crop_min: int = 64, slice_probability: float = 0.0):
+                 crop_min: int = 64, slice_probability: float = 0.0, noise_probability: float = 0.0):
         self.images = data["images"]
         self.refs = data["references"]
         self.ref_index = data["ref_index"]
@@ -122,6 +127,7 @@ class QualityBatches:
         self.crop_probability = float(crop_probability)
         self.crop_min = int(crop_min)
         self.slice_probability = float(slice_probability)
+        self.noise_probability = float(noise_probability)
         self.slices: list[np.ndarray] = []
         if self.slice_probability > 0:
             keys = [f"{v}/{s}" for v, s in zip(data["volume"], data["slice"])]
@@ -160,7 +166,9 @@ class QualityBatches:
         refs = [self.refs[self.ref_index[i]] for i in rows]
         for g in rng.integers(len(self.refs), size=n_ref):
             refs.append(self.refs[g])
-            imgs.append(degrade_reference(self.refs[g], rng))
+            # no draw when off: the older configs' batches stay as they were
+            heavy = self.noise_probability > 0 and bool(rng.random() < self.noise_probability)
+            imgs.append(degrade_reference(self.refs[g], rng, heavy_noise=heavy))
         imgs, refs = self._crop(rng, imgs, refs)
         ks = rng.integers(8, size=batch)
         return (np.stack([dihedral(x, k) for x, k in zip(imgs, ks)]),
@@ -287,7 +295,7 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
         f"val {len(val_data['images'])}")
     dc = cfg["data"]
     batches = QualityBatches(train_data, dc["reference_fraction"], dc["crop_probability"], dc["crop_min"],
-                             dc["slice_probability"])
+                             dc["slice_probability"], dc["noise_probability"])
     torch.manual_seed(int(cfg["seed"]))
     model = RQNet(cfg["model"])
     if cfg.get("init"):

@@ -138,6 +138,24 @@ def test_slice_batches_compare_methods_on_the_same_anatomy():
     assert max(len(np.unique(mixed.draw(rng, 12)[0][:, 0, 0])) for _ in range(5)) > 2
 
 
+def test_heavy_noise_references_are_mostly_noise():
+    from mriqa.train_rq import QualityBatches, degrade_reference, ssim_targets
+
+    rng = np.random.default_rng(0)
+    ref = np.zeros((64, 64), np.float32)
+    ref[16:48, 16:48] = 1.0
+    heavy = np.stack([degrade_reference(ref, rng, heavy_noise=True) for _ in range(16)])
+    mild = np.stack([degrade_reference(ref, rng) for _ in range(16)])
+    refs = torch.from_numpy(np.repeat(ref[None], 16, 0))
+    ssim_heavy = ssim_targets(torch.from_numpy(heavy), refs)[1]
+    ssim_mild = ssim_targets(torch.from_numpy(mild), refs)[1]
+    # noise of 10-300 % of the max: every image far below the mild degradations' typical SSIM
+    assert float(ssim_heavy.max()) < 0.5 < float(ssim_mild.median())
+    data = {"images": np.repeat(ref[None], 4, 0), "references": ref[None], "ref_index": np.zeros(4, int)}
+    on = QualityBatches(data, reference_fraction=0.5, noise_probability=1.0).draw(np.random.default_rng(3), 8)
+    assert float(ssim_targets(torch.from_numpy(on[0][4:]), torch.from_numpy(on[1][4:]))[1].max()) < 0.5
+
+
 def test_rqnet_sees_aliasing_replicas_and_keeps_the_map_geometry():
     model = RQNet(width=8).eval()
     # an equispaced R = 2 replica of a 128 px image lies 64 px away: the window of one 8 px map cell holds both

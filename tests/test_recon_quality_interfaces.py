@@ -148,6 +148,21 @@ def test_shipped_name_recon():
     assert 0.0 <= qf.score(img) <= 1.0
 
 
+def test_shipped_recon_scores_pure_noise_below_a_reconstruction():
+    """A diverged reconstruction can be all noise: the shipped model must not take it for a sharp image (a model
+    trained on spectra that run to the matrix edge did, 0.84: configs/rq-ksp0-noise.yaml)."""
+    from recon.demo_data import demo_slice
+
+    if not predictor_mod.shipped_weights("recon").is_file():
+        pytest.skip("the shipped recon weights are not installed in this checkout")
+    rq = load_predictor("recon", device="cpu")
+    rng = np.random.default_rng(0)
+    noise = np.abs(rng.standard_normal((4, 128, 128)) + 1j * rng.standard_normal((4, 128, 128))).astype(np.float32)
+    noise_scores = np.asarray(rq.score(noise, pool="mean", kind="mri"))
+    slice_score = float(rq.score(np.asarray(demo_slice()[1][0], np.float32)))
+    assert noise_scores.max() < 0.4 < slice_score
+
+
 def test_weights_dispatch_by_arch(tmp_path, rq_path):
     from mriqa.weights_io import load_qfnet, load_rqnet, load_scoring_model
 
