@@ -10,7 +10,8 @@ noise measured in the acquired samples themselves.
 
 The noise is measured where k-space holds (almost) no signal: the corners, i.e. the outer eighth of the
 readout rows on each side (``|k_x| >= 3/8`` of the rows) crossed with the outer quarter of the phase-encoding
-columns on each side (``|k_y| >= 1/4``), acquired samples only. ``|n|^2`` of complex Gaussian noise is
+columns on each side (``|k_y| >= 1/4``), acquired samples only; for a 2-D (Poisson-disk) mask, whose corners
+are empty, the outermost quarter of its acquired points. ``|n|^2`` of complex Gaussian noise is
 exponential, so ``sigma^2 = median(|y|^2) / ln 2`` (the median ignores the few samples with signal in them).
 On the simulated data (``recon/simulate.py``, whose files store the true ``noise_std``) this estimate is 0-5 %
 above the true sigma: what little anatomy reaches the corners. It fails where the corners hold signal: on the
@@ -46,12 +47,28 @@ def _corner_selection(shape: tuple[int, int], mask_cols: torch.Tensor) -> tuple[
     return rows, cols
 
 
+def _outer_points(acquired: torch.Tensor, share: float = 0.25) -> torch.Tensor:
+    """The outermost ``share`` of a 2-D mask's acquired points ``[H, W]`` (bool), by radius normalised to each
+    axis' half-width: a variable-density mask has few points, or none (sigpy's Poisson-disk crops the corners),
+    in the line masks' corners."""
+    h, w = acquired.shape
+    ky = (torch.arange(h, device=acquired.device) - h // 2) / (h / 2)
+    kx = (torch.arange(w, device=acquired.device) - w // 2) / (w / 2)
+    radius = ky[:, None].square() + kx[None, :].square()
+    cut = torch.quantile(radius[acquired].float(), 1.0 - share)
+    return acquired & (radius >= cut)
+
+
 def noise_std_from_kspace(kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-coil noise standard deviation ``sigma_c`` (``E|n|^2 = sigma^2``), from measured k-space.
 
     Args:
         kspace: complex ``[B, C, H, W]`` (zeros where not acquired is fine: only acquired samples are read).
-        mask: ``[B|1, 1, 1|H, W]`` sampling mask (bool or float); a column counts as acquired where any row is.
+        mask: ``[B|1, 1, 1|H, W]`` sampling mask (bool or float). A line mask (``[..., 1, W]``): a column counts
+            as acquired where any row is, and the corners are read. A 2-D mask (``[..., H, W]``, e.g.
+            Poisson-disk): its outermost quarter of acquired points is read (until 2026-12-06 every point of the
+            acquired columns was read, the unacquired ones as zeros, which pulled the median, and so the estimate,
+            to 0 for Poisson-disk masks).
 
     Returns:
         float32 ``[B, C]`` in the units of ``kspace`` (with the orthonormal FFT, also the noise std of each coil
@@ -61,14 +78,18 @@ def noise_std_from_kspace(kspace: torch.Tensor, mask: torch.Tensor) -> torch.Ten
         raise InputError(None, f"k-space must be complex [B, C, H, W], got {tuple(kspace.shape)} {kspace.dtype}")
     b, c, h, w = kspace.shape
     m = mask.reshape(mask.shape[0], -1, w) if mask.ndim >= 2 else mask.reshape(1, 1, w)
+    points = (m != 0).expand(b, h, w) if m.shape[1] == h else None  # a 2-D mask: its acquired points
     mask_cols = (m != 0).any(1).expand(b, w)
     if not bool(mask_cols.any(-1).all()):
         raise InputError(None, "sampling mask is empty: no acquired samples to measure the noise on")
     rows, cols = _corner_selection((h, w), mask_cols)
     power = kspace.detach().abs().square().float()  # [B, C, H, W]
     out = torch.empty(b, c, dtype=torch.float32, device=kspace.device)
-    for i in range(b):  # the number of selected columns differs per sample
-        samples = power[i][:, rows][:, :, cols[i]].reshape(c, -1)
+    for i in range(b):  # the number of selected samples differs per sample
+        chosen = rows[:, None] & cols[i][None, :]
+        if points is not None:
+            chosen = _outer_points(points[i].to(chosen.device))
+        samples = power[i][:, chosen]  # [C, N]
         out[i] = torch.sqrt(samples.median(dim=1).values / math.log(2.0))
     return out
 

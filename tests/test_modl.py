@@ -247,6 +247,34 @@ def test_save_load_roundtrip_and_wrong_architecture(tmp_path):
         load_modl(path, channels=4)
 
 
+def test_noise_input_starts_as_the_model_it_expands_and_reads_the_noise_level(tmp_path):
+    from recon.modl.network import expand_noise_input
+
+    k, m, maps, full = _phantom(b=1)
+    model = _small().eval()
+    noisy_model = expand_noise_input(model).eval()
+    assert noisy_model.config.noise_input and noisy_model.denoiser.net[0].weight.shape[1] == 3
+    with torch.no_grad():  # the new channel's weights are zero: the same reconstruction
+        assert torch.allclose(model(k, m, sens_maps=maps), noisy_model(k, m, sens_maps=maps), atol=1e-5)
+    # the level is log10(noise std / scale) + 2: one decade more noise, one more
+    g = torch.Generator().manual_seed(1)
+    noise = torch.randn(full.shape, generator=g, dtype=torch.complex64)
+    scale = torch.ones(1)
+    levels = [float(noisy_model.noise_level((full + s * noise) * m, m, scale)) for s in (0.1, 1.0, 10.0)]
+    assert 0.8 < levels[1] - levels[0] < 1.1 and 0.9 < levels[2] - levels[1] < 1.1
+    assert model.noise_level(k, m, scale) is None
+    # a trained noise channel changes the output; the setting round-trips through the weights file
+    torch.nn.init.normal_(noisy_model.denoiser.net[0].weight[:, 2:], std=0.5)
+    with torch.no_grad():
+        assert not torch.allclose(model(k, m, sens_maps=maps), noisy_model(k, m, sens_maps=maps), atol=1e-4)
+    loaded = load_modl(save_modl(noisy_model, tmp_path / "n.safetensors"))
+    assert loaded.config.noise_input
+    with torch.no_grad():
+        assert torch.equal(noisy_model(k, m, sens_maps=maps), loaded(k, m, sens_maps=maps))
+    with pytest.raises(InputError, match="noise level as input"):
+        noisy_model.denoiser(k[:, 0])
+
+
 def test_modl_reconstruct_volume_matches_forward():
     k, m, maps, _ = _phantom(b=3)
     model = _small()

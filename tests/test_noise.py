@@ -37,6 +37,23 @@ def test_noise_std_recovers_sigma_per_coil_with_signal_in_the_centre():
     assert noise_std_from_kspace(k * centre, centre).shape == (b, c)
 
 
+def test_noise_std_reads_only_the_acquired_points_of_a_2d_mask():
+    import numpy as np
+
+    from recon.masks import make_mask
+
+    b, c, h, w = 1, 8, 128, 128
+    k = _noise((b, c, h, w), [0.5] * c, seed=3)
+    mask = torch.as_tensor(np.asarray(make_mask("poisson", (b, c, h, w), 6.0, seed=0).mask, np.float32))
+    mask = mask.reshape(1, 1, h, w)
+    est = noise_std_from_kspace(k * mask, mask)
+    # the outer quarter of the Poisson points (its corners are empty): each coil within 15 %
+    assert float(est.min()) > 0.5 * 0.85 and float(est.max()) < 0.5 * 1.15
+    # the same k-space read as a line mask (every row of the acquired columns) would count the zeros in between
+    lines = (mask.sum(-2, keepdim=True) > 0).float()
+    assert float(noise_std_from_kspace(k * mask, lines).max()) < 0.1
+
+
 def test_rss_noise_floor_matches_monte_carlo():
     c, sigma = 8, 0.3
     n = _noise((1, c, 256, 256), [sigma] * c, seed=1)

@@ -159,3 +159,23 @@ def test_cli_train_recon_and_config_errors(data_root, tmp_path, capsys):
     other["model"]["channels"] = 4
     with pytest.raises(InputError, match="different 'model' config"):
         Trainer(other, progress=False).run()
+
+
+def test_noise_input_model_warm_starts_from_weights_without_it(data_root, tmp_path):
+    """recon.modl's noise_input (the denoiser also sees the measured noise level): ``init`` may name weights trained
+    without it; they are copied and the new input channel starts at zero weight."""
+    from recon.modl import MoDL, save_modl
+    from recon.train import Trainer
+
+    torch.manual_seed(0)
+    source = MoDL(num_unrolls=2, cg_iters=3, channels=8)
+    torch.nn.init.normal_(source.denoiser.net[-1].weight, std=0.05)
+    path = save_modl(source, tmp_path / "plain.safetensors")
+    cfg = _config(data_root, tmp_path / "run")
+    cfg["model"]["noise_input"] = True
+    trainer = Trainer(cfg, progress=False)
+    trainer.warm_start(str(path))
+    first = trainer.model.denoiser.net[0].weight.detach()
+    assert first.shape[1] == 3 and not first[:, 2].any()
+    assert torch.equal(first[:, :2], source.denoiser.net[0].weight.detach())
+    assert torch.equal(trainer.model.denoiser.net[-1].weight, source.denoiser.net[-1].weight)

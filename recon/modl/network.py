@@ -26,6 +26,13 @@ Choices (and where they differ from the paper):
   fills the expected RSS magnitude of pure noise, measured from the acquired k-space's corners
   (``recon.noise``): the same convention without learning it from references (the reference-free modes of
   ``recon.train`` use it); ``False`` leaves 0.
+- ``noise_input`` (off by default, as in the paper): the denoiser gets a third input channel, constant over the
+  image, ``log10(sigma / s) + 2`` with ``sigma`` the noise std of the SENSE-combined image measured from the
+  acquired k-space's corners (``recon.noise``; with an orthonormal FFT and normalised maps the RMS of the coils'
+  std) and ``s`` the scale below. A denoiser that sees only the image cannot tell how much noise to remove, and one
+  trained over SNR 30-400 smooths a scan of SNR 400 as if it were noisier (``recon/weights/modl.md``); this is
+  FFDNet's noise-level map. Weights without it load as before; ``expand_noise_input`` turns them into the
+  starting point of such a model (the new channel's weights zero: the same output until trained).
 - One learnable ``lam`` (init 0.05), parametrised as ``exp(log_lam)`` and clamped to ``>= 1e-4`` in use. 10 CG iterations per unroll, tol 1e-6.
 - CG uses ``cg_solve``'s implicit backward (one adjoint CG solve, nothing stored per iteration); with
   ``checkpoint=True`` the denoiser is recomputed in the backward pass (``torch.utils.checkpoint``,
@@ -63,9 +70,10 @@ from recon.errors import InputError
 from recon.noise import noise_std_from_kspace, rss_noise_floor
 from recon.physics import SenseOperator, as_kspace, as_maps, as_mask
 
-__all__ = ["ModlConfig", "ResidualDenoiser", "MoDL", "LAM_MIN"]
+__all__ = ["ModlConfig", "ResidualDenoiser", "MoDL", "LAM_MIN", "expand_noise_input"]
 
 LAM_MIN = 1e-4
+NOISE_LEVEL_OFFSET = 2.0  # the noise channel is log10(sigma / s) + 2: about -1..0.5 for SNR 2000..30
 
 
 @dataclass
@@ -83,6 +91,7 @@ class ModlConfig:
     checkpoint: bool = False
     scale_percentile: float = 99.0
     fill_background: bool | str = True
+    noise_input: bool = False
 
     @property
     def background_mode(self) -> str:
@@ -132,11 +141,13 @@ class ResidualDenoiser(nn.Module):
     but the last, optional batch norm after each conv (the paper's layout).
     """
 
-    def __init__(self, channels: int = 64, num_layers: int = 5, kernel_size: int = 3, batch_norm: bool = False):
+    def __init__(self, channels: int = 64, num_layers: int = 5, kernel_size: int = 3, batch_norm: bool = False,
+                 noise_input: bool = False):
         super().__init__()
         pad = kernel_size // 2
         layers: list[nn.Module] = []
-        chans = [2] + [channels] * (num_layers - 1) + [2]
+        self.noise_input = bool(noise_input)
+        chans = [3 if noise_input else 2] + [channels] * (num_layers - 1) + [2]
         for i in range(num_layers):
             layers.append(nn.Conv2d(chans[i], chans[i + 1], kernel_size, padding=pad, bias=not batch_norm))
             if batch_norm:
@@ -151,8 +162,15 @@ class ResidualDenoiser(nn.Module):
         if last.bias is not None:
             nn.init.zeros_(last.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, noise_level: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` complex ``[B, H, W]``; ``noise_level`` ``[B]`` (the extra channel's value; needed with
+        ``noise_input``, ignored without)."""
         real = torch.view_as_real(x).permute(0, 3, 1, 2)  # [B, 2, H, W]
+        if self.noise_input:
+            if noise_level is None:
+                raise InputError(None, "this MoDL denoiser takes the noise level as input (noise_input)")
+            level = noise_level.to(real.dtype).reshape(-1, 1, 1, 1).expand(-1, 1, *real.shape[-2:])
+            real = torch.cat([real, level], dim=1)
         out = self.net(real.to(self.net[0].weight.dtype)).to(real.dtype)
         return x + torch.view_as_complex(out.permute(0, 2, 3, 1).contiguous())
 
@@ -178,7 +196,8 @@ class MoDL(nn.Module):
         self.num_unrolls = cfg.num_unrolls
         self.cg_iters = cfg.cg_iters
         self.checkpoint = cfg.checkpoint
-        self.denoiser = ResidualDenoiser(cfg.channels, cfg.num_layers, cfg.kernel_size, cfg.batch_norm)
+        self.denoiser = ResidualDenoiser(cfg.channels, cfg.num_layers, cfg.kernel_size, cfg.batch_norm,
+                                         cfg.noise_input)
         # lam is learned in log space: Adam's steps are then relative changes of lam, whatever its size
         # (learned directly, lam = 0.05 was pushed to 0 within ~60 steps at lr 1e-3 in our first runs).
         self.log_lam = nn.Parameter(torch.tensor(math.log(float(cfg.lam_init))))
@@ -189,18 +208,30 @@ class MoDL(nn.Module):
         return self.log_lam.exp()
 
     # -- core ------------------------------------------------------------------------------------------
-    def _denoise(self, x: torch.Tensor) -> torch.Tensor:
+    def _denoise(self, x: torch.Tensor, level: torch.Tensor | None = None) -> torch.Tensor:
         if self.checkpoint and torch.is_grad_enabled() and self.training:
             from torch.utils.checkpoint import checkpoint
-            return checkpoint(self.denoiser, x, use_reentrant=False)
-        return self.denoiser(x)
+            return checkpoint(self.denoiser, x, level, use_reentrant=False)
+        return self.denoiser(x, level)
 
-    def _denoise_sets(self, x: torch.Tensor) -> torch.Tensor:
-        """The denoiser on ``[B, H, W]`` images, or on each map set's image of ``[B, M, H, W]``."""
+    def _denoise_sets(self, x: torch.Tensor, level: torch.Tensor | None = None) -> torch.Tensor:
+        """The denoiser on ``[B, H, W]`` images, or on each map set's image of ``[B, M, H, W]`` (``level`` ``[B]``
+        or None: the noise channel's value per sample)."""
         if x.ndim == 4:
             b, m, h, w = x.shape
-            return self._denoise(x.reshape(b * m, h, w)).reshape(b, m, h, w)
-        return self._denoise(x)
+            level = None if level is None else level.repeat_interleave(m)
+            return self._denoise(x.reshape(b * m, h, w), level).reshape(b, m, h, w)
+        return self._denoise(x, level)
+
+    def noise_level(self, y: torch.Tensor, mask: torch.Tensor, scale: torch.Tensor) -> torch.Tensor | None:
+        """The noise channel's value ``[B]``: ``log10(sigma / scale) + 2`` (module docstring); None without
+        ``noise_input``. ``y`` the masked k-space ``[B, C, H, W]``, ``scale`` ``[B]``."""
+        if not self.config.noise_input:
+            return None
+        with torch.no_grad():
+            sigma = noise_std_from_kspace(y, mask).to(scale.device).square().mean(-1).sqrt()
+            ratio = (sigma / scale).clamp(min=1e-6)
+            return (torch.log10(ratio) + NOISE_LEVEL_OFFSET).float()
 
     @staticmethod
     def magnitude(x: torch.Tensor) -> torch.Tensor:
@@ -236,9 +267,10 @@ class MoDL(nn.Module):
         # Where every coil map is 0 (outside ESPIRiT's support) A^H A is 0, so the solve would copy the
         # denoiser's output there unchecked at every unroll; keep the image 0 there instead (as SENSE does).
         support = (sens_maps.abs().square().sum(-3) > 0).to(x0.dtype)
+        level = self.noise_level(y, mask, scale)
         x = rhs0
         for _ in range(k_unrolls):
-            z = self._denoise_sets(x) * support  # may run under autocast (AMP on GPU); comes back complex64
+            z = self._denoise_sets(x, level) * support  # may run under autocast (AMP on GPU); comes back complex64
             with torch.autocast(device_type=x.device.type, enabled=False):  # CG in full precision
                 x = cg_solve(op.normal, rhs0 + lam * z, lam, max_iter=self.cg_iters, tol=self.config.cg_tol)
         mode = self.config.background_mode
@@ -252,7 +284,7 @@ class MoDL(nn.Module):
             if sets:
                 fill = fill * (torch.arange(x.shape[1], device=x.device) == 0).reshape(1, -1, 1, 1)
             if mode == "learned":
-                x = x + self._denoise_sets(x) * fill
+                x = x + self._denoise_sets(x, level) * fill
             else:
                 floor = rss_noise_floor(noise_std_from_kspace(y, mask)).to(x.device) / scale
                 x = x + floor.reshape((-1,) + (1,) * (x.ndim - 1)).to(x.dtype) * fill
@@ -281,3 +313,16 @@ class MoDL(nn.Module):
         else:
             maps = as_maps(sens_maps, tuple(y.shape), device, source)
         return y, m, maps
+
+
+def expand_noise_input(model: "MoDL") -> "MoDL":
+    """A ``noise_input`` copy of a MoDL trained without it: the same tensors, the first convolution's new input
+    channel zero, so that it reconstructs exactly as ``model`` until fine-tuned (a warm start)."""
+    if model.config.noise_input:
+        return model
+    out = MoDL(ModlConfig(**{**asdict(model.config), "noise_input": True}))
+    state = model.state_dict()
+    old = state["denoiser.net.0.weight"]  # [channels, 2, k, k] -> [channels, 3, k, k]
+    state["denoiser.net.0.weight"] = torch.cat([old, old.new_zeros(old.shape[0], 1, *old.shape[2:])], dim=1)
+    out.load_state_dict(state)
+    return out.to(model.log_lam.device)

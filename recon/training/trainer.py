@@ -278,6 +278,10 @@ class Trainer:
             from recon.modl import load_modl
 
             source = load_modl(name_or_path, device=self.device)
+            if self.model.config.noise_input and not source.config.noise_input:
+                from recon.modl.network import expand_noise_input
+
+                source = expand_noise_input(source)  # the new noise channel starts at zero weight
         else:
             from recon.train_step import load_model
 
