@@ -223,15 +223,14 @@ class MoDL(nn.Module):
             return self._denoise(x.reshape(b * m, h, w), level).reshape(b, m, h, w)
         return self._denoise(x, level)
 
-    def noise_level(self, y: torch.Tensor, mask: torch.Tensor, scale: torch.Tensor) -> torch.Tensor | None:
-        """The noise channel's value ``[B]``: ``log10(sigma / scale) + 2`` (module docstring); None without
-        ``noise_input``. ``y`` the masked k-space ``[B, C, H, W]``, ``scale`` ``[B]``."""
+    def noise_level(self, coil_sigma: torch.Tensor, scale: torch.Tensor) -> torch.Tensor | None:
+        """The noise channel's value ``[B]``: ``log10(sigma / scale) + 2`` (module docstring), ``sigma`` the RMS
+        of the per-coil noise std ``coil_sigma`` ``[B, C]`` (``recon.noise.noise_std_from_kspace``), ``scale``
+        ``[B]``; None without ``noise_input``."""
         if not self.config.noise_input:
             return None
-        with torch.no_grad():
-            sigma = noise_std_from_kspace(y, mask).to(scale.device).square().mean(-1).sqrt()
-            ratio = (sigma / scale).clamp(min=1e-6)
-            return (torch.log10(ratio) + NOISE_LEVEL_OFFSET).float()
+        sigma = coil_sigma.to(scale.device).square().mean(-1).sqrt()
+        return (torch.log10((sigma / scale).clamp(min=1e-6)) + NOISE_LEVEL_OFFSET).float()
 
     @staticmethod
     def magnitude(x: torch.Tensor) -> torch.Tensor:
@@ -267,13 +266,14 @@ class MoDL(nn.Module):
         # Where every coil map is 0 (outside ESPIRiT's support) A^H A is 0, so the solve would copy the
         # denoiser's output there unchecked at every unroll; keep the image 0 there instead (as SENSE does).
         support = (sens_maps.abs().square().sum(-3) > 0).to(x0.dtype)
-        level = self.noise_level(y, mask, scale)
+        mode = self.config.background_mode
+        coil_sigma = noise_std_from_kspace(y, mask) if self.config.noise_input or mode == "noise_floor" else None
+        level = self.noise_level(coil_sigma, scale) if self.config.noise_input else None
         x = rhs0
         for _ in range(k_unrolls):
             z = self._denoise_sets(x, level) * support  # may run under autocast (AMP on GPU); comes back complex64
             with torch.autocast(device_type=x.device.type, enabled=False):  # CG in full precision
                 x = cg_solve(op.normal, rhs0 + lam * z, lam, max_iter=self.cg_iters, tol=self.config.cg_tol)
-        mode = self.config.background_mode
         if mode != "zero" and k_unrolls > 0 and not bool(support.all()):
             # outside the maps' support the data say nothing. "learned": one more (non-iterated) pass of the
             # denoiser estimates the reference there (the noise floor of an RSS target, learnt from references);
@@ -286,7 +286,7 @@ class MoDL(nn.Module):
             if mode == "learned":
                 x = x + self._denoise_sets(x, level) * fill
             else:
-                floor = rss_noise_floor(noise_std_from_kspace(y, mask)).to(x.device) / scale
+                floor = rss_noise_floor(coil_sigma).to(x.device) / scale
                 x = x + floor.reshape((-1,) + (1,) * (x.ndim - 1)).to(x.dtype) * fill
         return x * scale_v
 
