@@ -14,7 +14,8 @@ columns on each side (``|k_y| >= 1/4``), acquired samples only; for a 2-D (Poiss
 are empty, the outermost quarter of its acquired points. ``|n|^2`` of complex Gaussian noise is
 exponential, so ``sigma^2 = median(|y|^2) / ln 2`` (the median ignores the few samples with signal in them).
 On the simulated data (``recon/simulate.py``, whose files store the true ``noise_std``) this estimate is 0-5 %
-above the true sigma: what little anatomy reaches the corners. It fails where the corners hold signal: on the
+above the true sigma at SNR 30-60: what little anatomy reaches the corners; at SNR 300-600 that anatomy outweighs
+the noise and it reads 2.7-4.4x sigma (configs/modl-noise.yaml). It fails where the corners hold signal: on the
 real 16-coil SENSE-tutorial brain (96 x 96, head filling the field of view, bright fat rim) it reads 18-76 per
 coil where the image corners show ~4.7 (every quantile of the corner power gives the same, so the corners are
 signal, not outliers); ``fill_background="noise_floor"`` and the reference-free training modes inherit that.
