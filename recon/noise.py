@@ -19,16 +19,19 @@ the noise and it reads 2.7-4.4x sigma (configs/modl-noise.yaml). It fails where 
 real 16-coil SENSE-tutorial brain (96 x 96, head filling the field of view, bright fat rim) it reads 18-76 per
 coil where the image corners show ~4.7 (every quantile of the corner power gives the same, so the corners are
 signal, not outliers); ``fill_background="noise_floor"`` and the reference-free training modes inherit that.
+:func:`noise_std_from_calibration` reads the fully sampled centre instead (the calibration matrix's smallest
+singular values, where the signal does not reach): within 0.95-1.3x on those simulations, 3.5-4.2 on that scan.
 """
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 
 from recon.errors import InputError
 
-__all__ = ["noise_std_from_kspace", "rss_noise_floor"]
+__all__ = ["noise_std_from_kspace", "noise_std_from_calibration", "rss_noise_floor"]
 
 
 def _corner_selection(shape: tuple[int, int], mask_cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,6 +96,59 @@ def noise_std_from_kspace(kspace: torch.Tensor, mask: torch.Tensor) -> torch.Ten
         samples = power[i][:, chosen]  # [C, N]
         out[i] = torch.sqrt(samples.median(dim=1).values / math.log(2.0))
     return out
+
+
+def _corner_rms(kspace: torch.Tensor, mask: torch.Tensor, i: int) -> torch.Tensor:
+    m = mask[i:i + 1] if mask.shape[0] == kspace.shape[0] else mask[:1]
+    return noise_std_from_kspace(kspace[i:i + 1], m).square().mean().sqrt()
+
+
+@lru_cache(maxsize=32)
+def _pure_noise_tail(rows: int, cols: int, share: float) -> float:
+    """The median of the smallest ``share`` of the singular values of a ``rows x cols`` matrix of unit complex
+    Gaussian noise (one fixed draw: the Marchenko-Pastur scale of that shape, without its asymptotics)."""
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(rows, cols, generator=g, dtype=torch.complex128)
+    s = torch.linalg.svdvals(noise)
+    return float(s[-max(1, int(cols * share)):].median())
+
+
+def noise_std_from_calibration(kspace: torch.Tensor, mask: torch.Tensor, kernel: int = 3,
+                               share: float = 0.25) -> torch.Tensor:
+    """Noise standard deviation ``[B]`` of each slice from its fully sampled calibration region: the smallest
+    singular values of the calibration matrix (every ``kernel x kernel`` patch of every coil, one row per
+    position: ESPIRiT's), which the signal does not reach, against those of pure noise of the same shape.
+
+    Unlike :func:`noise_std_from_kspace` it does not need k-space corners free of anatomy: on simulations of SNR
+    33-578 (stored ``noise_std``) it reads 0.95-1.21x sigma at R = 1-8, on the real 16-coil brain 3.4-3.7 (its image
+    corners ~4.7 per coil, 2.6-5.5), where the corners read 18-76. One value for all coils (their RMS when coils
+    differ). A calibration matrix with fewer rows than columns (the small square centre of a Poisson-disk mask at
+    128 px) falls back to the RMS of :func:`noise_std_from_kspace` (5-10x sigma there at SNR 300-600).
+
+    Args:
+        kspace: complex ``[B, C, H, W]`` (zeros where not acquired).
+        mask: ``[B|1, 1, 1|H, W]`` sampling mask (``recon.calibration.calibration_region`` finds the block).
+    """
+    from recon.calibration import calibration_region
+
+    b, c, h, w = kspace.shape
+    out = torch.empty(b, dtype=torch.float32)
+    for i in range(b):
+        k = kspace[i].detach().cpu()
+        rows, cols, _, _ = calibration_region(k.numpy(), mask[i if mask.shape[0] == b else 0].cpu(), max_rows=None)
+        block = k[:, rows, cols]  # [C, h', w']
+        if min(block.shape[-2:]) < kernel:
+            out[i] = _corner_rms(kspace, mask, i)
+            continue
+        patches = block.unfold(1, kernel, 1).unfold(2, kernel, 1)  # [C, h'', w'', k, k]
+        matrix = patches.permute(1, 2, 0, 3, 4).reshape(-1, c * kernel * kernel).to(torch.complex128)
+        n_rows, n_cols = matrix.shape
+        if n_rows < n_cols:  # e.g. the small square centre of a Poisson-disk mask at 128 px
+            out[i] = _corner_rms(kspace, mask, i)
+            continue
+        s = torch.linalg.svdvals(matrix)
+        out[i] = float(s[-max(1, int(n_cols * share)):].median()) / _pure_noise_tail(n_rows, n_cols, share)
+    return out.to(kspace.device)
 
 
 def rss_noise_floor(sigma: torch.Tensor) -> torch.Tensor:

@@ -249,7 +249,7 @@ def test_save_load_roundtrip_and_wrong_architecture(tmp_path):
 
 def test_noise_input_starts_as_the_model_it_expands_and_reads_the_noise_level(tmp_path):
     from recon.modl.network import expand_noise_input
-    from recon.noise import noise_std_from_kspace
+    from recon.noise import noise_std_from_calibration
 
     k, m, maps, full = _phantom(b=1)
     model = _small().eval()
@@ -261,10 +261,10 @@ def test_noise_input_starts_as_the_model_it_expands_and_reads_the_noise_level(tm
     g = torch.Generator().manual_seed(1)
     noise = torch.randn(full.shape, generator=g, dtype=torch.complex64)
     scale = torch.ones(1)
-    levels = [float(noisy_model.noise_level(noise_std_from_kspace((full + s * noise) * m, m), scale))
+    levels = [float(noisy_model.noise_level(noise_std_from_calibration((full + s * noise) * m, m), scale))
               for s in (0.1, 1.0, 10.0)]
     assert 0.8 < levels[1] - levels[0] < 1.1 and 0.9 < levels[2] - levels[1] < 1.1
-    assert model.noise_level(noise_std_from_kspace(k, m), scale) is None
+    assert model.noise_level(noise_std_from_calibration(k, m), scale) is None
     # a trained noise channel changes the output; the setting round-trips through the weights file
     torch.nn.init.normal_(noisy_model.denoiser.net[0].weight[:, 2:], std=0.5)
     with torch.no_grad():

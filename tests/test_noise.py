@@ -8,7 +8,7 @@ import torch
 
 from recon.errors import InputError
 from recon.fft import fft2c, ifft2c
-from recon.noise import noise_std_from_kspace, rss_noise_floor
+from recon.noise import noise_std_from_calibration, noise_std_from_kspace, rss_noise_floor
 
 
 def _noise(shape, sigma, seed=0):
@@ -52,6 +52,32 @@ def test_noise_std_reads_only_the_acquired_points_of_a_2d_mask():
     # the same k-space read as a line mask (every row of the acquired columns) would count the zeros in between
     lines = (mask.sum(-2, keepdim=True) > 0).float()
     assert float(noise_std_from_kspace(k * mask, lines).max()) < 0.1
+
+
+def test_calibration_noise_holds_where_the_corners_hold_anatomy():
+    b, c, h, w = 2, 8, 96, 96
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    # hard-edged objects: their spectrum reaches the corners, as a real truncated acquisition's does
+    img = ((yy.abs() < 0.7) & (xx.abs() < 0.6)).float() + ((yy - 0.2) ** 2 + xx ** 2 < 0.1).float()
+    phases = torch.stack([torch.exp(1j * (0.4 * i + 0.8 * (i + 1) * (xx * torch.cos(torch.tensor(i)) + yy * 0.3)))
+                          for i in range(c)])
+    maps = phases * torch.stack([torch.exp(-((yy - 0.8 * math.sin(i)) ** 2 + (xx - 0.8 * math.cos(i)) ** 2))
+                                 for i in range(c)])
+    maps = (maps / maps.abs().square().sum(0, keepdim=True).sqrt()).to(torch.complex64)
+    clean = fft2c((img * maps).unsqueeze(0)).expand(b, c, h, w)
+    sigma = torch.tensor([0.002, 0.05])
+    k = clean + _noise((b, c, h, w), [1.0] * c, seed=4) * sigma.reshape(-1, 1, 1, 1)
+    mask = torch.zeros(1, 1, 1, w)
+    mask[..., ::4] = 1
+    mask[..., w // 2 - 5: w // 2 + 5] = 1
+    est = noise_std_from_calibration(k * mask, mask)
+    corners = noise_std_from_kspace(k * mask, mask).square().mean(-1).sqrt()
+    assert est.shape == (b,)
+    torch.testing.assert_close(est, sigma, rtol=0.25, atol=0.0)
+    assert float(corners[0]) > 3 * float(sigma[0])  # the corners read the anatomy at high SNR
+    # pure noise: the pure-noise reference of the same shape gives the scale exactly, up to one draw's spread
+    noise = _noise((1, c, h, w), [3.0] * c, seed=5)
+    assert float(noise_std_from_calibration(noise * mask, mask)) == pytest.approx(3.0, rel=0.05)
 
 
 def test_rss_noise_floor_matches_monte_carlo():

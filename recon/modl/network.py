@@ -27,9 +27,9 @@ Choices (and where they differ from the paper):
   (``recon.noise``): the same convention without learning it from references (the reference-free modes of
   ``recon.train`` use it); ``False`` leaves 0.
 - ``noise_input`` (off by default, as in the paper): the denoiser gets a third input channel, constant over the
-  image, ``log10(sigma / s) + 2`` with ``sigma`` the noise std of the SENSE-combined image measured from the
-  acquired k-space's corners (``recon.noise``; with an orthonormal FFT and normalised maps the RMS of the coils'
-  std) and ``s`` the scale below. A denoiser that sees only the image cannot tell how much noise to remove, and one
+  image, ``log10(sigma / s) + 2`` with ``sigma`` the noise std of the SENSE-combined image, measured from the
+  singular values of the fully sampled centre's calibration matrix (``recon.noise.noise_std_from_calibration``;
+  the k-space corners hold anatomy at high SNR and on real scans) and ``s`` the scale below. A denoiser that sees only the image cannot tell how much noise to remove, and one
   trained over SNR 30-400 smooths a scan of SNR 400 as if it were noisier (``recon/weights/modl.md``); this is
   FFDNet's noise-level map. Weights without it load as before; ``expand_noise_input`` turns them into the
   starting point of such a model (the new channel's weights zero: the same output until trained).
@@ -67,7 +67,7 @@ from torch import nn
 
 from recon.cg import cg_solve
 from recon.errors import InputError
-from recon.noise import noise_std_from_kspace, rss_noise_floor
+from recon.noise import noise_std_from_calibration, noise_std_from_kspace, rss_noise_floor
 from recon.physics import SenseOperator, as_kspace, as_maps, as_mask
 
 __all__ = ["ModlConfig", "ResidualDenoiser", "MoDL", "LAM_MIN", "expand_noise_input"]
@@ -223,13 +223,13 @@ class MoDL(nn.Module):
             return self._denoise(x.reshape(b * m, h, w), level).reshape(b, m, h, w)
         return self._denoise(x, level)
 
-    def noise_level(self, coil_sigma: torch.Tensor, scale: torch.Tensor) -> torch.Tensor | None:
-        """The noise channel's value ``[B]``: ``log10(sigma / scale) + 2`` (module docstring), ``sigma`` the RMS
-        of the per-coil noise std ``coil_sigma`` ``[B, C]`` (``recon.noise.noise_std_from_kspace``), ``scale``
-        ``[B]``; None without ``noise_input``."""
+    def noise_level(self, sigma: torch.Tensor, scale: torch.Tensor) -> torch.Tensor | None:
+        """The noise channel's value ``[B]``: ``log10(sigma / scale) + 2`` (module docstring), ``sigma`` ``[B]``
+        the noise std (``recon.noise.noise_std_from_calibration``), ``scale`` ``[B]``; None without
+        ``noise_input``."""
         if not self.config.noise_input:
             return None
-        sigma = coil_sigma.to(scale.device).square().mean(-1).sqrt()
+        sigma = sigma.to(scale.device)
         return (torch.log10((sigma / scale).clamp(min=1e-6)) + NOISE_LEVEL_OFFSET).float()
 
     @staticmethod
@@ -267,8 +267,7 @@ class MoDL(nn.Module):
         # denoiser's output there unchecked at every unroll; keep the image 0 there instead (as SENSE does).
         support = (sens_maps.abs().square().sum(-3) > 0).to(x0.dtype)
         mode = self.config.background_mode
-        coil_sigma = noise_std_from_kspace(y, mask) if self.config.noise_input or mode == "noise_floor" else None
-        level = self.noise_level(coil_sigma, scale) if self.config.noise_input else None
+        level = self.noise_level(noise_std_from_calibration(y, mask), scale) if self.config.noise_input else None
         x = rhs0
         for _ in range(k_unrolls):
             z = self._denoise_sets(x, level) * support  # may run under autocast (AMP on GPU); comes back complex64
@@ -286,7 +285,7 @@ class MoDL(nn.Module):
             if mode == "learned":
                 x = x + self._denoise_sets(x, level) * fill
             else:
-                floor = rss_noise_floor(coil_sigma).to(x.device) / scale
+                floor = rss_noise_floor(noise_std_from_kspace(y, mask)).to(x.device) / scale
                 x = x + floor.reshape((-1,) + (1,) * (x.ndim - 1)).to(x.dtype) * fill
         return x * scale_v
 
