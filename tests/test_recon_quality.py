@@ -295,3 +295,24 @@ def test_within_slice_srcc_ignores_anatomy():
     assert within_slice_srcc(data, scores[[2, 1, 0, 3, 4, 5]], target) == pytest.approx(0.0)
     short = {k: v[:2] for k, v in data.items()}  # no sequence of 3
     assert np.isnan(within_slice_srcc(short, scores[:2], target[:2]))
+
+
+def test_builder_adds_noise_from_each_slices_own_snr(tmp_path, phantom_kspace):
+    """A make-dataset file of ``--snr-max`` holds one SNR per slice (``snr_per_slice``; its ``snr`` is the range's
+    low end): the augmentation draws each slice's new SNR below that slice's own, so a slice at SNR 1000 can be
+    kept at SNR 15-400 rather than capped at the file's 50."""
+    from recon.io.fastmri_h5 import write_fastmri_h5
+
+    kspace, rss = phantom_kspace(slices=2, size=64, coils=4)
+    signal = float(rss.mean())
+    write_fastmri_h5(tmp_path / "multicoil_train" / "phantom.h5", kspace, reconstruction_rss=rss,
+                     attrs={"snr": 50.0, "snr_per_slice": np.array([1000.0, 50.0]),
+                            "noise_std": np.array([signal / 1000.0, signal / 50.0])})
+    out = build_quality_split(tmp_path, "train", tmp_path / "q.h5", methods=("zf",), accels=(2.0, 3.0, 4.0, 6.0),
+                              masks=("equispaced", "random"), slices=2, augment=True, snr_range=(15.0, 400.0),
+                              log=lambda s: None)
+    d = read_quality_set([out])
+    first, second = d["snr"][d["slice"] == 0], d["snr"][d["slice"] == 1]
+    assert len(first) == len(second) == 8
+    assert np.all((first >= 15.0 - 1e-3) & (first <= 400.0 + 1e-3)) and first.max() > 100.0
+    assert np.all((second >= 15.0 - 1e-3) & (second <= 50.0 + 1e-3))

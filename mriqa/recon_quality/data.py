@@ -133,7 +133,10 @@ def build_quality_split(data: str | os.PathLike, split: str, out: str | os.PathL
         bar = tqdm(total=len(files), desc=f"{split} {shard[0]}/{shard[1]}", unit="file")
     for path in files:
         vol = read_eval_volume(path, slices)
-        sim_snr = float(vol.attrs.get("snr", 40.0))
+        # a file of make-dataset --snr-max has one SNR per slice (snr_per_slice; its "snr" is the range's low end)
+        snr_per_slice = vol.attrs.get("snr_per_slice")
+        sim_snrs = (np.asarray(snr_per_slice, np.float64)[vol.slices] if snr_per_slice is not None
+                    else np.full(len(vol.slices), float(vol.attrs.get("snr", 40.0))))
         if "noise_std" in vol.attrs:
             noise_std = np.asarray(vol.attrs["noise_std"], np.float64)[vol.slices]
         elif augment:
@@ -146,10 +149,10 @@ def build_quality_split(data: str | os.PathLike, split: str, out: str | os.PathL
             k_full, std = vol.kspace[j:j + 1], noise_std[j:j + 1]
             rng = np.random.default_rng(mask_seed(seed, "quality-groups", split, path.name, s))
             for accel, kind in mask_groups(rng, accels, masks, groups):
-                k_in, sigma, snr = k_full, 0.0, sim_snr
+                k_in, sigma, snr = k_full, 0.0, float(sim_snrs[j])
                 if augment:
                     arng = np.random.default_rng(mask_seed(seed, "quality-augment", split, path.name, s, kind, accel))
-                    k_in, sigma, snr = augment_kspace(k_full, std, arng, sim_snr=sim_snr, snr_range=snr_range)
+                    k_in, sigma, snr = augment_kspace(k_full, std, arng, sim_snr=snr, snr_range=snr_range)
                 try:
                     sampled = _time_limited(20.0, undersample_at, k_in, kind, accel,
                                             mask_seed(seed, "quality-mask", split, path.name, s, kind, accel),
