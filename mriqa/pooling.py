@@ -356,3 +356,24 @@ def check_pool(method: str) -> str:
         raise InputError(None, f"unknown pooling {method!r}: expected one of {', '.join(POOLS)}")
     return method
 
+
+def neighbour_correlation(x) -> np.ndarray:
+    """Mean of the lag-1 Pearson correlations along rows and along columns: about 0 for white noise, above 0.85
+    for every MRI reconstruction the project was measured on (the recon predictor's noise gate, the R estimators'
+    noise-like check).
+
+    x: images ``[N, H, W]`` or ``[N, 1, H, W]`` on any scale (numpy or torch) -> float64 ``[N]``
+    (0 for a constant image)."""
+    a = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float64)
+    if a.ndim == 4:
+        a = a[:, 0]
+    out = np.zeros(len(a))
+    for i, img in enumerate(a):
+        vals = []
+        for u, v in ((img[1:, :], img[:-1, :]), (img[:, 1:], img[:, :-1])):
+            u = u.ravel() - u.mean()
+            v = v.ravel() - v.mean()
+            den = np.sqrt((u * u).sum() * (v * v).sum())
+            vals.append(float((u * v).sum() / den) if den > 0 else 0.0)
+        out[i] = float(np.mean(vals))
+    return out

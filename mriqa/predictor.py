@@ -45,7 +45,8 @@ The reconstruction-quality model (its network has ``input_normalization = "magni
 magnitude (complex -> ``abs``) of each image divided by its own 99.5th percentile and clipped to [0, 2], not
 quantised (:func:`mriqa.models.reconq.normalize_magnitude`, as in its training; scale-free, so ``kind`` is
 ignored). Gray magnitudes only: a colour image ``[H, W, 3|4]`` is an InputError (alpha of ``[H, W, 2]``
-dropped), and so is an all-zero image.
+dropped), and so is an all-zero image. An image without spatial structure (white noise: neighbour correlation
+below :data:`NOISE_GATE_CORRELATION`) gets a zero map and score (``Prediction.noise_like``).
 
 Outputs: the map is ``[h, w]`` for one image and ``[N, h, w]`` for a batch, numpy ``float32`` for numpy input
 and a torch ``float32`` tensor on the input's device for torch input; scores are a Python ``float`` for one
@@ -78,6 +79,12 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_BATCH_SIZE = 16
 _UNIT_TOL = 0.002  # the tolerance of mriqa.normalize for float photos slightly outside [0, 1]
 _DARK_FLOAT = 0.05  # auto kind: a float "photo" whose maximum is below this is probably an unwindowed magnitude
+#: The reconstruction-quality model's noise gate: an input whose neighbour correlation
+#: (:func:`mriqa.pooling.neighbour_correlation`) is below this has no spatial structure and gets a zero map and
+#: score, the SSIM of independent noise against any reference. White noise measures about 0; every reconstruction
+#: of the recon model's training, validation, held-out, MSD and real-scan sets 0.877 or more (2026-12-06). The
+#: network alone scores white noise 0.48 (stage 1: 0.24; it was not trained on such images; docs/rq/eval.md).
+NOISE_GATE_CORRELATION = 0.25
 
 
 class DarkInputWarning(UserWarning):
@@ -171,6 +178,7 @@ class Prediction:
     geometry: pooling.MapGeometry
     pool: str
     fallback: np.ndarray
+    noise_like: np.ndarray
 
 
 class QFPredictor:
@@ -384,17 +392,28 @@ class QFPredictor:
         """Where the map cells lie in the image (:class:`mriqa.pooling.MapGeometry`)."""
         return pooling.MapGeometry.for_model(self.model, image_size, map_size)
 
+    def noise_like(self, x: torch.Tensor) -> np.ndarray:
+        """bool ``[N]`` of model inputs ``[N, C, H, W]``: True where the reconstruction-quality model's noise gate
+        applies (neighbour correlation below :data:`NOISE_GATE_CORRELATION`); all False for a QF model."""
+        if not self.uses_magnitude:
+            return np.zeros(len(x), dtype=bool)
+        return pooling.neighbour_correlation(x[:, :1]) < NOISE_GATE_CORRELATION
+
     @torch.no_grad()
-    def _maps(self, img, kind, source) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    def _maps(self, img, kind, source) -> tuple[torch.Tensor, torch.Tensor, bool, np.ndarray]:
         x, batched = self.prepare(img, kind=kind, source=source)
-        return x, self.predict_input(x).float(), batched
+        maps = self.predict_input(x).float()
+        noise = self.noise_like(x)
+        if noise.any():
+            maps[torch.as_tensor(noise, device=maps.device)] = 0.0
+        return x, maps, batched, noise
 
     # ----------------------------------------------------------------------------------------------- public
     def qf_map(self, img, kind: str | None = None, source: str | Sequence[str] | None = None):
         """QF map(s) of ``img`` (the quality map of the reconstruction-quality model: predicted local SSIM):
         ``[h, w]`` for one image, ``[N, h, w]`` for a batch, values QF / 100 in [0, 1]. Numpy in -> numpy
         float32 out; torch in -> torch float32 on the input's device."""
-        _, maps, batched = self._maps(img, kind, source)
+        _, maps, batched, _ = self._maps(img, kind, source)
         maps = maps if batched else maps[0]
         if isinstance(img, torch.Tensor):
             return maps.to(img.device)
@@ -411,7 +430,7 @@ class QFPredictor:
         """Maps, scores and model inputs of ``img`` as a batch (even for one image), numpy; see
         :class:`Prediction`. ``pool_options`` go to :func:`mriqa.pooling.pool` (``fraction``, ``threshold``)."""
         pooling.check_pool(pool)
-        x, maps_t, _ = self._maps(img, kind, source)
+        x, maps_t, _, noise = self._maps(img, kind, source)
         maps = maps_t.cpu().numpy()
         images = x.permute(0, 2, 3, 1).numpy()
         geometry = self.geometry(tuple(x.shape[-2:]), tuple(maps.shape[-2:]))
@@ -419,7 +438,7 @@ class QFPredictor:
         fallback = weights.sum(axis=(-2, -1)) <= 0
         weights[fallback] = 1.0
         scores = np.asarray(pooling.weighted_mean(maps, weights), dtype=np.float64)
-        return Prediction(maps, scores, images, geometry, pool, fallback)
+        return Prediction(maps, scores, images, geometry, pool, fallback, noise)
 
     def score(
         self,

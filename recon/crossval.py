@@ -41,7 +41,9 @@ __all__ = ["HeldoutLayout", "fold_masks", "heldout_errors", "coil_kspace", "unme
 
 # radial bands of the NMSE estimate (heldout_weights), chosen with the combined score's tau and power on the
 # validation subjects by scripts/eval_kspace_quality.py from NMSE_BAND_CHOICES (docs/rq/kspace.md)
-NMSE_BANDS = 8
+# (8 until 2026-12-06; 4 with the recon model fine-tuned that day; the training loss keeps its own 8:
+# mriqa.losses.recon_quality_loss.LOSS_BANDS)
+NMSE_BANDS = 4
 NMSE_BAND_CHOICES = (1, 2, 4, 8)
 
 

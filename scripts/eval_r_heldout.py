@@ -135,7 +135,8 @@ def write_card(path: Path, est, tables: dict, command: str) -> None:
         f"receptive field {net.receptive_field} px + whole-image statistics"
         + (", spectral profiles of the image" if net.config.get("spectral") else "")
         + (", a full-resolution stem" if net.config.get("fine") else "")
-        + f"), initialised from `{first.get('init')}` (the shipped reconstruction-quality weights: shared backbone)"
+        + f"), initialised from `{first.get('init')}` (the reconstruction-quality weights shipped when it was "
+        "trained: a shared backbone)"
         + (f", then fine-tuned: {len(stages)} stages, table below" if len(stages) > 1 else "") + ". "
         "Its pre-sigmoid map is log R per 8 x 8 cell; the image estimate is the map's mean, the volume estimate "
         "the mean over its slices.",

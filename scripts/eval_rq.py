@@ -163,7 +163,8 @@ def main(argv=None) -> int:
     out_lines.append(f"### out of domain\n\n- gray photos (Kodak24, {ood['photos']}): mean score {ood['photo_mean_score']:.3f} "
           f"as is; Spearman(score, JPEG QF 10..90 and the original) = {ood['photo_srcc_with_jpeg_qf']:.3f}\n"
           f"- pure noise ({ood['noise_images']} Rayleigh 128 x 128): mean score {ood['noise_mean_score']:.3f}, "
-          f"max {ood['noise_max_score']:.3f}\n")
+          f"max {ood['noise_max_score']:.3f} (the noise gate, mriqa.predictor.NOISE_GATE_CORRELATION; the network "
+          f"alone: mean {ood['noise_network_mean']:.3f}, max {ood['noise_network_max']:.3f})\n")
     print(out_lines[-1], flush=True)
     if args.out:
         header = (f"Printed by `python scripts/eval_rq.py{' ' + ' '.join(argv if argv is not None else sys.argv[1:])}"

@@ -138,10 +138,17 @@ def build(split: str, method: str, args, predictor, log=print) -> Path:
         vol = read_eval_volume(path, k_per_vol)
         slices, kspace = vol.slices, vol.kspace
         noise_std = np.asarray(vol.attrs["noise_std"], np.float64)[slices]  # the attribute is per slice of the file
+        # a file of make-dataset --snr-max has one SNR per slice (snr_per_slice; its "snr" is the range's low end)
+        per_slice = vol.attrs.get("snr_per_slice")
+        sim_snrs = (np.asarray(per_slice, np.float64)[slices] if per_slice is not None
+                    else np.full(len(slices), float(vol.attrs.get("snr", SIM_SNR))))
+        if augment and not np.allclose(sim_snrs, SIM_SNR):
+            raise SystemExit(f"{path}: simulated at SNR {sim_snrs.min():g}-{sim_snrs.max():g}; the augmentation of "
+                             f"this script assumes the SNR-{SIM_SNR:g} simulation (mriqa make-dataset --snr 40)")
         maps = calibration_maps(kspace, path, slices, args.calib_width)
         for r in args.accels:
             for kind in args.masks:
-                k_in, sigma, snr = kspace, 0.0, SIM_SNR
+                k_in, sigma, snr = kspace, 0.0, sim_snrs
                 if augment:
                     rng = np.random.default_rng(mask_seed(args.seed, "r-augment", split, path.name, kind, r))
                     k_in, sigma, snr = augment_kspace(kspace, noise_std, rng)
@@ -151,7 +158,7 @@ def build(split: str, method: str, args, predictor, log=print) -> Path:
                 img = reconstruct(method, sampled.kspace, m, sens_maps=maps, weights=args.modl_weights)
                 n = len(slices)
                 rows["apod_sigma"] += [sigma] * n
-                rows["snr"] += [snr] * n
+                rows["snr"] += list(np.broadcast_to(np.asarray(snr, np.float64), (n,)))
                 rows["images"].append(img.astype(np.float32))
                 rows["accel"] += [r] * n
                 rows["accel_effective"] += [m.acceleration_effective] * n

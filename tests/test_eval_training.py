@@ -57,7 +57,7 @@ def test_quality_loss_checks_compare_with_the_mode_alone():
            ("dc", 4.0): _row(25.0, 0.77), ("dc+rq", 4.0): _row(25.0, 0.70)}
     text = "\n".join(training_modes.checks(avg))
     # SSDU + quality must keep PSNR and SSIM; DC + quality only PSNR (blurring would trade SSIM first)
-    assert "SSDU+RQ vs SSDU alone: PSNR 29.40 vs 29.30 dB, SSIM 0.8690 vs 0.8700" in text
+    assert "SSDU+RQ vs SSDU alone: PSNR 29.40 vs 29.30 dB (+0.100), SSIM 0.8690 vs 0.8700 (-0.00100)" in text
     assert "SSIM below (NOT met)" in text and "PSNR and SSIM below" not in text  # only the one that fell is named
     assert "DC+RQ vs DC alone" in text and "PSNR not below (met)" in text
 

@@ -124,8 +124,8 @@ def test_kspace_loss_is_one_minus_the_combined_score(batch, rq_path):
     assert loss.needs_refit and not plain.needs_refit
     output = truth.abs()[:, None]
     got = loss(output, refit=half)
-    # a training loss's own tau and power (0.02, 0.25), not the ranking's power (0.1): that lets the term be gamed
-    assert (loss.tau, loss.power) == (LOSS_TAU, LOSS_POWER) == (0.02, 0.25) and LOSS_POWER != COMBINED_POWER
+    # a training loss's own tau and power (0.02, 0.5), not the ranking's power (0.1): that lets the term be gamed
+    assert (loss.tau, loss.power) == (LOSS_TAU, LOSS_POWER) == (0.02, 0.5) and LOSS_POWER != COMBINED_POWER
     want = 1 - combined_score(plain.scores(output).detach().numpy(), heldout_nmse(half).numpy(), tau=LOSS_TAU,
                               power=LOSS_POWER)
     np.testing.assert_allclose(got.detach().numpy(), want, rtol=1e-5, atol=1e-6)

@@ -92,3 +92,26 @@ def test_script_builds_a_split_end_to_end(tmp_path, phantom_kspace):
     with h5py.File(out / "test" / "sense.h5") as hf:
         assert hf["images"].shape == (4, 64, 64) and list(hf["accel"][()]) == [2, 2, 4, 4]
         assert np.all((hf["qf_foreground"][()] >= 0) & (hf["qf_foreground"][()] <= 1))
+
+
+def test_script_keeps_each_slices_snr_and_refuses_to_augment_other_snrs(tmp_path, phantom_kspace):
+    """A make-dataset --snr-max file holds one SNR per slice: the script records those (not its SNR-40 default) and
+    refuses --augment, whose noise model assumes the SNR-40 simulation, naming the file."""
+    import h5py
+
+    from recon.io.fastmri_h5 import write_fastmri_h5
+
+    kspace, rss = phantom_kspace(slices=2, size=64, coils=4)
+    folder = tmp_path / "sim" / "multicoil_test"
+    folder.mkdir(parents=True)
+    write_fastmri_h5(folder / "wide.h5", kspace, reconstruction_rss=rss,
+                     attrs={"noise_std": np.zeros(2), "snr": 100.0, "snr_per_slice": np.array([100.0, 300.0])})
+    args = [sys.executable, str(REPO / "scripts" / "make_r_dataset.py"), "--data", str(tmp_path / "sim"),
+            "--out", str(tmp_path / "r"), "--splits", "test", "--methods", "zf", "--accels", "2",
+            "--masks", "equispaced", "--slices", "1", "1", "2"]
+    run = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    with h5py.File(tmp_path / "r" / "test" / "zf.h5") as hf:
+        assert sorted(hf["snr"][()]) == [100.0, 300.0]
+    run = subprocess.run(args + ["--augment", "test"], capture_output=True, text=True, timeout=600)
+    assert run.returncode != 0 and "wide.h5: simulated at SNR 100-300" in run.stderr

@@ -148,16 +148,50 @@ def test_shipped_name_recon():
     assert 0.0 <= qf.score(img) <= 1.0
 
 
+def _white_noise(n=4, size=128, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.abs(rng.standard_normal((n, size, size)) + 1j * rng.standard_normal((n, size, size))).astype(np.float32)
+
+
+def test_noise_gate_zeroes_white_noise_and_nothing_else(rq, tmp_path, capsys, weights_dir, monkeypatch):
+    """The recon predictor's noise gate (mriqa.predictor.NOISE_GATE_CORRELATION): white noise gets a zero map and
+    score, whatever the network says; an image with structure, even under heavy noise, is the network's; QF models
+    are never gated."""
+    noise = _white_noise()
+    pred = rq.evaluate(noise, pool="mean", kind="mri")
+    assert pred.noise_like.all() and not pred.scores.any() and not pred.maps.any()
+    assert not np.asarray(rq.qf_map(noise)).any()
+    with torch.no_grad():  # the network alone does not score it 0
+        raw = rq.predict_input(rq.prepare(noise, kind="mri")[0])
+    assert raw.abs().sum() > 0
+    rng = np.random.default_rng(1)
+    img = _slice((96, 96))
+    noisy = np.abs(img + img.mean() * (rng.standard_normal(img.shape) + 1j * rng.standard_normal(img.shape)))
+    pred = rq.evaluate(np.stack([img, noisy.astype(np.float32)]), pool="mean", kind="mri")
+    assert not pred.noise_like.any() and (pred.scores > 0).all()
+    np.testing.assert_allclose(pred.scores, rq.score(np.stack([img, noisy.astype(np.float32)])), atol=1e-7)
+    gray = QFPredictor(QFNet(1, width=4).eval(), device="cpu")
+    assert not gray.evaluate(noise[:1], kind="mri").noise_like.any()
+    # mriqa score says why a noise image scored 0
+    monkeypatch.setattr(predictor_mod, "WEIGHTS_DIR", weights_dir)
+    npy = tmp_path / "noise.npy"
+    np.save(npy, np.concatenate([noise[:1, :96, :96], img[None]]))
+    rc, out, err = _score_cli(capsys, "--model", "recon", npy, "--json", tmp_path / "s.json")
+    assert rc == 0, err
+    assert [r["score"] for r in json.loads((tmp_path / "s.json").read_text())][0] == 0.0
+    assert "noise.npy [slice 0]: no spatial structure (white-noise-like), scored 0" in err
+
+
 def test_shipped_recon_scores_pure_noise_below_a_reconstruction():
-    """A diverged reconstruction can be all noise: the shipped model must not take it for a sharp image (a model
-    trained on spectra that run to the matrix edge did, 0.84: configs/rq-ksp0-noise.yaml)."""
+    """A diverged reconstruction can be all noise: the shipped predictor must not take it for a sharp image (a
+    model trained on spectra that run to the matrix edge did, 0.84: configs/rq-ksp0-noise.yaml; the shipped network
+    alone scores white noise 0.3-0.5, and the noise gate scores it 0)."""
     from recon.demo_data import demo_slice
 
     if not predictor_mod.shipped_weights("recon").is_file():
         pytest.skip("the shipped recon weights are not installed in this checkout")
     rq = load_predictor("recon", device="cpu")
-    rng = np.random.default_rng(0)
-    noise = np.abs(rng.standard_normal((4, 128, 128)) + 1j * rng.standard_normal((4, 128, 128))).astype(np.float32)
+    noise = _white_noise()
     noise_scores = np.asarray(rq.score(noise, pool="mean", kind="mri"))
     slice_score = float(rq.score(np.asarray(demo_slice()[1][0], np.float32)))
     assert noise_scores.max() < 0.4 < slice_score

@@ -127,7 +127,8 @@ def out_of_domain_scores(predictor, data_root, qualities=(10, 30, 50, 70, 90), n
       score of the originals and Spearman(score, QF) over all (image, QF) pairs (a score that tracks image
       quality beyond MRI would be positive);
     - pure noise: ``noise_images`` 128 x 128 magnitudes of complex Gaussian noise (Rayleigh), the scan-like
-      input with no object at all: mean and max score.
+      input with no object at all: mean and max score (the predictor's, after its noise gate), and the network's
+      own mean-pooled score without the gate (``noise_network_mean`` / ``_max``).
     ``predictor``: a :class:`mriqa.predictor.QFPredictor` of the recon model."""
     from pathlib import Path
 
@@ -148,10 +149,16 @@ def out_of_domain_scores(predictor, data_root, qualities=(10, 30, 50, 70, 90), n
     rng = np.random.default_rng(seed)
     noise = np.abs(rng.standard_normal((noise_images, 128, 128)) + 1j * rng.standard_normal((noise_images, 128, 128)))
     noise_scores = np.asarray(predictor.score(noise.astype(np.float32), pool="mean", kind="mri"))
+    import torch
+
+    with torch.no_grad():
+        x = predictor.prepare(noise.astype(np.float32), kind="mri")[0]
+        network = predictor.predict_input(x).float().mean(dim=(-2, -1)).cpu().numpy()
     return {"photos": len(photos), "photo_mean_score": float(np.mean(clean)),
             "photo_srcc_with_jpeg_qf": float(srcc(np.asarray(pairs_score), np.asarray(pairs_qf, np.float64))),
             "noise_images": noise_images, "noise_mean_score": float(noise_scores.mean()),
-            "noise_max_score": float(noise_scores.max())}
+            "noise_max_score": float(noise_scores.max()), "noise_network_mean": float(network.mean()),
+            "noise_network_max": float(network.max())}
 
 
 def in_object_ssim(data: dict) -> np.ndarray:

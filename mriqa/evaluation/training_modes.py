@@ -221,7 +221,8 @@ def checks(avg: dict) -> list[str]:
                 below = [k for k in need if q[k] < u[k]]
                 verdict = f"{' and '.join(below)} below (NOT met)" if below else f"{' and '.join(need)} not below (met)"
                 lines.append(f"- R = {r:g}, {mode.upper()} vs {base.upper()} alone: PSNR {q['PSNR']:.2f} vs "
-                             f"{u['PSNR']:.2f} dB, SSIM {q['SSIM']:.4f} vs {u['SSIM']:.4f}, recon score "
+                             f"{u['PSNR']:.2f} dB ({q['PSNR'] - u['PSNR']:+.3f}), SSIM {q['SSIM']:.4f} vs "
+                             f"{u['SSIM']:.4f} ({q['SSIM'] - u['SSIM']:+.5f}), recon score "
                              f"{q['RQ']:.1f} vs {u['RQ']:.1f}: {verdict}.")
     return lines
 

@@ -44,8 +44,8 @@ mode ``dc+qf``: in ``ssdu+qf`` the loss physics is the held-back mask.
 
 **With the k-space check** (``kspace_check=True``): the loss is ``1 - combined score``, the score
 :func:`mriqa.recon_quality.kspace.combined_score` gives a reconstruction when its k-space is at hand, with a
-training loss's own ``tau`` and ``power`` (:data:`LOSS_TAU` 0.02, :data:`LOSS_POWER` 0.25: a weaker k-space
-term lets the image score be gamed; measured there),
+training loss's own ``tau``, ``power`` and bands (:data:`LOSS_TAU` 0.02, :data:`LOSS_POWER` 0.5,
+:data:`LOSS_BANDS` 8: a weaker k-space term lets the image score be gamed; measured there),
 
     ``1 - score(output) * (1 + nmse / tau) ** -power``   (defaults ``tau`` LOSS_TAU, ``power`` LOSS_POWER)
 
@@ -78,16 +78,19 @@ from torch import nn
 from recon.errors import InputError
 
 __all__ = ["ReconQualityLoss", "recon_quality_loss", "data_consistent_magnitude", "heldout_nmse", "LOSS_TAU",
-           "LOSS_POWER"]
+           "LOSS_POWER", "LOSS_BANDS"]
 
-# The combination's tau and power as a training loss, kept apart from the ranking's COMBINED_TAU / COMBINED_POWER
-# (chosen for ranking, not for training): the k-space term must weigh enough. DC + 0.01 x this loss
-# (configs/modl-dc-rqk.yaml with 8 bands) against DC alone, held out: tau 0.02, power 0.25 +0.26 / +0.05 dB at
-# R = 4 / 8 (docs/recon/training_eval_rqk-b8-t002.md); tau 0.1 -0.40 / -0.20 dB (-b8-t01.md; one band: -0.63 /
-# -0.32, -b1-t01.md): with a weaker k-space discount the term starts to be gamed. A smaller power weakens the
-# discount as a larger tau does (not trained with).
+# The combination's tau, power and bands as a training loss, kept apart from the ranking's NMSE_BANDS / COMBINED_TAU /
+# COMBINED_POWER (chosen for ranking, not for training): the k-space term must weigh enough. DC + 0.01 x this loss
+# (configs/modl-dc-rqk.yaml) against DC alone, held out, R = 4 / 8. Stage-1 recon model (until 2026-12-06), 8 bands:
+# tau 0.02, power 0.25 +0.26 / +0.05 dB (docs/recon/training_eval_rqk-b8-t002.md); tau 0.1 -0.40 / -0.20 dB
+# (-b8-t01.md; one band: -0.63 / -0.32, -b1-t01.md): with a weaker k-space discount the term starts to be gamed.
+# Stage-2 recon model (shipped 2026-12-06), 8 bands: tau 0.02, power 0.25 -0.23 / -0.01 dB (-snrwide.md); tau 0.01
+# +0.21 / +0.06 (-snrwide-t001.md); power 0.5 +0.83 / +0.22 (-snrwide-p05.md; seed 2 +1.09 / +0.41, -snrwide-p05-s2.md),
+# also the best validation PSNR of the three during training; beside SSDU a tie (-snrwide-ssdu-p05*.md).
 LOSS_TAU = 0.02
-LOSS_POWER = 0.25
+LOSS_POWER = 0.5
+LOSS_BANDS = 8
 
 
 def data_consistent_magnitude(image: torch.Tensor | None, physics, y: torch.Tensor | None,
@@ -123,11 +126,11 @@ def heldout_nmse(refit, folds: int | None = None, call: int = 0, bands: int | No
     (module docstring), differentiable in the network's parameters through ``refit``
     (:class:`recon.train_step.Refit`). The fold is drawn from ``refit.seeds`` (the trainers': a resumed run
     repeats it), or from ``call`` and the sample's index when there are none (a loop of your own). The held-out
-    error is weighed per ``bands`` radial bands (``recon.crossval.heldout_weights``; default ``NMSE_BANDS``). A
+    error is weighed per ``bands`` radial bands (``recon.crossval.heldout_weights``; default :data:`LOSS_BANDS`). A
     sample with no sample outside its calibration centre gets 0."""
     from mriqa.recon_quality.kspace import FOLDS
     from recon.calibration import heldout_layout
-    from recon.crossval import NMSE_BANDS, fold_masks, heldout_weights
+    from recon.crossval import fold_masks, heldout_weights
     from recon.physics import SenseOperator
 
     if refit is None:
@@ -145,7 +148,7 @@ def heldout_nmse(refit, folds: int | None = None, call: int = 0, bands: int | No
         seed = refit.seeds[i] if refit.seeds else int(call) * 1_000_003 + i
         held_folds = fold_masks(layout, int(folds or FOLDS), seed=int(seed) & 0xFFFFFFFF)
         held = held_folds[0] if held_folds else np.zeros(points.shape, bool)
-        weights.append(torch.from_numpy(heldout_weights(k, points, held, int(bands or NMSE_BANDS))))
+        weights.append(torch.from_numpy(heldout_weights(k, points, held, int(bands or LOSS_BANDS))))
         keeps.append(mask[i] * torch.from_numpy(~held).to(mask)[None])
         helds.append(torch.from_numpy(held))
     keep = torch.stack(keeps)
@@ -211,8 +214,9 @@ class ReconQualityLoss(nn.Module):
             instead of ``output``.
         kspace_check: ``1 - combined score`` with the k-space check's NMSE estimate from one held-out fold per
             call (module docstring); needs the call's ``refit``. ``folds``: default ``FOLDS`` (4); ``bands``: of
-            the estimate, default ``recon.crossval.NMSE_BANDS``; ``tau``, ``power``: the combination's, default
-            :data:`LOSS_TAU` / :data:`LOSS_POWER` (not the ranking's ``COMBINED_TAU`` / ``COMBINED_POWER``).
+            the estimate, default :data:`LOSS_BANDS`; ``tau``, ``power``: the combination's, default
+            :data:`LOSS_TAU` / :data:`LOSS_POWER` (not the ranking's ``NMSE_BANDS`` / ``COMBINED_TAU`` /
+            ``COMBINED_POWER``).
     Call: ``loss(output, target=None, *, physics=None, y=None, image=None, refit=None, **ignored) -> 0-d tensor``
     (``[B]`` for ``reduction="none"``), differentiable in ``output`` (and through ``refit`` in the network's
     parameters); no gradient reaches the quality model. ``.last``: ``image`` (mean score) and ``kspace_nmse``.

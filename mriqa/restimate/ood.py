@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mriqa.pooling import neighbour_correlation
+
 MIN_FOREGROUND = 0.02
 COLOUR_TOL = 2.0 / 255.0
 
@@ -48,26 +50,6 @@ def is_colour(image) -> bool:
         if np.max(np.abs(rgb - rgb.mean(axis=-1, keepdims=True))) > COLOUR_TOL:
             return True
     return False
-
-
-def neighbour_correlation(x) -> np.ndarray:
-    """Mean of the lag-1 Pearson correlations along rows and along columns.
-
-    x: model inputs ``[N, H, W]`` or ``[N, 1, H, W]`` in [0, 1] (numpy or torch) -> float64 ``[N]``
-    (0 for a constant image)."""
-    a = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float64)
-    if a.ndim == 4:
-        a = a[:, 0]
-    out = np.zeros(len(a))
-    for i, img in enumerate(a):
-        vals = []
-        for u, v in ((img[1:, :], img[:-1, :]), (img[:, 1:], img[:, :-1])):
-            u = u.ravel() - u.mean()
-            v = v.ravel() - v.mean()
-            den = np.sqrt((u * u).sum() * (v * v).sum())
-            vals.append(float((u * v).sum() / den) if den > 0 else 0.0)
-        out[i] = float(np.mean(vals))
-    return out
 
 
 def foreground_fraction(x) -> np.ndarray:
