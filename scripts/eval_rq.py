@@ -75,6 +75,8 @@ def main(argv=None) -> int:
     import torch
 
     from mriqa.evaluation.recon_quality import format_report, in_object_ssim, ranking_report
+    from mriqa.pooling import neighbour_correlation
+    from mriqa.predictor import NOISE_GATE_CORRELATION
     from mriqa.iqa.correlation import srcc
     from mriqa.recon_quality.data import (build_quality_split, other_anatomy_files, read_quality_set,
                                           real_kspace_set, write_quality_set)
@@ -130,10 +132,13 @@ def main(argv=None) -> int:
         ref_scores = model_scores(args.weights, data["references"], args.pool)
         report["reference_mean_score"] = float(ref_scores.mean())
         report["srcc_in_object_ssim"] = float(srcc(scores, in_object_ssim(data)))
+        report["min_neighbour_correlation"] = float(neighbour_correlation(data["images"]).min())
         out_lines.append(format_report(f"{title}: recon score", report, LABELS)
                          + f"\nThe fully sampled references ({len(ref_scores)}) score {ref_scores.mean():.3f} on "
                          f"average (min {ref_scores.min():.3f}). Spearman(score, SSIM inside the reference's object) "
-                         f"= {report['srcc_in_object_ssim']:.3f}.\n")
+                         f"= {report['srcc_in_object_ssim']:.3f}. Lowest neighbour correlation of the reconstructions "
+                         f"{report['min_neighbour_correlation']:.3f} (the noise gate: below {NOISE_GATE_CORRELATION:g})."
+                         "\n")
         print(out_lines[-1], flush=True)
         summary["sets"][title] = {"recon": report}
         figure_sets[title] = (data, scores)
