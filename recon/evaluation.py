@@ -46,6 +46,15 @@ class EvalVolume(NamedTuple):
     maxval: float
     attrs: dict[str, Any]
 
+    def simulated_snrs(self, default: float = 40.0) -> np.ndarray:
+        """The simulation's SNR of each slice read, float64 ``[S]``: a file of ``mriqa make-dataset --snr-max``
+        holds one per slice (``snr_per_slice``; its ``snr`` is the range's low end), other files one ``snr``
+        (``default`` when the file has neither)."""
+        per_slice = self.attrs.get("snr_per_slice")
+        if per_slice is not None:
+            return np.asarray(per_slice, np.float64)[self.slices]
+        return np.full(len(self.slices), float(self.attrs.get("snr", default)))
+
 
 def read_eval_volume(path: str | os.PathLike, max_slices: int | None = None) -> EvalVolume:
     """``max_slices`` evenly spaced slices of a fastMRI-format file (all of them with ``None``)."""

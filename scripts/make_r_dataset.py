@@ -138,10 +138,7 @@ def build(split: str, method: str, args, predictor, log=print) -> Path:
         vol = read_eval_volume(path, k_per_vol)
         slices, kspace = vol.slices, vol.kspace
         noise_std = np.asarray(vol.attrs["noise_std"], np.float64)[slices]  # the attribute is per slice of the file
-        # a file of make-dataset --snr-max has one SNR per slice (snr_per_slice; its "snr" is the range's low end)
-        per_slice = vol.attrs.get("snr_per_slice")
-        sim_snrs = (np.asarray(per_slice, np.float64)[slices] if per_slice is not None
-                    else np.full(len(slices), float(vol.attrs.get("snr", SIM_SNR))))
+        sim_snrs = vol.simulated_snrs(SIM_SNR)  # one per slice for a make-dataset --snr-max file
         if augment and not np.allclose(sim_snrs, SIM_SNR):
             raise SystemExit(f"{path}: simulated at SNR {sim_snrs.min():g}-{sim_snrs.max():g}; the augmentation of "
                              f"this script assumes the SNR-{SIM_SNR:g} simulation (mriqa make-dataset --snr 40)")

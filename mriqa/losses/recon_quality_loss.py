@@ -87,7 +87,8 @@ __all__ = ["ReconQualityLoss", "recon_quality_loss", "data_consistent_magnitude"
 # (-b8-t01.md; one band: -0.63 / -0.32, -b1-t01.md): with a weaker k-space discount the term starts to be gamed.
 # Stage-2 recon model (shipped 2026-12-06), 8 bands: tau 0.02, power 0.25 -0.23 / -0.01 dB (-snrwide.md); tau 0.01
 # +0.21 / +0.06 (-snrwide-t001.md); power 0.5 +0.83 / +0.22 (-snrwide-p05.md; seed 2 +1.09 / +0.41, -snrwide-p05-s2.md),
-# also the best validation PSNR of the three during training; beside SSDU a tie (-snrwide-ssdu-p05*.md).
+# also the best validation PSNR of the three during training. Beside SSDU: a tie at weight 0.01 (-snrwide-ssdu-p05.md,
+# -s2.md), at or above SSDU alone with both seeds at weight 0.1 (-snrwide-ssdu-p05-w01*.md).
 LOSS_TAU = 0.02
 LOSS_POWER = 0.5
 LOSS_BANDS = 8

@@ -133,10 +133,7 @@ def build_quality_split(data: str | os.PathLike, split: str, out: str | os.PathL
         bar = tqdm(total=len(files), desc=f"{split} {shard[0]}/{shard[1]}", unit="file")
     for path in files:
         vol = read_eval_volume(path, slices)
-        # a file of make-dataset --snr-max has one SNR per slice (snr_per_slice; its "snr" is the range's low end)
-        snr_per_slice = vol.attrs.get("snr_per_slice")
-        sim_snrs = (np.asarray(snr_per_slice, np.float64)[vol.slices] if snr_per_slice is not None
-                    else np.full(len(vol.slices), float(vol.attrs.get("snr", 40.0))))
+        sim_snrs = vol.simulated_snrs()  # one per slice for a make-dataset --snr-max file
         if "noise_std" in vol.attrs:
             noise_std = np.asarray(vol.attrs["noise_std"], np.float64)[vol.slices]
         elif augment:
