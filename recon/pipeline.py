@@ -158,16 +158,20 @@ class Reconstruction(NamedTuple):
 
     def summary(self) -> dict:
         """Plain values for the reconstruction h5's attributes: ``calibration`` (short form of slice 0's, or
-        ``given``), ``guard_attempt`` (distinct attempts used) and ``guard`` (worst figures over slices)."""
+        ``given``), ``guard_attempt`` (distinct attempts used) and ``guard`` (worst figures over slices, the
+        held-out error where it was computed)."""
         if not self.guard:
             return {}
         attempts = sorted({r.attempt for r in self.guard})
         info = next((c for c in self.calibration if c is not None), None)
+        figures = "coverage {:.2f}, residual {:.3f}, centre disagreement {:.2f}".format(
+            min(r.coverage for r in self.guard), max(r.residual for r in self.guard),
+            max(r.acs_disagreement for r in self.guard))
+        heldout = [r.heldout_error for r in self.guard if np.isfinite(r.heldout_error)]
+        if heldout:  # the held-out check ran (recon.guard.HELDOUT_TRIGGER)
+            figures += f", held-out error {max(heldout):.2f}"
         return {"calibration": "given" if info is None else info.short(),
-                "guard_attempt": ",".join(attempts),
-                "guard": ("coverage {:.2f}, residual {:.3f}, centre disagreement {:.2f}".format(
-                    min(r.coverage for r in self.guard), max(r.residual for r in self.guard),
-                    max(r.acs_disagreement for r in self.guard)))}
+                "guard_attempt": ",".join(attempts), "guard": figures}
 
 
 def _ranges(indices: list[int]) -> str:

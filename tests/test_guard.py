@@ -1,7 +1,8 @@
 """recon.guard: reconstructions that collapse are caught (coverage, data consistency, agreement with the fully
 sampled centre and with zero-filled) and fall back or raise one line. Built failures on the real 16-coil brain:
-maps from the issue's fixed 24 x 24 block, maps of another slice, a mask off by one line, a method that
-returns nothing like the data; a coil with no signal and too few centre lines are in test_calibration.py."""
+maps from the issue's fixed 24 x 24 block, maps of another slice, maps cropped by a kernel too wide for the
+centre (caught by held-out lines), a mask off by one line, a method that returns nothing like the data; a coil with
+no signal and too few centre lines are in test_calibration.py."""
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +23,7 @@ from recon.guard import (
     mask_matching_data,
     noise_fraction,
 )
-from recon.masks import default_center_fraction, make_mask
+from recon.masks import center_fraction_for, default_center_fraction, make_mask
 from recon.metrics import psnr
 from test_calibration import load_brain16, rss_of
 
@@ -81,6 +82,34 @@ def test_maps_of_another_slice_are_caught(brain):
     assert any("unexplained" in r for r in report.reasons)
     image, report, _, _ = guarded(lambda kk, m, s: baselines.cg_sense(kk, m, s), k, mask, maps=elsewhere)
     assert report.attempt == "calibrated" and psnr(rss, image) > psnr(rss, zf) + 1
+
+
+def test_maps_cropped_by_a_kernel_too_wide_are_caught_by_heldout_lines(shared_data):
+    """Built failure: ESPIRiT with a 6 x 3 kernel (sigpy's habit of half the centre) on the 6-line centre of
+    R = 8 (transposed): the eigenvalue crop takes part of the head out of the maps and CG-SENSE lands ~6 dB below
+    zero-filled, while coverage (0.90), residual, centre agreement and energy pass their limits. Its maps predict
+    measured lines they did not see 2.7x worse than zeros do: rejected, the calibrated maps are used."""
+    from recon.calibration import _centred, calibration_region
+    from recon.guard import HELDOUT_TRIGGER, MAX_HELDOUT_ERROR
+
+    full = load_brain16(shared_data, transposed=True)
+    rss = rss_of(full)
+    mask = make_mask("random", (96, 96), 8, center_fraction=center_fraction_for(8, 96), seed=0)
+    k = full * mask.mask.numpy()
+    zf = baselines.zero_filled(k, mask.mask)
+    rows, cols, _, _ = calibration_region(k[0], mask)
+    strongest = int(np.argmax(np.sum(np.abs(k[0]) ** 2, axis=(1, 2))))
+    wide = espirit_maps(_centred(k[0], rows, cols), calib_width=(rows.stop - rows.start, cols.stop - cols.start),
+                        kernel_width=(6, 3), phase_coil=strongest)[None]
+    bad = baselines.cg_sense(k, mask.mask, wide)
+    assert psnr(rss, bad) < psnr(rss, zf) - 4  # measured 13.2 vs 19.6 dB
+    report = check_reconstruction(bad, k, mask, wide, zf)
+    assert not report.ok and len(report.reasons) == 1 and "held out" in report.reasons[0]  # only this check sees it
+    assert report.residual > HELDOUT_TRIGGER and report.heldout_error > MAX_HELDOUT_ERROR
+    image, report, _, info = guarded(baselines.cg_sense, k, mask, maps=wide)
+    assert report.ok and report.attempt == "calibrated"
+    assert any(w.startswith("given maps: rejected") and "held out" in w for w in report.warnings)
+    assert psnr(rss, image) > psnr(rss, zf) + 1  # measured 21.8 vs 19.6 dB
 
 
 def test_mask_off_by_one_line_recovers(brain):
