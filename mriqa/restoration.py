@@ -30,6 +30,7 @@ from recon.errors import InputError
 from recon.io.images import DEFAULT_MAX_PIXELS
 
 PIL_FORMATS = {"PNG": ".png", "BMP": ".bmp", "TIFF": ".tif", "JPEG": ".jpg"}
+MIN_SIDE = 8  # one JPEG block: a smaller image has no block artefacts to remove and no quality to estimate
 
 
 @dataclass
@@ -59,6 +60,9 @@ def read_photo_for_restore(path: str, max_pixels: int | None = DEFAULT_MAX_PIXEL
     arr = photo.array
     if photo.kind != "photo":
         raise InputError(path, f"{photo.mode}-mode (32-bit) images are not photos; restore expects 8/16-bit images")
+    if min(arr.shape[:2]) < MIN_SIDE:
+        raise InputError(path, f"image is {arr.shape[0]}x{arr.shape[1]} pixels, smaller than one {MIN_SIDE}x{MIN_SIDE} "
+                               "JPEG block: nothing to restore")
     if arr.dtype == np.uint16:
         return arr, None, photo.format, "I;16"
     if arr.ndim == 2:

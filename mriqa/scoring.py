@@ -195,8 +195,8 @@ def _score_input(path, predictor, model_of, pool, batch_size, h5_key, max_pixels
                 if pred.fallback[j]:
                     input_notes.append(f"{record_name(r)}: no foreground found, scored with mean pooling")
                 if pred.noise_like[j]:
-                    input_notes.append(f"{record_name(r)}: no spatial structure (white-noise-like), scored 0 "
-                                       "(mriqa.predictor.NOISE_GATE_CORRELATION)")
+                    input_notes.append(f"{record_name(r)}: no spatial structure (constant or white-noise-like), "
+                                       "scored 0 (mriqa.predictor.NOISE_GATE_CORRELATION)")
                 value = round(float(pred.scores[j]), 6)
                 record = ScoreRecord(r.source, r.slice, value if qf.is_qf else None, pool, name, r.volume, score=value)
                 if r_estimates is not None:

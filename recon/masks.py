@@ -165,6 +165,11 @@ def make_mask(
     if not 0 <= center_fraction <= 1:
         raise InputError(None, f"center fraction {center_fraction:g} must be in [0, 1]")
 
+    lines = height * width if kind == "poisson" else width
+    if accel > lines:
+        unit = "k-space points" if kind == "poisson" else "phase-encode lines"
+        raise InputError(None, f"acceleration R = {accel:g} would sample less than one of the {lines} {unit}; "
+                               f"R can be at most {lines} here")
     if accel == 1:  # fully sampled
         full = torch.ones((1, height, width) if kind == "poisson" else (1, 1, width), dtype=torch.float32)
         return SamplingMask(full, kind, 1.0, 1.0, 1.0, width, seed)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from recon.errors import InputError
-from recon.masks import default_center_fraction, describe_mask, make_mask, mask_from_kspace
+from recon.masks import center_fraction_for, default_center_fraction, describe_mask, make_mask, mask_from_kspace
 
 SHAPE = (64, 368)  # (H, W): fastMRI knee width
 
@@ -101,6 +101,17 @@ def test_full_sampling_at_r1():
 def test_r_below_one_is_input_error(accel):
     with pytest.raises(InputError, match="R must be >= 1"):
         make_mask("random", SHAPE, accel)
+
+
+@pytest.mark.parametrize("kind", ["random", "equispaced"])
+def test_r_beyond_the_lines_there_are_is_input_error(kind):
+    """R = 200 on 96 phase-encode lines (what `mriqa recon --accel 200` asked of the real 96 x 96 scan): one
+    line naming the limit, not an all-zero mask further down."""
+    with pytest.raises(InputError, match="R can be at most 96"):
+        make_mask(kind, (96, 96), 200, center_fraction=center_fraction_for(200, 96))
+    with pytest.raises(InputError, match="R can be at most 64"):
+        make_mask("poisson", (8, 8), 65)
+    assert make_mask("random", (96, 96), 40, seed=0).mask.sum() >= 1  # below the limit a mask is made
 
 
 def test_other_bad_requests_are_input_errors():

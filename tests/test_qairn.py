@@ -212,6 +212,13 @@ def test_restore_cli_writes_same_size_same_format(tmp_path, capsys):
     assert main(["restore", str(inputs["photo.png"]), str(tmp_path / "in" / "broken.png"), "--out", str(out2),
                  "--weights", str(weights), "--json", str(rec2)]) == 2
     assert "broken.png" in capsys.readouterr().err and not out2.exists() and not rec2.exists()
+    # smaller than one JPEG block (here 4 px high): refused in one line, nothing written
+    Image.fromarray(np.zeros((4, 300), np.uint8)).save(tmp_path / "in" / "thin.png")
+    out3 = tmp_path / "out3"
+    assert main(["restore", str(inputs["photo.png"]), str(tmp_path / "in" / "thin.png"), "--out", str(out3),
+                 "--weights", str(weights)]) == 2
+    err = capsys.readouterr().err
+    assert "thin.png" in err and "4x300 pixels" in err and err.count("\n") == 1 and not out3.exists()
 
 
 def test_init_and_gate_prior_open_the_gates(tmp_path):

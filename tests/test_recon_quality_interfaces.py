@@ -179,7 +179,7 @@ def test_noise_gate_zeroes_white_noise_and_nothing_else(rq, tmp_path, capsys, we
     rc, out, err = _score_cli(capsys, "--model", "recon", npy, "--json", tmp_path / "s.json")
     assert rc == 0, err
     assert [r["score"] for r in json.loads((tmp_path / "s.json").read_text())][0] == 0.0
-    assert "noise.npy [slice 0]: no spatial structure (white-noise-like), scored 0" in err
+    assert "noise.npy [slice 0]: no spatial structure (constant or white-noise-like), scored 0" in err
 
 
 def test_shipped_recon_scores_pure_noise_below_a_reconstruction():

@@ -73,7 +73,8 @@ def image_checks(x, colour: list[bool] | None, min_correlation: float) -> list[s
         if colour is not None and colour[i]:
             reasons.append(COLOUR_REASON)
         elif corr[i] < min_correlation:
-            reasons.append(f"noise-like image (neighbour correlation {corr[i]:.2f} < {min_correlation:.2f})")
+            reasons.append(f"constant or noise-like image (neighbour correlation {corr[i]:.2f} < "
+                           f"{min_correlation:.2f})")
         elif fg[i] < MIN_FOREGROUND:
             reasons.append(f"no anatomy found (foreground {100 * fg[i]:.1f} % of the image)")
         else:
