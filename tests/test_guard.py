@@ -173,6 +173,22 @@ def test_pipeline_runs_every_method_under_the_guard(brain):
     assert psnr(reference, sense.image) > psnr(reference, zf.image) + 1.0
 
 
+def test_summary_carries_the_heldout_error_only_where_it_ran():
+    """The reconstruction h5's ``guard`` attribute: the worst held-out error over the slices where the check ran
+    (residual above recon.guard.HELDOUT_TRIGGER), nothing about it where it ran on none."""
+    from recon.guard import GuardReport
+    from recon.pipeline import Reconstruction
+
+    def report(residual, heldout=float("nan")):
+        return GuardReport(True, 0.99, residual, 0.1, 0.9, 1.05, (), "calibrated", (), heldout)
+
+    quiet = Reconstruction(np.zeros((2, 4, 4), np.float32), (report(0.0), report(0.01)), (None, None))
+    assert quiet.summary()["guard"] == "coverage 0.99, residual 0.010, centre disagreement 0.10"
+    checked = Reconstruction(np.zeros((2, 4, 4), np.float32), (report(0.03, 0.8), report(0.05, 1.3)), (None, None))
+    assert checked.summary()["guard"].endswith("residual 0.050, centre disagreement 0.10, held-out error 1.30")
+    assert "held-out error 1.30" in report(0.05, 1.3).line()
+
+
 def test_pipeline_names_the_slice_that_fails(brain):
     """Two slices, the second's k-space replaced by noise the maps cannot explain: one line naming slice 1."""
     from recon.pipeline import run_method
