@@ -7,7 +7,8 @@ with those maps, PSNR in dB against the RSS of the full data. Prints, per method
 difference per mask kind, the range, and the reconstructions worse / better by more than 0.3 dB. The real 16-coil
 brain's version of this comparison is ``scripts/real_kspace_check.py --calibration auto select``.
 
-Usage: ``python scripts/calibration_study.py [--sim DIR] [--sim-files 9] [--methods auto select] [--verbose]``
+Usage: ``python scripts/calibration_study.py [--sim DIR] [--sim-files 9] [--methods auto select espirit:0.005]
+[--verbose]`` (``METHOD:THRESH`` sets the ESPIRiT singular-value threshold, default 0.02)
 (``--sim`` defaults to data/sim128-ixi-snrwide/multicoil_test: the held-out volumes of the set made by the command
 in configs/modl-snrwide.yaml, SNR 30-2000 per slice).
 """
@@ -53,7 +54,9 @@ def run(sim_dir: Path, sim_files: int, methods, verbose: bool = False) -> list[d
                 k = full * mask.mask.numpy()
                 row = {"slice": f"{path.stem}/{index}", "mask": kind, "R": accel}
                 for method in methods:
-                    maps, info = calibrate_maps(k, mask, method=method, cache_dir=False)
+                    name, _, thresh = method.partition(":")
+                    maps, info = calibrate_maps(k, mask, method=name, cache_dir=False,
+                                                **({"thresh": float(thresh)} if thresh else {}))
                     row[method] = psnr(rss, cg_sense(k, mask.mask, maps))
                     row[method + "_note"] = next((w for w in info.warnings if "held-out" in w), info.method)
                 rows.append(row)
@@ -76,15 +79,30 @@ def summary(rows: list[dict], methods) -> str:
     return "\n".join(lines)
 
 
+def _method(text: str) -> str:
+    from recon.calibration import CALIBRATION_METHODS
+
+    name, colon, thresh = text.partition(":")
+    try:
+        ok = name in CALIBRATION_METHODS and (not colon or 0 < float(thresh) < 1)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected one of {', '.join(CALIBRATION_METHODS)}, optionally "
+                                         f"with :THRESH in (0, 1)")
+    return text
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     root = Path(__file__).resolve().parents[1]
     parser.add_argument("--sim", type=Path, default=root / "data" / "sim128-ixi-snrwide" / "multicoil_test",
                         help="folder of simulated held-out volumes (fastMRI multi-coil h5)")
     parser.add_argument("--sim-files", type=int, default=9, help="volumes to take one slice of (default 9)")
-    parser.add_argument("--methods", nargs="+", default=["auto", "select"],
-                        choices=["auto", "espirit", "refined", "select"], help="calibrate_maps methods; the first "
-                        "is the baseline (default auto select)")
+    parser.add_argument("--methods", nargs="+", default=["auto", "select"], type=_method,
+                        help="calibrate_maps methods (auto, espirit, refined, select), each optionally with its "
+                        "ESPIRiT threshold as METHOD:THRESH (e.g. espirit:0.005); the first is the baseline "
+                        "(default auto select)")
     parser.add_argument("--verbose", action="store_true", help="print every reconstruction")
     args = parser.parse_args(argv)
     rows = run(args.sim, args.sim_files, args.methods, args.verbose)

@@ -246,23 +246,45 @@ def test_heldout_line_error_prefers_the_maps_that_made_the_data(phantom):
 
 
 def test_select_keeps_the_maps_of_lower_heldout_error(phantom):
-    from recon.calibration import heldout_layout, heldout_line_error
+    """select: of ESPIRiT, refined and low-threshold ESPIRiT maps, the one of lowest held-out error, but only where
+    it beats what auto returns by SELECT_MARGIN."""
+    from recon.calibration import SELECT_MARGIN, SELECT_THRESH_FACTOR, THRESH, heldout_layout, heldout_line_error
 
     k, _, _ = phantom
     width = k.shape[-1]
     m = line_mask(width, 6, extra=range(0, width, 4))
     kk = k * m.numpy()
     chosen, info = calibrate_maps(kk, m, method="select")
-    plain, _ = calibrate_maps(kk, m, method="espirit")
-    refined = calibrate_maps(kk, m, method="refined")[0][0]
+    candidates = [calibrate_maps(kk, m, method="espirit")[0][0], calibrate_maps(kk, m, method="refined")[0][0],
+                  calibrate_maps(kk, m, method="espirit", thresh=THRESH * SELECT_THRESH_FACTOR)[0][0]]
     layout = heldout_layout(kk[0], m)
-    errors = [heldout_line_error(kk[0], layout, x) for x in (plain[0], refined)]
-    expected = refined if errors[1] < errors[0] else plain[0]
-    assert np.allclose(chosen[0], expected)
-    assert info.method == ("espirit-refined" if errors[1] < errors[0] else "espirit")
+    errors = [heldout_line_error(kk[0], layout, x) for x in candidates]
+    best = int(np.argmin(errors))
+    expected = best if errors[best] < (1 - SELECT_MARGIN) * errors[0] else 0
+    assert np.allclose(chosen[0], candidates[expected])
+    assert info.method == ("espirit-refined" if expected == 1 else "espirit")
     assert any(w.startswith("calibration chosen by held-out lines") for w in info.warnings)
     with pytest.raises(InputError, match="unknown calibration method"):
         calibrate_maps(kk, m, method="best")
+
+
+def test_select_keeps_the_base_unless_a_candidate_is_clearly_better():
+    """_select's margin: a candidate 10 % better than the base is not taken, 30 % better is; the base is what auto
+    would return (index 1, refined, under MIN_ESPIRIT_LINES centre lines)."""
+    from unittest import mock
+
+    from recon import calibration
+
+    def pick(errors, base=0):
+        with mock.patch.object(calibration, "heldout_line_error", side_effect=errors):
+            return calibration._select(None, None, [None] * len(errors), base)
+
+    assert calibration.SELECT_MARGIN == 0.2
+    assert pick([1.0, 0.9, 0.95]) == 0
+    assert pick([1.0, 0.9, 0.7]) == 2
+    assert pick([1.0, 0.7, 0.75]) == 1
+    assert pick([0.5, 1.0, 0.6], base=1) == 0
+    assert pick([0.5, 0.45, 0.45], base=1) == 1
 
 
 def test_real_select_finds_the_better_maps_where_espirit_is_poor(shared_data):
