@@ -197,6 +197,10 @@ def _score_input(path, predictor, model_of, pool, batch_size, h5_key, max_pixels
                 if pred.noise_like[j]:
                     input_notes.append(f"{record_name(r)}: no spatial structure (constant or white-noise-like), "
                                        "scored 0 (mriqa.predictor.NOISE_GATE_CORRELATION)")
+                elif qf.is_qf and np.ptp(r.image) == 0:  # JPEG keeps a constant image exactly at every QF
+                    input_notes.append(f"{record_name(r)}: constant image: it has no JPEG quality factor (any QF "
+                                       f"compresses it losslessly), so its score {float(pred.scores[j]):.2f} means "
+                                       "nothing")
                 value = round(float(pred.scores[j]), 6)
                 record = ScoreRecord(r.source, r.slice, value if qf.is_qf else None, pool, name, r.volume, score=value)
                 if r_estimates is not None:

@@ -173,6 +173,15 @@ def test_all_zero_slice_is_skipped_with_a_note(tmp_path, capsys, gray_model):
 
 
 # ------------------------------------------------------------------------------------------------ awkward inputs
+def test_constant_image_gets_a_note_that_its_qf_is_undefined(tmp_path, capsys, gray_model):
+    vol = np.stack([np.full((64, 64), 0.4, np.float32), _anatomy()])
+    rc, out, err = _run(capsys, _h5(tmp_path / "v.h5", vol), "--model", gray_model, "--json", tmp_path / "s.json")
+    assert rc == 0, err
+    assert "v.h5 [slice 0]: constant image: it has no JPEG quality factor" in err
+    assert "slice 1" not in err
+    assert [r["slice"] for r in json.loads((tmp_path / "s.json").read_text())] == [0, 1]
+
+
 def test_16x16_image_fails_alone_the_others_are_written(tmp_path, capsys, gray_model):
     good = tmp_path / "good.png"
     Image.fromarray(np.round(_anatomy() * 255).astype(np.uint8)).save(good)
