@@ -222,6 +222,40 @@ def test_region_finds_an_off_centre_block_inside_a_wider_run():
     assert (rows.start, rows.stop, cols.start, cols.stop, acs) == (13, 19, 13, 19, 6)
 
 
+def test_2d_masks_are_refined_on_a_square_and_select_gives_the_same_maps(phantom):
+    """A 2-D mask's fully sampled block is small in both directions: auto refines on a SYNTH_LINES square (capped
+    by the matrix), and select, whose other candidates never did better on 2-D masks, returns the same maps."""
+    from recon.calibration import SYNTH_LINES
+
+    k, _, _ = phantom
+    h, w = k.shape[-2:]
+    block = torch.zeros(1, h, w)
+    block[:, h // 2 - 4:h // 2 + 4, w // 2 - 4:w // 2 + 4] = 1
+    block[:, ::3, ::2] = 1
+    kk = k * block.numpy()
+    maps, info = calibrate_maps(kk, block)
+    assert info.method == "espirit-refined" and info.synthesised == (min(SYNTH_LINES, h), min(SYNTH_LINES, w))
+    assert not any("centre lines" in line for line in info.warnings)  # the normal 2-D path: no warning
+    chosen, chosen_info = calibrate_maps(kk, block, method="select")
+    assert np.array_equal(chosen, maps) and chosen_info.method == "espirit-refined"
+    assert any("select on a 2-D mask" in line for line in chosen_info.warnings)
+
+
+def test_real_poisson_masks_gain_from_the_refinement_step(shared_data):
+    """The real 16-coil brain, Poisson-disk R = 6 (a 6 x 6 fully sampled square): ESPIRiT of the square gives
+    CG-SENSE 9.1 dB over zero-filled, auto's refined maps 15.1 dB (docs/recon/real_kspace.md)."""
+    full = load_brain16(shared_data)
+    mask = make_mask("poisson", (96, 96), 6, center_fraction=max(default_center_fraction(6), min_center_fraction(96)),
+                     seed=0)
+    k = full * mask.mask.numpy()
+    rss = rss_of(full)
+    plain, _ = calibrate_maps(k, mask, method="espirit")
+    auto, info = calibrate_maps(k, mask)
+    assert info.method == "espirit-refined"
+    gain = psnr(rss, baselines.cg_sense(k, mask.mask, auto)) - psnr(rss, baselines.cg_sense(k, mask.mask, plain))
+    assert gain > 2.0  # measured +6.0 dB (the refinement on the 6 rows of the square alone: +5.4)
+
+
 # ------------------------------------------------------------------------------- held-out lines (select)
 
 

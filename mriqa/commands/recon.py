@@ -24,7 +24,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--num-maps", type=int, default=1, choices=[1, 2],
                    help="ESPIRiT map sets for sense/l1 (2 where a small field of view folds over)")
     p.add_argument("--calibration", default="auto", choices=["auto", "espirit", "refined", "select"],
-                   help="coil calibration: auto (ESPIRiT; a refinement step under 6 centre lines), espirit, refined "
+                   help="coil calibration: auto (ESPIRiT; a refinement step under 6 centre lines and for 2-D masks), "
+                        "espirit, refined "
                         "(always the joint image/maps step) or select (per slice ESPIRiT, refined or low-threshold "
                         "ESPIRiT maps, whichever predicts held-out measured lines clearly best)")
     p.add_argument("--maps", default=None, metavar="FILE",
