@@ -314,7 +314,7 @@ def guarded(method: Callable, kspace, mask, *, maps=None, num_maps: int = 1, sou
         num_maps, source, cache_dir, crop: for the calibration (``crop`` default: calibrate_maps' own).
         map_sets: whether the "2 map sets" fallback may be tried (False for a method that takes one set).
         calibration: ``method`` of :func:`recon.calibration.calibrate_maps` for the first calibrated attempt
-            (``auto``; ``select`` lets held-out lines choose between ESPIRiT and refined maps).
+            (``auto``; ``select`` lets held-out lines choose the maps: see :func:`recon.calibration.calibrate_maps`).
 
     Returns:
         ``(magnitude float32 [S, H, W], GuardReport, maps used, CalibrationInfo or None for given maps)``.

@@ -25,9 +25,9 @@ def add_parser(subparsers) -> None:
                    help="ESPIRiT map sets for sense/l1 (2 where a small field of view folds over)")
     p.add_argument("--calibration", default="auto", choices=["auto", "espirit", "refined", "select"],
                    help="coil calibration: auto (ESPIRiT; a refinement step under 6 centre lines and for 2-D masks), "
-                        "espirit, refined "
-                        "(always the joint image/maps step) or select (per slice ESPIRiT, refined or low-threshold "
-                        "ESPIRiT maps, whichever predicts held-out measured lines clearly best)")
+                        "espirit, refined (always the joint image/maps step) or select (line masks: per slice ESPIRiT, "
+                        "refined or low-threshold ESPIRiT maps, whichever predicts held-out measured lines clearly "
+                        "best)")
     p.add_argument("--maps", default=None, metavar="FILE",
                    help="coil maps you already have (.npy, .h5 with sens_maps, or BART .cfl; [C,H,W], [S,C,H,W] or "
                         "[S,M,C,H,W]) instead of ESPIRiT from the data; estimated maps are cached in "
