@@ -400,14 +400,14 @@ def calibrate_maps(kspace, mask, *, num_maps: int = 1, source: str | os.PathLike
     out, synthesised, chosen = [], None, []
     low = dict(params, thresh=thresh * SELECT_THRESH_FACTOR)
     for s in range(slices):
-        maps = espirit_maps_cached(_centred(k[s], rows, cols), source, s,
-                                   cache_dir=False if source is None else cache_dir, **params)
+        centre = _centred(k[s], rows, cols)
+        maps = espirit_maps_cached(centre, source, s, cache_dir=False if source is None else cache_dir, **params)
         if refine or method == "select":
             refined, synthesised, _ = refine_maps(k[s], points, maps, synth_rows, num_maps=num_maps,
                                                   phase_coil=phase_coil, crop=min(crop, REFINE_CROP), thresh=thresh,
                                                   source=source, slice_index=s, cache_dir=cache_dir)
             if method == "select":
-                candidates = [maps, refined, espirit_maps_cached(_centred(k[s], rows, cols), source, s,
+                candidates = [maps, refined, espirit_maps_cached(centre, source, s,
                                                                  cache_dir=False if source is None else cache_dir,
                                                                  **low)]
                 chosen.append(_select(k[s], HeldoutLayout(points, (rows, cols), lines), candidates,
