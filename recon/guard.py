@@ -46,7 +46,9 @@ see it (:func:`check_reconstruction`, thresholds measured on the real 16-coil SE
 
 :func:`guarded` runs a method, checks it, and on failure falls back in order: the maps calibrated by
 :func:`recon.calibration.calibrate_maps` (when other maps were given), a softer crop (0), two map sets, the
-refined calibration (one joint image / maps step); the first attempt that passes is returned with a
+other calibration (ESPIRiT alone where the first calibration refined its maps, as it does for 2-D masks and centres
+under 6 lines; the refined calibration, one joint image / maps step, otherwise); the first attempt that passes is
+returned with a
 :class:`GuardReport` saying which; when none passes, ``InputError`` with the first attempt's reason, one line.
 A mask that marks lines holding no data (or leaves out lines that do) is replaced by the k-space's own
 sampling pattern first, with a warning.
@@ -338,15 +340,28 @@ def guarded(method: Callable, kspace, mask, *, maps=None, num_maps: int = 1, sou
         return calibrate_maps(k, mask, num_maps=kw.pop("num_maps", num_maps), source=source, cache_dir=cache_dir,
                               **kw)
 
+    first_calibration = []  # the CalibrationInfo of the "calibrated" attempt, once it has run
+
+    def first_calibrated():
+        out = calibrated(crop=base_crop, method=calibration)
+        first_calibration.append(out[1])
+        return out
+
+    def other_calibration():
+        # the one the first attempt did not use: ESPIRiT alone where it refined (every 2-D mask, centres under
+        # 6 lines), the refinement step otherwise; never the same maps twice
+        refined = bool(first_calibration) and first_calibration[0].method == "espirit-refined"
+        return calibrated(crop=base_crop, method="espirit" if refined else "refined")
+
     attempts = []
     if maps is not None:
         attempts.append(("given maps", lambda: (np.asarray(maps), None)))
-    attempts.append(("calibrated", lambda: calibrated(crop=base_crop, method=calibration)))
+    attempts.append(("calibrated", first_calibrated))
     attempts.append(("crop 0", lambda: calibrated(crop=0.0)))
     if k.shape[1] > 1 and map_sets:
         attempts.append(("2 map sets", lambda: calibrated(crop=base_crop, num_maps=max(2, num_maps))))
     if k.shape[1] > 1:
-        attempts.append(("refined", lambda: calibrated(crop=base_crop, method="refined")))
+        attempts.append(("other calibration", other_calibration))
     first = None
     for name, make in attempts:
         try:

@@ -141,6 +141,32 @@ def test_every_attempt_failing_raises_one_line(brain):
     assert message.startswith("brain.mat")
 
 
+@pytest.mark.parametrize("kind, accel, last", [("poisson", 6, "espirit"), ("random", 6, "espirit-refined")])
+def test_no_fallback_repeats_another_attempts_maps(brain, monkeypatch, kind, accel, last):
+    """Every attempt of the guard asks for maps no earlier attempt had: a 2-D (Poisson-disk) mask, whose default
+    calibration already refines its maps, falls back to ESPIRiT alone last (until 2026-12-06 the last fallback,
+    "refined", repeated the first attempt's maps); a line mask with a 6-line centre to the refinement step."""
+    import recon.calibration as calibration
+
+    full = brain[0]
+    mask = make_mask(kind, (96, 96), accel, center_fraction=center_fraction_for(accel, 96), seed=0)
+    k = full * mask.mask.numpy()
+    asked = []
+    real = calibration.calibrate_maps
+
+    def spy(*args, **kw):
+        maps, info = real(*args, **kw)
+        asked.append((info.method, info.crop, info.num_maps))
+        return maps, info
+
+    monkeypatch.setattr(calibration, "calibrate_maps", spy)
+    rng = np.random.default_rng(0)
+    with pytest.raises(InputError):  # a method unrelated to the data: every attempt runs and fails
+        guarded(lambda kk, m, s: rng.random((1, 96, 96)).astype(np.float32), k, mask)
+    assert len(asked) == 4 and len(set(asked)) == 4, asked
+    assert asked[-1][0] == last
+
+
 def test_too_few_lines_through_the_guard(shared_data):
     """3 centre lines at R = 12 (0.32 / R on W = 96): the guard's first attempt already uses the refined
     calibration and passes; CG-SENSE beats zero-filled."""
