@@ -307,7 +307,7 @@ def mask_matching_data(kspace, mask) -> tuple[object, str | None]:
 
 
 def guarded(method: Callable, kspace, mask, *, maps=None, num_maps: int = 1, source: str | os.PathLike | None = None,
-            cache_dir=None, crop: float | None = None, map_sets: bool = True, calibration: str = "auto"):
+            cache_dir=None, crop: float | None = None, calibration: str = "auto"):
     """Run ``method(kspace, mask_tensor, maps) -> image`` (magnitude ``[S, H, W]`` or complex) with the guard.
 
     Args:
@@ -315,7 +315,6 @@ def guarded(method: Callable, kspace, mask, *, maps=None, num_maps: int = 1, sou
         kspace: complex ``[S, C, H, W]``, zero where not sampled; mask: SamplingMask or tensor.
         maps: coil maps to try first (e.g. the user's); default: :func:`recon.calibration.calibrate_maps`.
         num_maps, source, cache_dir, crop: for the calibration (``crop`` default: calibrate_maps' own).
-        map_sets: whether the "2 map sets" fallback may be tried (False for a method that takes one set).
         calibration: ``method`` of :func:`recon.calibration.calibrate_maps` for the first calibrated attempt
             (``auto``; ``select`` lets held-out lines choose the maps: see :func:`recon.calibration.calibrate_maps`).
 
@@ -358,7 +357,7 @@ def guarded(method: Callable, kspace, mask, *, maps=None, num_maps: int = 1, sou
         attempts.append(("given maps", lambda: (np.asarray(maps), None)))
     attempts.append(("calibrated", first_calibrated))
     attempts.append(("crop 0", lambda: calibrated(crop=0.0)))
-    if k.shape[1] > 1 and map_sets:
+    if k.shape[1] > 1:
         attempts.append(("2 map sets", lambda: calibrated(crop=base_crop, num_maps=max(2, num_maps))))
     if k.shape[1] > 1:
         attempts.append(("other calibration", other_calibration))

@@ -139,11 +139,15 @@ class Reconstruction(NamedTuple):
         guard: per slice, the :class:`recon.guard.GuardReport` of the attempt returned (empty for ``zf``).
         calibration: per slice, the :class:`recon.calibration.CalibrationInfo` of the maps used (None for
             maps that were given and passed the guard; empty for ``zf``).
+        maps: per slice, the coil maps the returned image was reconstructed with (complex64 ``[C, H, W]``, or
+            ``[M, C, H, W]`` for map sets: a guard fallback may change the count per slice), when
+            :func:`run_method` was asked to keep them (``keep_maps``); else empty.
     """
 
     image: np.ndarray
     guard: tuple
     calibration: tuple
+    maps: tuple = ()
 
     def notes(self) -> list[str]:
         """One line per distinct warning of the guard and the calibration (slices named), for stderr."""
@@ -194,15 +198,19 @@ def reconstruct(method: str, kspace: np.ndarray, mask, **kwargs) -> np.ndarray:
 def run_method(method: str, kspace: np.ndarray, mask, *, sens_maps: np.ndarray | None = None,
                source: str | os.PathLike | None = None, num_maps: int = 1, weights: str | None = None,
                device: str | None = None, cache_dir: str | os.PathLike | None = None,
-               calibration: str = "auto") -> Reconstruction:
+               calibration: str = "auto", keep_maps: bool = False) -> Reconstruction:
     """Reconstruct undersampled multi-coil k-space ``[S, C, H, W]`` with ``method`` in :data:`METHODS`.
 
     Every method but ``zf`` runs slice by slice under the collapse guard (:func:`recon.guard.guarded`): the
     given ``sens_maps`` are tried first, then maps from :func:`recon.calibration.calibrate_maps` and its
     fallbacks; a slice on which no attempt passes is an ``InputError`` naming the slice (one line, exit 2).
-    ``num_maps``: map sets for ``sense`` / ``l1`` (MoDL takes one); ``cache_dir``: the ESPIRiT cache (default
-    the user cache, :func:`recon.coils.default_cache_dir`); ``calibration``: the ``method`` of
-    :func:`recon.calibration.calibrate_maps` (``auto``, ``espirit``, ``refined``, ``select``).
+    ``num_maps``: ESPIRiT map sets to calibrate (2: soft SENSE, for a field of view smaller than the object; every
+    method takes them, MoDL denoising each set's image; with 1 the guard still falls back to 2 when one set fails
+    its checks); ``cache_dir``: the ESPIRiT cache (default the user cache,
+    :func:`recon.coils.default_cache_dir`); ``calibration``: the ``method`` of
+    :func:`recon.calibration.calibrate_maps` (``auto``, ``espirit``, ``refined``, ``select``); ``keep_maps``: return
+    the maps each slice was reconstructed with (``Reconstruction.maps``, e.g. for the k-space check of
+    ``mriqa recon --quality``).
     """
     from recon import baselines
     from recon.guard import guarded
@@ -218,25 +226,25 @@ def run_method(method: str, kspace: np.ndarray, mask, *, sens_maps: np.ndarray |
         model = load_modl(weights or "modl")
 
         def solve(k, m, s):
-            return modl_reconstruct(model, k, m, sens_maps=s[:, 0] if s.ndim == 5 else s, device=device)
-        num_maps = 1
+            return modl_reconstruct(model, k, m, sens_maps=s, device=device)
     elif method == "sense":
         def solve(k, m, s):
             return baselines.cg_sense(k, m, s, device=device)
     else:
         def solve(k, m, s):
             return baselines.l1_wavelet(k, m, s)
-    images, reports, infos = [], [], []
+    images, reports, infos, used = [], [], [], []
     for s in range(kspace.shape[0]):
         given = None if sens_maps is None else np.asarray(sens_maps[s:s + 1])
         try:
-            image, report, _, info = guarded(solve, kspace[s:s + 1], mask, maps=given, num_maps=num_maps,
-                                             source=source, cache_dir=cache_dir, map_sets=method != "modl",
-                                             calibration=calibration)
+            image, report, maps_used, info = guarded(solve, kspace[s:s + 1], mask, maps=given, num_maps=num_maps,
+                                                     source=source, cache_dir=cache_dir, calibration=calibration)
         except InputError as exc:
             where = f"slice {s}: " if kspace.shape[0] > 1 else ""
             raise InputError(source, f"{method}: {where}{exc.problem}") from None
         images.append(image[0])
         reports.append(report)
         infos.append(info)
-    return Reconstruction(np.stack(images).astype(np.float32), tuple(reports), tuple(infos))
+        if keep_maps:
+            used.append(np.asarray(maps_used)[0])
+    return Reconstruction(np.stack(images).astype(np.float32), tuple(reports), tuple(infos), tuple(used))

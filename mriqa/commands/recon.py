@@ -22,7 +22,8 @@ def add_parser(subparsers) -> None:
                    help="fully sampled centre fraction (default 0.32 / R: fastMRI's 0.08 at R=4, 0.04 at R=8)")
     p.add_argument("--seed", type=int, default=0, help="mask seed")
     p.add_argument("--num-maps", type=int, default=1, choices=[1, 2],
-                   help="ESPIRiT map sets for sense/l1 (2 where a small field of view folds over)")
+                   help="ESPIRiT map sets (2 where a small field of view folds over; with 1 the collapse guard "
+                        "falls back to 2 when one set fails its checks)")
     p.add_argument("--calibration", default="auto", choices=["auto", "espirit", "refined", "select"],
                    help="coil calibration: auto (ESPIRiT; a refinement step under 6 centre lines and for 2-D masks), "
                         "espirit, refined (always the joint image/maps step) or select (line masks: per slice ESPIRiT, "
@@ -83,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     sampled = undersample(volume, args.accel, args.mask_type, args.center_fraction, args.seed)
     start = time.perf_counter()
     result = run_method(args.method, sampled.kspace, sampled.mask, sens_maps=maps, source=volume.path,
-                        num_maps=args.num_maps, weights=args.weights, device=device, calibration=args.calibration)
+                        num_maps=args.num_maps, weights=args.weights, device=device, calibration=args.calibration,
+                        keep_maps=args.quality)
     seconds = time.perf_counter() - start
     image = result.image
     if sampled.retrospective and sampled.input_acceleration > 1.0:
@@ -101,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     if args.quality:
         from mriqa.recon_quality.kspace import reconstruction_quality
 
-        quality = reconstruction_quality(args.method, sampled.kspace, sampled.mask, image, maps=maps,
+        # the k-space check predicts with the maps each slice was reconstructed with (the guard's choice; zf has none)
+        quality = reconstruction_quality(args.method, sampled.kspace, sampled.mask, image, maps=result.maps or maps,
                                          num_maps=args.num_maps, calibration=args.calibration, weights=args.weights, device=device,
                                          source=volume.path)
         attrs.update({f"quality_{k}": v for k, v in quality.items()})

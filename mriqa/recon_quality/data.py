@@ -344,7 +344,7 @@ def acquired_kspace_set(data_root: str | os.PathLike, *, factors: Sequence[int] 
     """A second real scan, already undersampled when acquired: the ESPIRiT example 8-coil brain (``SMALLFOV``: 96 of
     168 phase-encode lines, its field of view smaller than the head), with every ``factor``-th of its acquired
     lines outside the central run kept (factor 1: as acquired), reconstructed by ``methods`` as ``mriqa recon``
-    does (two map sets for CG-SENSE and L1-wavelet, which this scan's fold-over needs; MoDL takes one), in
+    does (two map sets, which this scan's fold-over needs), in
     :func:`read_quality_set`'s layout. There is no fully sampled reference: ``accel`` is the effective R (the
     168 lines over those kept), ``mask_kind`` ``"equispaced"`` (every factor-th acquired line), the quality
     figures NaN and ``references`` the CG-SENSE image of the lines as acquired."""
@@ -372,8 +372,7 @@ def acquired_kspace_set(data_root: str | os.PathLike, *, factors: Sequence[int] 
         kspace = acquired.kspace * keep
         for method in methods:
             try:
-                image = run_method(method, kspace, mask, num_maps=1 if method == "modl" else 2,
-                                   weights=modl_weights).image[0]
+                image = run_method(method, kspace, mask, num_maps=2, weights=modl_weights).image[0]
             except InputError as exc:
                 log(f"  smallfov 1/{factor} of the outer lines, {method}: refused ({exc.problem})")
                 continue

@@ -144,18 +144,15 @@ def reconstruction_quality(method: str, kspace: np.ndarray, mask, image: np.ndar
                            device: str | None = None, source=None) -> dict[str, list[float]]:
     """Per slice, the three reference-free figures of a reconstruction ``image`` ``[S, H, W]`` (magnitude) that
     ``method`` made from undersampled ``kspace`` ``[S, C, H, W]`` under ``mask``: ``image_score`` (the recon
-    model), ``kspace_nmse`` (:func:`kspace_check`, with ``maps`` ``[S, C, H, W]`` / ``[S, M, C, H, W]`` when given,
-    else ``num_maps`` sets of ``recon.calibration.calibrate_maps(method=calibration)``; MoDL takes one) and
-    ``combined`` (:func:`combined_score`)."""
+    model), ``kspace_nmse`` (:func:`kspace_check`, with the maps the image was reconstructed with when given:
+    ``maps`` ``[S, C, H, W]`` / ``[S, M, C, H, W]`` or one ``[C, H, W]`` / ``[M, C, H, W]`` per slice, as
+    ``recon.pipeline.run_method(..., keep_maps=True).maps``; else ``num_maps`` sets of
+    ``recon.calibration.calibrate_maps(method=calibration)``) and ``combined`` (:func:`combined_score`)."""
     from mriqa.predictor import load_predictor
     from recon.calibration import calibrate_maps
 
     if maps is None:
-        sets = 1 if method == "modl" else int(num_maps)
-        maps = calibrate_maps(kspace, mask, num_maps=sets, source=source, method=calibration)[0]
-    maps = np.asarray(maps)
-    if method == "modl" and maps.ndim == 5:  # MoDL reconstructs with the first set (recon.pipeline.run_method)
-        maps = maps[:, 0]
+        maps = calibrate_maps(kspace, mask, num_maps=int(num_maps), source=source, method=calibration)[0]
     checks = kspace_check(method, kspace, mask, maps, weights=weights, device=device)
     scores = load_predictor("recon", device="cpu").score(np.asarray(image, np.float32), kind="mri")
     nmse = np.array([c.nmse_estimate for c in checks])
