@@ -247,10 +247,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--estimators", nargs="+", default=["rq"], help="names for load_estimator (rq, learned, qf)")
     p.add_argument("--rq-weights", default=None, help="weights file for the rq estimator (default: shipped)")
-    p.add_argument("--test", default=str(REPO / "data/rq128/test.h5"))
-    p.add_argument("--volumes", default=str(REPO / "data/rq128-vol/test.h5"))
-    p.add_argument("--real", default=str(REPO / "data/rq128/real16.h5"))
-    p.add_argument("--msd", default=str(REPO / "data/rq128/msd.h5"))
+    # each set: one file or its shards (make_quality_dataset.py --shard I N writes test.IofN.h5)
+    p.add_argument("--test", nargs="+", default=[str(REPO / "data/rq128/test.h5")])
+    p.add_argument("--volumes", nargs="+", default=[str(REPO / "data/rq128-vol/test.h5")])
+    p.add_argument("--real", nargs="+", default=[str(REPO / "data/rq128/real16.h5")])
+    p.add_argument("--msd", nargs="+", default=[str(REPO / "data/rq128/msd.h5")])
     p.add_argument("--acquired", default=str(REPO / "data/rq128/smallfov.h5"),
                    help="the second real scan's set (built from --data and cached here when missing)")
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="shared data root (photos)")
@@ -271,10 +272,10 @@ def main(argv=None) -> int:
         write_card_from(summary, args, argv)
         return 0
     sets = {}
-    for key, path in (("held-out subjects, per slice", args.test), ("held-out subjects, volumes", args.volumes),
-                      ("real 16-coil k-space", args.real), ("other anatomy (MSD, simulated)", args.msd)):
+    for key, paths in (("held-out subjects, per slice", args.test), ("held-out subjects, volumes", args.volumes),
+                       ("real 16-coil k-space", args.real), ("other anatomy (MSD, simulated)", args.msd)):
         try:
-            sets[key] = read_quality_set([path])
+            sets[key] = read_quality_set(paths)
         except InputError as exc:
             print(f"eval_r_heldout: {key}: skipped ({exc})", flush=True)
     try:
