@@ -209,13 +209,17 @@ def calibration_region(kspace: np.ndarray, mask, source=None,
     a, b = _run(centre_row, cw)
     best = (0, slice(ch, ch), slice(cw, cw))
     # every column interval inside the centre run, widest first: line masks keep the whole run (full readout at
-    # once); 2-D masks trade width for height, and their fully sampled block need not sit symmetric in the run
+    # once); 2-D masks trade width for height, and their fully sampled block need not sit symmetric in the run.
+    # The area counts at most ``max_rows`` rows, the rows kept: otherwise one full-readout line beats a block of
+    # lines whose readout is sampled only near the centre (BART's small-FOV example: a 24-row calibration block
+    # across 25 lines, every other line full; at 10 of its lines, 320 x 1 > 24 x 10, and calibration failed)
+    cap = height if max_rows is None else min(height, int(max_rows))
     for width_ in range(b - a, 0, -1):
-        if width_ * height <= best[0]:
+        if width_ * cap <= best[0]:
             break  # no narrower interval can beat the best area
         for c0 in range(a, b - width_ + 1):
             r0, r1 = _run(points[:, c0:c0 + width_].all(1), ch)
-            area = (r1 - r0) * width_
+            area = min(r1 - r0, cap) * width_
             if area > best[0]:
                 best = (area, slice(r0, r1), slice(c0, c0 + width_))
     _, rows, cols = best

@@ -334,3 +334,21 @@ def test_real_select_finds_the_better_maps_where_espirit_is_poor(shared_data):
     assert info.method == "espirit-refined"
     gain = psnr(rss, baselines.cg_sense(k, mask.mask, chosen)) - psnr(rss, baselines.cg_sense(k, mask.mask, plain))
     assert gain > 5.0  # measured +9.5 dB
+
+
+@pytest.mark.parametrize("accel, lines", [(6, 10), (8, 7), (12, 6)])
+def test_calibration_block_of_lines_sampled_near_the_centre_only(shared_data, accel, lines):
+    """BART's small-FOV example holds a 24-row calibration block across its 25 centre lines (every other line is
+    full, the others only near the readout centre). Undersampled further, the region is that block across the
+    centre lines the mask keeps, not one full-readout line (320 x 1 has more area than 24 x 10; until 2026-12-06
+    it was chosen, and every method refused "only 1 fully sampled centre lines hold data" from R = 6)."""
+    from mriqa.recon_quality.data import SMALLFOV
+    from recon.calibration import calibration_region
+    from recon.pipeline import load_kspace, run_method, undersample
+
+    scan = undersample(load_kspace(shared_data / SMALLFOV), accel, "random", None, 0)
+    rows, cols, acs, _ = calibration_region(scan.kspace, scan.mask)
+    assert (rows.stop - rows.start, acs) == (24, lines)
+    if accel == 6:
+        result = run_method("sense", scan.kspace, scan.mask)
+        assert result.calibration[0].acs_width == lines and result.guard[0].ok
