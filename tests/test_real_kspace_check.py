@@ -27,3 +27,14 @@ def test_two_calibrations_print_both_tables_the_counts_and_the_comparison(shared
     sense = next(line for line in out.splitlines() if line.strip().startswith("sense ") and "mean" in line)
     assert float(sense.split("mean")[1].split("dB")[0]) > 1.0  # the fully sampled maps bound: measured +2.6 dB
     assert all(" given " not in r for r in rows[:7]) and all("given" in r for r in rows[7:])
+
+
+def test_small_fov_rows_run_every_method_with_the_guards_map_sets(shared_data, capsys):
+    """The second real scan (undersampled when acquired, its field of view smaller than the head), undersampled
+    further: each method runs, two map sets where one leaves the fold-over (the guard's fallback, noted)."""
+    script = _script()
+    rows = script.run_small_fov(shared_data, with_modl=False, masks=("equispaced",), accels=(2,))
+    assert len(rows) == 1 and capsys.readouterr().out.startswith("acquired    equispaced   2  3.23")
+    row = rows[0]
+    assert row["sense_attempt"] == row["l1_attempt"] == "2 map sets" and row["acs"] == 25
+    assert row["sense"][0] > row["zf"][0] + 1  # against the proxy reference: measured +1.4 dB
