@@ -48,9 +48,8 @@ see it (:func:`check_reconstruction`, thresholds measured on the real 16-coil SE
 :func:`recon.calibration.calibrate_maps` (when other maps were given), a softer crop (0), two map sets, the
 other calibration (ESPIRiT alone where the first calibration refined its maps, as it does for 2-D masks and centres
 under 6 lines; the refined calibration, one joint image / maps step, otherwise); the first attempt that passes is
-returned with a
-:class:`GuardReport` saying which; when none passes, ``InputError`` with the first attempt's reason, one line.
-A mask that marks lines holding no data (or leaves out lines that do) is replaced by the k-space's own
+returned with a :class:`GuardReport` saying which; when none passes, ``InputError`` with the first attempt's reason,
+one line. A mask that marks lines holding no data (or leaves out lines that do) is replaced by the k-space's own
 sampling pattern first, with a warning.
 """
 from __future__ import annotations
@@ -359,7 +358,6 @@ def guarded(method: Callable, kspace, mask, *, maps=None, num_maps: int = 1, sou
     attempts.append(("crop 0", lambda: calibrated(crop=0.0)))
     if k.shape[1] > 1:
         attempts.append(("2 map sets", lambda: calibrated(crop=base_crop, num_maps=max(2, num_maps))))
-    if k.shape[1] > 1:
         attempts.append(("other calibration", other_calibration))
     first = None
     for name, make in attempts:
