@@ -263,3 +263,22 @@ def test_demo_snr_sets_the_built_in_slices_noise_and_is_refused_for_a_file(tmp_p
     code, _, err = _run(capsys, "demo", "--input", raw_file, "--accels", "2,0", "--methods", "zf",
                         "--out", tmp_path / "bad-r")
     assert code == 2 and "R must be >= 1" in err and not (tmp_path / "bad-r").exists()
+
+
+def test_demo_refuses_k_space_that_is_already_undersampled(tmp_path, capsys):
+    """The demo scores every method against the RSS of the input's k-space: an undersampled file (every other line,
+    as BART's small-FOV example) has no such reference and is refused in one line, exit 2, no report; zero columns at
+    the edges (fastMRI's padding) are not undersampling."""
+    kspace, rss = _phantom_kspace()
+    padded = kspace.copy()
+    padded[..., :3] = 0
+    padded[..., -2:] = 0
+    gappy = padded.copy()
+    gappy[..., 10:-10:2] = 0
+    for name, k, ok in (("padded", padded, True), ("gappy", gappy, False)):
+        path = write_fastmri_h5(tmp_path / f"{name}.h5", k, reconstruction_rss=rss, acquisition="AXT1")
+        code, _, err = _run(capsys, "demo", "--input", path, "--accels", "2", "--methods", "zf",
+                            "--no-kspace-check", "--out", tmp_path / name)
+        assert (code == 0) == ok and (tmp_path / name).exists() == ok
+        if not ok:
+            assert "already undersampled" in err and "mriqa recon" in err and len(err.strip().splitlines()) == 1

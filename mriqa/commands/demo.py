@@ -2,7 +2,8 @@
 
 The built-in default needs no data beside the package: it simulates an 8-coil slice from the real T1 slice
 that ships inside dipy's wheel (``recon.demo_data.demo_slice``). ``--input`` takes a user's fastMRI h5 or
-BART cfl instead (treated as fully sampled; one slice, the middle one unless ``--slice``).
+BART cfl instead (fully sampled: its RSS is the reference, so k-space with unsampled points inside the region its
+data span is refused; one slice, the middle one unless ``--slice``).
 
 Writes to ``--out`` (default ``./mriqa-demo``): ``report.html``, ``panels.png`` (every reconstruction),
 ``errors.png`` (error maps), ``results.json``, and prints the table.
@@ -182,10 +183,32 @@ def _load(args):
     if not 0 <= index < volume.num_slices:
         raise InputError(args.input, f"slice {index} out of range (file has {volume.num_slices})")
     kspace = volume.kspace[index:index + 1]
+    _refuse_undersampled(kspace, args.input)
     from recon.fft import ifft2c_np
 
     rss = np.sqrt((np.abs(ifft2c_np(kspace)) ** 2).sum(1)).astype(np.float32)
     return kspace, rss, f"{args.input} slice {index}"
+
+
+def _refuse_undersampled(kspace, source) -> None:
+    """InputError when ``kspace`` ``[1, C, H, W]`` holds no data at points inside the box its data span: an
+    undersampled acquisition, whose RSS is no reference (the demo scores every method against it). Zeros outside
+    that box pass: fastMRI's zero-padded edge columns, a partial-Fourier edge."""
+    import numpy as np
+
+    from recon.errors import InputError
+
+    points = np.any(np.asarray(kspace).reshape(-1, *kspace.shape[-2:]) != 0, axis=0)
+    rows, cols = np.flatnonzero(points.any(1)), np.flatnonzero(points.any(0))
+    if not points.any():
+        raise InputError(source, "k-space is all zero")
+    box = points[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    if not box.all():
+        lines = int((~box.any(0)).sum())
+        what = (f"{lines} of the {box.shape[1]} phase-encode lines its data span hold none" if lines
+                else f"{int((~box).sum())} k-space points inside the sampled region hold no data")
+        raise InputError(source, f"already undersampled ({what}): the demo needs fully sampled k-space for its "
+                                 "reference; reconstruct this file with `mriqa recon` instead")
 
 
 def _format_row(row: dict) -> str:
