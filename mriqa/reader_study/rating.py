@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mriqa.reader_study.bt import BTFit, fit_bt, to_elo_scale  # noqa: F401  (re-exported)
+from mriqa.reader_study.bt import BTFit, fit_bt
 
 ELO_START = 1400.0
 ELO_M = 400.0

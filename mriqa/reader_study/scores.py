@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mriqa.reader_study import db, rating
+from mriqa.reader_study import bt, db, rating
 from mriqa.reader_study.study import Study
 
 OUTCOME = {"left": 1.0, "right": 0.0, "tie": 0.5}
@@ -72,7 +72,7 @@ def study_scores(study: Study, *, n_boot: int = 200, level: float = 0.95, seed: 
             "n": int(wins[i] + losses[i] + ties[i]), "wins": int(wins[i]), "losses": int(losses[i]),
             "ties": int(ties[i]), "elo": _f(elo[i]),
             **({"bt": _f(fit.theta[i]), "bt_lo": _f(boot.lo[i]), "bt_hi": _f(boot.hi[i]),
-                "bt_elo": _f(rating.to_elo_scale(fit.theta[i]))} if judged[i] else
+                "bt_elo": _f(bt.to_elo_scale(fit.theta[i]))} if judged[i] else
                {"bt": None, "bt_lo": None, "bt_hi": None, "bt_elo": None}),
             "reference": refs.get(im["group"]),
         })
