@@ -198,7 +198,7 @@ def reconstruct(method: str, kspace: np.ndarray, mask, **kwargs) -> np.ndarray:
 def run_method(method: str, kspace: np.ndarray, mask, *, sens_maps: np.ndarray | None = None,
                source: str | os.PathLike | None = None, num_maps: int = 1, weights: str | None = None,
                device: str | None = None, cache_dir: str | os.PathLike | None = None,
-               calibration: str = "auto", keep_maps: bool = False) -> Reconstruction:
+               calibration: str = "auto", keep_maps: bool = False, self_ensemble: bool = False) -> Reconstruction:
     """Reconstruct undersampled multi-coil k-space ``[S, C, H, W]`` with ``method`` in :data:`METHODS`.
 
     Every method but ``zf`` runs slice by slice under the collapse guard (:func:`recon.guard.guarded`): the
@@ -210,13 +210,16 @@ def run_method(method: str, kspace: np.ndarray, mask, *, sens_maps: np.ndarray |
     :func:`recon.coils.default_cache_dir`); ``calibration``: the ``method`` of
     :func:`recon.calibration.calibrate_maps` (``auto``, ``espirit``, ``refined``, ``select``); ``keep_maps``: return
     the maps each slice was reconstructed with (``Reconstruction.maps``, e.g. for the k-space check of
-    ``mriqa recon --quality``).
+    ``mriqa recon --quality``); ``self_ensemble``: MoDL's denoiser averaged over the 8 flips and transposes
+    (:func:`recon.modl.modl_reconstruct`; MoDL only).
     """
     from recon import baselines
     from recon.guard import guarded
 
     if method not in METHODS:
         raise InputError(None, f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if self_ensemble and method != "modl":
+        raise InputError(None, f"self-ensemble is a MoDL option; method {method!r} has no denoiser to average")
     mask_t = getattr(mask, "mask", mask)
     if method == "zf":
         return Reconstruction(baselines.zero_filled(kspace, mask_t), (), ())
@@ -226,7 +229,7 @@ def run_method(method: str, kspace: np.ndarray, mask, *, sens_maps: np.ndarray |
         model = load_modl(weights or "modl")
 
         def solve(k, m, s):
-            return modl_reconstruct(model, k, m, sens_maps=s, device=device)
+            return modl_reconstruct(model, k, m, sens_maps=s, device=device, self_ensemble=self_ensemble)
     elif method == "sense":
         def solve(k, m, s):
             return baselines.cg_sense(k, m, s, device=device)

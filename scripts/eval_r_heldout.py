@@ -176,8 +176,7 @@ def write_card(path: Path, est, tables: dict, command: str) -> None:
         f"outlier head logit > {info['outlier_head']['threshold']:.2f} (logistic regression on the network's "
         "whole-image statistics and the spectral profiles; negatives: " + photo_negatives_text(cfg.get("ood") or {})
         + ", synthetic pictures, noise; threshold keeps 99 % of validation images) (`mriqa/restimate/ood.py`).", "",
-        "## Measured (held out; `python scripts/eval_r_heldout.py --estimators rq learned --out docs/r/heldout.md "
-        "--json docs/r/heldout.json --figures docs/r`)",
+        f"## Measured (held out; `{command}`)",
         "| set | n | MAE [2,12] | MAE [2,6] | Spearman | coverage | width (x) | flagged OOD |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]

@@ -42,7 +42,8 @@ from recon.evaluation import calibration_maps, coil_support, per_subject_mean, r
 REPO = Path(__file__).resolve().parents[1]
 
 METHODS = ("zf", "sense", "l1", "modl")
-LABELS = {"zf": "zero-filled", "sense": "CG-SENSE", "l1": "L1-wavelet", "modl": "MoDL"}
+ENSEMBLE = "modl-x8"  # --self-ensemble: MoDL with its denoiser averaged over the 8 flips and transposes
+LABELS = {"zf": "zero-filled", "sense": "CG-SENSE", "l1": "L1-wavelet", "modl": "MoDL", ENSEMBLE: "MoDL self-ensemble"}
 
 
 def parse_args(argv=None):
@@ -65,13 +66,16 @@ def parse_args(argv=None):
                    "every method, fastMRI's centre 0.32 / R; pipeline: every method as mriqa recon runs it "
                    "(recon.pipeline.run_method: calibrate_maps on the undersampled data + the collapse guard), "
                    "centre recon.masks.center_fraction_for(R, W)")
+    p.add_argument("--self-ensemble", action="store_true",
+                   help=f"add {ENSEMBLE}: MoDL with its denoiser averaged over the 8 flips and transposes")
     return p.parse_args(argv)
 
 
-def run_methods(model, kspace, mask, maps, weights: str | None = None):
+def run_methods(model, kspace, mask, maps, weights: str | None = None, methods=METHODS):
     """``({method: magnitude [S, H, W]}, {method: seconds per slice})`` for fully sampled ``kspace`` under
-    ``mask``, every method with the same coil ``maps``; ``maps=None``: every method through
-    ``recon.pipeline.run_method`` (its own calibration and the collapse guard; MoDL weights ``weights``)."""
+    ``mask``, every method of ``methods`` (:data:`METHODS`, optionally :data:`ENSEMBLE`) with the same coil
+    ``maps``; ``maps=None``: every method through ``recon.pipeline.run_method`` (its own calibration and the
+    collapse guard; MoDL weights ``weights``)."""
     from recon import baselines
     from recon.modl import modl_reconstruct
     from recon.pipeline import run_method
@@ -83,10 +87,12 @@ def run_methods(model, kspace, mask, maps, weights: str | None = None):
         from recon.pipeline import estimate_maps
 
         calibrated = estimate_maps(masked, mask, cache_dir=False)
-    for method in METHODS:
+    for method in methods:
         t0 = time.perf_counter()
+        ensemble = method == ENSEMBLE
         if maps is None:
-            out[method] = run_method(method, masked, mask, sens_maps=calibrated, weights=weights).image
+            out[method] = run_method("modl" if ensemble else method, masked, mask, sens_maps=calibrated,
+                                     weights=weights, self_ensemble=ensemble).image
         elif method == "zf":
             out[method] = baselines.zero_filled(masked, mask)
         elif method == "sense":
@@ -94,7 +100,7 @@ def run_methods(model, kspace, mask, maps, weights: str | None = None):
         elif method == "l1":
             out[method] = baselines.l1_wavelet(masked, mask, maps)
         else:
-            out[method] = modl_reconstruct(model, masked, mask, sens_maps=maps, batch_size=4)
+            out[method] = modl_reconstruct(model, masked, mask, sens_maps=maps, batch_size=4, self_ensemble=ensemble)
         secs[method] = (time.perf_counter() - t0) / kspace.shape[0]
     return out, secs
 
@@ -208,7 +214,8 @@ def main(argv=None) -> int:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: dict[tuple[float, str, str], list[dict]] = {}
-    times: dict[str, list[float]] = {m: [] for m in METHODS}
+    methods = METHODS + ((ENSEMBLE,) if args.self_ensemble else ())
+    times: dict[str, list[float]] = {m: [] for m in methods}
     fig_done = False
     t_start = time.perf_counter()
     n_slices = 0
@@ -224,7 +231,7 @@ def main(argv=None) -> int:
                 mask = make_mask(kind, kspace.shape[-2:], r, center_fraction=centre,
                                  seed=mask_seed(args.seed, path.name)).mask
                 recons, secs = run_methods(model, kspace, mask, maps if args.maps == "calibration" else None,
-                                           args.weights)
+                                           args.weights, methods)
                 for method, img in recons.items():
                     scores = evaluate_volume(target, img, maxval)
                     scores.update(support_metrics(target, img, support, maxval))
@@ -232,11 +239,11 @@ def main(argv=None) -> int:
                     times[method].append(secs[method])
                 if not fig_done and r == args.figure_accel and kind == args.figure_mask:
                     mid = len(slices) // 2
-                    figure(out_dir / "modl_eval.png", target[mid], {m: v[mid] for m, v in recons.items()},
+                    figure(out_dir / "modl_eval.png", target[mid], {m: recons[m][mid] for m in METHODS},
                            f"{path.stem} slice {slices[mid]}, R = {r:g} ({kind} mask), {kspace.shape[1]} coils, "
                            f"{kspace.shape[-2]}x{kspace.shape[-1]}; held-out volume; maps: {args.maps}")
                     fig_done = True
-                msg = " ".join(f"{m}={evaluate_volume(target, recons[m], maxval)['PSNR']:.2f}" for m in METHODS)
+                msg = " ".join(f"{m}={evaluate_volume(target, recons[m], maxval)['PSNR']:.2f}" for m in methods)
                 print(f"  {path.name} R={r:g} {kind}: PSNR {msg}", file=sys.stderr, flush=True)
 
     lines = [f"Held-out simulated volumes: {len(files)} ({', '.join(p.stem for p in files)}), {n_slices} slices "
@@ -247,7 +254,7 @@ def main(argv=None) -> int:
              "|---|---|---|---|---|---|---|---|"]
     for r in args.accels:
         for kind in args.masks:
-            for method in METHODS:
+            for method in methods:
                 vals = rows[(r, kind, method)]
                 mean = {k: float(np.mean([v[k] for v in vals])) for k in ("PSNR", "SSIM", "NMSE", "PSNR_in",
                                                                           "NMSE_in")}
@@ -258,7 +265,7 @@ def main(argv=None) -> int:
               "where the ESPIRiT maps (crop 0.95) are non-zero; CG-SENSE and L1-wavelet return 0 outside it, "
               "MoDL estimates it (``fill_background``)."]
     lines += ["", f"Seconds per slice (CPU, {args.threads} thread(s)): " + ", ".join(
-        f"{LABELS[m]} {np.mean(times[m]):.3f}" for m in METHODS)]
+        f"{LABELS[m]} {np.mean(times[m]):.3f}" for m in methods)]
     lines += ["", "MoDL - L1-wavelet per subject (whole-image PSNR, mean over the subject's volumes; a volume is one "
               "orientation, `<subject>_<orientation>.h5`):", ""]
     lines += per_subject_margins(rows, [p.stem for p in files], args.accels, args.masks)
@@ -268,8 +275,8 @@ def main(argv=None) -> int:
     summary = {}
     for kind in args.masks:
         if (6.0, kind, "modl") in rows:
-            p = {m: float(np.mean([v["PSNR"] for v in rows[(6.0, kind, m)]])) for m in METHODS}
-            q = {m: float(np.mean([v["PSNR_in"] for v in rows[(6.0, kind, m)]])) for m in METHODS}
+            p = {m: float(np.mean([v["PSNR"] for v in rows[(6.0, kind, m)]])) for m in methods}
+            q = {m: float(np.mean([v["PSNR_in"] for v in rows[(6.0, kind, m)]])) for m in methods}
             summary[kind] = {"modl_minus_l1_db": p["modl"] - p["l1"], "modl_minus_sense_db": p["modl"] - p["sense"],
                              "in_support_modl_minus_l1_db": q["modl"] - q["l1"],
                              "in_support_modl_minus_sense_db": q["modl"] - q["sense"]}

@@ -13,10 +13,11 @@ calibration used, the nominal and effective R, and whether CG-SENSE beats zero-f
 
 ``--small-fov`` adds the second real scan, BART's small-FOV 8-coil brain, undersampled further as ``mriqa recon
 --accel R`` does (:func:`run_small_fov`; it has no fully sampled reference: scored against CG-SENSE of every acquired
-line with two map sets).
+line with two map sets). ``--self-ensemble`` adds a column ``modl-x8``: MoDL with its denoiser averaged over the
+8 flips and transposes (``mriqa recon --self-ensemble``), with its own counts.
 
 Usage: ``python scripts/real_kspace_check.py [--data ../shared/data] [--orientation both] [--no-modl]
-[--calibration auto [select refined full ...]] [--small-fov]``
+[--calibration auto [select refined full ...]] [--small-fov] [--self-ensemble]``
 """
 from __future__ import annotations
 
@@ -30,12 +31,17 @@ ACCELERATIONS = (2, 3, 4, 6, 8, 10, 12)
 TARGET_DB = 1.0
 
 
-def _methods(with_modl: bool) -> tuple[str, ...]:
-    return ("sense", "l1", "modl") if with_modl else ("sense", "l1")
+ENSEMBLE = "modl-x8"  # MoDL with its denoiser averaged over the 8 flips and transposes (self_ensemble)
+
+
+def _methods(with_modl: bool, self_ensemble: bool = False) -> tuple[str, ...]:
+    if not with_modl:
+        return ("sense", "l1")
+    return ("sense", "l1", "modl", ENSEMBLE) if self_ensemble else ("sense", "l1", "modl")
 
 
 def run(data_root: Path, orientations, with_modl: bool, seed: int = 0, masks=("random", "equispaced"),
-        modl_weights: str | None = None, calibration: str = "auto") -> list[dict]:
+        modl_weights: str | None = None, calibration: str = "auto", self_ensemble: bool = False) -> list[dict]:
     from recon.errors import InputError
     from recon.fft import ifft2c_np
     from recon.io.sense_tutorial import SENSE_TUTORIAL, read_sense_tutorial
@@ -43,7 +49,7 @@ def run(data_root: Path, orientations, with_modl: bool, seed: int = 0, masks=("r
     from recon.metrics import object_mask, psnr, support_metrics
 
     stored = read_sense_tutorial(data_root / SENSE_TUTORIAL)
-    methods = _methods(with_modl)
+    methods = _methods(with_modl, self_ensemble)
     rows = []
     for orientation in orientations:
         full = stored if orientation == "as-stored" else np.ascontiguousarray(stored.transpose(0, 2, 1))
@@ -79,7 +85,8 @@ def run(data_root: Path, orientations, with_modl: bool, seed: int = 0, masks=("r
 
 def _reconstruct(kspace, mask, score, methods, modl_weights=None, oracle=None, calibration="auto") -> dict:
     """One table row's figures: ``score(image)`` of zero-filled and of every method as ``mriqa recon`` runs it
-    (``recon.pipeline.run_method``), the calibration, the guard's attempt when not the first, the seconds."""
+    (``recon.pipeline.run_method``; :data:`ENSEMBLE`: MoDL with ``self_ensemble``), the calibration, the guard's
+    attempt when not the first, the seconds."""
     from recon.baselines import zero_filled
     from recon.errors import InputError
     from recon.pipeline import run_method
@@ -88,8 +95,9 @@ def _reconstruct(kspace, mask, score, methods, modl_weights=None, oracle=None, c
     for name in methods:
         start = time.perf_counter()
         try:
-            result = run_method(name, kspace, mask, weights=modl_weights, sens_maps=oracle,
-                                calibration="auto" if oracle is not None else calibration)
+            result = run_method("modl" if name == ENSEMBLE else name, kspace, mask, weights=modl_weights,
+                                sens_maps=oracle, calibration="auto" if oracle is not None else calibration,
+                                self_ensemble=name == ENSEMBLE)
             report, info = result.guard[0], result.calibration[0]
             row[name] = score(result.image)
             row[name + "_attempt"] = report.attempt
@@ -104,7 +112,8 @@ def _reconstruct(kspace, mask, score, methods, modl_weights=None, oracle=None, c
 
 
 def run_small_fov(data_root: Path, with_modl: bool, seed: int = 0, masks=("random", "equispaced"),
-                  modl_weights: str | None = None, calibration: str = "auto", accels=ACCELERATIONS) -> list[dict]:
+                  modl_weights: str | None = None, calibration: str = "auto", accels=ACCELERATIONS,
+                  self_ensemble: bool = False) -> list[dict]:
     """The second real scan, BART's small-FOV 8-coil brain (``mriqa.recon_quality.data.SMALLFOV``: 96 of 168 lines
     acquired, its field of view smaller than the head), undersampled further as ``mriqa recon --accel R --mask
     KIND`` does (the mask keeps only acquired lines; ``R_eff`` counts all 168). It has no fully sampled reference:
@@ -121,7 +130,7 @@ def run_small_fov(data_root: Path, with_modl: bool, seed: int = 0, masks=("rando
     def score(image):
         return psnr(reference, image), support_metrics(reference, image, inside, peak)["PSNR_in"]
 
-    methods = _methods(with_modl)
+    methods = _methods(with_modl, self_ensemble)
     rows = []
     for kind in masks:
         for accel in accels:
@@ -152,12 +161,13 @@ def _counts(rows, methods) -> str:
     """The acceptance counts of issue 19 over ``rows`` (whole-image PSNR)."""
     below = [r for r in rows if not r["sense"][0] - r["zf"][0] >= TARGET_DB]
     text = f"CG-SENSE >= zero-filled + {TARGET_DB:g} dB in {len(rows) - len(below)} of {len(rows)} rows"
-    if "modl" in methods:
-        above_sense = sum(r["modl"][0] >= r["sense"][0] for r in rows)
-        mid = [r for r in rows if 4 <= r["R"] <= 8]
-        above_l1 = sum(r["modl"][0] >= r["l1"][0] + TARGET_DB for r in mid)
-        text += (f"\nMoDL >= CG-SENSE in {above_sense} of {len(rows)} rows; MoDL >= L1-wavelet + {TARGET_DB:g} dB at "
-                 f"R = 4..8 in {above_l1} of {len(mid)} (whole-image PSNR)")
+    for name, label in (("modl", "MoDL"), (ENSEMBLE, "MoDL self-ensemble")):
+        if name in methods:
+            above_sense = sum(r[name][0] >= r["sense"][0] for r in rows)
+            mid = [r for r in rows if 4 <= r["R"] <= 8]
+            above_l1 = sum(r[name][0] >= r["l1"][0] + TARGET_DB for r in mid)
+            text += (f"\n{label} >= CG-SENSE in {above_sense} of {len(rows)} rows; {label} >= L1-wavelet + "
+                     f"{TARGET_DB:g} dB at R = 4..8 in {above_l1} of {len(mid)} (whole-image PSNR)")
     return text
 
 
@@ -187,6 +197,9 @@ def main(argv=None) -> int:
     parser.add_argument("--masks", nargs="+", default=["random", "equispaced"],
                         choices=["random", "equispaced", "poisson"], help="mask kinds (default random equispaced)")
     parser.add_argument("--modl-weights", default=None, help="MoDL weights: shipped name or file (default modl)")
+    parser.add_argument("--self-ensemble", action="store_true",
+                        help=f"add the column {ENSEMBLE}: MoDL with its denoiser averaged over the 8 flips and "
+                             "transposes (mriqa recon --self-ensemble)")
     parser.add_argument("--small-fov", action="store_true",
                         help="then the same rows on the second real scan, BART's small-FOV 8-coil brain (run_small_fov)")
     parser.add_argument("--calibration", nargs="+", default=["auto"],
@@ -196,13 +209,14 @@ def main(argv=None) -> int:
                              "one table each, then each against the first")
     args = parser.parse_args(argv)
     orientations = ("as-stored", "transposed") if args.orientation == "both" else (args.orientation,)
-    methods = _methods(not args.no_modl)
+    methods = _methods(not args.no_modl, args.self_ensemble)
     tables = {}
     for calibration in args.calibration:
         print("PSNR dB whole/in-object against the RSS of the full data; every method through "
               f"recon.pipeline.run_method (calibrate_maps, calibration {calibration}, + the collapse guard)")
         print(_header(methods))
-        rows = run(args.data, orientations, not args.no_modl, args.seed, args.masks, args.modl_weights, calibration)
+        rows = run(args.data, orientations, not args.no_modl, args.seed, args.masks, args.modl_weights, calibration,
+                   args.self_ensemble)
         print(_counts(rows, methods) + "\n", flush=True)
         tables[calibration] = rows
     first = args.calibration[0]
@@ -213,7 +227,8 @@ def main(argv=None) -> int:
               "CG-SENSE with two map sets of every acquired line (a proxy: no fully sampled data exist); calibration "
               f"{first}")
         print(_header(methods))
-        rows = run_small_fov(args.data, not args.no_modl, args.seed, args.masks, args.modl_weights, first)
+        rows = run_small_fov(args.data, not args.no_modl, args.seed, args.masks, args.modl_weights, first,
+                             self_ensemble=args.self_ensemble)
         print(_counts(rows, methods), flush=True)
     return 0
 

@@ -71,6 +71,19 @@ def test_recon_calibration_select_says_which_maps_and_writes_them(tmp_path, raw_
     assert not (tmp_path / "x.h5").exists()
 
 
+def test_recon_self_ensemble_is_recorded_and_refused_for_other_methods(tmp_path, raw_file, capsys):
+    out = tmp_path / "modl.h5"
+    code, stdout, stderr = _run(capsys, "recon", raw_file, "--method", "modl", "--accel", 3, "--mask", "equispaced",
+                                "--self-ensemble", "--slices", "0", "--out", out)
+    assert code == 0, stdout + stderr
+    assert bool(read_reconstruction(out, key="reconstruction").attrs["self_ensemble"])
+    code, stdout, stderr = _run(capsys, "recon", raw_file, "--method", "sense", "--accel", 3, "--self-ensemble",
+                                "--out", tmp_path / "x.h5")
+    assert code == 2 and stderr.strip() == ("mriqa: error: self-ensemble is a MoDL option; method 'sense' has no "
+                                            "denoiser to average")
+    assert not (tmp_path / "x.h5").exists()
+
+
 def test_recon_quality_prints_and_stores_the_reference_free_figures(tmp_path, raw_file, capsys):
     """``--quality``: per slice the recon score, the k-space check's NMSE estimate and their combination, in the
     file's attributes; CG-SENSE gets a lower NMSE estimate than zero-filled (the combined score is checked on the

@@ -356,3 +356,47 @@ def test_small_fov_scan_gets_two_map_sets_from_the_guard(shared_data):
     sense = run_method("sense", scan.kspace, scan.mask, sens_maps=np.stack(modl.maps))
     assert sense.guard[0].attempt == "given maps"
     assert psnr(sense.image, modl.image) > 40
+
+
+def test_dihedral_mean_makes_a_denoiser_equivariant_to_flips_and_transposes():
+    from recon.modl.network import dihedral_mean
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 12, 20, generator=g, dtype=torch.complex64)  # not square: transposes swap H and W
+    denoiser = _small().denoiser.eval()  # a random CNN: not equivariant by itself
+    with torch.no_grad():
+        plain = denoiser(x)
+        mean = dihedral_mean(denoiser, x)
+        assert float((denoiser(x.flip(-1)).flip(-1) - plain).abs().max()) > 1e-3
+        for g_x, undo in ((x.flip(-1), lambda z: z.flip(-1)), (x.flip(-2), lambda z: z.flip(-2)),
+                          (x.transpose(-1, -2), lambda z: z.transpose(-1, -2))):
+            torch.testing.assert_close(undo(dihedral_mean(denoiser, g_x)), mean, rtol=1e-5, atol=1e-5)
+        # an equivariant map (pointwise) is left as it is
+        torch.testing.assert_close(dihedral_mean(lambda z: 2 * z, x), 2 * x)
+    model = _small()
+    k, m, maps, _ = _phantom(b=2)
+    both = [modl_reconstruct(model, k, m, sens_maps=maps, self_ensemble=e) for e in (False, True)]
+    assert both[1].shape == both[0].shape and np.abs(both[1] - both[0]).max() > 1e-4 * both[0].max()
+    with pytest.raises(InputError, match="MoDL option"):
+        from recon.pipeline import run_method
+
+        run_method("sense", k.numpy(), m.numpy(), sens_maps=maps.numpy(), self_ensemble=True)
+
+
+def test_self_ensemble_gains_on_the_real_scan(shared_data):
+    """The shipped MoDL with its denoiser averaged over the 8 flips and transposes, on the real 16-coil brain
+    (as-stored orientation, random mask R = 4, the default centre, maps as ``mriqa recon`` calibrates them):
+    measured 32.32 against 32.11 dB (CG-SENSE 31.31, L1-wavelet 32.01)."""
+    from recon.fft import ifft2c_np
+    from recon.io.sense_tutorial import SENSE_TUTORIAL, read_sense_tutorial
+    from recon.masks import center_fraction_for, make_mask
+    from recon.metrics import psnr
+    from recon.pipeline import run_method
+
+    full = read_sense_tutorial(shared_data / SENSE_TUTORIAL)[None]
+    rss = np.sqrt(np.sum(np.abs(ifft2c_np(full)) ** 2, axis=1))
+    mask = make_mask("random", full.shape[-2:], 4, center_fraction=center_fraction_for(4, full.shape[-1]), seed=0)
+    kspace = full * mask.mask.numpy()
+    plain = run_method("modl", kspace, mask, keep_maps=True)
+    ensemble = run_method("modl", kspace, mask, sens_maps=np.stack(plain.maps), self_ensemble=True)
+    assert psnr(rss, ensemble.image) > psnr(rss, plain.image) + 0.1

@@ -54,10 +54,11 @@ class KspaceCheck:
     nmse_per_bands: tuple[float, ...] = ()
 
 
-def _solver(method: str, weights: str | None, device: str | None) -> Callable | None:
+def _solver(method: str, weights: str | None, device: str | None, self_ensemble: bool = False) -> Callable | None:
     """``solve(kspace [1, C, H, W], mask [1, 1, H, W], maps [1, C, H, W] | [1, M, C, H, W]) -> complex image
     [1, H, W] | [1, M, H, W]`` of ``method`` (``recon.baselines`` / ``recon.modl`` with their defaults; MoDL's
-    weights loaded once here); None for zero-filled, which predicts zeros."""
+    weights loaded once here; ``self_ensemble`` as ``recon.pipeline.run_method``); None for zero-filled, which
+    predicts zeros."""
     from recon import baselines
     from recon.errors import InputError
 
@@ -67,7 +68,8 @@ def _solver(method: str, weights: str | None, device: str | None) -> Callable | 
         from recon.modl import load_modl, modl_reconstruct
 
         model = load_modl(weights or "modl")
-        return lambda k, m, maps: modl_reconstruct(model, k, m, sens_maps=maps, device=device, complex_output=True)
+        return lambda k, m, maps: modl_reconstruct(model, k, m, sens_maps=maps, device=device, complex_output=True,
+                                                   self_ensemble=self_ensemble)
     if method == "sense":
         return lambda k, m, maps: baselines.cg_sense(k, m, maps, device=device, complex_output=True)
     if method == "l1":
@@ -105,7 +107,7 @@ def method_predictor(method: str, maps: np.ndarray, *, weights: str | None = Non
 
 def kspace_check(method: str, kspace: np.ndarray, mask, maps: np.ndarray, *, folds: int = FOLDS, seed: int = 0,
                  bands: int | None = None, weights: str | None = None,
-                 device: str | None = None) -> list[KspaceCheck]:
+                 device: str | None = None, self_ensemble: bool = False) -> list[KspaceCheck]:
     """Cross-validate ``method`` on each slice of undersampled k-space ``[S, C, H, W]`` (complex, zero where not
     sampled) under ``mask`` (a ``recon.masks.SamplingMask`` or array broadcastable to ``[1, H, W]``) with the
     coil maps it reconstructs with, ``maps`` ``[S, C, H, W]`` or ``[S, M, C, H, W]`` (e.g.
@@ -116,7 +118,7 @@ def kspace_check(method: str, kspace: np.ndarray, mask, maps: np.ndarray, *, fol
     from recon.crossval import NMSE_BAND_CHOICES, NMSE_BANDS, heldout_errors, nmse_estimate
 
     kspace = np.asarray(kspace)
-    solve = _solver(method, weights, device)
+    solve = _solver(method, weights, device, self_ensemble)
     chosen = int(bands or NMSE_BANDS)
     out = []
     for s in range(kspace.shape[0]):
@@ -141,7 +143,7 @@ def combined_score(image_score, nmse_estimate, tau: float = COMBINED_TAU, power:
 
 def reconstruction_quality(method: str, kspace: np.ndarray, mask, image: np.ndarray, *, maps: np.ndarray | None = None,
                            num_maps: int = 1, calibration: str = "auto", weights: str | None = None,
-                           device: str | None = None, source=None) -> dict[str, list[float]]:
+                           device: str | None = None, source=None, self_ensemble: bool = False) -> dict[str, list[float]]:
     """Per slice, the three reference-free figures of a reconstruction ``image`` ``[S, H, W]`` (magnitude) that
     ``method`` made from undersampled ``kspace`` ``[S, C, H, W]`` under ``mask``: ``image_score`` (the recon
     model), ``kspace_nmse`` (:func:`kspace_check`, with the maps the image was reconstructed with when given:
@@ -153,7 +155,7 @@ def reconstruction_quality(method: str, kspace: np.ndarray, mask, image: np.ndar
 
     if maps is None:
         maps = calibrate_maps(kspace, mask, num_maps=int(num_maps), source=source, method=calibration)[0]
-    checks = kspace_check(method, kspace, mask, maps, weights=weights, device=device)
+    checks = kspace_check(method, kspace, mask, maps, weights=weights, device=device, self_ensemble=self_ensemble)
     scores = load_predictor("recon", device="cpu").score(np.asarray(image, np.float32), kind="mri")
     nmse = np.array([c.nmse_estimate for c in checks])
     return {"image_score": [float(v) for v in scores], "kspace_nmse": [float(v) for v in nmse],

@@ -70,10 +70,25 @@ from recon.errors import InputError
 from recon.noise import noise_std_from_calibration, noise_std_from_kspace, rss_noise_floor
 from recon.physics import SenseOperator, as_kspace, as_maps, as_mask
 
-__all__ = ["ModlConfig", "ResidualDenoiser", "MoDL", "LAM_MIN", "expand_noise_input"]
+__all__ = ["ModlConfig", "ResidualDenoiser", "MoDL", "LAM_MIN", "expand_noise_input", "dihedral_mean"]
 
 LAM_MIN = 1e-4
 NOISE_LEVEL_OFFSET = 2.0  # the noise channel is log10(sigma / s) + 2: about -1..0.5 for SNR 2000..30
+
+
+def dihedral_mean(denoise, x: torch.Tensor) -> torch.Tensor:
+    """``mean over g of g^-1 denoise(g x)``, g the 8 flips and transposes of the last two dims of ``x``
+    (``[..., H, W]``; a transpose swaps H and W, which a convolutional denoiser takes): the denoiser made
+    equivariant to them (deepinv's ``EquivariantDenoiser`` over the dihedral group), the self-ensemble of image
+    restoration networks."""
+    total = torch.zeros_like(x)
+    for transpose in (False, True):
+        xt = x.transpose(-1, -2) if transpose else x
+        for dims in ((), (-2,), (-1,), (-2, -1)):
+            z = denoise(torch.flip(xt, dims) if dims else xt)
+            z = torch.flip(z, dims) if dims else z
+            total = total + (z.transpose(-1, -2) if transpose else z)
+    return total / 8
 
 
 @dataclass
@@ -214,13 +229,17 @@ class MoDL(nn.Module):
             return checkpoint(self.denoiser, x, level, use_reentrant=False)
         return self.denoiser(x, level)
 
-    def _denoise_sets(self, x: torch.Tensor, level: torch.Tensor | None = None) -> torch.Tensor:
+    def _denoise_sets(self, x: torch.Tensor, level: torch.Tensor | None = None,
+                      self_ensemble: bool = False) -> torch.Tensor:
         """The denoiser on ``[B, H, W]`` images, or on each map set's image of ``[B, M, H, W]`` (``level`` ``[B]``
-        or None: the noise channel's value per sample)."""
+        or None: the noise channel's value per sample); ``self_ensemble``: averaged over the 8 flips and
+        transposes (:func:`dihedral_mean`)."""
         if x.ndim == 4:
             b, m, h, w = x.shape
             level = None if level is None else level.repeat_interleave(m)
-            return self._denoise(x.reshape(b * m, h, w), level).reshape(b, m, h, w)
+            return self._denoise_sets(x.reshape(b * m, h, w), level, self_ensemble).reshape(b, m, h, w)
+        if self_ensemble:
+            return dihedral_mean(lambda z: self._denoise(z, level), x)
         return self._denoise(x, level)
 
     def noise_level(self, sigma: torch.Tensor, scale: torch.Tensor) -> torch.Tensor | None:
@@ -239,13 +258,15 @@ class MoDL(nn.Module):
             return torch.sqrt(x.real.square().sum(1) + x.imag.square().sum(1))
         return x.abs()
 
-    def unroll(self, y: torch.Tensor, physics: SenseOperator, num_unrolls: int | None = None) -> torch.Tensor:
+    def unroll(self, y: torch.Tensor, physics: SenseOperator, num_unrolls: int | None = None,
+               self_ensemble: bool = False) -> torch.Tensor:
         """The complex MoDL image of masked k-space ``y`` ``[B, C, H, W]`` (complex64) measured through
         ``physics`` (the :class:`recon.physics.SenseOperator` of the maps and the mask), on the scale of ``y``.
 
         Maps ``[B, C, H, W]`` give images ``[B, H, W]``; ESPIRiT map sets ``[B, M, C, H, W]`` give
         ``[B, M, H, W]`` (soft SENSE: one image per set, each denoised by the same network;
-        :meth:`magnitude` combines them).
+        :meth:`magnitude` combines them). ``self_ensemble`` (inference): every denoiser pass is the mean over
+        the 8 flips and transposes of its input (:func:`dihedral_mean`), at 8 times the denoiser's cost.
         """
         k_unrolls = self.num_unrolls if num_unrolls is None else int(num_unrolls)
         op = physics
@@ -270,7 +291,7 @@ class MoDL(nn.Module):
         level = self.noise_level(noise_std_from_calibration(y, mask), scale) if self.config.noise_input else None
         x = rhs0
         for _ in range(k_unrolls):
-            z = self._denoise_sets(x, level) * support  # may run under autocast (AMP on GPU); comes back complex64
+            z = self._denoise_sets(x, level, self_ensemble) * support  # may run under autocast (AMP on GPU); comes back complex64
             with torch.autocast(device_type=x.device.type, enabled=False):  # CG in full precision
                 x = cg_solve(op.normal, rhs0 + lam * z, lam, max_iter=self.cg_iters, tol=self.config.cg_tol)
         if mode != "zero" and k_unrolls > 0 and not bool(support.all()):
@@ -283,7 +304,7 @@ class MoDL(nn.Module):
             if sets:
                 fill = fill * (torch.arange(x.shape[1], device=x.device) == 0).reshape(1, -1, 1, 1)
             if mode == "learned":
-                x = x + self._denoise_sets(x, level) * fill
+                x = x + self._denoise_sets(x, level, self_ensemble) * fill
             else:
                 floor = rss_noise_floor(noise_std_from_kspace(y, mask)).to(x.device) / scale
                 x = x + floor.reshape((-1,) + (1,) * (x.ndim - 1)).to(x.dtype) * fill
