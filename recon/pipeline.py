@@ -10,8 +10,8 @@ them one at a time.
   (:func:`recon.calibration.calibrate_maps`: rectangular ESPIRiT region, a kernel that fits, a refinement step
   for narrow centres), cached on disk (:func:`recon.coils.espirit_maps_cached`).
 - :func:`run_method` dispatches to ``zf`` / ``sense`` / ``l1`` (``recon.baselines``) / ``modl``
-  (``recon.modl.modl_reconstruct``), every method but ``zf`` under the collapse guard (:mod:`recon.guard`);
-  :func:`reconstruct` returns just its image.
+  (``recon.modl.modl_reconstruct``; :func:`method_solver` turns the name into a solver), every method but ``zf``
+  under the collapse guard (:mod:`recon.guard`); :func:`reconstruct` returns just its image.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from recon.errors import InputError
 from recon.io.fastmri_h5 import KspaceVolume
 from recon.masks import MIN_ACS, acs_width
 
-__all__ = ["METHODS", "MIN_ACS", "load_kspace", "undersample", "estimate_maps",
+__all__ = ["METHODS", "MIN_ACS", "load_kspace", "undersample", "estimate_maps", "method_solver",
            "reconstruct", "run_method", "Reconstruction", "Undersampled"]
 
 METHODS = ("zf", "sense", "l1", "modl")
@@ -195,6 +195,33 @@ def reconstruct(method: str, kspace: np.ndarray, mask, **kwargs) -> np.ndarray:
     return run_method(method, kspace, mask, **kwargs).image
 
 
+def method_solver(method: str, *, weights: str | None = None, device: str | None = None, self_ensemble: bool = False,
+                  complex_output: bool = False):
+    """``solve(kspace [S, C, H, W], mask, maps [S, C, H, W] | [S, M, C, H, W])`` of ``method`` in :data:`METHODS`
+    with its defaults (``recon.baselines.cg_sense`` / ``l1_wavelet``, ``recon.modl.modl_reconstruct`` with MoDL's
+    ``weights`` loaded once here, on ``device``; ``self_ensemble``: MoDL only): float32 magnitude ``[S, H, W]``, or
+    with ``complex_output`` the complex image ``[S, H, W]`` (``[S, M, H, W]`` with map sets). None for ``zf``, which
+    needs no maps. The one place a method name becomes a solver (:func:`run_method`, the k-space check of
+    ``mriqa.recon_quality.kspace``)."""
+    from recon import baselines
+
+    if method not in METHODS:
+        raise InputError(None, f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if self_ensemble and method != "modl":
+        raise InputError(None, f"self-ensemble is a MoDL option; method {method!r} has no denoiser to average")
+    if method == "zf":
+        return None
+    if method == "modl":
+        from recon.modl import load_modl, modl_reconstruct
+
+        model = load_modl(weights or "modl")
+        return lambda k, m, s: modl_reconstruct(model, k, m, sens_maps=s, device=device,
+                                                complex_output=complex_output, self_ensemble=self_ensemble)
+    if method == "sense":
+        return lambda k, m, s: baselines.cg_sense(k, m, s, device=device, complex_output=complex_output)
+    return lambda k, m, s: baselines.l1_wavelet(k, m, s, complex_output=complex_output)
+
+
 def run_method(method: str, kspace: np.ndarray, mask, *, sens_maps: np.ndarray | None = None,
                source: str | os.PathLike | None = None, num_maps: int = 1, weights: str | None = None,
                device: str | None = None, cache_dir: str | os.PathLike | None = None,
@@ -216,26 +243,9 @@ def run_method(method: str, kspace: np.ndarray, mask, *, sens_maps: np.ndarray |
     from recon import baselines
     from recon.guard import guarded
 
-    if method not in METHODS:
-        raise InputError(None, f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    if self_ensemble and method != "modl":
-        raise InputError(None, f"self-ensemble is a MoDL option; method {method!r} has no denoiser to average")
-    mask_t = getattr(mask, "mask", mask)
-    if method == "zf":
-        return Reconstruction(baselines.zero_filled(kspace, mask_t), (), ())
-    if method == "modl":
-        from recon.modl import load_modl, modl_reconstruct
-
-        model = load_modl(weights or "modl")
-
-        def solve(k, m, s):
-            return modl_reconstruct(model, k, m, sens_maps=s, device=device, self_ensemble=self_ensemble)
-    elif method == "sense":
-        def solve(k, m, s):
-            return baselines.cg_sense(k, m, s, device=device)
-    else:
-        def solve(k, m, s):
-            return baselines.l1_wavelet(k, m, s)
+    solve = method_solver(method, weights=weights, device=device, self_ensemble=self_ensemble)
+    if solve is None:
+        return Reconstruction(baselines.zero_filled(kspace, getattr(mask, "mask", mask)), (), ())
     images, reports, infos, used = [], [], [], []
     for s in range(kspace.shape[0]):
         given = None if sens_maps is None else np.asarray(sens_maps[s:s + 1])

@@ -55,26 +55,11 @@ class KspaceCheck:
 
 
 def _solver(method: str, weights: str | None, device: str | None, self_ensemble: bool = False) -> Callable | None:
-    """``solve(kspace [1, C, H, W], mask [1, 1, H, W], maps [1, C, H, W] | [1, M, C, H, W]) -> complex image
-    [1, H, W] | [1, M, H, W]`` of ``method`` (``recon.baselines`` / ``recon.modl`` with their defaults; MoDL's
-    weights loaded once here; ``self_ensemble`` as ``recon.pipeline.run_method``); None for zero-filled, which
-    predicts zeros."""
-    from recon import baselines
-    from recon.errors import InputError
+    """``recon.pipeline.method_solver`` with the complex image out (``[1, H, W]`` / ``[1, M, H, W]``); None for
+    zero-filled, which predicts zeros."""
+    from recon.pipeline import method_solver
 
-    if method == "zf":
-        return None
-    if method == "modl":
-        from recon.modl import load_modl, modl_reconstruct
-
-        model = load_modl(weights or "modl")
-        return lambda k, m, maps: modl_reconstruct(model, k, m, sens_maps=maps, device=device, complex_output=True,
-                                                   self_ensemble=self_ensemble)
-    if method == "sense":
-        return lambda k, m, maps: baselines.cg_sense(k, m, maps, device=device, complex_output=True)
-    if method == "l1":
-        return lambda k, m, maps: baselines.l1_wavelet(k, m, maps, complex_output=True)
-    raise InputError(None, f"unknown method {method!r}; choose from zf, sense, l1, modl")
+    return method_solver(method, weights=weights, device=device, self_ensemble=self_ensemble, complex_output=True)
 
 
 def method_predictor(method: str, maps: np.ndarray, *, weights: str | None = None, device: str | None = None,
