@@ -206,3 +206,36 @@ def test_single_coil_gets_unit_maps(tmp_path):
     write_volume(tmp_path / "s.h5", coils=1, slices=1)
     sample = slice_dataset(tmp_path, ModlDataTransform(accelerations=[4.0], fixed=True, cache_dir=False))[0]
     assert sample.sens_maps.shape == (1, H, W) and torch.all(sample.sens_maps == 1)
+
+
+def test_dihedral_training_slices_are_flipped_and_transposed_consistently(volume_dir):
+    """``dihedral=True``: the coil images and the target get the same flip / transpose (the target stays the RSS
+    of the k-space), all 8 elements occur, the masks are those of a run without it, and evaluation ignores it."""
+    from recon.transforms import dihedral_image, dihedral_kspace
+
+    root, data = volume_dir
+    kw = dict(accelerations=[3.0, 9.0], mask_types=["random"], continuous=True, seed=2, maps="full")
+    plain, flipped = slice_dataset(root, _tf(root, **kw)), slice_dataset(root, _tf(root, dihedral=True, **kw))
+    seen = set()
+    for epoch in range(6):
+        for ds in (plain, flipped):
+            ds.transform.set_epoch(epoch)
+        for i in range(len(flipped)):
+            a, b = plain[i], flipped[i]
+            element = flipped.transform.dihedral_element(b.fname, b.slice_num, square=True)
+            seen.add(element)
+            k, rss = data[b.fname]
+            assert torch.equal(a.mask, b.mask) and a.acceleration == b.acceleration
+            target = dihedral_image(rss[b.slice_num], element)
+            np.testing.assert_array_equal(b.target.numpy(), target)
+            full = dihedral_kspace(k[b.slice_num], element)
+            np.testing.assert_allclose(b.masked_kspace.numpy(), full * b.mask.numpy(), atol=1e-6)
+            # the target is still the RSS of the (flipped) k-space
+            rss_flipped = np.sqrt((np.abs(ifft2c_np(full)) ** 2).sum(0))
+            np.testing.assert_allclose(rss_flipped, target, rtol=1e-4, atol=1e-4 * float(target.max()))
+            if element:
+                assert not np.allclose(target, rss[b.slice_num])
+    assert seen == set(range(8))
+    fixed = ModlDataTransform(accelerations=[4.0], fixed=True, dihedral=True, root=root, cache_dir=False,
+                              calib_width=16)
+    assert fixed.dihedral_element("a.h5", 0, square=True) == 0

@@ -9,7 +9,8 @@ Keys (see ``configs/modl-cpu.yaml`` for a commented example):
 - ``data``: ``root`` with ``train_split`` / ``val_split`` folders of fastMRI multi-coil h5 files; training
   masks drawn per sample over ``accelerations`` (a range when ``continuous``) and ``mask_types``; validation
   at each of ``val_accelerations`` with ``val_mask_type``; ``maps`` / ``calib_width`` / ``cache_dir`` for the
-  ESPIRiT maps (``recon.transforms.ModlDataTransform``); ``train_max_slices`` / ``val_max_slices`` keep that many
+  ESPIRiT maps (``recon.transforms.ModlDataTransform``); ``dihedral``: training slices flipped / transposed at
+  random; ``train_max_slices`` / ``val_max_slices`` keep that many
   evenly spaced slices (``recon.select.evenly_spaced``).
 - ``model``: ``recon.modl.ModlConfig`` fields, or ``fastmri.models.VarNet`` arguments (open: any keys).
 - ``train``: ``seed``, ``batch_size``, ``lr``, ``lr_min_factor`` (cosine decay per stage down to that fraction),
@@ -60,6 +61,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "val_accelerations": [6.0],
         "val_mask_type": "random",
         "val_max_slices": 24,
+        "dihedral": False,
     },
     "model": {},
     "train": {

@@ -92,6 +92,7 @@ class Trainer:
                       calib_width=int(dcfg["calib_width"]), cache_dir=dcfg.get("cache_dir"), seed=int(tcfg["seed"]))
         self.train_tf = ModlDataTransform(accelerations=dcfg["accelerations"], mask_types=dcfg["mask_types"],
                                           continuous=bool(dcfg["continuous"]), fixed=False,
+                                          dihedral=bool(dcfg.get("dihedral", False)),
                                           root=root / dcfg["train_split"], **common)
         self.train_ds = slice_dataset(root / dcfg["train_split"], self.train_tf)
         self.train_index = evenly_spaced(len(self.train_ds), dcfg.get("train_max_slices"))
