@@ -36,8 +36,9 @@ def modl_reconstruct(model: MoDL, kspace, mask, sens_maps=None, *, batch_size: i
         complex_output: return the complex image instead (complex64 ``[S, H, W]``, ``[S, M, H, W]`` with map
             sets), e.g. to predict k-space ``F S x`` from it.
         self_ensemble: every denoiser pass averaged over the 8 flips and transposes of its input
-            (:func:`recon.modl.network.dihedral_mean`; 5-6x the time on CPU at 128 x 128): on the real 16-coil
-            brain +0.0 to +0.4 dB, on held-out simulations +0.02 to +0.25 dB on average (``recon/weights/modl.md``).
+            (:func:`recon.modl.network.dihedral_mean`; about 5.5x the time on CPU at 128 x 128): on the real
+            16-coil brain -0.2 to +0.4 dB per row (mean +0.12), on held-out simulations +0.11 to +0.28 dB on average
+            (``recon/weights/modl.md``).
     Returns: float32 numpy ``[S, H, W]`` magnitude on the RSS scale.
     """
     if isinstance(kspace, np.ndarray):
