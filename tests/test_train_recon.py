@@ -179,3 +179,31 @@ def test_noise_input_model_warm_starts_from_weights_without_it(data_root, tmp_pa
     assert first.shape[1] == 3 and not first[:, 2].any()
     assert torch.equal(first[:, :2], source.denoiser.net[0].weight.detach())
     assert torch.equal(trainer.model.denoiser.net[-1].weight, source.denoiser.net[-1].weight)
+
+
+def test_context_branch_grows_from_weights_without_it(data_root, tmp_path):
+    """recon.modl's coarse context branch (``model.context_channels``): ``init`` may name weights trained without
+    it; they are copied, the branch's last convolution starts at zero, so the grown denoiser is the old one, and
+    the branch is saved and loaded with the architecture."""
+    from recon.modl import MoDL, load_modl, save_modl
+    from recon.train import Trainer
+
+    torch.manual_seed(0)
+    source = MoDL(num_unrolls=2, cg_iters=3, channels=8)
+    torch.nn.init.normal_(source.denoiser.net[-1].weight, std=0.05)
+    path = save_modl(source, tmp_path / "plain.safetensors")
+    cfg = _config(data_root, tmp_path / "run")
+    cfg["model"]["context_channels"] = 4
+    trainer = Trainer(cfg, progress=False)
+    trainer.warm_start(str(path))
+    grown = trainer.model.denoiser.eval()
+    x = torch.randn(1, 30, 22, dtype=torch.complex64)
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x), source.denoiser.eval()(x))
+        torch.nn.init.normal_(grown.context[-1].weight, std=0.05)  # as after training
+        changed = grown(x)
+    assert float((changed - source.denoiser(x)).abs().max()) > 1e-4
+    saved = load_modl(save_modl(trainer.model, tmp_path / "grown.safetensors"))
+    assert saved.config.context_channels == 4
+    with torch.no_grad():
+        torch.testing.assert_close(saved.denoiser(x), changed)

@@ -33,6 +33,9 @@ Choices (and where they differ from the paper):
   trained over SNR 30-400 smooths a scan of SNR 400 as if it were noisier (``recon/weights/modl.md``); this is
   FFDNet's noise-level map. Weights without it load as before; ``expand_noise_input`` turns them into the
   starting point of such a model (the new channel's weights zero: the same output until trained).
+- ``context_channels`` (0 by default): a coarse branch beside the denoiser's CNN, at a quarter of the resolution,
+  that sees about 44 px instead of 11 (:class:`ResidualDenoiser`); it starts at zero output, so it can be grown
+  onto trained weights (``recon.training.trainer.Trainer.warm_start``). Tried as run 13 of ``recon/weights/modl.md``.
 - One learnable ``lam`` (init 0.05), parametrised as ``exp(log_lam)`` and clamped to ``>= 1e-4`` in use. 10 CG iterations per unroll, tol 1e-6.
 - CG uses ``cg_solve``'s implicit backward (one adjoint CG solve, nothing stored per iteration); with
   ``checkpoint=True`` the denoiser is recomputed in the backward pass (``torch.utils.checkpoint``,
@@ -73,6 +76,7 @@ from recon.physics import SenseOperator, as_kspace, as_maps, as_mask
 __all__ = ["ModlConfig", "ResidualDenoiser", "MoDL", "LAM_MIN", "expand_noise_input", "dihedral_mean"]
 
 LAM_MIN = 1e-4
+CONTEXT_POOL = 4  # the coarse branch's downsampling (``ModlConfig.context_channels``)
 NOISE_LEVEL_OFFSET = 2.0  # the noise channel is log10(sigma / s) + 2: about -1..0.5 for SNR 2000..30
 
 
@@ -107,6 +111,7 @@ class ModlConfig:
     scale_percentile: float = 99.0
     fill_background: bool | str = True
     noise_input: bool = False
+    context_channels: int = 0
 
     @property
     def background_mode(self) -> str:
@@ -136,6 +141,7 @@ class ModlConfig:
             (self.num_layers >= 2, "num_layers must be >= 2"),
             (self.kernel_size >= 1 and self.kernel_size % 2 == 1, "kernel_size must be odd and >= 1"),
             (self.lam_init > 0, "lam_init must be > 0"),
+            (self.context_channels >= 0, "context_channels must be >= 0"),
             (0 < self.scale_percentile <= 100, "scale_percentile must be in (0, 100]"),
             (self.fill_background in (True, False, "learned", "zero", "noise_floor"),
              f"fill_background must be true, false, 'learned', 'zero' or 'noise_floor', got {self.fill_background!r}"),
@@ -153,11 +159,14 @@ class ResidualDenoiser(nn.Module):
     """``D(x) = x + CNN(x)`` on complex images ``[B, H, W]`` (as 2 real channels).
 
     CNN: ``num_layers`` convolutions ``kernel_size`` x ``kernel_size`` (2 -> C -> ... -> C -> 2), ReLU after all
-    but the last, optional batch norm after each conv (the paper's layout).
+    but the last, optional batch norm after each conv (the paper's layout). ``context_channels > 0`` adds a
+    coarse branch (:data:`CONTEXT_POOL` x average pooling, five 3 x 3 convolutions of that many channels, bilinear
+    upsampling back; its last conv zero-initialised, so a model grown from weights without it starts as they
+    were): it sees about 44 px instead of 11.
     """
 
     def __init__(self, channels: int = 64, num_layers: int = 5, kernel_size: int = 3, batch_norm: bool = False,
-                 noise_input: bool = False):
+                 noise_input: bool = False, context_channels: int = 0):
         super().__init__()
         pad = kernel_size // 2
         layers: list[nn.Module] = []
@@ -172,10 +181,22 @@ class ResidualDenoiser(nn.Module):
         self.net = nn.Sequential(*layers)
         # zero-initialised last conv: D starts as the identity, so an untrained MoDL is a stable
         # proximal CG-SENSE iteration, whatever K is
-        last = [m for m in self.net if isinstance(m, nn.Conv2d)][-1]
-        nn.init.zeros_(last.weight)
-        if last.bias is not None:
-            nn.init.zeros_(last.bias)
+        self.context = None
+        if context_channels:
+            cc = int(context_channels)
+            coarse: list[nn.Module] = [nn.AvgPool2d(CONTEXT_POOL, ceil_mode=True)]
+            for i, (a, b) in enumerate(zip([chans[0]] + [cc] * 4, [cc] * 4 + [2])):
+                coarse.append(nn.Conv2d(a, b, 3, padding=1))
+                if i < 4:
+                    coarse.append(nn.ReLU(inplace=True))
+            self.context = nn.Sequential(*coarse)
+        for branch in (self.net, self.context):
+            if branch is None:
+                continue
+            last = [m for m in branch if isinstance(m, nn.Conv2d)][-1]
+            nn.init.zeros_(last.weight)
+            if last.bias is not None:
+                nn.init.zeros_(last.bias)
 
     def forward(self, x: torch.Tensor, noise_level: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` complex ``[B, H, W]``; ``noise_level`` ``[B]`` (the extra channel's value; needed with
@@ -186,7 +207,12 @@ class ResidualDenoiser(nn.Module):
                 raise InputError(None, "this MoDL denoiser takes the noise level as input (noise_input)")
             level = noise_level.to(real.dtype).reshape(-1, 1, 1, 1).expand(-1, 1, *real.shape[-2:])
             real = torch.cat([real, level], dim=1)
-        out = self.net(real.to(self.net[0].weight.dtype)).to(real.dtype)
+        inp = real.to(self.net[0].weight.dtype)
+        out = self.net(inp)
+        if self.context is not None:
+            out = out + nn.functional.interpolate(self.context(inp), size=inp.shape[-2:], mode="bilinear",
+                                                  align_corners=False)
+        out = out.to(real.dtype)
         return x + torch.view_as_complex(out.permute(0, 2, 3, 1).contiguous())
 
 
@@ -212,7 +238,7 @@ class MoDL(nn.Module):
         self.cg_iters = cfg.cg_iters
         self.checkpoint = cfg.checkpoint
         self.denoiser = ResidualDenoiser(cfg.channels, cfg.num_layers, cfg.kernel_size, cfg.batch_norm,
-                                         cfg.noise_input)
+                                         cfg.noise_input, cfg.context_channels)
         # lam is learned in log space: Adam's steps are then relative changes of lam, whatever its size
         # (learned directly, lam = 0.05 was pushed to 0 within ~60 steps at lr 1e-3 in our first runs).
         self.log_lam = nn.Parameter(torch.tensor(math.log(float(cfg.lam_init))))

@@ -288,7 +288,11 @@ class Trainer:
 
             _, source = load_model(name_or_path, device=self.device)
         try:
-            self.model.load_state_dict(source.state_dict())
+            state = source.state_dict()
+            grown = [k for k in self.model.state_dict() if k.startswith("denoiser.context.") and k not in state]
+            if grown:  # a coarse branch added to trained weights: it starts at zero output (ResidualDenoiser)
+                state.update({k: v for k, v in self.model.state_dict().items() if k in grown})
+            self.model.load_state_dict(state)
         except RuntimeError as exc:
             raise InputError(name_or_path, f"init weights do not match the configured model "
                                            f"({str(exc).splitlines()[0]})") from None
