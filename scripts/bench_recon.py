@@ -30,7 +30,8 @@ end to end with every method, each in its own subprocess (calibration, the colla
 reconstruction, no ESPIRiT cache: ``MRIQA_CACHE=off``), wall time and peak resident memory
 (``ru_maxrss`` of that process); (2) per slice in this process, with the same calibrated maps: our CG-SENSE
 vs sigpy's ``SenseRecon`` (same problem, ``--iters`` iterations, tol 0) and a MoDL forward pass (shipped
-weights, K = 10); with CUDA present, our CG-SENSE and the MoDL forward also on the GPU (synchronised; the MoDL
+weights, K = 10; also with ``self_ensemble``, the denoiser averaged over 8 flips / transposes); with CUDA
+present, our CG-SENSE and the MoDL forward also on the GPU (synchronised; the MoDL
 row includes the host/device copies, as ``mriqa recon`` pays them); the calibration's time (default and
 ``select``) and that of the k-space check of ``mriqa recon --quality`` for CG-SENSE (4 more solves) are printed above
 that table. ``--no-cli`` skips part (1). Exits 1 when a command fails or goes over 24 GB.
@@ -280,7 +281,9 @@ def fastmri_size(args) -> int:
 
     model = load_modl("modl")
     peers = {"ours (torch CG-SENSE)": ours, "sigpy SenseRecon": theirs,
-             "MoDL forward (K = 10)": lambda: modl_reconstruct(model, y, mask, sens_maps=maps, device="cpu")}
+             "MoDL forward (K = 10)": lambda: modl_reconstruct(model, y, mask, sens_maps=maps, device="cpu"),
+             "MoDL forward, self-ensemble (x8 denoiser)": lambda: modl_reconstruct(
+                 model, y, mask, sens_maps=maps, device="cpu", self_ensemble=True)}
     if torch.cuda.is_available():
         dev = torch.device("cuda")
         y_g, maps_g, mask_g = y_t.to(dev), maps_t.to(dev), mask_t.to(dev)

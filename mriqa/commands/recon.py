@@ -37,7 +37,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--weights", default=None,
                    help="MoDL weights: a shipped name (modl: supervised; modl-qf: reference-free SSDU + QF) or a file")
     p.add_argument("--self-ensemble", action="store_true",
-                   help="MoDL: average every denoiser pass over the 8 flips and transposes of its image (about 5.5x "
+                   help="MoDL: average every denoiser pass over the 8 flips and transposes of its image (about 5x "
                         "the time; -0.2 to +0.4 dB per row on the real 16-coil brain, +0.1 to +0.3 dB on held-out "
                         "simulations: recon/weights/modl.md)")
     p.add_argument("--slices", default=None, help="slice range to reconstruct, e.g. 10:20 (default: all)")
