@@ -167,6 +167,44 @@ def test_no_fallback_repeats_another_attempts_maps(brain, monkeypatch, kind, acc
     assert asked[-1][0] == last
 
 
+def test_doubtful_image_is_kept_only_when_no_fallback_predicts_better(brain, monkeypatch):
+    """A passing image whose maps predict held-out samples more than 1.5x worse than zeros is doubtful: the fallbacks
+    run; with every attempt doubtful the best-predicting one is returned, with a warning that says so."""
+    import recon.guard as guard
+
+    full, k, mask, rss, zf = brain
+    errors = iter([1.9, 1.6, 1.8, 1.7])  # calibrated, crop 0, 2 map sets, other calibration
+    real = guard.check_reconstruction
+
+    def doubtful(*args, **kw):
+        report = real(*args, **kw)
+        return guard.GuardReport(True, report.coverage, report.residual, report.acs_disagreement,
+                                 report.correlation, report.energy_ratio, heldout_error=next(errors))
+
+    monkeypatch.setattr(guard, "check_reconstruction", doubtful)
+    image, report, _, _ = guarded(baselines.cg_sense, k, mask)
+    assert report.ok and report.attempt == "crop 0" and report.heldout_error == pytest.approx(1.6)
+    assert sum("doubtful" in w for w in report.warnings) == 4
+    assert "may be worse than zero-filled" in report.warnings[-1] and report.warnings[-1].startswith("crop 0: kept")
+    errors = iter([1.9, float("nan")])  # the first fallback passes without doubt (its held-out check did not run)
+    _, report, _, _ = guarded(baselines.cg_sense, k, mask)
+    assert report.attempt == "crop 0" and not any("kept" in w for w in report.warnings)
+
+
+def test_small_fov_scan_doubtful_with_one_map_set_gets_two(shared_data):
+    """The real small-FOV scan (field of view smaller than the head) undersampled further, equispaced R = 4: one
+    ESPIRiT map set passes the checks but predicts held-out lines 1.78x worse than zeros (CG-SENSE 20.8 dB against
+    zero-filled 22.5, on a proxy reference); the guard moves on to two map sets (held-out error 1.03, 23.5 dB)."""
+    from mriqa.recon_quality.data import SMALLFOV
+    from recon.pipeline import load_kspace, run_method, undersample
+
+    scan = undersample(load_kspace(shared_data / SMALLFOV), 4, "equispaced", None, 0)
+    result = run_method("sense", scan.kspace, scan.mask)
+    report = result.guard[0]
+    assert report.attempt == "2 map sets" and report.heldout_error < 1.2
+    assert any(w.startswith("calibrated: doubtful") for w in report.warnings)
+
+
 def test_too_few_lines_through_the_guard(shared_data):
     """3 centre lines at R = 12 (0.32 / R on W = 96): the guard's first attempt already uses the refined
     calibration and passes; CG-SENSE beats zero-filled."""
