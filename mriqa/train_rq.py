@@ -77,14 +77,11 @@ def cosine_lr(step: int, tc: dict) -> float:
 
 # --------------------------------------------------------------------------------------------------- data
 def dihedral(x: np.ndarray, k: int) -> np.ndarray:
-    """One of the 8 flips / transposes of ``[..., H, W]`` (square images)."""
-    if k & 4:
-        x = np.swapaxes(x, -1, -2)
-    if k & 1:
-        x = x[..., ::-1, :]
-    if k & 2:
-        x = x[..., :, ::-1]
-    return np.ascontiguousarray(x)
+    """One of the 8 flips / transposes of ``[..., H, W]`` (square images): ``recon.transforms.dihedral_image``,
+    the one MoDL's training slices get."""
+    from recon.transforms import dihedral_image
+
+    return dihedral_image(x, int(k))
 
 
 def degrade_reference(ref: np.ndarray, rng: np.random.Generator, heavy_noise: bool = False) -> np.ndarray:

@@ -267,9 +267,9 @@ class ModlDataTransform:
 
 
 def dihedral_image(image: np.ndarray, element: int) -> np.ndarray:
-    """``image`` ``[..., H, W]`` transposed (``element >= 4``), then flipped along H (``element & 1``) and W
-    (``element & 2``)."""
-    out = np.swapaxes(image, -1, -2) if element >= 4 else image
+    """``image`` ``[..., H, W]`` transposed (``element & 4``), then flipped along H (``element & 1``) and W
+    (``element & 2``): element 0-7 of the dihedral group (also the flips of ``mriqa.train_rq``)."""
+    out = np.swapaxes(image, -1, -2) if element & 4 else image
     if element & 1:
         out = out[..., ::-1, :]
     if element & 2:

@@ -377,9 +377,9 @@ def test_dihedral_mean_makes_a_denoiser_equivariant_to_flips_and_transposes():
     k, m, maps, _ = _phantom(b=2)
     both = [modl_reconstruct(model, k, m, sens_maps=maps, self_ensemble=e) for e in (False, True)]
     assert both[1].shape == both[0].shape and np.abs(both[1] - both[0]).max() > 1e-4 * both[0].max()
-    with pytest.raises(InputError, match="MoDL option"):
-        from recon.pipeline import run_method
+    from recon.pipeline import run_method
 
+    with pytest.raises(InputError, match="MoDL option"):
         run_method("sense", k.numpy(), m.numpy(), sens_maps=maps.numpy(), self_ensemble=True)
 
 
@@ -387,14 +387,13 @@ def test_self_ensemble_gains_on_the_real_scan(shared_data):
     """The shipped MoDL with its denoiser averaged over the 8 flips and transposes, on the real 16-coil brain
     (as-stored orientation, random mask R = 4, the default centre, maps as ``mriqa recon`` calibrates them):
     measured 32.32 against 32.11 dB (CG-SENSE 31.31, L1-wavelet 32.01)."""
-    from recon.fft import ifft2c_np
-    from recon.io.sense_tutorial import SENSE_TUTORIAL, read_sense_tutorial
     from recon.masks import center_fraction_for, make_mask
     from recon.metrics import psnr
     from recon.pipeline import run_method
+    from test_calibration import load_brain16, rss_of
 
-    full = read_sense_tutorial(shared_data / SENSE_TUTORIAL)[None]
-    rss = np.sqrt(np.sum(np.abs(ifft2c_np(full)) ** 2, axis=1))
+    full = load_brain16(shared_data)
+    rss = rss_of(full)
     mask = make_mask("random", full.shape[-2:], 4, center_fraction=center_fraction_for(4, full.shape[-1]), seed=0)
     kspace = full * mask.mask.numpy()
     plain = run_method("modl", kspace, mask, keep_maps=True)
