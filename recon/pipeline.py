@@ -142,12 +142,15 @@ class Reconstruction(NamedTuple):
         maps: per slice, the coil maps the returned image was reconstructed with (complex64 ``[C, H, W]``, or
             ``[M, C, H, W]`` for map sets: a guard fallback may change the count per slice), when
             :func:`run_method` was asked to keep them (``keep_maps``); else empty.
+        adapt: per slice, the :class:`recon.modl.adapt.AdaptReport` of MoDL's scan-specific adaptation (of the
+            slice's last guard attempt), when asked for (``adapt_steps``); else empty.
     """
 
     image: np.ndarray
     guard: tuple
     calibration: tuple
     maps: tuple = ()
+    adapt: tuple = ()
 
     def notes(self) -> list[str]:
         """One line per distinct warning of the guard and the calibration (slices named), for stderr."""
@@ -157,6 +160,8 @@ class Reconstruction(NamedTuple):
                 seen.setdefault(w, []).append(s)
             if report.attempt not in ("given maps", "calibrated"):
                 seen.setdefault(f"collapse guard: used the fallback '{report.attempt}'", []).append(s)
+        for s, report in enumerate(self.adapt):
+            seen.setdefault(report.short() if report.skipped else "adapted to the scan (ZS-SSL)", []).append(s)
         n = len(self.guard)
         return [w if len(sl) == n else f"slice {_ranges(sl)}: {w}" for w, sl in seen.items()]
 
@@ -174,8 +179,13 @@ class Reconstruction(NamedTuple):
         heldout = [r.heldout_error for r in self.guard if np.isfinite(r.heldout_error)]
         if heldout:  # the held-out check ran (recon.guard.HELDOUT_TRIGGER)
             figures += f", held-out error {max(heldout):.2f}"
-        return {"calibration": "given" if info is None else info.short(),
-                "guard_attempt": ",".join(attempts), "guard": figures}
+        out = {"calibration": "given" if info is None else info.short(),
+               "guard_attempt": ",".join(attempts), "guard": figures}
+        if self.adapt:
+            kept = [r.best_step for r in self.adapt if not r.skipped]
+            out["adapt"] = (f"{len(kept)} of {len(self.adapt)} slices adapted"
+                            + (f", kept steps {min(kept)}-{max(kept)}" if kept else ""))
+        return out
 
 
 def _ranges(indices: list[int]) -> str:
@@ -196,10 +206,11 @@ def reconstruct(method: str, kspace: np.ndarray, mask, **kwargs) -> np.ndarray:
 
 
 def method_solver(method: str, *, weights: str | None = None, device: str | None = None, self_ensemble: bool = False,
-                  complex_output: bool = False):
+                  complex_output: bool = False, adapt_steps: int = 0):
     """``solve(kspace [S, C, H, W], mask, maps [S, C, H, W] | [S, M, C, H, W])`` of ``method`` in :data:`METHODS`
     with its defaults (``recon.baselines.cg_sense`` / ``l1_wavelet``, ``recon.modl.modl_reconstruct`` with MoDL's
-    ``weights`` loaded once here, on ``device``; ``self_ensemble``: MoDL only): float32 magnitude ``[S, H, W]``, or
+    ``weights`` loaded once here, on ``device``; ``self_ensemble``, ``adapt_steps``: MoDL only, the MoDL solver then
+    collects the adaptation reports in its attribute ``adapt_reports``): float32 magnitude ``[S, H, W]``, or
     with ``complex_output`` the complex image ``[S, H, W]`` (``[S, M, H, W]`` with map sets). None for ``zf``, which
     needs no maps. The one place a method name becomes a solver (:func:`run_method`, the k-space check of
     ``mriqa.recon_quality.kspace``)."""
@@ -209,14 +220,24 @@ def method_solver(method: str, *, weights: str | None = None, device: str | None
         raise InputError(None, f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if self_ensemble and method != "modl":
         raise InputError(None, f"self-ensemble is a MoDL option; method {method!r} has no denoiser to average")
+    if int(adapt_steps) < 0:
+        raise InputError(None, f"adaptation steps must be >= 0, got {adapt_steps}")
+    if adapt_steps and method != "modl":
+        raise InputError(None, f"scan-specific adaptation is a MoDL option; method {method!r} has no network to adapt")
     if method == "zf":
         return None
     if method == "modl":
         from recon.modl import load_modl, modl_reconstruct
 
         model = load_modl(weights or "modl")
-        return lambda k, m, s: modl_reconstruct(model, k, m, sens_maps=s, device=device,
-                                                complex_output=complex_output, self_ensemble=self_ensemble)
+        reports: list = []
+
+        def solve(k, m, s):
+            return modl_reconstruct(model, k, m, sens_maps=s, device=device, complex_output=complex_output,
+                                    self_ensemble=self_ensemble, adapt_steps=adapt_steps, adapt_reports=reports)
+
+        solve.adapt_reports = reports
+        return solve
     if method == "sense":
         return lambda k, m, s: baselines.cg_sense(k, m, s, device=device, complex_output=complex_output)
     return lambda k, m, s: baselines.l1_wavelet(k, m, s, complex_output=complex_output)
@@ -225,7 +246,8 @@ def method_solver(method: str, *, weights: str | None = None, device: str | None
 def run_method(method: str, kspace: np.ndarray, mask, *, sens_maps: np.ndarray | None = None,
                source: str | os.PathLike | None = None, num_maps: int = 1, weights: str | None = None,
                device: str | None = None, cache_dir: str | os.PathLike | None = None,
-               calibration: str = "auto", keep_maps: bool = False, self_ensemble: bool = False) -> Reconstruction:
+               calibration: str = "auto", keep_maps: bool = False, self_ensemble: bool = False,
+               adapt_steps: int = 0) -> Reconstruction:
     """Reconstruct undersampled multi-coil k-space ``[S, C, H, W]`` with ``method`` in :data:`METHODS`.
 
     Every method but ``zf`` runs slice by slice under the collapse guard (:func:`recon.guard.guarded`): the
@@ -238,15 +260,17 @@ def run_method(method: str, kspace: np.ndarray, mask, *, sens_maps: np.ndarray |
     :func:`recon.calibration.calibrate_maps` (``auto``, ``espirit``, ``refined``, ``select``); ``keep_maps``: return
     the maps each slice was reconstructed with (``Reconstruction.maps``, e.g. for the k-space check of
     ``mriqa recon --quality``); ``self_ensemble``: MoDL's denoiser averaged over the 8 flips and transposes
-    (:func:`recon.modl.modl_reconstruct`; MoDL only).
+    (:func:`recon.modl.modl_reconstruct`; MoDL only); ``adapt_steps``: MoDL fine-tuned on each slice's own
+    measurements first (ZS-SSL, :mod:`recon.modl.adapt`; MoDL only; the report of each slice's last attempt is in
+    ``Reconstruction.adapt``).
     """
     from recon import baselines
     from recon.guard import guarded
 
-    solve = method_solver(method, weights=weights, device=device, self_ensemble=self_ensemble)
+    solve = method_solver(method, weights=weights, device=device, self_ensemble=self_ensemble, adapt_steps=adapt_steps)
     if solve is None:
         return Reconstruction(baselines.zero_filled(kspace, getattr(mask, "mask", mask)), (), ())
-    images, reports, infos, used = [], [], [], []
+    images, reports, infos, used, adapted = [], [], [], [], []
     for s in range(kspace.shape[0]):
         given = None if sens_maps is None else np.asarray(sens_maps[s:s + 1])
         try:
@@ -260,4 +284,7 @@ def run_method(method: str, kspace: np.ndarray, mask, *, sens_maps: np.ndarray |
         infos.append(info)
         if keep_maps:
             used.append(np.asarray(maps_used)[0])
-    return Reconstruction(np.stack(images).astype(np.float32), tuple(reports), tuple(infos), tuple(used))
+        if adapt_steps:
+            adapted.append(solve.adapt_reports[-1])
+    return Reconstruction(np.stack(images).astype(np.float32), tuple(reports), tuple(infos), tuple(used),
+                          tuple(adapted))

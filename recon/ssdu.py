@@ -36,7 +36,7 @@ import torch
 from recon.errors import InputError
 from recon.masks import acs_width
 
-__all__ = ["ssdu_split", "split_batch", "DEFAULT_RATIO", "SELECTIONS"]
+__all__ = ["ssdu_split", "split_batch", "holdout_candidates", "DEFAULT_RATIO", "SELECTIONS"]
 
 DEFAULT_RATIO = 0.4
 SELECTIONS = ("points", "lines")
@@ -71,6 +71,14 @@ def _keep_region(mask2d: np.ndarray, keep_center, line_mask: bool) -> np.ndarray
     r0, c0 = h // 2 - bh // 2, w // 2 - bw // 2
     keep[max(r0, 0):r0 + bh, max(c0, 0):c0 + bw] = True
     return keep
+
+
+def holdout_candidates(mask, keep_center: Any = "acs") -> np.ndarray:
+    """Bool ``[H, W]``: the acquired samples of a 2-D mask ``[1, H, W]`` / ``[H, W]`` that point selection may put
+    in ``Lambda`` (those outside the kept centre; a line mask expanded to 2-D keeps its centre as columns)."""
+    m = mask.detach().cpu().numpy() if torch.is_tensor(mask) else np.asarray(mask)
+    m = m.reshape(m.shape[-2:]) > 0
+    return m & ~_keep_region(m, keep_center, bool((m == m[:1]).all()))
 
 
 def _gaussian_pick(cands: np.ndarray, n: int, centre: Sequence[float], std: Sequence[float],
@@ -143,10 +151,7 @@ def ssdu_split(mask, ratio: float = DEFAULT_RATIO, seed: int = 0, selection: str
                                "the k-space height first; split_batch does)")
     h, w = omega.shape
     full = omega
-    # a line mask expanded to 2-D: its centre is a run of full columns, kept as columns
-    is_lines = bool((omega == omega[:1]).all())
-    keep = _keep_region(full, keep_center, is_lines)
-    cands = full & ~keep
+    cands = holdout_candidates(full, keep_center)
     n = min(int(round(float(ratio) * full.sum())), int(cands.sum()))
     if n < 1:
         raise InputError(None, f"SSDU: no acquired samples outside the kept centre to hold back "

@@ -43,7 +43,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 METHODS = ("zf", "sense", "l1", "modl")
 ENSEMBLE = "modl-x8"  # --self-ensemble: MoDL with its denoiser averaged over the 8 flips and transposes
-LABELS = {"zf": "zero-filled", "sense": "CG-SENSE", "l1": "L1-wavelet", "modl": "MoDL", ENSEMBLE: "MoDL self-ensemble"}
+ADAPTED = "modl-zs"  # --adapt: MoDL fine-tuned on each slice's own measurements first (ZS-SSL)
+LABELS = {"zf": "zero-filled", "sense": "CG-SENSE", "l1": "L1-wavelet", "modl": "MoDL", ENSEMBLE: "MoDL self-ensemble",
+          ADAPTED: "MoDL adapted (ZS-SSL)"}
 
 
 def parse_args(argv=None):
@@ -68,12 +70,16 @@ def parse_args(argv=None):
                    "centre recon.masks.center_fraction_for(R, W)")
     p.add_argument("--self-ensemble", action="store_true",
                    help=f"add {ENSEMBLE}: MoDL with its denoiser averaged over the 8 flips and transposes")
+    p.add_argument("--adapt", type=int, nargs="?", const=300, default=0, metavar="STEPS",
+                   help=f"add {ADAPTED}: MoDL fine-tuned on each slice's own measurements first (mriqa recon --adapt; "
+                        "about 2 minutes a slice)")
     return p.parse_args(argv)
 
 
-def run_methods(model, kspace, mask, maps, weights: str | None = None, methods=METHODS):
+def run_methods(model, kspace, mask, maps, weights: str | None = None, methods=METHODS, adapt_steps: int = 300):
     """``({method: magnitude [S, H, W]}, {method: seconds per slice})`` for fully sampled ``kspace`` under
-    ``mask``, every method of ``methods`` (:data:`METHODS`, optionally :data:`ENSEMBLE`) with the same coil
+    ``mask``, every method of ``methods`` (:data:`METHODS`, optionally :data:`ENSEMBLE`, :data:`ADAPTED` with
+    ``adapt_steps``) with the same coil
     ``maps``; ``maps=None``: every method through ``recon.pipeline.run_method`` (its own calibration and the
     collapse guard; MoDL weights ``weights``)."""
     from recon import baselines
@@ -90,9 +96,11 @@ def run_methods(model, kspace, mask, maps, weights: str | None = None, methods=M
     for method in methods:
         t0 = time.perf_counter()
         ensemble = method == ENSEMBLE
+        adapt = adapt_steps if method == ADAPTED else 0
         if maps is None:
-            out[method] = run_method("modl" if ensemble else method, masked, mask, sens_maps=calibrated,
-                                     weights=weights, self_ensemble=ensemble).image
+            out[method] = run_method("modl" if method in (ENSEMBLE, ADAPTED) else method, masked, mask,
+                                     sens_maps=calibrated, weights=weights, self_ensemble=ensemble,
+                                     adapt_steps=adapt).image
         elif method == "zf":
             out[method] = baselines.zero_filled(masked, mask)
         elif method == "sense":
@@ -100,7 +108,8 @@ def run_methods(model, kspace, mask, maps, weights: str | None = None, methods=M
         elif method == "l1":
             out[method] = baselines.l1_wavelet(masked, mask, maps)
         else:
-            out[method] = modl_reconstruct(model, masked, mask, sens_maps=maps, batch_size=4, self_ensemble=ensemble)
+            out[method] = modl_reconstruct(model, masked, mask, sens_maps=maps, batch_size=4, self_ensemble=ensemble,
+                                           adapt_steps=adapt)
         secs[method] = (time.perf_counter() - t0) / kspace.shape[0]
     return out, secs
 
@@ -214,7 +223,7 @@ def main(argv=None) -> int:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: dict[tuple[float, str, str], list[dict]] = {}
-    methods = METHODS + ((ENSEMBLE,) if args.self_ensemble else ())
+    methods = METHODS + ((ENSEMBLE,) if args.self_ensemble else ()) + ((ADAPTED,) if args.adapt else ())
     times: dict[str, list[float]] = {m: [] for m in methods}
     fig_done = False
     t_start = time.perf_counter()
@@ -231,7 +240,7 @@ def main(argv=None) -> int:
                 mask = make_mask(kind, kspace.shape[-2:], r, center_fraction=centre,
                                  seed=mask_seed(args.seed, path.name)).mask
                 recons, secs = run_methods(model, kspace, mask, maps if args.maps == "calibration" else None,
-                                           args.weights, methods)
+                                           args.weights, methods, args.adapt)
                 for method, img in recons.items():
                     scores = evaluate_volume(target, img, maxval)
                     scores.update(support_metrics(target, img, support, maxval))

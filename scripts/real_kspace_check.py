@@ -14,10 +14,12 @@ calibration used, the nominal and effective R, and whether CG-SENSE beats zero-f
 ``--small-fov`` adds the second real scan, BART's small-FOV 8-coil brain, undersampled further as ``mriqa recon
 --accel R`` does (:func:`run_small_fov`; it has no fully sampled reference: scored against CG-SENSE of every acquired
 line with two map sets). ``--self-ensemble`` adds a column ``modl-x8``: MoDL with its denoiser averaged over the
-8 flips and transposes (``mriqa recon --self-ensemble``), with its own counts.
+8 flips and transposes (``mriqa recon --self-ensemble``), with its own counts. ``--adapt [STEPS]`` adds a column
+``modl-zs``: MoDL fine-tuned on each row's own measurements first (``mriqa recon --adapt``, ZS-SSL,
+``recon.modl.adapt``; about 2 minutes a row), with its counts and the step each row kept. ``--accels`` picks the R.
 
 Usage: ``python scripts/real_kspace_check.py [--data ../shared/data] [--orientation both] [--no-modl]
-[--calibration auto [select refined full ...]] [--small-fov] [--self-ensemble]``
+[--calibration auto [select refined full ...]] [--small-fov] [--self-ensemble] [--adapt [STEPS]] [--accels R ...]``
 """
 from __future__ import annotations
 
@@ -32,16 +34,19 @@ TARGET_DB = 1.0
 
 
 ENSEMBLE = "modl-x8"  # MoDL with its denoiser averaged over the 8 flips and transposes (self_ensemble)
+ADAPTED = "modl-zs"  # MoDL fine-tuned on the row's own measurements first (adapt_steps, ZS-SSL)
+LABELS = {"modl": "MoDL", ENSEMBLE: "MoDL self-ensemble", ADAPTED: "MoDL adapted (ZS-SSL)"}
 
 
-def _methods(with_modl: bool, self_ensemble: bool = False) -> tuple[str, ...]:
+def _methods(with_modl: bool, self_ensemble: bool = False, adapt: bool = False) -> tuple[str, ...]:
     if not with_modl:
         return ("sense", "l1")
-    return ("sense", "l1", "modl", ENSEMBLE) if self_ensemble else ("sense", "l1", "modl")
+    return ("sense", "l1", "modl") + ((ENSEMBLE,) if self_ensemble else ()) + ((ADAPTED,) if adapt else ())
 
 
 def run(data_root: Path, orientations, with_modl: bool, seed: int = 0, masks=("random", "equispaced"),
-        modl_weights: str | None = None, calibration: str = "auto", self_ensemble: bool = False) -> list[dict]:
+        modl_weights: str | None = None, calibration: str = "auto", self_ensemble: bool = False,
+        accels=ACCELERATIONS, adapt_steps: int = 0) -> list[dict]:
     from recon.errors import InputError
     from recon.fft import ifft2c_np
     from recon.io.sense_tutorial import SENSE_TUTORIAL, read_sense_tutorial
@@ -49,7 +54,7 @@ def run(data_root: Path, orientations, with_modl: bool, seed: int = 0, masks=("r
     from recon.metrics import object_mask, psnr, support_metrics
 
     stored = read_sense_tutorial(data_root / SENSE_TUTORIAL)
-    methods = _methods(with_modl, self_ensemble)
+    methods = _methods(with_modl, self_ensemble, adapt_steps > 0)
     rows = []
     for orientation in orientations:
         full = stored if orientation == "as-stored" else np.ascontiguousarray(stored.transpose(0, 2, 1))
@@ -67,7 +72,7 @@ def run(data_root: Path, orientations, with_modl: bool, seed: int = 0, masks=("r
             return psnr(rss, image), support_metrics(rss, image, inside, peak)["PSNR_in"]
 
         for kind in masks:
-            for accel in ACCELERATIONS:
+            for accel in accels:
                 cf = center_fraction_for(accel, full.shape[-1])
                 try:
                     mask = make_mask(kind, full.shape[-2:], accel, center_fraction=cf, seed=seed)
@@ -77,15 +82,17 @@ def run(data_root: Path, orientations, with_modl: bool, seed: int = 0, masks=("r
                 kspace = full * mask.mask.numpy()
                 row = {"orientation": orientation, "mask": kind, "R": accel, "R_eff": mask.acceleration_effective,
                        "acs": mask.num_low_frequencies}
-                row.update(_reconstruct(kspace, mask, score, methods, modl_weights, oracle, calibration))
+                row.update(_reconstruct(kspace, mask, score, methods, modl_weights, oracle, calibration, adapt_steps))
                 rows.append(row)
                 print(_format(row, methods), flush=True)
     return rows
 
 
-def _reconstruct(kspace, mask, score, methods, modl_weights=None, oracle=None, calibration="auto") -> dict:
+def _reconstruct(kspace, mask, score, methods, modl_weights=None, oracle=None, calibration="auto",
+                 adapt_steps: int = 0) -> dict:
     """One table row's figures: ``score(image)`` of zero-filled and of every method as ``mriqa recon`` runs it
-    (``recon.pipeline.run_method``; :data:`ENSEMBLE`: MoDL with ``self_ensemble``), the calibration, the guard's
+    (``recon.pipeline.run_method``; :data:`ENSEMBLE`: MoDL with ``self_ensemble``; :data:`ADAPTED`: with
+    ``adapt_steps``, the kept step or the reason it was not adapted among the notes), the calibration, the guard's
     attempt when not the first, the seconds."""
     from recon.baselines import zero_filled
     from recon.errors import InputError
@@ -95,15 +102,19 @@ def _reconstruct(kspace, mask, score, methods, modl_weights=None, oracle=None, c
     for name in methods:
         start = time.perf_counter()
         try:
-            result = run_method("modl" if name == ENSEMBLE else name, kspace, mask, weights=modl_weights,
+            result = run_method("modl" if name in (ENSEMBLE, ADAPTED) else name, kspace, mask, weights=modl_weights,
                                 sens_maps=oracle, calibration="auto" if oracle is not None else calibration,
-                                self_ensemble=name == ENSEMBLE)
+                                self_ensemble=name == ENSEMBLE, adapt_steps=adapt_steps if name == ADAPTED else 0)
             report, info = result.guard[0], result.calibration[0]
             row[name] = score(result.image)
             row[name + "_attempt"] = report.attempt
             row.setdefault("calib", info.short() if info is not None else "given")
             if report.attempt != "calibrated":
                 row.setdefault("notes", []).append(f"{name}: {report.attempt}")
+            if result.adapt:
+                done = result.adapt[0]
+                row.setdefault("notes", []).append(f"{name}: " + (done.short() if done.skipped else
+                                                                  f"step {done.best_step} kept"))
         except InputError as exc:
             row[name] = (float("nan"), float("nan"))
             row.setdefault("notes", []).append(f"{name}: {exc}")
@@ -161,7 +172,7 @@ def _counts(rows, methods) -> str:
     """The acceptance counts of issue 19 over ``rows`` (whole-image PSNR)."""
     below = [r for r in rows if not r["sense"][0] - r["zf"][0] >= TARGET_DB]
     text = f"CG-SENSE >= zero-filled + {TARGET_DB:g} dB in {len(rows) - len(below)} of {len(rows)} rows"
-    for name, label in (("modl", "MoDL"), (ENSEMBLE, "MoDL self-ensemble")):
+    for name, label in LABELS.items():
         if name in methods:
             above_sense = sum(r[name][0] >= r["sense"][0] for r in rows)
             mid = [r for r in rows if 4 <= r["R"] <= 8]
@@ -200,6 +211,10 @@ def main(argv=None) -> int:
     parser.add_argument("--self-ensemble", action="store_true",
                         help=f"add the column {ENSEMBLE}: MoDL with its denoiser averaged over the 8 flips and "
                              "transposes (mriqa recon --self-ensemble)")
+    parser.add_argument("--adapt", type=int, nargs="?", const=300, default=0, metavar="STEPS",
+                        help=f"add the column {ADAPTED}: MoDL fine-tuned on each row's own measurements first "
+                             "(mriqa recon --adapt, ZS-SSL; default 300 steps, about 2 minutes a row)")
+    parser.add_argument("--accels", type=int, nargs="+", default=list(ACCELERATIONS), help="the R of the rows")
     parser.add_argument("--small-fov", action="store_true",
                         help="then the same rows on the second real scan, BART's small-FOV 8-coil brain (run_small_fov)")
     parser.add_argument("--calibration", nargs="+", default=["auto"],
@@ -209,14 +224,14 @@ def main(argv=None) -> int:
                              "one table each, then each against the first")
     args = parser.parse_args(argv)
     orientations = ("as-stored", "transposed") if args.orientation == "both" else (args.orientation,)
-    methods = _methods(not args.no_modl, args.self_ensemble)
+    methods = _methods(not args.no_modl, args.self_ensemble, args.adapt > 0)
     tables = {}
     for calibration in args.calibration:
         print("PSNR dB whole/in-object against the RSS of the full data; every method through "
               f"recon.pipeline.run_method (calibrate_maps, calibration {calibration}, + the collapse guard)")
         print(_header(methods))
         rows = run(args.data, orientations, not args.no_modl, args.seed, args.masks, args.modl_weights, calibration,
-                   args.self_ensemble)
+                   args.self_ensemble, args.accels, args.adapt)
         print(_counts(rows, methods) + "\n", flush=True)
         tables[calibration] = rows
     first = args.calibration[0]
@@ -226,10 +241,11 @@ def main(argv=None) -> int:
         print("\nThe small-FOV 8-coil scan (undersampled when acquired, R_eff 1.75): PSNR dB whole/in-object against "
               "CG-SENSE with two map sets of every acquired line (a proxy: no fully sampled data exist); calibration "
               f"{first}")
-        print(_header(methods))
+        small_fov_methods = _methods(not args.no_modl, args.self_ensemble)  # not adapted: no reference to check it
+        print(_header(small_fov_methods))
         rows = run_small_fov(args.data, not args.no_modl, args.seed, args.masks, args.modl_weights, first,
                              self_ensemble=args.self_ensemble)
-        print(_counts(rows, methods), flush=True)
+        print(_counts(rows, small_fov_methods), flush=True)
     return 0
 
 

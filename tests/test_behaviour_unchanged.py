@@ -7,8 +7,8 @@ The recording (``tests/data/behaviour.json``) was made before the "One house" re
 
 (the MoDL outputs -- ``recon-modl``, ``evaluate-modl`` and the scores and R estimates of that reconstruction --
 were re-recorded the same way when the shipped ``modl`` weights changed to run 4 and again to run 5 of
-``recon/weights/modl.md``, and ``mriqa recon``'s attribute ``self_ensemble`` (0 for these commands) was added
-when ``--self-ensemble`` came, 2026-12-06; every other entry is the original recording) and is compared here to 1e-6 relative (1.5e-6 absolute: the commands print six decimals, so a last-digit
+``recon/weights/modl.md``, and ``mriqa recon``'s attributes ``self_ensemble`` and ``adapt_steps`` (0 for these
+commands) were added when ``--self-ensemble`` and ``--adapt`` came, 2026-12-06; every other entry is the original recording) and is compared here to 1e-6 relative (1.5e-6 absolute: the commands print six decimals, so a last-digit
 flip from a moved floating-point order still passes); figures computed from the iterative reconstructions to
 5e-3 relative (:data:`DOWNSTREAM`: they amplify solver last-bit differences between CPU types).
 Paths, timings and version strings are dropped before the comparison.

@@ -84,6 +84,21 @@ def test_recon_self_ensemble_is_recorded_and_refused_for_other_methods(tmp_path,
     assert not (tmp_path / "x.h5").exists()
 
 
+def test_recon_adapt_is_recorded_noted_and_refused_for_other_methods(tmp_path, raw_file, capsys):
+    out = tmp_path / "modl.h5"
+    code, stdout, stderr = _run(capsys, "recon", raw_file, "--method", "modl", "--accel", 3, "--mask", "equispaced",
+                                "--adapt", 2, "--slices", "0", "--out", out)
+    assert code == 0, stdout + stderr
+    attrs = read_reconstruction(out, key="reconstruction").attrs
+    assert int(attrs["adapt_steps"]) == 2 and "of 1 slices adapted" in attrs["adapt"]
+    assert "ZS-SSL" in stderr or "not adapted" in stderr
+    code, stdout, stderr = _run(capsys, "recon", raw_file, "--method", "sense", "--accel", 3, "--adapt",
+                                "--out", tmp_path / "x.h5")
+    assert code == 2 and stderr.strip() == ("mriqa: error: scan-specific adaptation is a MoDL option; method 'sense' "
+                                            "has no network to adapt")
+    assert not (tmp_path / "x.h5").exists()
+
+
 def test_recon_quality_prints_and_stores_the_reference_free_figures(tmp_path, raw_file, capsys):
     """``--quality``: per slice the recon score, the k-space check's NMSE estimate and their combination, in the
     file's attributes; CG-SENSE gets a lower NMSE estimate than zero-filled (the combined score is checked on the

@@ -40,6 +40,11 @@ def add_parser(subparsers) -> None:
                    help="MoDL: average every denoiser pass over the 8 flips and transposes of its image (about 5x "
                         "the time; -0.2 to +0.4 dB per row on the real 16-coil brain, +0.1 to +0.3 dB on held-out "
                         "simulations: recon/weights/modl.md)")
+    p.add_argument("--adapt", type=int, nargs="?", const=300, default=0, metavar="STEPS",
+                   help="MoDL: fine-tune a copy of the network on each slice's own measurements first (zero-shot "
+                        "self-supervised, ZS-SSL; no reference; up to STEPS steps, default 300, about 2 min a slice "
+                        "at 16 x 96 x 96 on 2 CPU threads); refused per slice (noted) where too few samples lie "
+                        "outside the calibration centre (docs/recon/real_kspace.md)")
     p.add_argument("--slices", default=None, help="slice range to reconstruct, e.g. 10:20 (default: all)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--quality", action="store_true",
@@ -89,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = run_method(args.method, sampled.kspace, sampled.mask, sens_maps=maps, source=volume.path,
                         num_maps=args.num_maps, weights=args.weights, device=device, calibration=args.calibration,
-                        keep_maps=args.quality, self_ensemble=args.self_ensemble)
+                        keep_maps=args.quality, self_ensemble=args.self_ensemble, adapt_steps=args.adapt)
     seconds = time.perf_counter() - start
     image = result.image
     if sampled.retrospective and sampled.input_acceleration > 1.0:
@@ -102,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     attrs.update(result.summary())
     attrs.update(method=args.method, input=str(args.input), retrospective=sampled.retrospective,
                  num_maps=args.num_maps, weights=args.weights or ("modl" if args.method == "modl" else "none"),
-                 self_ensemble=bool(args.self_ensemble))
+                 self_ensemble=bool(args.self_ensemble), adapt_steps=int(args.adapt))
     if not sampled.retrospective:
         attrs["seed"] = None
     if args.quality:
@@ -111,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
         # the k-space check predicts with the maps each slice was reconstructed with (the guard's choice; zf has none)
         quality = reconstruction_quality(args.method, sampled.kspace, sampled.mask, image, maps=result.maps or maps,
                                          num_maps=args.num_maps, calibration=args.calibration, weights=args.weights, device=device,
-                                         source=volume.path, self_ensemble=args.self_ensemble)
+                                         source=volume.path, self_ensemble=args.self_ensemble,
+                                         adapt_steps=args.adapt)
         attrs.update({f"quality_{k}": v for k, v in quality.items()})
         nmse = np.asarray(quality["kspace_nmse"])
         nmse_text = (f"{np.nanmean(nmse):.4f}" if np.isfinite(nmse).any()
