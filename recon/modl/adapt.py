@@ -8,7 +8,8 @@ field of view). ZS-SSL fine-tunes the network on the one slice it is about to re
   calibration centre) and the rest. ``Gamma`` is never used for training.
 - Every step (Adam, ``lr`` decayed to 0 on a cosine) splits the rest again into ``Theta`` and ``Lambda`` (SSDU, :func:`recon.ssdu.ssdu_split`, Gaussian
   points, ``ratio`` of the rest, the centre kept in ``Theta``); the network reconstructs from ``Theta`` and its
-  k-space is compared with the measured samples on ``Lambda`` (SSDU's loss: normalised L2 + normalised L1).
+  k-space is compared with the measured samples on ``Lambda`` (SSDU's loss: normalised L2 + normalised L1,
+  :func:`recon.losses.dc.dc_loss` with ``norm="l1l2"``).
 - Every ``every`` steps the network reconstructs from the rest and predicts ``Gamma``; the weights with the lowest
   ``Gamma`` error are kept (ZS-SSL's early stopping). Step 0 (the shipped weights) is a candidate, so a scan on
   which training never predicts ``Gamma`` better gets the shipped weights back.
@@ -33,6 +34,7 @@ from typing import NamedTuple
 import torch
 
 from recon.errors import InputError
+from recon.losses.dc import dc_loss
 from recon.modl.network import MoDL
 from recon.physics import SenseOperator
 from recon.ssdu import holdout_candidates, ssdu_split
@@ -61,13 +63,6 @@ class AdaptReport(NamedTuple):
             return f"not adapted ({self.skipped})"
         return (f"adapted: step {self.best_step} of {self.steps} kept, held-out k-space error "
                 f"{self.val_start:.3f} -> {self.val_best:.3f}")
-
-
-def ssdu_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """SSDU's k-space loss ``||d||_2 / ||t||_2 + ||d||_1 / ||t||_1`` (``d = pred - target``, complex, any shape)."""
-    d = pred - target
-    return (d.abs().square().sum().sqrt() / target.abs().square().sum().sqrt().clamp_min(1e-12)
-            + d.abs().sum() / target.abs().sum().clamp_min(1e-12))
 
 
 def adapt_modl(model: MoDL, y: torch.Tensor, mask: torch.Tensor, sens_maps: torch.Tensor, *,
@@ -111,8 +106,7 @@ def adapt_modl(model: MoDL, y: torch.Tensor, mask: torch.Tensor, sens_maps: torc
         return model.unroll(y * m, SenseOperator(sens_maps, m))
 
     def kspace_error(image: torch.Tensor, sub: torch.Tensor) -> torch.Tensor:
-        m = sub[None].to(device)
-        return ssdu_loss(SenseOperator(sens_maps, m).forward(image), y * m)
+        return dc_loss(SenseOperator(sens_maps, sub[None].to(device)), y, image=image, norm="l1l2")
 
     def validate() -> float:
         model.eval()
