@@ -71,31 +71,24 @@ def test_recon_calibration_select_says_which_maps_and_writes_them(tmp_path, raw_
     assert not (tmp_path / "x.h5").exists()
 
 
-def test_recon_self_ensemble_is_recorded_and_refused_for_other_methods(tmp_path, raw_file, capsys):
+@pytest.mark.parametrize("flag, recorded, refusal", [
+    (["--self-ensemble"], lambda a: bool(a["self_ensemble"]),
+     "self-ensemble is a MoDL option; method 'sense' has no denoiser to average"),
+    (["--adapt", "2"], lambda a: int(a["adapt_steps"]) == 2 and "of 1 slices adapted" in a["adapt"],
+     "scan-specific adaptation is a MoDL option; method 'sense' has no network to adapt"),
+])
+def test_recon_modl_options_are_recorded_and_refused_for_other_methods(tmp_path, raw_file, capsys, flag, recorded,
+                                                                        refusal):
     out = tmp_path / "modl.h5"
     code, stdout, stderr = _run(capsys, "recon", raw_file, "--method", "modl", "--accel", 3, "--mask", "equispaced",
-                                "--self-ensemble", "--slices", "0", "--out", out)
+                                *flag, "--slices", "0", "--out", out)
     assert code == 0, stdout + stderr
-    assert bool(read_reconstruction(out, key="reconstruction").attrs["self_ensemble"])
-    code, stdout, stderr = _run(capsys, "recon", raw_file, "--method", "sense", "--accel", 3, "--self-ensemble",
+    assert recorded(read_reconstruction(out, key="reconstruction").attrs)
+    if flag[0] == "--adapt":
+        assert "ZS-SSL" in stderr or "not adapted" in stderr
+    code, stdout, stderr = _run(capsys, "recon", raw_file, "--method", "sense", "--accel", 3, flag[0],
                                 "--out", tmp_path / "x.h5")
-    assert code == 2 and stderr.strip() == ("mriqa: error: self-ensemble is a MoDL option; method 'sense' has no "
-                                            "denoiser to average")
-    assert not (tmp_path / "x.h5").exists()
-
-
-def test_recon_adapt_is_recorded_noted_and_refused_for_other_methods(tmp_path, raw_file, capsys):
-    out = tmp_path / "modl.h5"
-    code, stdout, stderr = _run(capsys, "recon", raw_file, "--method", "modl", "--accel", 3, "--mask", "equispaced",
-                                "--adapt", 2, "--slices", "0", "--out", out)
-    assert code == 0, stdout + stderr
-    attrs = read_reconstruction(out, key="reconstruction").attrs
-    assert int(attrs["adapt_steps"]) == 2 and "of 1 slices adapted" in attrs["adapt"]
-    assert "ZS-SSL" in stderr or "not adapted" in stderr
-    code, stdout, stderr = _run(capsys, "recon", raw_file, "--method", "sense", "--accel", 3, "--adapt",
-                                "--out", tmp_path / "x.h5")
-    assert code == 2 and stderr.strip() == ("mriqa: error: scan-specific adaptation is a MoDL option; method 'sense' "
-                                            "has no network to adapt")
+    assert code == 2 and stderr.strip() == f"mriqa: error: {refusal}"
     assert not (tmp_path / "x.h5").exists()
 
 
