@@ -206,11 +206,12 @@ def reconstruct(method: str, kspace: np.ndarray, mask, **kwargs) -> np.ndarray:
 
 
 def method_solver(method: str, *, weights: str | None = None, device: str | None = None, self_ensemble: bool = False,
-                  complex_output: bool = False, adapt_steps: int = 0):
+                  complex_output: bool = False, adapt_steps: int = 0, adapt_lr: float | None = None):
     """``solve(kspace [S, C, H, W], mask, maps [S, C, H, W] | [S, M, C, H, W])`` of ``method`` in :data:`METHODS`
     with its defaults (``recon.baselines.cg_sense`` / ``l1_wavelet``, ``recon.modl.modl_reconstruct`` with MoDL's
-    ``weights`` loaded once here, on ``device``; ``self_ensemble``, ``adapt_steps``: MoDL only, the MoDL solver then
-    collects the adaptation reports in its attribute ``adapt_reports``): float32 magnitude ``[S, H, W]``, or
+    ``weights`` loaded once here, on ``device``; ``self_ensemble``, ``adapt_steps``, ``adapt_lr``: MoDL only, the
+    MoDL solver then collects the adaptation reports in its attribute ``adapt_reports``): float32 magnitude
+    ``[S, H, W]``, or
     with ``complex_output`` the complex image ``[S, H, W]`` (``[S, M, H, W]`` with map sets). None for ``zf``, which
     needs no maps. The one place a method name becomes a solver (:func:`run_method`, the k-space check of
     ``mriqa.recon_quality.kspace``)."""
@@ -224,6 +225,9 @@ def method_solver(method: str, *, weights: str | None = None, device: str | None
         raise InputError(None, f"adaptation steps must be >= 0, got {adapt_steps}")
     if adapt_steps and method != "modl":
         raise InputError(None, f"scan-specific adaptation is a MoDL option; method {method!r} has no network to adapt")
+    if adapt_lr is not None and not (adapt_steps and float(adapt_lr) > 0):
+        raise InputError(None, f"a learning rate for the adaptation ({adapt_lr}) needs adaptation steps > 0 and a "
+                               "rate > 0")
     if method == "zf":
         return None
     if method == "modl":
@@ -234,7 +238,8 @@ def method_solver(method: str, *, weights: str | None = None, device: str | None
 
         def solve(k, m, s):
             return modl_reconstruct(model, k, m, sens_maps=s, device=device, complex_output=complex_output,
-                                    self_ensemble=self_ensemble, adapt_steps=adapt_steps, adapt_reports=reports)
+                                    self_ensemble=self_ensemble, adapt_steps=adapt_steps, adapt_lr=adapt_lr,
+                                    adapt_reports=reports)
 
         solve.adapt_reports = reports
         return solve
@@ -247,7 +252,7 @@ def run_method(method: str, kspace: np.ndarray, mask, *, sens_maps: np.ndarray |
                source: str | os.PathLike | None = None, num_maps: int = 1, weights: str | None = None,
                device: str | None = None, cache_dir: str | os.PathLike | None = None,
                calibration: str = "auto", keep_maps: bool = False, self_ensemble: bool = False,
-               adapt_steps: int = 0) -> Reconstruction:
+               adapt_steps: int = 0, adapt_lr: float | None = None) -> Reconstruction:
     """Reconstruct undersampled multi-coil k-space ``[S, C, H, W]`` with ``method`` in :data:`METHODS`.
 
     Every method but ``zf`` runs slice by slice under the collapse guard (:func:`recon.guard.guarded`): the
@@ -262,12 +267,13 @@ def run_method(method: str, kspace: np.ndarray, mask, *, sens_maps: np.ndarray |
     ``mriqa recon --quality``); ``self_ensemble``: MoDL's denoiser averaged over the 8 flips and transposes
     (:func:`recon.modl.modl_reconstruct`; MoDL only); ``adapt_steps``: MoDL fine-tuned on each slice's own
     measurements first (ZS-SSL, :mod:`recon.modl.adapt`; MoDL only; the report of each slice's last attempt is in
-    ``Reconstruction.adapt``).
+    ``Reconstruction.adapt``); ``adapt_lr``: its learning rate (None: :data:`recon.modl.adapt.DEFAULT_LR`).
     """
     from recon import baselines
     from recon.guard import guarded
 
-    solve = method_solver(method, weights=weights, device=device, self_ensemble=self_ensemble, adapt_steps=adapt_steps)
+    solve = method_solver(method, weights=weights, device=device, self_ensemble=self_ensemble, adapt_steps=adapt_steps,
+                          adapt_lr=adapt_lr)
     if solve is None:
         return Reconstruction(baselines.zero_filled(kspace, getattr(mask, "mask", mask)), (), ())
     images, reports, infos, used, adapted = [], [], [], [], []

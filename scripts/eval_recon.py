@@ -73,13 +73,16 @@ def parse_args(argv=None):
     p.add_argument("--adapt", type=int, nargs="?", const=300, default=0, metavar="STEPS",
                    help=f"add {ADAPTED}: MoDL fine-tuned on each slice's own measurements first (mriqa recon --adapt; "
                         "about 2 minutes a slice)")
+    p.add_argument("--adapt-lr", type=float, default=None, metavar="LR",
+                   help="the adaptation's learning rate (mriqa recon --adapt-lr; default 5e-4)")
     return p.parse_args(argv)
 
 
-def run_methods(model, kspace, mask, maps, weights: str | None = None, methods=METHODS, adapt_steps: int = 300):
+def run_methods(model, kspace, mask, maps, weights: str | None = None, methods=METHODS, adapt_steps: int = 300,
+                adapt_lr: float | None = None):
     """``({method: magnitude [S, H, W]}, {method: seconds per slice})`` for fully sampled ``kspace`` under
     ``mask``, every method of ``methods`` (:data:`METHODS`, optionally :data:`ENSEMBLE`, :data:`ADAPTED` with
-    ``adapt_steps``) with the same coil
+    ``adapt_steps`` at ``adapt_lr``) with the same coil
     ``maps``; ``maps=None``: every method through ``recon.pipeline.run_method`` (its own calibration and the
     collapse guard; MoDL weights ``weights``)."""
     from recon import baselines
@@ -97,10 +100,11 @@ def run_methods(model, kspace, mask, maps, weights: str | None = None, methods=M
         t0 = time.perf_counter()
         ensemble = method == ENSEMBLE
         adapt = adapt_steps if method == ADAPTED else 0
+        lr = adapt_lr if method == ADAPTED else None
         if maps is None:
             out[method] = run_method("modl" if method in (ENSEMBLE, ADAPTED) else method, masked, mask,
                                      sens_maps=calibrated, weights=weights, self_ensemble=ensemble,
-                                     adapt_steps=adapt).image
+                                     adapt_steps=adapt, adapt_lr=lr).image
         elif method == "zf":
             out[method] = baselines.zero_filled(masked, mask)
         elif method == "sense":
@@ -109,7 +113,7 @@ def run_methods(model, kspace, mask, maps, weights: str | None = None, methods=M
             out[method] = baselines.l1_wavelet(masked, mask, maps)
         else:
             out[method] = modl_reconstruct(model, masked, mask, sens_maps=maps, batch_size=4, self_ensemble=ensemble,
-                                           adapt_steps=adapt)
+                                           adapt_steps=adapt, adapt_lr=lr)
         secs[method] = (time.perf_counter() - t0) / kspace.shape[0]
     return out, secs
 
@@ -240,7 +244,7 @@ def main(argv=None) -> int:
                 mask = make_mask(kind, kspace.shape[-2:], r, center_fraction=centre,
                                  seed=mask_seed(args.seed, path.name)).mask
                 recons, secs = run_methods(model, kspace, mask, maps if args.maps == "calibration" else None,
-                                           args.weights, methods, args.adapt)
+                                           args.weights, methods, args.adapt, args.adapt_lr if args.adapt else None)
                 for method, img in recons.items():
                     scores = evaluate_volume(target, img, maxval)
                     scores.update(support_metrics(target, img, support, maxval))

@@ -16,10 +16,12 @@ calibration used, the nominal and effective R, and whether CG-SENSE beats zero-f
 line with two map sets). ``--self-ensemble`` adds a column ``modl-x8``: MoDL with its denoiser averaged over the
 8 flips and transposes (``mriqa recon --self-ensemble``), with its own counts. ``--adapt [STEPS]`` adds a column
 ``modl-zs``: MoDL fine-tuned on each row's own measurements first (``mriqa recon --adapt``, ZS-SSL,
-``recon.modl.adapt``; about 2 minutes a row), with its counts and the step each row kept. ``--accels`` picks the R.
+``recon.modl.adapt``; about 2 minutes a row; ``--adapt-lr``: its learning rate), with its counts and the step each
+row kept. ``--accels`` picks the R.
 
 Usage: ``python scripts/real_kspace_check.py [--data ../shared/data] [--orientation both] [--no-modl]
-[--calibration auto [select refined full ...]] [--small-fov] [--self-ensemble] [--adapt [STEPS]] [--accels R ...]``
+[--calibration auto [select refined full ...]] [--small-fov] [--self-ensemble] [--adapt [STEPS]] [--adapt-lr LR]
+[--accels R ...]``
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ def _methods(with_modl: bool, self_ensemble: bool = False, adapt: bool = False) 
 
 def run(data_root: Path, orientations, with_modl: bool, seed: int = 0, masks=("random", "equispaced"),
         modl_weights: str | None = None, calibration: str = "auto", self_ensemble: bool = False,
-        accels=ACCELERATIONS, adapt_steps: int = 0) -> list[dict]:
+        accels=ACCELERATIONS, adapt_steps: int = 0, adapt_lr: float | None = None) -> list[dict]:
     from recon.errors import InputError
     from recon.fft import ifft2c_np
     from recon.io.sense_tutorial import SENSE_TUTORIAL, read_sense_tutorial
@@ -82,18 +84,19 @@ def run(data_root: Path, orientations, with_modl: bool, seed: int = 0, masks=("r
                 kspace = full * mask.mask.numpy()
                 row = {"orientation": orientation, "mask": kind, "R": accel, "R_eff": mask.acceleration_effective,
                        "acs": mask.num_low_frequencies}
-                row.update(_reconstruct(kspace, mask, score, methods, modl_weights, oracle, calibration, adapt_steps))
+                row.update(_reconstruct(kspace, mask, score, methods, modl_weights, oracle, calibration, adapt_steps,
+                                        adapt_lr))
                 rows.append(row)
                 print(_format(row, methods), flush=True)
     return rows
 
 
 def _reconstruct(kspace, mask, score, methods, modl_weights=None, oracle=None, calibration="auto",
-                 adapt_steps: int = 0) -> dict:
+                 adapt_steps: int = 0, adapt_lr: float | None = None) -> dict:
     """One table row's figures: ``score(image)`` of zero-filled and of every method as ``mriqa recon`` runs it
     (``recon.pipeline.run_method``; :data:`ENSEMBLE`: MoDL with ``self_ensemble``; :data:`ADAPTED`: with
-    ``adapt_steps``, the kept step or the reason it was not adapted among the notes), the calibration, the guard's
-    attempt when not the first, the seconds."""
+    ``adapt_steps`` at ``adapt_lr``, the kept step or the reason it was not adapted among the notes), the
+    calibration, the guard's attempt when not the first, the seconds."""
     from recon.baselines import zero_filled
     from recon.errors import InputError
     from recon.pipeline import run_method
@@ -104,7 +107,8 @@ def _reconstruct(kspace, mask, score, methods, modl_weights=None, oracle=None, c
         try:
             result = run_method("modl" if name in (ENSEMBLE, ADAPTED) else name, kspace, mask, weights=modl_weights,
                                 sens_maps=oracle, calibration="auto" if oracle is not None else calibration,
-                                self_ensemble=name == ENSEMBLE, adapt_steps=adapt_steps if name == ADAPTED else 0)
+                                self_ensemble=name == ENSEMBLE, adapt_steps=adapt_steps if name == ADAPTED else 0,
+                                adapt_lr=adapt_lr if name == ADAPTED else None)
             report, info = result.guard[0], result.calibration[0]
             row[name] = score(result.image)
             row[name + "_attempt"] = report.attempt
@@ -214,6 +218,8 @@ def main(argv=None) -> int:
     parser.add_argument("--adapt", type=int, nargs="?", const=300, default=0, metavar="STEPS",
                         help=f"add the column {ADAPTED}: MoDL fine-tuned on each row's own measurements first "
                              "(mriqa recon --adapt, ZS-SSL; default 300 steps, about 2 minutes a row)")
+    parser.add_argument("--adapt-lr", type=float, default=None, metavar="LR",
+                        help="the adaptation's learning rate (mriqa recon --adapt-lr; default 5e-4)")
     parser.add_argument("--accels", type=int, nargs="+", default=list(ACCELERATIONS), help="the R of the rows")
     parser.add_argument("--small-fov", action="store_true",
                         help="then the same rows on the second real scan, BART's small-FOV 8-coil brain (run_small_fov)")
@@ -231,7 +237,7 @@ def main(argv=None) -> int:
               f"recon.pipeline.run_method (calibrate_maps, calibration {calibration}, + the collapse guard)")
         print(_header(methods))
         rows = run(args.data, orientations, not args.no_modl, args.seed, args.masks, args.modl_weights, calibration,
-                   args.self_ensemble, args.accels, args.adapt)
+                   args.self_ensemble, args.accels, args.adapt, args.adapt_lr if args.adapt else None)
         print(_counts(rows, methods) + "\n", flush=True)
         tables[calibration] = rows
     first = args.calibration[0]

@@ -46,13 +46,7 @@ def test_adaptation_is_refused_when_the_loss_set_would_take_every_outer_sample()
         torch.testing.assert_close(value, model.state_dict()[name])
 
 
-def test_modl_reconstruct_adapts_each_slice_and_reports(monkeypatch):
-    import functools
-
-    import recon.modl.adapt as adapt
-
-    # this tiny random network needs a larger step than the shipped weights' default to gain within 20 steps
-    monkeypatch.setattr(adapt, "adapt_modl", functools.partial(adapt_modl, lr=1e-2))
+def test_modl_reconstruct_adapts_each_slice_and_reports():
     model = _small()
     _, _, maps, full = _phantom(b=2)
     m = torch.zeros(1, 1, 1, full.shape[-1])
@@ -61,7 +55,8 @@ def test_modl_reconstruct_adapts_each_slice_and_reports(monkeypatch):
     k = full * m
     reports: list[AdaptReport] = []
     plain = modl_reconstruct(model, k, m, sens_maps=maps)
-    adapted = modl_reconstruct(model, k, m, sens_maps=maps, adapt_steps=20, adapt_reports=reports)
+    # this tiny random network needs a larger step than the shipped weights' default to gain within 20 steps
+    adapted = modl_reconstruct(model, k, m, sens_maps=maps, adapt_steps=20, adapt_lr=1e-2, adapt_reports=reports)
     assert adapted.shape == plain.shape and len(reports) == 2 and not any(r.skipped for r in reports)
     assert any(r.best_step > 0 for r in reports)
     for s, report in enumerate(reports):  # kept step 0 (or refused): the given model's image; else another one
@@ -80,6 +75,26 @@ def test_run_method_notes_and_refuses_adaptation_for_other_methods():
     assert any("ZS-SSL" in n or "not adapted" in n for n in result.notes())
     with pytest.raises(InputError, match="MoDL option"):
         run_method("l1", k.numpy(), m.numpy(), sens_maps=maps.numpy(), adapt_steps=3)
+
+
+def test_the_learning_rate_reaches_the_adaptation_and_needs_steps(monkeypatch):
+    import recon.modl.adapt as adapt
+    from recon.pipeline import run_method
+
+    seen = []
+
+    def recording(*args, lr, **kwargs):
+        seen.append(lr)
+        return adapt_modl(*args, lr=lr, **kwargs)
+
+    monkeypatch.setattr(adapt, "adapt_modl", recording)
+    k, m, maps, _ = _phantom(b=1)
+    for lr in (None, 2e-3):
+        run_method("modl", k.numpy(), m.numpy(), sens_maps=maps.numpy(), adapt_steps=1, adapt_lr=lr)
+    assert seen == [adapt.DEFAULT_LR, 2e-3]
+    for steps, lr in ((0, 1e-3), (3, 0.0), (3, -1e-3)):
+        with pytest.raises(InputError, match="learning rate for the adaptation"):
+            run_method("modl", k.numpy(), m.numpy(), sens_maps=maps.numpy(), adapt_steps=steps, adapt_lr=lr)
 
 
 def test_adaptation_gains_on_the_real_scan_and_refuses_where_it_lost(shared_data):

@@ -74,7 +74,8 @@ def test_recon_calibration_select_says_which_maps_and_writes_them(tmp_path, raw_
 @pytest.mark.parametrize("flag, recorded, refusal", [
     (["--self-ensemble"], lambda a: bool(a["self_ensemble"]),
      "self-ensemble is a MoDL option; method 'sense' has no denoiser to average"),
-    (["--adapt", "2"], lambda a: int(a["adapt_steps"]) == 2 and "of 1 slices adapted" in a["adapt"],
+    (["--adapt", "2"], lambda a: int(a["adapt_steps"]) == 2 and "of 1 slices adapted" in a["adapt"]
+     and float(a["adapt_lr"]) == 5e-4,
      "scan-specific adaptation is a MoDL option; method 'sense' has no network to adapt"),
 ])
 def test_recon_modl_options_are_recorded_and_refused_for_other_methods(tmp_path, raw_file, capsys, flag, recorded,
@@ -90,6 +91,18 @@ def test_recon_modl_options_are_recorded_and_refused_for_other_methods(tmp_path,
                                 "--out", tmp_path / "x.h5")
     assert code == 2 and stderr.strip() == f"mriqa: error: {refusal}"
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_recon_adapt_lr_is_recorded_and_needs_adapt(tmp_path, raw_file, capsys):
+    out = tmp_path / "modl.h5"
+    code, stdout, stderr = _run(capsys, "recon", raw_file, "--method", "modl", "--accel", 3, "--mask", "equispaced",
+                                "--adapt", "2", "--adapt-lr", "1e-3", "--slices", "0", "--out", out)
+    assert code == 0, stdout + stderr
+    assert float(read_reconstruction(out, key="reconstruction").attrs["adapt_lr"]) == 1e-3
+    code, stdout, stderr = _run(capsys, "recon", raw_file, "--method", "modl", "--accel", 3, "--adapt-lr", "1e-3",
+                                "--out", tmp_path / "x.h5")
+    assert code == 2 and stderr.strip().startswith("mriqa: error: a learning rate for the adaptation (0.001) needs")
+    assert len(stderr.strip().splitlines()) == 1 and not (tmp_path / "x.h5").exists()
 
 
 def test_recon_quality_prints_and_stores_the_reference_free_figures(tmp_path, raw_file, capsys):

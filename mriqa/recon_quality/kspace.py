@@ -55,13 +55,13 @@ class KspaceCheck:
 
 
 def _solver(method: str, weights: str | None, device: str | None, self_ensemble: bool = False,
-            adapt_steps: int = 0) -> Callable | None:
+            adapt_steps: int = 0, adapt_lr: float | None = None) -> Callable | None:
     """``recon.pipeline.method_solver`` with the complex image out (``[1, H, W]`` / ``[1, M, H, W]``); None for
     zero-filled, which predicts zeros."""
     from recon.pipeline import method_solver
 
     return method_solver(method, weights=weights, device=device, self_ensemble=self_ensemble, complex_output=True,
-                         adapt_steps=adapt_steps)
+                         adapt_steps=adapt_steps, adapt_lr=adapt_lr)
 
 
 def method_predictor(method: str, maps: np.ndarray, *, weights: str | None = None, device: str | None = None,
@@ -94,19 +94,21 @@ def method_predictor(method: str, maps: np.ndarray, *, weights: str | None = Non
 
 def kspace_check(method: str, kspace: np.ndarray, mask, maps: np.ndarray, *, folds: int = FOLDS, seed: int = 0,
                  bands: int | None = None, weights: str | None = None,
-                 device: str | None = None, self_ensemble: bool = False, adapt_steps: int = 0) -> list[KspaceCheck]:
+                 device: str | None = None, self_ensemble: bool = False, adapt_steps: int = 0,
+                 adapt_lr: float | None = None) -> list[KspaceCheck]:
     """Cross-validate ``method`` on each slice of undersampled k-space ``[S, C, H, W]`` (complex, zero where not
     sampled) under ``mask`` (a ``recon.masks.SamplingMask`` or array broadcastable to ``[1, H, W]``) with the
     coil maps it reconstructs with, ``maps`` ``[S, C, H, W]`` or ``[S, M, C, H, W]`` (e.g.
     ``recon.calibration.calibrate_maps``); the NMSE estimate per ``bands`` radial bands (default
     ``recon.crossval.NMSE_BANDS``).
-    ``adapt_steps``: MoDL adapted to the scan (ZS-SSL) before every held-out reconstruction, as the image was.
+    ``adapt_steps`` / ``adapt_lr``: MoDL adapted to the scan (ZS-SSL) before every held-out reconstruction, as the
+    image was.
     Returns one :class:`KspaceCheck` per slice."""
     from recon.calibration import heldout_layout
     from recon.crossval import NMSE_BAND_CHOICES, NMSE_BANDS, heldout_errors, nmse_estimate
 
     kspace = np.asarray(kspace)
-    solve = _solver(method, weights, device, self_ensemble, adapt_steps)
+    solve = _solver(method, weights, device, self_ensemble, adapt_steps, adapt_lr)
     chosen = int(bands or NMSE_BANDS)
     out = []
     for s in range(kspace.shape[0]):
@@ -132,7 +134,7 @@ def combined_score(image_score, nmse_estimate, tau: float = COMBINED_TAU, power:
 def reconstruction_quality(method: str, kspace: np.ndarray, mask, image: np.ndarray, *, maps: np.ndarray | None = None,
                            num_maps: int = 1, calibration: str = "auto", weights: str | None = None,
                            device: str | None = None, source=None, self_ensemble: bool = False,
-                           adapt_steps: int = 0) -> dict[str, list[float]]:
+                           adapt_steps: int = 0, adapt_lr: float | None = None) -> dict[str, list[float]]:
     """Per slice, the three reference-free figures of a reconstruction ``image`` ``[S, H, W]`` (magnitude) that
     ``method`` made from undersampled ``kspace`` ``[S, C, H, W]`` under ``mask``: ``image_score`` (the recon
     model), ``kspace_nmse`` (:func:`kspace_check`, with the maps the image was reconstructed with when given:
@@ -145,7 +147,7 @@ def reconstruction_quality(method: str, kspace: np.ndarray, mask, image: np.ndar
     if maps is None:
         maps = calibrate_maps(kspace, mask, num_maps=int(num_maps), source=source, method=calibration)[0]
     checks = kspace_check(method, kspace, mask, maps, weights=weights, device=device, self_ensemble=self_ensemble,
-                          adapt_steps=adapt_steps)
+                          adapt_steps=adapt_steps, adapt_lr=adapt_lr)
     scores = load_predictor("recon", device="cpu").score(np.asarray(image, np.float32), kind="mri")
     nmse = np.array([c.nmse_estimate for c in checks])
     return {"image_score": [float(v) for v in scores], "kspace_nmse": [float(v) for v in nmse],

@@ -17,7 +17,7 @@ def modl_reconstruct(model: MoDL, kspace, mask, sens_maps=None, *, batch_size: i
                      num_low_frequencies: int | None = None, source: str | None = None,
                      device: str | torch.device | None = None, progress: bool = False,
                      complex_output: bool = False, self_ensemble: bool = False, adapt_steps: int = 0,
-                     adapt_reports: list | None = None) -> np.ndarray:
+                     adapt_lr: float | None = None, adapt_reports: list | None = None) -> np.ndarray:
     """Reconstruct a volume with MoDL: k-space ``[S, C, H, W]`` complex (numpy or torch) -> float32 ``[S, H, W]``.
 
     Args:
@@ -44,6 +44,7 @@ def modl_reconstruct(model: MoDL, kspace, mask, sens_maps=None, *, batch_size: i
             measurements for up to this many steps (ZS-SSL, :func:`recon.modl.adapt.adapt_modl`; about 0.35 s a step
             at 16 x 96 x 96 on 2 CPU threads); slices then go one at a time. Outside the maps' support (where the
             measurements teach nothing) the image keeps the given model's values.
+        adapt_lr: the adaptation's Adam learning rate (None: :data:`recon.modl.adapt.DEFAULT_LR`).
         adapt_reports: a list that gets each slice's :class:`recon.modl.adapt.AdaptReport`.
     Returns: float32 numpy ``[S, H, W]`` magnitude on the RSS scale.
     """
@@ -91,10 +92,11 @@ def modl_reconstruct(model: MoDL, kspace, mask, sens_maps=None, *, batch_size: i
                                                    source=source)
                 net = model
                 if int(adapt_steps) > 0:
-                    from recon.modl.adapt import adapt_modl
+                    from recon.modl.adapt import DEFAULT_LR, adapt_modl
 
                     with torch.enable_grad():
                         net, report = adapt_modl(model, y * mm, mm, maps, steps=int(adapt_steps), source=source,
+                                                 lr=DEFAULT_LR if adapt_lr is None else float(adapt_lr),
                                                  progress=progress)
                     if adapt_reports is not None:
                         adapt_reports.append(report)
