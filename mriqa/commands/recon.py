@@ -112,8 +112,9 @@ def run(args: argparse.Namespace) -> int:
     attrs.update(result.summary())
     attrs.update(method=args.method, input=str(args.input), retrospective=sampled.retrospective,
                  num_maps=args.num_maps, weights=args.weights or ("modl" if args.method == "modl" else "none"),
-                 self_ensemble=bool(args.self_ensemble), adapt_steps=int(args.adapt),
-                 adapt_lr=(args.adapt_lr or DEFAULT_LR) if args.adapt else None)
+                 self_ensemble=bool(args.self_ensemble), adapt_steps=int(args.adapt))
+    if args.adapt:
+        attrs["adapt_lr"] = args.adapt_lr or DEFAULT_LR
     if not sampled.retrospective:
         attrs["seed"] = None
     if args.quality:
