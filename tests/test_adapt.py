@@ -64,6 +64,8 @@ def test_modl_reconstruct_adapts_each_slice_and_reports():
         assert (changed > 0) == (report.best_step > 0), (s, report, changed)
     with pytest.raises(InputError, match="steps >= 1"):
         adapt_modl(model, *_prepared(model), steps=0)
+    with pytest.raises(InputError, match="learning rate > 0"):
+        adapt_modl(model, *_prepared(model), steps=1, lr=0.0)
 
 
 def test_run_method_notes_and_refuses_adaptation_for_other_methods():

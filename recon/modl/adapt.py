@@ -83,6 +83,8 @@ def adapt_modl(model: MoDL, y: torch.Tensor, mask: torch.Tensor, sens_maps: torc
         raise InputError(source, f"adaptation takes one slice [1, C, H, W], got {tuple(y.shape)}")
     if int(steps) < 1 or int(every) < 1:
         raise InputError(source, f"adaptation needs steps >= 1 and every >= 1, got {steps} and {every}")
+    if not float(lr) > 0:
+        raise InputError(source, f"adaptation needs a learning rate > 0, got {lr}")
     start = time.perf_counter()
     h, w = y.shape[-2:]
     omega = (mask.reshape(-1, *mask.shape[-2:])[:1] > 0).float().expand(1, h, w).contiguous().cpu()
