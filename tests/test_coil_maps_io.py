@@ -41,6 +41,9 @@ def test_read_coil_maps_formats_and_errors(tmp_path):
     np.save(tmp_path / "zero.npy", np.zeros_like(maps))
     with pytest.raises(InputError, match="all zero"):
         read_coil_maps(tmp_path / "zero.npy", shape)
+    (tmp_path / "text.npy").write_text("not maps")
+    with pytest.raises(InputError, match="not a .npy file"):
+        read_coil_maps(tmp_path / "text.npy", shape)
 
 
 def test_recon_with_user_maps_uses_them(tmp_path, capsys, phantom_kspace):

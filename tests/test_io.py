@@ -446,6 +446,15 @@ def test_npy(tmp_path):
         read_volume(tmp_path / "empty.npy")
     with pytest.raises(InputError):
         read_volume(tmp_path / "nothing.npy")
+    (tmp_path / "text.npy").write_text("x")  # NumPy would call this pickled data and advise allow_pickle
+    with pytest.raises(InputError) as excinfo:
+        read_volume(tmp_path / "text.npy")
+    _assert_one_line_error(excinfo, tmp_path / "text.npy", "not a .npy file")
+    np.save(tmp_path / "objects.npy", np.array([1, None], dtype=object), allow_pickle=True)
+    with pytest.raises(InputError) as excinfo:
+        read_volume(tmp_path / "objects.npy")
+    _assert_one_line_error(excinfo, tmp_path / "objects.npy", "holds Python objects")
+    assert "allow_pickle" not in str(excinfo.value)
 
 
 def test_real_mprage_and_templates(shared_data):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from recon.errors import InputError
+from recon.io.volumes import load_npy
 
 H5_KEYS = ("sens_maps", "maps", "coil_maps")
 
@@ -33,10 +34,7 @@ def _read_any(path: Path) -> np.ndarray:
     if not path.is_file():
         raise InputError(path, "coil maps file not found")
     if suffix == ".npy":
-        try:
-            return np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise InputError(path, f"not a readable .npy file ({str(exc).splitlines()[0]})") from None
+        return load_npy(path)
     if suffix in (".h5", ".hdf5"):
         import h5py
 

@@ -277,14 +277,26 @@ def read_image(path: str | os.PathLike) -> Volume:
     return Volume(_finish(np.stack(frames), path, "image"), (1.0, 1.0, 1.0), path)
 
 
+NPY_MAGIC = b"\x93NUMPY"  # the first bytes of every .npy file (NumPy's format spec)
+
+
 def load_npy(path: str | os.PathLike) -> np.ndarray:
-    """A ``.npy`` array as stored (no pickles); InputError for a missing or unreadable file."""
+    """A ``.npy`` array as stored (no pickles); InputError for a missing or unreadable file, a file that is not
+    ``.npy`` at all, or one holding Python objects (NumPy's own message would advise ``allow_pickle``)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "file not found")
+    with open(path, "rb") as f:
+        if f.read(len(NPY_MAGIC)) != NPY_MAGIC:
+            raise InputError(path, "not a .npy file (no NumPy header)")
     try:
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except ValueError as exc:
+        if "pickle" in str(exc).lower() or "object arrays" in str(exc).lower():
+            raise InputError(path, "the .npy file holds Python objects, which are not read: save a numeric "
+                                   "array") from None
+        raise InputError(path, f"cannot read as .npy: {first_line(exc)}") from None
+    except (OSError, EOFError) as exc:
         raise InputError(path, f"cannot read as .npy: {first_line(exc)}") from None
 
 
