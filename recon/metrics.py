@@ -78,6 +78,8 @@ def psnr(gt, pred, maxval: float | None = None, *, channel_axis: int | None = No
     mse = np.mean((gt - pred) ** 2)
     if max_db is not None:
         mse = max(mse, rng ** 2 / 10 ** (max_db / 10))
+    if mse == 0:
+        return float("inf")  # identical images: said so, without NumPy's divide-by-zero warning on stderr
     return float(10 * np.log10(rng ** 2 / mse))
 
 

@@ -61,7 +61,7 @@ def test_conventions_by_hand(volumes):
 def test_identical_and_2d(volumes):
     gt, _ = volumes
     assert nmse(gt, gt) == 0.0
-    with np.errstate(divide="ignore"):
+    with np.errstate(all="raise"):  # inf, not a RuntimeWarning printed by `mriqa evaluate`
         assert psnr(gt, gt) == np.inf
     assert ssim(gt, gt) == pytest.approx(1.0)
     assert ssim(gt[1], gt[1] * 0.9) == pytest.approx(ssim(gt[1:2], gt[1:2] * 0.9))
