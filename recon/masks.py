@@ -61,6 +61,8 @@ POISSON_MIN_ACCEL = 4.0
 #: sigpy's Poisson-disk density search fails for some seeds on small grids (e.g. 96 x 96 at R = 2 or 3 with seed 0):
 #: then seeds ``seed + 1``, ``seed + 2``, ... are tried, this many in all (the mask stays a function of ``seed``)
 POISSON_TRIES = 10
+#: the largest mask seed: NumPy seeds are 32-bit, and Poisson-disk masks may go on to the next POISSON_TRIES - 1 seeds
+MAX_SEED = 2 ** 32 - POISSON_TRIES
 
 
 class SamplingMask(NamedTuple):
@@ -110,6 +112,7 @@ def center_fraction_for(acceleration: float, width: int) -> float:
     where the width allows it (a centre must stay narrower than ``W / R`` lines: on a small matrix at high R
     it keeps as many as fit, and calibration may then refuse). The nominal R stays ``acceleration``; the
     mask's effective R reports what a wider centre costs."""
+    acceleration = _check_accel(acceleration)
     base = default_center_fraction(acceleration)
     if acceleration <= 1:
         return base
@@ -123,6 +126,17 @@ def _effective(mask: torch.Tensor) -> float:
     if sampled == 0:
         raise InputError(None, "sampling mask is all zero (no k-space sampled)")
     return float(mask.numel()) / sampled
+
+
+def _check_accel(accel) -> float:
+    """``accel`` as a float, or one InputError line: not a number, not finite, or below 1."""
+    try:
+        accel = float(accel)
+    except (TypeError, ValueError):
+        raise InputError(None, f"acceleration {accel!r} is not a number") from None
+    if not np.isfinite(accel) or accel < 1:
+        raise InputError(None, f"acceleration R = {accel:g} is invalid: R must be >= 1")
+    return accel
 
 
 def _check_shape(shape: Sequence[int]) -> tuple[int, int]:
@@ -153,12 +167,9 @@ def make_mask(
     if kind not in MASK_KINDS:
         raise InputError(None, f"unknown mask kind {kind!r}; choose from {', '.join(MASK_KINDS)}")
     height, width = _check_shape(shape)
-    try:
-        accel = float(accel)
-    except (TypeError, ValueError):
-        raise InputError(None, f"acceleration {accel!r} is not a number") from None
-    if not np.isfinite(accel) or accel < 1:
-        raise InputError(None, f"acceleration R = {accel:g} is invalid: R must be >= 1")
+    accel = _check_accel(accel)
+    if seed is not None and not (isinstance(seed, (int, np.integer)) and 0 <= int(seed) <= MAX_SEED):
+        raise InputError(None, f"mask seed {seed!r} is invalid: it must be an integer from 0 to {MAX_SEED}")
     if center_fraction is None:
         center_fraction = default_center_fraction(accel)
     center_fraction = float(center_fraction)

@@ -207,6 +207,7 @@ def _bad_inputs(tmp_path):
         "all-zero k-space": (_bad_h5(tmp_path, "zeros.h5", kspace=np.zeros_like(good)), []),
         "all-zero mask": (_bad_h5(tmp_path, "zeromask.h5", kspace=good, mask=np.zeros(SIZE, np.float32)), []),
         "R < 1": (write_fastmri_h5(tmp_path / "ok.h5", good), ["--accel", "0.5"]),
+        "R not a number": (write_fastmri_h5(tmp_path / "ok4.h5", good), ["--accel", "nan"]),
         "no ACS for coil maps": (write_fastmri_h5(tmp_path / "ok2.h5", good),
                                  ["--accel", "4", "--center-fraction", "0.03"]),
         "missing file": (tmp_path / "does-not-exist.h5", []),
@@ -216,7 +217,7 @@ def _bad_inputs(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["not HDF5", "truncated", "missing kspace", "wrong rank", "NaN", "all-zero k-space",
-                                  "all-zero mask", "R < 1", "no ACS for coil maps", "missing file",
+                                  "all-zero mask", "R < 1", "R not a number", "no ACS for coil maps", "missing file",
                                   "not SENSE-tutorial .mat", "unknown device"])
 def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path, capsys, case):
     path, extra = _bad_inputs(tmp_path)[case]
@@ -226,7 +227,7 @@ def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path, capsys, case):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mriqa: error: ")
     assert "Traceback" not in err
-    assert str(path.name) in lines[0] or case in ("R < 1", "unknown device")
+    assert str(path.name) in lines[0] or case in ("R < 1", "R not a number", "unknown device")
     assert not out.exists()
     assert not list(out.parent.glob("*")) if out.parent.exists() else True
 
@@ -316,3 +317,18 @@ def test_demo_refuses_k_space_that_is_already_undersampled(tmp_path, capsys):
         assert (code == 0) == ok and (tmp_path / name).exists() == ok
         if not ok:
             assert "already undersampled" in err and "mriqa recon" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [["recon", "in.h5", "--out", "o.h5"], ["demo"], ["make-dataset", "--out", "ds"],
+                                  ["iqa-bench", "--dataset", "csv:x.csv", "--metric", "psnr"],
+                                  ["reader-study", "scores", "study.db"]])
+@pytest.mark.parametrize("seed", ["-1", "2147483648", "1.5"])
+def test_every_seed_option_refuses_what_numpy_would_not_take(tmp_path, capsys, monkeypatch, argv, seed):
+    """`mriqa demo --seed -1` and `make-dataset --seed -1` ended in NumPy's traceback (make-dataset after creating
+    its output folder): now the parser refuses the value, exit 2, before anything runs."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as excinfo:
+        main([*argv, "--seed", seed])
+    err = capsys.readouterr().err
+    assert excinfo.value.code == 2 and "--seed: must be an integer from 0 to 2147483647" in err
+    assert "Traceback" not in err and not list(tmp_path.iterdir())

@@ -101,6 +101,16 @@ def test_full_sampling_at_r1():
 def test_r_below_one_is_input_error(accel):
     with pytest.raises(InputError, match="R must be >= 1"):
         make_mask("random", SHAPE, accel)
+    with pytest.raises(InputError, match="R must be >= 1"):  # `mriqa recon --accel nan` asks this first
+        center_fraction_for(accel, 96)
+
+
+@pytest.mark.parametrize("seed", [-1, 2 ** 40, 1.5])
+def test_bad_seed_is_input_error(seed):
+    """`mriqa recon --seed -1` met NumPy's 'Seed must be between 0 and 2**32 - 1' as a traceback."""
+    for kind in ("random", "poisson"):
+        with pytest.raises(InputError, match="mask seed .* is invalid"):
+            make_mask(kind, (32, 32), 4, seed=seed)
 
 
 @pytest.mark.parametrize("kind", ["random", "equispaced"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 
+from mriqa.commands.shared import seed_value
 from mriqa.recon_quality.kspace import COMBINED_POWER, COMBINED_TAU  # numpy only: the legend's constants
 
 DEFAULT_ACCELS = "2,4,6,8,10,12"
@@ -31,7 +32,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--mask", dest="mask_type", choices=["random", "equispaced", "poisson"], default="equispaced")
     p.add_argument("--methods", default="zf,sense,l1,modl",
                    help="comma-separated methods; those whose model is not available are skipped")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_value, default=0)
     p.add_argument("--no-kspace-check", action="store_true",
                    help="leave out the k-space check columns (4 more reconstructions per method and R)")
     p.add_argument("--snr", type=float, default=None,

@@ -31,6 +31,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from mriqa.commands.shared import seed_value
+
 STAT_COLUMNS = (
     ("srcc", "SRCC"), ("krcc", "KRCC"), ("plcc", "PLCC"),
     ("plcc_logistic4", "PLCC-L4"), ("plcc_logistic5", "PLCC-L5"), ("plcc_poly3", "PLCC-P3"), ("ntire", "NTIRE"),
@@ -54,7 +56,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT", default=None, help="write the results (and per-image scores) as JSON")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                    help="bootstrap resamples for confidence intervals (default 1000; 0 = none)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--seed", type=seed_value, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--level", type=float, default=0.95, help="confidence level (default 0.95)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="score only N images, evenly spaced over the database")

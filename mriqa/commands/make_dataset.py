@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from mriqa.commands.shared import seed_value
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -39,7 +41,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--resample", choices=["linear", "kspace"], default="linear",
                    help="bring each slice to --size by linear interpolation (default; a smooth spectrum) or by "
                    "cropping / zero-padding its k-space (kspace: a real acquisition's truncation and Gibbs ringing)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_value, default=0)
     p.add_argument("--splits", choices=["default", "ixi"], default="default",
                    help="default: train = 3T MPRAGE, val = MNI152, test = Colin27; ixi: train = MPRAGE + 30 IXI "
                    "subjects, val = 5 IXI subjects, test = 5 IXI subjects + Colin27 (by subject)")

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 
+from mriqa.commands.shared import seed_value
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -58,7 +60,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("study", metavar="STUDY")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     s.add_argument("--port", type=int, default=8765, help="port (default 8765)")
-    s.add_argument("--seed", type=int, default=None, help="seed of the pair choice (default: random)")
+    s.add_argument("--seed", type=seed_value, default=None, help="seed of the pair choice (default: random)")
     s.set_defaults(func=run_serve)
 
     c = sub.add_parser("scores", help="Elo and Bradley-Terry scores, reader agreement, CSV for iqa-bench",
@@ -72,7 +74,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="the CSV's score column: Elo (default) or BT on Elo points")
     c.add_argument("--bootstrap", type=int, default=200, metavar="N", help="bootstrap resamples (default 200)")
     c.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
-    c.add_argument("--seed", type=int, default=0, help="seed of the Elo pass order and the bootstrap (0)")
+    c.add_argument("--seed", type=seed_value, default=0, help="seed of the Elo pass order and the bootstrap (0)")
     c.add_argument("--passes", type=int, default=20, help="Elo passes over the judgments (default 20)")
     c.add_argument("--last", type=int, default=10, help="Elo: mean of each image's last N ratings (10)")
     c.set_defaults(func=run_scores)

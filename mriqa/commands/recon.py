@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from mriqa.commands.shared import seed_value
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -20,7 +22,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--mask", dest="mask_type", choices=["random", "equispaced", "poisson"], default="random")
     p.add_argument("--center-fraction", type=float, default=None,
                    help="fully sampled centre fraction (default 0.32 / R: fastMRI's 0.08 at R=4, 0.04 at R=8)")
-    p.add_argument("--seed", type=int, default=0, help="mask seed")
+    p.add_argument("--seed", type=seed_value, default=0, help="mask seed")
     p.add_argument("--num-maps", type=int, default=1, choices=[1, 2],
                    help="ESPIRiT map sets (2 where a small field of view folds over; with 1 the collapse guard "
                         "falls back to 2 when one set fails its checks)")

@@ -1,5 +1,6 @@
 """What the commands that read images and print records (``score``, ``estimate-r``, ``restore``) share: the
-``--max-pixels`` option, the table on stdout, the JSON file and the report of failed inputs."""
+``--max-pixels`` option, the table on stdout, the JSON file and the report of failed inputs; and the ``--seed``
+type of every command that takes one."""
 from __future__ import annotations
 
 import argparse
@@ -19,6 +20,21 @@ def pixel_count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a pixel count: {text!r}") from None
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+    return n
+
+
+#: the largest ``--seed``: every seed the commands hand on (masks, NumPy generators, splits) fits in 31 bits
+MAX_SEED = 2 ** 31 - 1
+
+
+def seed_value(text: str) -> int:
+    """``--seed``: an integer from 0 to :data:`MAX_SEED` (NumPy refused a negative one with a traceback)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {MAX_SEED}, got {text!r}")
     return n
 
 
