@@ -92,6 +92,21 @@ def test_png_8bit_16bit_palette_la_cmyk(tmp_path):
     assert read_images(tmp_path / "x.bmp")[0].image.shape == (20, 30, 3)
 
 
+def test_tiff_stack_is_one_record_per_page(tmp_path):
+    """A multi-page TIFF (an exported series) was scored by its first page alone, silently; every page is a slice
+    now, as read_volume reads it."""
+    rng = np.random.default_rng(1)
+    pages = [(rng.random((20, 30)) * 65535).astype(np.uint16) for _ in range(3)]
+    Image.fromarray(pages[0]).save(tmp_path / "stack.tif", save_all=True,
+                                   append_images=[Image.fromarray(p) for p in pages[1:]])
+    records = read_images(tmp_path / "stack.tif")
+    assert [r.slice for r in records] == [0, 1, 2]
+    for r, page in zip(records, pages):
+        np.testing.assert_array_equal(r.image, page)
+    Image.fromarray(pages[0]).save(tmp_path / "one.tif")
+    assert [r.slice for r in read_images(tmp_path / "one.tif")] == [None]
+
+
 def test_bad_and_unknown_files(tmp_path):
     (tmp_path / "junk.png").write_bytes(b"definitely not a png")
     (tmp_path / "notes.xyz").write_text("hello")

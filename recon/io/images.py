@@ -6,10 +6,10 @@ IQA readers); the file formats are decoded by the same readers as :func:`recon.i
 ==========================  =====================================================================  ========
 input                       records                                                                 kind
 ==========================  =====================================================================  ========
-PNG / TIFF / BMP / JPEG     one (Pillow, first frame; 16-bit gray kept as uint16; CMYK, YCbCr,     photo
-                            palette -> RGB; palette with transparency -> RGBA; 1-bit -> uint8
-                            0/255; 32-bit integer or float modes -> ``mri`` kind, i.e. scaled by
-                            the robust maximum)
+PNG / TIFF / BMP / JPEG     one (Pillow; a multi-page file: one per page, numbered as slices;      photo
+                            16-bit gray kept as uint16; CMYK, YCbCr, palette -> RGB; palette with
+                            transparency -> RGBA; 1-bit -> uint8 0/255; 32-bit integer or float
+                            modes -> ``mri`` kind, i.e. scaled by the robust maximum)
 folder of images            one per PNG / TIFF / BMP / JPEG file, in name order (a folder holding   photo
                             no DICOM file; :func:`image_folder_files` lists them)
 DICOM file (.dcm or any)    one per frame (multi-frame files); modality LUT (rescale) applied         mri
@@ -71,9 +71,12 @@ def _as_mag(arr: np.ndarray) -> np.ndarray:
 
 
 def read_photo(path: str | os.PathLike, max_pixels: int | None = None) -> list[ImageRecord]:
-    """PNG/TIFF/BMP/JPEG -> one record (first frame of multi-page files)."""
-    (photo,) = read_photo_file(path, max_pixels)
-    return [ImageRecord(photo.array, os.fspath(path), None, photo.kind)]
+    """PNG/TIFF/BMP/JPEG -> one record; a multi-page file (a TIFF stack) -> one record per page, numbered as
+    slices (as :func:`recon.io.volumes.read_volume` reads it)."""
+    photos = read_photo_file(path, max_pixels, all_frames=True)
+    if len(photos) == 1:
+        return [ImageRecord(photos[0].array, os.fspath(path), None, photos[0].kind)]
+    return [ImageRecord(p.array, os.fspath(path), i, p.kind) for i, p in enumerate(photos)]
 
 
 def image_folder_files(folder: str | os.PathLike) -> list[Path] | None:
