@@ -223,6 +223,8 @@ def skimage_data_dir() -> Path:
 
 def load_pool(spec: dict, channels: int) -> Pool:
     """Build a :class:`Pool` from one data ``spec`` (see the module doc)."""
+    if not isinstance(spec, dict):
+        raise InputError(None, f"a data entry must be a mapping such as {{type: images, path: DIR}}, got {spec!r}")
     typ = spec.get("type", "images")
     pool = Pool()
     if typ == "volume":

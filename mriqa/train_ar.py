@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from recon.config import build_from_config
 from recon.errors import InputError
 from mriqa.jpeg import jpeg_compress
 from mriqa.models.arcnn import ARCNN
@@ -141,7 +142,7 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
     channels = int(cfg["model"]["in_channels"])
     images = list(load_pools(cfg["data"]["train"], channels).images)
     torch.manual_seed(seed)
-    model = ARCNN.from_config(cfg["model"])
+    model = build_from_config(ARCNN.from_config, cfg["model"])
     qf_loss = make_qf_loss(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=float(tc["lr"]))
     state = start_state(out, model, opt, resume, cfg["name"], log)

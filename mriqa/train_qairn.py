@@ -66,6 +66,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from recon.config import build_from_config
 from recon.errors import InputError
 from mriqa.jpeg import jpeg_compress
 from mriqa.models.qairn import QAIRN, load_deepened
@@ -333,7 +334,7 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
         raise InputError(None, f"train.precision must be fp32 or bf16, got {precision!r}")
     memory_format = torch.channels_last if tc.get("channels_last") else torch.contiguous_format
     torch.manual_seed(seed)
-    model = QAIRN.from_config({"in_channels": 3, **cfg["model"]}).to(device, memory_format=memory_format)
+    model = build_from_config(QAIRN.from_config, {"in_channels": 3, **cfg["model"]}).to(device, memory_format=memory_format)
     opt = torch.optim.Adam(model.parameters(), lr=float(tc["lr"]))
     resuming = resume and (out / "checkpoint.pt").is_file()  # a resumed run ignores init: its checkpoint wins
     state = start_state(out, model, opt, resume, cfg["name"], log)
@@ -378,7 +379,7 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
                        plot=lambda h: plot_curves(h, out / "curves.png", cfg["name"]), output_dir=out, log=log)
     step, best, wall = state.step, state.best, result.wall_s
 
-    final = QAIRN.from_config({"in_channels": 3, **cfg["model"]})
+    final = build_from_config(QAIRN.from_config, {"in_channels": 3, **cfg["model"]})
     last = state.ema if state.ema is not None else model.state_dict()  # no validation row yet: the last weights
     final.load_state_dict(best["state"] if best is not None else {k: v.cpu() for k, v in last.items()})
     final.eval()

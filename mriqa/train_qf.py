@@ -45,6 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from recon.config import build_from_config
 from recon.errors import InputError
 from recon.device import resolve_device
 from recon.training.loop import export_weights, run_steps, start_state, training_record
@@ -122,7 +123,7 @@ def build_model(cfg: dict) -> QFNet:
     if cfg["mode"] == "classification":
         mc.setdefault("num_classes", 5)
         mc.setdefault("class_qfs", [0, 20, 40, 60, 80])
-    return QFNet.from_config(mc)
+    return build_from_config(QFNet.from_config, mc)
 
 
 def _load_init(model: QFNet, path: str) -> None:

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from mriqa.models.reconq import OUTPUT_STRIDE, RQNet, normalize_magnitude
+from recon.config import build_from_config
 from recon.metrics_torch import ssim_map_uniform
 from recon.training.loop import export_weights, run_steps, start_state, training_record
 
@@ -294,7 +295,7 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
     batches = QualityBatches(train_data, dc["reference_fraction"], dc["crop_probability"], dc["crop_min"],
                              dc["slice_probability"], dc["noise_probability"])
     torch.manual_seed(int(cfg["seed"]))
-    model = RQNet(cfg["model"])
+    model = build_from_config(RQNet, cfg["model"])
     if cfg.get("init"):
         load_init(model, cfg["init"], cfg["name"], log)
     opt = torch.optim.Adam(model.parameters(), lr=float(tc["lr"]))

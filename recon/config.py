@@ -107,10 +107,40 @@ def read_yaml(path: str | os.PathLike) -> dict:
     return data
 
 
+#: the training keys every trainer reads the same way, and the least each may be: steps 0 (export or calibrate
+#: without training), a learning rate of 0 (frozen), at least one sample a batch
+LOWER_BOUNDS = {"train.steps": 0, "train.lr": 0, "train.batch": 1, "train.batch_size": 1}
+
+
+def check_numbers(cfg: dict, defaults: dict, where: str = "") -> None:
+    """Every value whose default is a number must be one (``'abc'`` for ``train.steps`` met ``int()`` deep in a
+    trainer, as a traceback); a string that reads as a number (YAML 1.1 reads ``1e-3`` as one) becomes that
+    number, in place. The keys of :data:`LOWER_BOUNDS` must not be below their bound. InputError naming the key."""
+    for key, default in defaults.items():
+        path = f"{where}.{key}" if where else str(key)
+        value = cfg.get(key)
+        if isinstance(default, dict) and isinstance(value, dict):
+            check_numbers(value, default, path)
+            continue
+        if value is None or isinstance(default, bool) or not isinstance(default, (int, float)):
+            continue
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise InputError(None, f"config key {path!r} must be a number, got {cfg[key]!r}") from None
+            cfg[key] = int(value) if isinstance(default, int) and value.is_integer() else value
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(None, f"config key {path!r} must be a number, got {value!r}")
+        if path in LOWER_BOUNDS and not cfg[key] >= LOWER_BOUNDS[path]:
+            raise InputError(None, f"config key {path!r} must be >= {LOWER_BOUNDS[path]}, got {cfg[key]!r}")
+
+
 def load_config(defaults: dict, path: str | os.PathLike | dict | None = None,
                 overrides: Iterable[str] | None = None, extra: dict | None = None, *,
                 open_keys: Iterable[str] = ()) -> dict:
-    """``defaults`` <- YAML file at ``path`` (or a dict) <- ``extra`` <- ``KEY=VALUE`` overrides, strictly."""
+    """``defaults`` <- YAML file at ``path`` (or a dict) <- ``extra`` <- ``KEY=VALUE`` overrides, strictly
+    (unknown keys; numbers where the defaults have numbers: :func:`check_numbers`)."""
     source = None
     if isinstance(path, dict):
         user = path
@@ -124,4 +154,18 @@ def load_config(defaults: dict, path: str | os.PathLike | dict | None = None,
     except InputError as exc:
         raise InputError(source, exc.problem) from None
     cfg = merge(cfg, extra or {}, open_keys=open_keys)
-    return apply_overrides(cfg, overrides, open_keys=open_keys)
+    cfg = apply_overrides(cfg, overrides, open_keys=open_keys)
+    try:
+        check_numbers(cfg, defaults)
+    except InputError as exc:
+        raise InputError(source if source is not None and not overrides else None, exc.problem) from None
+    return cfg
+
+
+def build_from_config(factory, config, what: str = "model"):
+    """``factory(config)``, a model's constructor refusing a setting (``ValueError`` / ``TypeError``, e.g. a width
+    of 0 or an unknown key) becoming one InputError line that names the config section ``what``."""
+    try:
+        return factory(config)
+    except (ValueError, TypeError) as exc:
+        raise InputError(None, f"config section {what!r}: {exc}") from None

@@ -158,6 +158,15 @@ def test_cli_train_qf_bad_config(tmp_path, capsys):
 
     rc = main(["train-qf", "--config", str(tmp_path / "missing.yaml")])
     assert rc == 2 and "missing.yaml" in capsys.readouterr().err
+    # settings that used to end in a traceback (int('abc'), QFNet's ValueError, a data entry that is a bare path)
+    config = str(REPO / "configs" / "qf-gray.yaml")
+    for setting, problem in [("train.steps=abc", "'train.steps' must be a number"),
+                             ("model.width=0", "config section 'model': width must be >= 1"),
+                             ("data.train=[/data/x.h5]", "a data entry must be a mapping")]:
+        rc = main(["train-qf", "--config", config, "--set", setting, "--output-dir", str(tmp_path / "run")])
+        err = capsys.readouterr().err
+        assert rc == 2 and problem in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
 
 
 def test_overrides_parse_numbers_yaml_reads_as_strings():

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 from mriqa.models.reconq import RQNet, normalize_magnitude
 from mriqa.train_rq import cosine_lr, dihedral  # the quality trainer's schedule and flips
+from recon.config import build_from_config
 from recon.files import atomic_path
 from recon.training.loop import export_weights, run_steps, start_state, training_record
 
@@ -180,7 +181,7 @@ def initial_model(cfg: dict, mean_log_r: float, log=print) -> RQNet:
     """RQNet of ``cfg["model"]`` with the ``init`` weights where names and shapes match, the last layer of a
     branch the init lacks (spectral, fine) at zero (so it starts as the init) and, unless the init is an R
     estimator itself (fine-tuning), the head's bias at ``mean_log_r``."""
-    model = RQNet(cfg["model"])
+    model = build_from_config(RQNet, cfg["model"])
     taken: dict = {}
     init_is_r_estimator = False
     if cfg.get("init"):

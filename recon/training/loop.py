@@ -40,6 +40,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from recon.errors import InputError
 from recon.files import remove_stale_temps
 from recon.training.checkpoints import load_checkpoint, save_checkpoint, write_json
 
@@ -169,7 +170,7 @@ def run_steps(state: RunState, *, name: str, model: torch.nn.Module, optimizer: 
 
     ema_decay = float(tc.get("ema") or 0.0)
     if not 0.0 <= ema_decay < 1.0:
-        raise ValueError(f"train.ema must be a decay in [0, 1), got {ema_decay}")
+        raise InputError(None, f"train.ema must be a decay in [0, 1), got {ema_decay}")
     if ema_decay and state.ema is None:
         state.ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
