@@ -334,7 +334,8 @@ def train(cfg: dict, resume: bool = True, log=print) -> dict:
         raise InputError(None, f"train.precision must be fp32 or bf16, got {precision!r}")
     memory_format = torch.channels_last if tc.get("channels_last") else torch.contiguous_format
     torch.manual_seed(seed)
-    model = build_from_config(QAIRN.from_config, {"in_channels": 3, **cfg["model"]}).to(device, memory_format=memory_format)
+    model = build_from_config(QAIRN.from_config, {"in_channels": 3, **cfg["model"]})
+    model = model.to(device, memory_format=memory_format)
     opt = torch.optim.Adam(model.parameters(), lr=float(tc["lr"]))
     resuming = resume and (out / "checkpoint.pt").is_file()  # a resumed run ignores init: its checkpoint wins
     state = start_state(out, model, opt, resume, cfg["name"], log)
