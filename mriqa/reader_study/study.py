@@ -238,9 +238,13 @@ def build_study(out, inputs, *, reference=None, slices: str | None = None, group
     paths = [Path(p) for p in inputs]
     if not paths:
         raise InputError(None, "no input given")
+    seen: dict[Path, Path] = {}
     for p in paths:
         if not p.exists():
             raise InputError(p, "file not found")
+        if p.resolve() in seen:  # every pair of its images would compare an image with itself
+            raise InputError(p, f"given twice (also as {seen[p.resolve()]}); each input is one candidate")
+        seen[p.resolve()] = p
     if not (len(percentiles) == 2 and 0 <= percentiles[0] < percentiles[1] <= 100):
         raise InputError(None, f"--percentiles must be two numbers 0 <= lo < hi <= 100, got {list(percentiles)}")
     kinds = {p.is_file() and _is_h5(p) for p in paths}
