@@ -119,6 +119,8 @@ def test_build_refuses_bad_input_and_leaves_nothing(tmp_path):
         build_study(tmp_path / "x", [files[0], png])
     with pytest.raises(InputError, match="3 of 3 groups have one image"):  # one file: nothing to compare
         build_study(tmp_path / "x", [files[0]])
+    with pytest.raises(InputError, match="--target must be >= 1"):
+        build_study(tmp_path / "x", files, target_per_reader=0)
     with pytest.raises(InputError, match="given twice"):  # an image against itself in every pair
         build_study(tmp_path / "x", [files[0], files[1], tmp_path / ".." / tmp_path.name / files[0].name])
     assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x.*"))

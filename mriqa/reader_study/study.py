@@ -245,6 +245,8 @@ def build_study(out, inputs, *, reference=None, slices: str | None = None, group
         if p.resolve() in seen:  # every pair of its images would compare an image with itself
             raise InputError(p, f"given twice (also as {seen[p.resolve()]}); each input is one candidate")
         seen[p.resolve()] = p
+    if target_per_reader is not None and not int(target_per_reader) >= 1:
+        raise InputError(None, f"--target must be >= 1 judgment per reader, got {target_per_reader}")
     if not (len(percentiles) == 2 and 0 <= percentiles[0] < percentiles[1] <= 100):
         raise InputError(None, f"--percentiles must be two numbers 0 <= lo < hi <= 100, got {list(percentiles)}")
     kinds = {p.is_file() and _is_h5(p) for p in paths}
