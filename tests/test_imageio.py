@@ -76,6 +76,11 @@ def test_png_8bit_16bit_palette_la_cmyk(tmp_path):
     Image.fromarray(rgb).convert("P").save(tmp_path / "pal.png")
     (rp,) = read_images(tmp_path / "pal.png")
     assert rp.image.shape == (20, 30, 3)
+    gray = rgb[..., 0]
+    Image.fromarray(gray).convert("P").save(tmp_path / "gray-pal.png")  # was read as RGB, so scored by the RGB model
+    (rg,) = read_images(tmp_path / "gray-pal.png")
+    assert rg.image.dtype == np.uint8
+    np.testing.assert_array_equal(rg.image, gray)
 
     Image.fromarray(rgb).convert("LA").save(tmp_path / "la.png")
     (rla,) = read_images(tmp_path / "la.png")

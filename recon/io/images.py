@@ -7,9 +7,10 @@ IQA readers); the file formats are decoded by the same readers as :func:`recon.i
 input                       records                                                                 kind
 ==========================  =====================================================================  ========
 PNG / TIFF / BMP / JPEG     one (Pillow; a multi-page file: one per page, numbered as slices;      photo
-                            16-bit gray kept as uint16; CMYK, YCbCr, palette -> RGB; palette with
-                            transparency -> RGBA; 1-bit -> uint8 0/255; 32-bit integer or float
-                            modes -> ``mri`` kind, i.e. scaled by the robust maximum)
+                            16-bit gray kept as uint16; CMYK, YCbCr, palette -> RGB (a gray
+                            palette -> gray); palette with transparency -> RGBA; 1-bit -> uint8
+                            0/255; 32-bit integer or float modes -> ``mri`` kind, i.e. scaled by
+                            the robust maximum)
 folder of images            one per PNG / TIFF / BMP / JPEG file, in name order (a folder holding   photo
                             no DICOM file; :func:`image_folder_files` lists them)
 DICOM file (.dcm or any)    one per frame (multi-frame files); modality LUT (rescale) applied         mri

@@ -1,6 +1,6 @@
 """Decoding image files with Pillow: one :class:`Photo` per frame, the array in the layout of
-:mod:`recon.io.images`' table (16-bit gray kept as uint16; CMYK, YCbCr, palette -> RGB; palette with transparency
--> RGBA; 1-bit -> uint8 0/255; 32-bit integer or float modes -> the ``mri`` kind).
+:mod:`recon.io.images`' table (16-bit gray kept as uint16; CMYK, YCbCr, palette -> RGB (a gray palette -> gray);
+palette with transparency -> RGBA; 1-bit -> uint8 0/255; 32-bit integer or float modes -> the ``mri`` kind).
 
 The bottom of the image readers: :mod:`recon.io.volumes` (2-D images as volumes) and :mod:`recon.io.images`
 (records for the quality models) both decode through :func:`read_photo_file`.
@@ -43,6 +43,15 @@ def check_finite(arr: np.ndarray, source, index: int | None) -> None:
         raise InputError(source, f"{where} contains NaN or Inf values")
 
 
+def _gray_palette(im) -> bool:
+    """True when every colour of a palette image's palette is a gray (R = G = B)."""
+    palette = im.getpalette(rawmode="RGB")
+    if not palette:
+        return False
+    rgb = np.asarray(palette, dtype=np.int32).reshape(-1, 3)
+    return bool((rgb[:, 0] == rgb[:, 1]).all() and (rgb[:, 1] == rgb[:, 2]).all())
+
+
 def _frame_array(im) -> tuple[np.ndarray, str]:
     """One Pillow frame -> (array, kind) following the module table."""
     mode = im.mode
@@ -58,6 +67,8 @@ def _frame_array(im) -> tuple[np.ndarray, str]:
             return arr.astype(np.uint16), "photo"  # 16-bit PNG opened as mode I
         return arr.astype(np.float32), "mri"  # unscaled integer / float data: robust-max scaling
     if mode == "P":
+        if "transparency" not in im.info and _gray_palette(im):  # a gray image saved with a palette stays gray
+            return np.asarray(im.convert("L")), "photo"
         return np.asarray(im.convert("RGBA" if "transparency" in im.info else "RGB")), "photo"
     if mode == "PA":
         return np.asarray(im.convert("RGBA")), "photo"
