@@ -121,18 +121,18 @@ def _check(cfg: dict) -> None:
         raise InputError(None, f"train.qf_weight must be >= 0, got {tcfg['qf_weight']}")
     stages = tcfg["stages"]
 
-    def whole(value, default: int) -> int:  # a count, or -1 for anything that is not one
+    def whole(value, default: int) -> int:  # a count, or -1 for anything that is not one (text, 1.5, inf)
+        if value is None:
+            return default
         try:
-            return int(value) if float(value) == int(float(value)) else -1
+            return int(value) if float(value).is_integer() else -1
         except (TypeError, ValueError):
-            return -1 if value is not None else default
+            return -1
 
     if not isinstance(stages, list) or not stages or not all(
             isinstance(s, dict) and whole(s.get("steps"), 0) >= 0 and whole(s.get("num_unrolls"), -1) >= 0
             for s in stages):
         raise InputError(None, "train.stages must be a list of {num_unrolls: K >= 0, steps: N >= 0}")
-    if int(tcfg["batch_size"]) < 1:
-        raise InputError(None, "train.batch_size must be >= 1")
     if int(tcfg["ckpt_every"]) < 1 or int(tcfg["val_every"]) < 0:
         raise InputError(None, "train.ckpt_every must be >= 1 and train.val_every >= 0")
 
