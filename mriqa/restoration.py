@@ -7,7 +7,8 @@
 Each input (PNG, BMP, TIFF or JPEG photo, read by :func:`recon.io.photos.read_photo_file`) is restored by QAIRN
 (:func:`mriqa.models.qairn.run_qairn`; an image larger than the tile runs tile by tile, same result) and written
 to ``out_dir/<input file name>``: same file format, same size, same mode (gray stays gray, RGBA keeps its
-alpha, 16-bit gray stays 16-bit; palette and CMYK images are written as RGB). A JPEG output is saved at
+alpha, 16-bit gray stays 16-bit; palette and CMYK images are written as RGB). A file of several pages (multi-page
+TIFF, animated PNG) is refused: its output would hold the first page only. A JPEG output is saved at
 ``jpeg_quality`` (default 100, 4:4:4 chroma) so that saving does not bring the artefacts back. Name clashes
 between inputs get ``-2``, ``-3``... before the extension; an output that would overwrite its own input is an
 error (inputs are never modified).
@@ -57,6 +58,9 @@ def read_photo_for_restore(path: str, max_pixels: int | None = DEFAULT_MAX_PIXEL
     (photo,) = read_photo_file(path, max_pixels)
     if photo.format not in PIL_FORMATS:
         raise InputError(path, f"unsupported image format {photo.format} (PNG, BMP, TIFF or JPEG)")
+    if photo.frames > 1:  # the output would keep only the first page
+        raise InputError(path, f"holds {photo.frames} pages (frames); restore takes one image a file: save the "
+                               "pages as separate files")
     arr = photo.array
     if photo.kind != "photo":
         raise InputError(path, f"{photo.mode}-mode (32-bit) images are not photos; restore expects 8/16-bit images")

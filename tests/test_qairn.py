@@ -219,6 +219,14 @@ def test_restore_cli_writes_same_size_same_format(tmp_path, capsys):
                  "--weights", str(weights)]) == 2
     err = capsys.readouterr().err
     assert "thin.png" in err and "4x300 pixels" in err and err.count("\n") == 1 and not out3.exists()
+    # a multi-page TIFF: refused in one line (its output would hold the first page only), nothing written
+    pages = [Image.fromarray(np.full((16, 16), v, np.uint8)) for v in (10, 200)]
+    pages[0].save(tmp_path / "in" / "pages.tif", save_all=True, append_images=pages[1:])
+    out4 = tmp_path / "out4"
+    assert main(["restore", str(inputs["photo.png"]), str(tmp_path / "in" / "pages.tif"), "--out", str(out4),
+                 "--weights", str(weights)]) == 2
+    err = capsys.readouterr().err
+    assert "pages.tif" in err and "2 pages" in err and err.count("\n") == 1 and not out4.exists()
 
 
 def test_init_and_gate_prior_open_the_gates(tmp_path):

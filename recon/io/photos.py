@@ -21,12 +21,14 @@ __all__ = ["Photo", "read_photo_file", "check_pixels", "check_finite"]
 @dataclass
 class Photo:
     """One decoded frame of an image file: ``array`` as in the module table, ``kind``, the file's Pillow
-    ``format`` (``PNG``, ``JPEG``, ``TIFF``, ``BMP``, ...) and ``mode`` (before any conversion)."""
+    ``format`` (``PNG``, ``JPEG``, ``TIFF``, ``BMP``, ...), ``mode`` (before any conversion) and ``frames``, how
+    many frames (pages) the file holds."""
 
     array: np.ndarray
     kind: str
     format: str | None
     mode: str
+    frames: int = 1
 
 
 def check_pixels(source, height: int, width: int, max_pixels: int | None) -> None:
@@ -87,12 +89,13 @@ def read_photo_file(path: str | os.PathLike, max_pixels: int | None = None, all_
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is max_pixels
             with Image.open(src) as im:
                 check_pixels(src, im.height, im.width, max_pixels)
-                for index in range(getattr(im, "n_frames", 1) if all_frames else 1):
+                frames = getattr(im, "n_frames", 1)
+                for index in range(frames if all_frames else 1):
                     im.seek(index)
                     im.load()
                     arr, kind = _frame_array(im)
                     check_finite(arr, src, None)
-                    out.append(Photo(np.ascontiguousarray(arr), kind, im.format, im.mode))
+                    out.append(Photo(np.ascontiguousarray(arr), kind, im.format, im.mode, frames))
     except FileNotFoundError:
         raise InputError(src, "file not found") from None
     except Image.DecompressionBombError as exc:
