@@ -95,8 +95,12 @@ class ScoreRecord:
 
 
 def default_model(image) -> str:
-    """``"rgb"`` for a colour image ``[H, W, 3|4]``, ``"gray"`` otherwise."""
-    return "rgb" if image.ndim == 3 and image.shape[-1] in (3, 4) else "gray"
+    """``"rgb"`` for a colour image ``[H, W, 3|4]``, ``"gray"`` otherwise. A gray image stored as RGB (channels
+    within 2/255 of each other, :func:`mriqa.restimate.ood.is_colour`: a screenshot, the later frames of a GIF) is
+    gray, as a gray palette image is (:mod:`recon.io.photos`): the same pixels get the same model."""
+    from mriqa.restimate.ood import is_colour
+
+    return "rgb" if image.ndim == 3 and image.shape[-1] in (3, 4) and is_colour(image) else "gray"
 
 
 def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[str]:

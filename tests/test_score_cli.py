@@ -111,10 +111,15 @@ def test_default_model_gray_for_mri_rgb_for_colour(tmp_path, capsys, weights_dir
     gray_png = tmp_path / "gray.png"
     Image.fromarray((rng.random((40, 48)) * 255).astype(np.uint8)).save(gray_png)
     h5 = _h5(tmp_path / "a.h5", _anatomy(scale=5.0)[None], key="reconstruction")
+    gray_as_rgb = tmp_path / "gray-rgb.png"  # a gray image stored as RGB (R = G = B): scored as the gray PNG is
+    with Image.open(gray_png) as im:
+        im.convert("RGB").save(gray_as_rgb)
     out_json = tmp_path / "s.json"
-    rc, out, err = _run(capsys, colour, gray_png, h5, "--json", out_json)
+    rc, out, err = _run(capsys, colour, gray_png, h5, gray_as_rgb, "--json", out_json)
     assert rc == 0, err
-    assert [r["model"] for r in json.loads(out_json.read_text())] == ["rgb", "gray", "gray"]
+    records = json.loads(out_json.read_text())
+    assert [r["model"] for r in records] == ["rgb", "gray", "gray", "gray"]
+    assert records[3]["qf"] == pytest.approx(records[1]["qf"], abs=1e-6)
 
 
 def test_maps_are_small_pngs(tmp_path, capsys, gray_model):

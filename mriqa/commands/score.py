@@ -13,9 +13,9 @@ multi-frame DICOM, per slice of every volume of a 4-D NIfTI, which adds ``volume
 Model (``--model``): ``gray``, ``rgb`` (the QF predictors: predicted JPEG quality factor / 100), ``recon`` (the
 reconstruction-quality model, :mod:`mriqa.models.reconq`: predicted SSIM of an MRI reconstruction against the
 fully sampled reference it never sees; gray magnitudes only) or the path of a weights file (QFNet or RQNet).
-Without it each image gets a default: ``rgb`` for colour images (3 or 4 channels: RGB photos, and CMYK/palette
-files, which are read as RGB), ``gray`` for everything single-channel (DICOM, NIfTI, h5 and gray photos, 8- or
-16-bit).
+Without it each image gets a default: ``rgb`` for colour images (3 or 4 channels that differ: RGB photos, and
+CMYK/palette files, which are read as RGB), ``gray`` for everything gray (DICOM, NIfTI, h5 and gray photos, 8- or
+16-bit, including gray images stored as RGB: :func:`mriqa.scoring.default_model`).
 
 ``--r-aware`` (with ``--model recon``): each record also carries ``r_est``, the acceleration the rq estimator reads
 in the image (:mod:`mriqa.restimate`), and ``r_aware`` = ``score * r_est ** -R_AWARE_POWER`` (0.1)
@@ -78,7 +78,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="gray|rgb|recon|PATH",
         help="model: 'gray' or 'rgb' (QF predictors), 'recon' (reconstruction quality: predicted SSIM of an MRI "
         "reconstruction, gray magnitudes only) or a .safetensors file (default: 'rgb' for colour images, "
-        "'gray' for single-channel images, DICOM, NIfTI and h5)",
+        "'gray' for gray ones, also when stored as RGB, and for DICOM, NIfTI and h5)",
     )
     p.add_argument(
         "--pool",
